@@ -1,0 +1,212 @@
+"""The ``imsim`` command line: a thin layer over :mod:`imsim.query`, :mod:`imsim.ingest` and :mod:`imsim.queue`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import ImsimError
+from .images import discover, read_path_list
+from .settings import get_settings
+
+app = typer.Typer(help="imsim: image-similarity search over CLIP and DINOv2 embeddings in Milvus.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+store_app = typer.Typer(help="The embedded Milvus Lite store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+console = Console()
+err = Console(stderr=True)
+
+ModelsOpt = Annotated[Optional[str], typer.Option("--models", "-m", help="Comma-separated model names (default: IMSIM_MODELS).")]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+
+
+def _client(models: str | None = None):
+    from .query import Client
+
+    settings = get_settings()
+    return Client(settings.model_copy(update={"models": models}) if models else settings)
+
+
+@app.command()
+def compare(a: Path, b: Path, models: ModelsOpt = None) -> None:
+    """Cosine similarity of two images per model, and the 0-1 score (cos+1)/2."""
+    sims = _client(models).compare(a, b)
+    table = Table("model", "cosine", "score (cos+1)/2")
+    for name, cos in sims.items():
+        table.add_row(name, f"{cos:.4f}", f"{(cos + 1) / 2:.4f}")
+    console.print(table)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Files, folders (recursive) or globs.")] = None,
+    from_file: Annotated[Optional[Path], typer.Option("--from-file", help="A text file with one path per line.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run in this process: no Redis or workers needed.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow a queued job's progress until it ends.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Embed images with every enabled model and upsert them: queued to Celery workers, or --local."""
+    inputs = list(paths or []) + (read_path_list(from_file) if from_file else [])
+    if not inputs:
+        raise ImsimError("nothing to ingest: give paths, folders, globs or --from-file")
+    files = discover(inputs)
+    if not files:
+        raise ImsimError(f"no image files found in {', '.join(inputs)}")
+    settings = get_settings()
+    if local:
+        from .ingest import ingest_local
+
+        with _progress() as progress:
+            task = progress.add_task("ingest", total=len(files), note="loading models")
+
+            def on_chunk(part, n):  # noqa: ANN001
+                progress.update(task, advance=n, note=f"{len(part.failures)} failed in last chunk" if part.failures else "")
+
+            result = ingest_local(files, settings, on_chunk=on_chunk)
+        _print_outcome({"total": len(files), **result.as_dict()}, as_json)
+        raise typer.Exit(0)
+    from .queue import enqueue
+
+    job_id = enqueue(files, settings, inputs=inputs)
+    err.print(f"queued job [bold]{job_id}[/]: {len(files)} images in chunks of {settings.chunk_size} on queue '{settings.queue}'")
+    if not wait:
+        console.print(job_id)
+        return
+    status = _follow(job_id)
+    _print_outcome(status.as_dict(), as_json)
+
+
+def _follow(job_id: str):
+    from .jobs import JobStore
+
+    jobs = JobStore(get_settings().redis_url.get_secret_value())
+    status = jobs.get(job_id)
+    with _progress() as progress:
+        task = progress.add_task(f"job {job_id}", total=status.total, note="")
+        while True:
+            status = jobs.get(job_id)
+            progress.update(task, completed=status.done + status.failed + status.skipped,
+                            note=f"failed {status.failed}" if status.failed else "")
+            if status.finished_at:
+                return status
+            time.sleep(0.5)
+
+
+def _print_outcome(outcome: dict, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(outcome, default=str))
+        return
+    console.print(f"stored {outcome['done']}, skipped {outcome['skipped']}, failed {outcome['failed']} of {outcome['total']}")
+    for path, reason in (outcome.get("failures") or {}).items():
+        console.print(f"  [red]failed[/] {path}: {reason}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Worker processes (one per GPU is usual).")] = 1,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Start a Celery worker that consumes ingest jobs (same as `celery -A workers worker`)."""
+    settings = get_settings()
+    celery = shutil.which("celery") or "celery"
+    args = [celery, "-A", "workers", "worker", "-Q", settings.queue, "-c", str(concurrency), "-P", pool, "-l", loglevel]
+    os.execvp(args[0], args)
+
+
+@app.command()
+def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20) -> None:
+    """Recent jobs with done / failed / pending counts."""
+    from .jobs import JobStore
+
+    table = Table("job", "state", "total", "done", "failed", "skipped", "pending", "created")
+    for s in JobStore(get_settings().redis_url.get_secret_value()).list(limit):
+        table.add_row(s.id, s.state, *(str(x) for x in (s.total, s.done, s.failed, s.skipped, s.pending)),
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.created_at)))
+    console.print(table)
+
+
+@app.command()
+def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One job's counts, times and failures."""
+    from .jobs import JobStore
+
+    s = JobStore(get_settings().redis_url.get_secret_value()).get(job_id)
+    if as_json:
+        console.print_json(json.dumps(s.as_dict(), default=str))
+        return
+    console.print(f"job {s.id}: {s.state}; total {s.total}, done {s.done}, failed {s.failed}, skipped {s.skipped}, "
+                  f"pending {s.pending}; chunks {s.chunks_done}/{s.chunks}")
+    for path, reason in s.failures.items():
+        console.print(f"  [red]failed[/] {path}: {reason}")
+
+
+@app.command()
+def search(
+    query: Annotated[Optional[str], typer.Argument(help="Query image path.")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="Search by text (CLIP models only).")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+    models: ModelsOpt = None,
+    fusion: Annotated[Optional[str], typer.Option(help="rrf, weighted or none (default: IMSIM_FUSION).")] = None,
+    filter: Annotated[str, typer.Option("--filter", help="Milvus filter expression on stored fields.")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Search by image or text across the model collections and fuse the results."""
+    hits = _client(models).search(query, text=text, k=k, fusion=fusion, filter=filter)
+    if as_json:
+        console.print_json(json.dumps([h.__dict__ for h in hits]))
+        return
+    names = list(hits[0].scores) if hits else []
+    table = Table("#", "fused", *[f"{n} cos (rank)" for n in names], "path")
+    for rank, h in enumerate(hits, 1):
+        per = [f"{h.scores[n]:.4f} ({h.ranks.get(n) or '-'})" if n in h.scores else "-" for n in names]
+        table.add_row(str(rank), f"{h.score:.4f}", *per, h.path)
+    console.print(table)
+
+
+@app.command()
+def collections() -> None:
+    """imsim's collections with their model, dimension and row count."""
+    table = Table("collection", "rows", "dim", "model", "source", "revision", "index")
+    for c in _client().collections():
+        table.add_row(c.name, str(c.rows), str(c.dim), c.model, c.source, c.revision, c.index)
+    console.print(table)
+
+
+@store_app.command("serve")
+def store_serve(
+    port: Annotated[int, typer.Option(help="Port of the gRPC server.")] = 19530,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (default: IMSIM_DATA_DIR/milvus-lite).")] = None,
+) -> None:
+    """Serve the embedded store to several processes (workers + CLI): then IMSIM_MILVUS_URI=http://HOST:PORT."""
+    directory = data_dir or (get_settings().data_dir / "milvus-lite")
+    exe = shutil.which("milvus-lite") or "milvus-lite"
+    err.print(f"Milvus Lite server on {host}:{port}, data in {directory}; set IMSIM_MILVUS_URI=http://{host}:{port}")
+    os.execvp(exe, [exe, "server", "--data-dir", str(directory), "--host", host, "--port", str(port)])
+
+
+def main() -> None:
+    try:
+        app()
+    except ImsimError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Typed errors. Each names the input it is about, so a user can act on the message alone."""
+
+from __future__ import annotations
+
+
+class ImsimError(Exception):
+    """Base class of every error imsim raises on purpose."""
+
+
+class ImageError(ImsimError):
+    """An image could not be read or decoded. ``path`` names it, ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ImageNotFound(ImageError):
+    pass
+
+
+class ImageUnreadable(ImageError):
+    pass
+
+
+class ImageDecodeError(ImageError):
+    pass
+
+
+class ImageTooLarge(ImageError):
+    pass
+
+
+class ModelError(ImsimError):
+    """A model name, source or configuration is wrong."""
+
+
+class StoreError(ImsimError):
+    """The vector store refused an operation or does not match the models."""
+
+
+class DimensionMismatch(StoreError):
+    def __init__(self, collection: str, stored: int, wanted: int):
+        self.collection, self.stored, self.wanted = collection, stored, wanted
+        super().__init__(
+            f"collection {collection!r} holds {stored}-d vectors but the model produces {wanted}-d vectors; "
+            "refusing to touch it. Use another IMSIM_COLLECTION_PREFIX or another model."
+        )
+
+
+class QueueError(ImsimError):
+    """Redis or Celery is unreachable or a job is unknown."""

@@ -1,0 +1,48 @@
+"""The model registry: models are chosen by name; each family lives in its own module.
+
+``load_model("clip", settings)`` imports the family lazily (torch and transformers load
+only when a model is needed, never in a Celery parent process) and returns an
+:class:`~imsim.models.base.Embedder`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ..errors import ModelError
+from .base import Embedder, ModelInfo, Preprocess
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+# name -> "module:Class" (architectures as data; imported on first use)
+REGISTRY: dict[str, str] = {
+    "clip": "imsim.models.clip:ClipEmbedder",
+    "dinov2": "imsim.models.dinov2:Dinov2Embedder",
+}
+
+
+def embedder_class(name: str) -> type[Embedder]:
+    try:
+        module, _, cls = REGISTRY[name].partition(":")
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}") from None
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_model(name: str, settings: Settings) -> Embedder:
+    cls = embedder_class(name)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # no per-load progress bars or backend notices
+    transformers.logging.disable_progress_bar()
+    return cls.from_settings(settings)
+
+
+def load_models(settings: Settings, names: list[str] | None = None) -> dict[str, Embedder]:
+    """Load the enabled models (or ``names``), keyed by registry name, in settings order."""
+    return {name: load_model(name, settings) for name in (names or settings.model_names)}
+
+
+__all__ = ["REGISTRY", "Embedder", "ModelInfo", "Preprocess", "embedder_class", "load_model", "load_models"]

@@ -1,0 +1,61 @@
+"""The Redis/Celery side of ingestion, as seen from imsim: Celery's configuration, and queuing a job.
+
+``workers/`` builds its Celery app from :func:`celery_config`; the CLI and client queue jobs
+by task *name* (:data:`EMBED_CHUNK`), so the library never imports the worker package.
+One message carries one chunk of paths; the worker batches inside the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .ingest import chunked
+from .jobs import JobStore, new_job_id
+from .settings import Settings
+
+EMBED_CHUNK = "imsim.embed_chunk"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings: JSON only, late acks, redelivery when a worker dies, one chunk at a time."""
+    url = settings.redis_url.get_secret_value()
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": settings.queue,
+        "task_track_started": True,
+        "result_expires": 7 * 24 * 3600,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_celery(settings: Settings, main: str = "imsim") -> Any:
+    from celery import Celery
+
+    app = Celery(main)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def enqueue(paths: Sequence[str], settings: Settings, inputs: Sequence[str] = (), job_id: str | None = None) -> str:
+    """Record a job in Redis and queue its chunks; returns the job id."""
+    jobs = JobStore(settings.redis_url.get_secret_value())
+    jobs.ping()
+    job_id = job_id or new_job_id()
+    chunks = chunked(list(paths), settings.chunk_size)
+    jobs.create(job_id, total=len(paths), chunks=len(chunks), inputs=list(inputs), models=settings.model_names)
+    app = make_celery(settings)
+    for index, chunk in enumerate(chunks):
+        app.send_task(EMBED_CHUNK, args=[job_id, index, chunk], queue=settings.queue)
+    return job_id

@@ -1,0 +1,115 @@
+"""Typed configuration: every knob imsim has, read from ``IMSIM_*`` environment variables.
+
+This module is the one place where configuration lives. Everything else receives a
+:class:`Settings` instance (or calls :func:`get_settings`) instead of reading the
+environment itself, so a worker, the CLI and the Python client agree by construction.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path.home() / ".imsim"
+
+Pooling = Literal["cls", "mean", "cls+mean"]
+Fusion = Literal["rrf", "weighted", "none"]
+
+
+class Settings(BaseSettings):
+    """imsim settings; each field ``foo`` is read from ``IMSIM_FOO``."""
+
+    model_config = SettingsConfigDict(env_prefix="IMSIM_", extra="ignore", frozen=True)
+
+    # --- storage -------------------------------------------------------------------
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where the embedded store and local state live.")
+    milvus_uri: str = Field(
+        "",
+        description=(
+            "Milvus URI. Empty: the Milvus Lite file DATA_DIR/milvus.db (one process at a time). "
+            "http://host:port: a Milvus server, or a Milvus Lite server started with `imsim store serve`."
+        ),
+    )
+    milvus_token: SecretStr = Field(SecretStr(""), description="Milvus token or 'user:password'; never logged.")
+    milvus_db: str = Field("", description="Milvus database name (server only; empty = default).")
+    collection_prefix: str = Field("imsim", description="Prefix of every collection imsim creates.")
+    index_type: Literal["auto", "FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
+        "auto", description="Vector index. auto: HNSW on a server and on Milvus Lite (Lite's HNSW beats FLAT past ~10k rows)."
+    )
+    hnsw_m: int = Field(16, ge=4, le=64, description="HNSW graph degree M.")
+    hnsw_ef_construction: int = Field(200, ge=8, description="HNSW efConstruction.")
+    hnsw_ef_search: int = Field(128, ge=1, description="HNSW ef at query time (raised to k when k is larger).")
+
+    # --- queue -----------------------------------------------------------------------
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL for the Celery broker, results and job records."
+    )
+    queue: str = Field("imsim", description="Celery queue the ingest tasks go to.")
+    chunk_size: int = Field(256, ge=1, le=100_000, description="Images per queued task (one message = one chunk).")
+    visibility_timeout: int = Field(
+        3600, ge=10, description="Seconds before an unacknowledged chunk is redelivered; must exceed the longest chunk."
+    )
+
+    # --- models ----------------------------------------------------------------------
+    models: str = Field("clip,dinov2", description="Comma-separated registry names of the models to embed with.")
+    clip_model: str = Field("openai/clip-vit-base-patch32", description="CLIP hub id or local directory.")
+    clip_revision: str = Field("main", description="Hub revision (branch, tag or commit) of the CLIP model.")
+    dinov2_model: str = Field("facebook/dinov2-base", description="DINOv2 hub id or local directory.")
+    dinov2_revision: str = Field("main", description="Hub revision of the DINOv2 model.")
+    dinov2_pooling: Pooling = Field("cls", description="DINOv2 embedding: CLS token, mean of patch tokens, or both concatenated.")
+    device: str = Field("auto", description="Torch device: auto (cuda if present, else cpu), cpu, cuda, cuda:1 ...")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Images per model forward pass.")
+    decode_workers: int = Field(0, ge=0, le=256, description="Threads decoding images; 0 = one per CPU core.")
+
+    # --- images ----------------------------------------------------------------------
+    max_image_pixels: int = Field(
+        178_956_970, ge=1, description="Refuse images with more pixels than this (decompression-bomb guard)."
+    )
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse files larger than this many bytes.")
+
+    # --- query -----------------------------------------------------------------------
+    fusion: Fusion = Field("rrf", description="Default fusion of per-model results: rrf, weighted or none.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k.")
+    fusion_weights: str = Field("", description="Weights for weighted fusion, e.g. 'clip=0.3,dinov2=0.7' (default equal).")
+
+    @field_validator("models")
+    @classmethod
+    def _models_not_empty(cls, value: str) -> str:
+        if not [m for m in value.split(",") if m.strip()]:
+            raise ValueError("IMSIM_MODELS must name at least one model")
+        return value
+
+    # --- derived -----------------------------------------------------------------------
+    @property
+    def model_names(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def is_milvus_lite_file(self) -> bool:
+        uri = self.resolved_milvus_uri
+        return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Parsed ``fusion_weights``; an empty dict means equal weights."""
+        out: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in self.fusion_weights.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"IMSIM_FUSION_WEIGHTS entry {part!r} is not name=weight")
+            out[name.strip()] = float(value)
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings read from the environment (cached)."""
+    return Settings()

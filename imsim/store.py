@@ -1,0 +1,237 @@
+"""The vector store: one Milvus collection per model, self-describing, keyed by image identity.
+
+Owns the collection schema (field and collection descriptions that read well in Attu, the
+model's name/source/revision as collection properties), index choice per backend, the
+dimension check that protects existing data, and the small set of operations the rest of
+imsim needs (upsert, search, fetch vectors, count, list). Works the same on a Milvus Lite
+file, a Milvus Lite server and a real Milvus server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DimensionMismatch, StoreError
+from .models.base import ModelInfo
+from .settings import Settings
+
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs a traceback per failed call
+
+PK = "id"
+VECTOR = "vector"
+METRIC = "COSINE"
+PROPERTY_PREFIX = "imsim."
+METADATA_FIELDS = ["path", "sha256", "width", "height", "file_size", "mtime", "model_id", "model_revision", "ingested_at", "job_id"]
+
+# (name, type, kwargs, description) — the schema, as data.
+_FIELDS: list[tuple[str, str, dict[str, Any], str]] = [
+    (PK, "VARCHAR", {"max_length": 64, "is_primary": True}, "Image identity: first 32 hex digits of sha256(absolute path). Re-ingesting a path overwrites its row."),
+    ("path", "VARCHAR", {"max_length": 4096}, "Absolute path of the image file as the worker read it."),
+    ("sha256", "VARCHAR", {"max_length": 64}, "sha256 of the file's bytes when it was embedded (detects edits)."),
+    ("width", "INT32", {}, "Image width in pixels after EXIF orientation."),
+    ("height", "INT32", {}, "Image height in pixels after EXIF orientation."),
+    ("file_size", "INT64", {}, "File size in bytes."),
+    ("mtime", "DOUBLE", {}, "File modification time, Unix seconds."),
+    ("model_id", "VARCHAR", {"max_length": 512}, "Model that produced the vector: hub id or local directory."),
+    ("model_revision", "VARCHAR", {"max_length": 128}, "Model revision: hub commit, or content hash of a local model directory."),
+    ("ingested_at", "INT64", {}, "When the row was written, Unix seconds."),
+    ("job_id", "VARCHAR", {"max_length": 64}, "Ingest job that wrote the row ('' for direct calls)."),
+]
+
+
+@dataclass(frozen=True)
+class StoredHit:
+    id: str
+    score: float
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CollectionSummary:
+    name: str
+    rows: int
+    dim: int
+    model: str
+    source: str
+    revision: str
+    index: str
+
+
+class VectorStore:
+    """A connection to Milvus plus imsim's conventions for its collections."""
+
+    def __init__(self, settings: Settings):
+        from pymilvus import MilvusClient
+
+        self.settings = settings
+        self.uri = settings.resolved_milvus_uri
+        self.is_lite = settings.is_milvus_lite_file
+        kwargs: dict[str, Any] = {}
+        if settings.milvus_token.get_secret_value():
+            kwargs["token"] = settings.milvus_token.get_secret_value()
+        if settings.milvus_db:
+            kwargs["db_name"] = settings.milvus_db
+        if self.is_lite:
+            Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MilvusClient(self.uri, **kwargs)
+        except Exception as exc:  # pymilvus raises several unrelated types here
+            hint = " (a Milvus Lite file can be open in one process only: run `imsim store serve` and point IMSIM_MILVUS_URI at it)" if self.is_lite else ""
+            raise StoreError(f"cannot open Milvus at {self.uri}: {exc}{hint}") from exc
+        self._loaded: set[str] = set()
+
+    # --- collections ------------------------------------------------------------
+    def collection_name(self, info: ModelInfo) -> str:
+        return f"{self.settings.collection_prefix}_{info.slug}"
+
+    def _index_params(self) -> tuple[str, dict[str, Any]]:
+        index = self.settings.index_type
+        if index == "auto":
+            index = "HNSW"
+        if index == "HNSW":
+            return index, {"M": self.settings.hnsw_m, "efConstruction": self.settings.hnsw_ef_construction}
+        if index == "IVF_FLAT":
+            return index, {"nlist": 1024}
+        return index, {}
+
+    def ensure_collection(self, info: ModelInfo) -> str:
+        """Create the model's collection if needed; refuse one whose dimension differs."""
+        from pymilvus import DataType, MilvusClient
+
+        name = self.collection_name(info)
+        if self.client.has_collection(name):
+            stored = self.dimension(name)
+            if stored != info.dim:
+                raise DimensionMismatch(name, stored, info.dim)
+            self._load(name)
+            return name
+        schema = MilvusClient.create_schema(
+            auto_id=False,
+            enable_dynamic_field=True,
+            description=f"imsim image embeddings from {info.name} ({info.source}, revision {info.revision}): {info.description}",
+        )
+        for field, dtype, kwargs, description in _FIELDS:
+            schema.add_field(field, getattr(DataType, dtype), description=description, **kwargs)
+        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=info.dim,
+                         description=f"L2-normalised {info.dim}-d {info.name} embedding; {METRIC} similarity.")
+        index_type, params = self._index_params()
+        index_params = self.client.prepare_index_params()
+        index_params.add_index(field_name=VECTOR, index_type=index_type, metric_type=METRIC, params=params)
+        properties = {
+            "model": info.name, "source": info.source, "revision": info.revision, "dim": str(info.dim),
+            "metric": METRIC, "index": f"{index_type} {params}", "supports_text": str(info.supports_text).lower(),
+            **info.extra,
+        }
+        self.client.create_collection(
+            name, schema=schema, index_params=index_params, consistency_level="Strong",
+            properties={PROPERTY_PREFIX + k: v for k, v in properties.items()},
+        )
+        self._load(name)
+        return name
+
+    def _load(self, name: str) -> None:
+        if name not in self._loaded:
+            self.client.load_collection(name)  # a reopened Lite file starts unloaded
+            self._loaded.add(name)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return self.client.describe_collection(name)
+
+    def properties(self, name: str) -> dict[str, str]:
+        props = self.describe(name).get("properties", {}) or {}
+        return {k[len(PROPERTY_PREFIX):]: v for k, v in props.items() if k.startswith(PROPERTY_PREFIX)}
+
+    def dimension(self, name: str) -> int:
+        for field in self.describe(name)["fields"]:
+            if field["name"] == VECTOR:
+                return int(field["params"]["dim"])
+        raise StoreError(f"collection {name!r} has no {VECTOR!r} field; it was not created by imsim")
+
+    def collections(self) -> list[str]:
+        prefix = self.settings.collection_prefix + "_"
+        return sorted(c for c in self.client.list_collections() if c.startswith(prefix))
+
+    def summaries(self) -> list[CollectionSummary]:
+        out = []
+        for name in self.collections():
+            props = self.properties(name)
+            out.append(CollectionSummary(name, self.count(name), self.dimension(name), props.get("model", "?"),
+                                         props.get("source", "?"), props.get("revision", "?"), props.get("index", "?")))
+        return out
+
+    # --- rows --------------------------------------------------------------------
+    def upsert(self, name: str, rows: Sequence[dict[str, Any]], batch: int = 1000) -> int:
+        """Insert or overwrite rows by primary key (never a second row for the same image)."""
+        written = 0
+        for start in range(0, len(rows), batch):
+            part = list(rows[start : start + batch])
+            written += int(self.client.upsert(name, part)["upsert_count"])
+        return written
+
+    def count(self, name: str) -> int:
+        self._load(name)
+        res = self.client.query(name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def search(
+        self, name: str, vectors: np.ndarray, k: int, *, filter: str = "", output_fields: Sequence[str] = ("path",)
+    ) -> list[list[StoredHit]]:
+        """Top-k rows per query vector, best first; ``score`` is the cosine similarity."""
+        self._load(name)
+        params: dict[str, Any] = {"metric_type": METRIC}
+        if self.describe_index_type(name) == "HNSW":
+            params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
+        results = self.client.search(
+            name, data=[v.tolist() for v in np.asarray(vectors, np.float32)], limit=k, filter=filter,
+            output_fields=list(output_fields), search_params=params, anns_field=VECTOR,
+        )
+        return [[StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity", {}))) for h in hits] for hits in results]
+
+    def describe_index_type(self, name: str) -> str:
+        cached = getattr(self, "_index_types", {})
+        if name not in cached:
+            cached[name] = self.client.describe_index(name, VECTOR).get("index_type", "")
+            self._index_types = cached
+        return cached[name]
+
+    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        self._load(name)
+        rows = self.client.get(name, ids=list(ids), output_fields=list(output_fields))
+        return {str(r[PK]): dict(r) for r in rows}
+
+    def get_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        rows = self.get(name, ids, output_fields=[VECTOR])
+        return {i: np.asarray(r[VECTOR], np.float32) for i, r in rows.items()}
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection is not an error worth raising
+            pass
+
+
+def make_row(model: ModelInfo, image: Any, vector: np.ndarray, job_id: str) -> dict[str, Any]:
+    """One store row for a decoded image (see :class:`imsim.images.DecodedImage`)."""
+    return {
+        PK: image.id,
+        "path": image.path,
+        "sha256": image.sha256,
+        "width": image.width,
+        "height": image.height,
+        "file_size": image.file_size,
+        "mtime": float(image.mtime),
+        "model_id": model.source,
+        "model_revision": model.revision,
+        "ingested_at": int(time.time()),
+        "job_id": job_id,
+        VECTOR: vector.tolist(),
+    }
