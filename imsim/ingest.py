@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ImageError
 from .images import DecodedImage, load_image
-from .models import Embedder, load_models
+from .models import Embedder, decode_size, load_models
 from .settings import Settings
 from .store import VectorStore, make_row
 
@@ -59,7 +59,7 @@ class Ingestor:
         self.models = models if models is not None else load_models(settings)
         self.store = store if store is not None else VectorStore(settings)
         self.collections = {name: self.store.ensure_collection(m.info) for name, m in self.models.items()}
-        self.draft_size = max(m.preprocess.draft_size for m in self.models.values())
+        self.draft_size = decode_size(settings, self.models.values())
         workers = settings.decode_workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imsim-decode")
 

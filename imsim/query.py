@@ -16,7 +16,7 @@ import numpy as np
 from . import fusion as fusion_maths
 from .errors import ImsimError, ModelError
 from .images import open_query_image
-from .models import Embedder, load_model
+from .models import Embedder, decode_size, load_model
 from .settings import Settings, get_settings
 from .store import VectorStore
 
@@ -65,7 +65,7 @@ class Client:
     def embed(self, image: Any, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """One normalised vector per model for a query image (path, bytes or PIL image)."""
         names = self._names(models)
-        size = max(self.model(n).preprocess.draft_size for n in names)
+        size = decode_size(self.settings, (self.model(n) for n in names))
         pil = open_query_image(image, min_size=size, max_pixels=self.settings.max_image_pixels)
         return {n: self.model(n).embed_images([pil])[0] for n in names}
 

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         178_956_970, ge=1, description="Refuse images with more pixels than this (decompression-bomb guard)."
     )
+    decode_size: int = Field(
+        256, ge=32, description="JPEGs are decoded at the smallest scale whose short edge stays >= this (and >= every model's input)."
+    )
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse files larger than this many bytes.")
 
     # --- query -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ only when a model is needed, never in a Celery parent process) and returns an
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
@@ -40,9 +41,14 @@ def load_model(name: str, settings: Settings) -> Embedder:
     return cls.from_settings(settings)
 
 
+def decode_size(settings: Settings, models: Iterable[Embedder]) -> int:
+    """The one JPEG draft size used for ingest and query alike, so the same file decodes the same way."""
+    return max([settings.decode_size, *(m.preprocess.draft_size for m in models)])
+
+
 def load_models(settings: Settings, names: list[str] | None = None) -> dict[str, Embedder]:
     """Load the enabled models (or ``names``), keyed by registry name, in settings order."""
     return {name: load_model(name, settings) for name in (names or settings.model_names)}
 
 
-__all__ = ["REGISTRY", "Embedder", "ModelInfo", "Preprocess", "embedder_class", "load_model", "load_models"]
+__all__ = ["REGISTRY", "Embedder", "ModelInfo", "Preprocess", "decode_size", "embedder_class", "load_model", "load_models"]

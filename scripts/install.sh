@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install imsim on a fresh Debian/Ubuntu machine: a virtualenv in .venv with the CPU build of
+# PyTorch, imsim itself, and (with --test) pytest plus a Redis server for the integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WITH_TEST=0
+[ "${1:-}" = "--test" ] && WITH_TEST=1
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch first, pinned: an unpinned torch pulls several GB of CUDA packages. On a GPU machine
+# install the CUDA build of torch yourself before running this script; it is kept.
+python -c "import torch" 2>/dev/null || pip install -q "torch==${IMSIM_TORCH_VERSION:-2.13.0}"
+if [ "$WITH_TEST" = 1 ]; then pip install -q -e ".[test]"; else pip install -q -e .; fi
+
+if [ "$WITH_TEST" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing redis-server (Debian package) for the integration tests" >&2
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi

@@ -1,0 +1,170 @@
+"""Shared fixtures: tiny real-architecture models, and real servers (Redis, Milvus Lite, Celery workers).
+
+Nothing here is a mock: Redis is Debian's redis-server (installed by scripts/install.sh --test),
+Milvus is Milvus Lite (a file, or its gRPC server for multi-process tests), workers are real
+``celery -A workers worker`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from imsim.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    from imsim.models.testing import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+def make_settings(model_dirs: dict[str, Path], data_dir: Path, **overrides) -> Settings:
+    values = dict(
+        data_dir=data_dir,
+        clip_model=str(model_dirs["clip"]),
+        dinov2_model=str(model_dirs["dinov2"]),
+        device="cpu",
+        batch_size=16,
+        decode_workers=2,
+        collection_prefix="t" + uuid.uuid4().hex[:8],
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The IMSIM_* environment that reproduces ``settings`` in a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMSIM_")}
+    for name, value in settings.model_dump().items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"IMSIM_{name.upper()}"] = str(value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def models(tiny_model_dirs, tmp_path_factory):
+    """The tiny CLIP and DINOv2, loaded once through the real registry."""
+    from imsim.models import load_models
+
+    return load_models(make_settings(tiny_model_dirs, tmp_path_factory.mktemp("unused")))
+
+
+@pytest.fixture()
+def settings(tiny_model_dirs, tmp_path) -> Settings:
+    """Settings on a fresh Milvus Lite file in a temp dir."""
+    return make_settings(tiny_model_dirs, tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    exe = shutil.which("redis-server")
+    if not exe:
+        pytest.fail("redis-server is not installed: run `bash scripts/install.sh --test`")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(workdir), "--protected-mode", "yes"], stdout=subprocess.DEVNULL)
+    wait_for_port(port, proc=proc)
+    yield f"redis://127.0.0.1:{port}/0"
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory):
+    """A Milvus Lite gRPC server shared by the test process and worker subprocesses."""
+    exe = shutil.which("milvus-lite") or str(Path(sys.executable).parent / "milvus-lite")
+    port = free_port()
+    data = tmp_path_factory.mktemp("milvus")
+    log = open(data / "server.log", "w")
+    proc = subprocess.Popen([exe, "server", "--data-dir", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    wait_for_port(port, proc=proc, timeout=60)
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
+    log.close()
+
+
+class Worker:
+    """A real ``celery -A workers worker`` subprocess."""
+
+    def __init__(self, settings: Settings, log_path: Path, name: str, pool: str = "solo"):
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", settings.queue, "-P", pool, "-c", "1",
+               "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + 60
+        while "ready." not in log_path.read_text():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+@pytest.fixture()
+def start_worker(tmp_path):
+    started: list[Worker] = []
+
+    def start(settings: Settings, name: str = "w", pool: str = "solo") -> Worker:
+        worker = Worker(settings, tmp_path / f"{name}-{len(started)}.log", name, pool)
+        started.append(worker)
+        return worker
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture()
+def image_folder(tmp_path) -> Path:
+    """A copy of the bundled real sample images (38 files: photos and flags)."""
+    dest = tmp_path / "images"
+    shutil.copytree(SAMPLES, dest, ignore=shutil.ignore_patterns("*.csv", "*.md"))
+    return dest

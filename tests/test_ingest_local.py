@@ -1,0 +1,96 @@
+"""The in-process pipeline and the client on a Milvus Lite file: ingest, self-search, re-ingest, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imsim.errors import ImsimError, ModelError
+from imsim.images import discover, path_id
+from imsim.ingest import Ingestor, ingest_local
+from imsim.query import Client
+from imsim.store import VectorStore
+
+
+@pytest.fixture()
+def ingested(settings, models, image_folder):
+    (image_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    store = VectorStore(settings)
+    ingestor = Ingestor(settings, models=models, store=store)
+    files = discover([image_folder])
+    result = ingest_local(files, settings.model_copy(update={"chunk_size": 10}), ingestor=ingestor, job_id="job-1")
+    good = [f for f in files if not f.endswith("broken.jpg")]
+    assert len(files) == 39 and len(good) == 38
+    yield settings, store, ingestor, good, result
+    ingestor.close()
+    store.close()
+
+
+def test_ingest_stores_every_good_image_and_records_the_bad_one(ingested, image_folder):
+    settings, store, ingestor, files, result = ingested
+    assert result.done == 38
+    assert list(result.failures) == [str(image_folder / "broken.jpg")]
+    assert "cannot decode" in result.failures[str(image_folder / "broken.jpg")]
+    for name in ingestor.collections.values():
+        assert store.count(name) == 38
+    chelsea = str(image_folder / "photos" / "chelsea.jpg")
+    row = store.get(ingestor.collections["clip"], [path_id(chelsea)], output_fields=["path", "job_id", "model_revision", "width", "height"])
+    assert row[path_id(chelsea)]["path"] == chelsea and row[path_id(chelsea)]["job_id"] == "job-1"
+    assert (row[path_id(chelsea)]["width"], row[path_id(chelsea)]["height"]) == (451, 300)
+    assert {"decode", "resize", "embed:clip", "embed:dinov2", "write:clip"} <= set(result.timings)
+
+
+def test_every_image_is_found_first_by_itself_per_model_and_fused(ingested, models):
+    settings, store, ingestor, files, _ = ingested
+    client = Client(settings, models=models, store=store)
+    for path in files:
+        for fusion in ("rrf", "weighted"):
+            hits = client.search(path, k=3, fusion=fusion)
+            assert hits[0].path == path, (path, fusion, hits[:2])
+            assert hits[0].ranks == {"clip": 1, "dinov2": 1}
+            assert hits[0].scores["clip"] == pytest.approx(1.0, abs=1e-4)
+        for model in ("clip", "dinov2"):
+            assert client.search(path, k=1, models=[model], fusion="none")[0].path == path
+
+
+def test_fused_hits_carry_every_models_score(ingested, models):
+    settings, store, _, files, _ = ingested
+    client = Client(settings, models=models, store=store)
+    hits = client.search(files[0], k=10, fusion="weighted")
+    q = client.embed(files[0])
+    for h in hits:
+        assert set(h.scores) == {"clip", "dinov2"}  # filled in even when only one model ranked it
+        assert h.score == pytest.approx((h.scores["clip"] + h.scores["dinov2"]) / 2, abs=1e-5)
+        vec = store.get_vectors(f"{settings.collection_prefix}_tiny_clip", [h.id])[h.id]
+        assert h.scores["clip"] == pytest.approx(float(np.dot(vec, q["clip"])), abs=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_reingest_leaves_row_counts_unchanged(ingested):
+    settings, store, ingestor, files, _ = ingested
+    again = ingest_local(files, settings, ingestor=ingestor)
+    assert again.done == 38 and not again.failures
+    for name in ingestor.collections.values():
+        assert store.count(name) == 38
+
+
+def test_text_search_and_errors(ingested, models):
+    settings, store, _, _, _ = ingested
+    client = Client(settings, models=models, store=store)
+    hits = client.search(text="a cat", k=5)
+    assert len(hits) == 5 and set(hits[0].scores) == {"clip"}
+    with pytest.raises(ModelError, match="can embed text"):
+        client.search(text="a cat", models=["dinov2"])
+    with pytest.raises(ImsimError, match="exactly one"):
+        client.search()
+    with pytest.raises(ImsimError, match="unknown fusion"):
+        client.search(text="x", fusion="borda")
+
+
+def test_compare_is_cosine_per_model(ingested, models):
+    settings, store, _, files, _ = ingested
+    client = Client(settings, models=models, store=store)
+    same = client.compare(files[0], files[0])
+    assert same == {"clip": pytest.approx(1.0, abs=1e-5), "dinov2": pytest.approx(1.0, abs=1e-5)}
+    other = client.compare(files[0], files[5])
+    assert all(-1 <= v < 0.9999 for v in other.values())

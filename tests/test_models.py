@@ -1,0 +1,90 @@
+"""Tiny CLIP and DINOv2 built from configs, saved, and loaded through the real from_pretrained path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imsim.errors import ModelError
+from imsim.models import REGISTRY, embedder_class, load_model
+from imsim.models.dinov2 import Dinov2Embedder
+
+from .conftest import SAMPLES, make_settings
+
+
+def images():
+    return [Image.open(p).convert("RGB") for p in sorted((SAMPLES / "photos").glob("*.jpg"))[:4]]
+
+
+def test_registry_names():
+    assert {"clip", "dinov2"} <= set(REGISTRY)
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        embedder_class("nope")
+
+
+@pytest.mark.parametrize("name,dim", [("clip", 32), ("dinov2", 48)])
+def test_embeddings_normalised_deterministic_right_dimension(models, name, dim):
+    model = models[name]
+    a = model.embed_images(images())
+    b = model.embed_images(images())
+    assert a.shape == (4, dim) and a.dtype == np.float32 and model.dim == dim
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[0], a[1])  # different images, different vectors
+
+
+def test_batching_does_not_change_vectors(models):
+    model = models["clip"]
+    batch = model.embed_images(images())
+    single = np.concatenate([model.embed_images([im]) for im in images()])
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+
+
+def test_preprocessing_matches_the_models_own_processor(models, tiny_model_dirs):
+    from transformers import AutoImageProcessor
+
+    im = images()[0]
+    for name in ("clip", "dinov2"):
+        model = models[name]
+        reference = AutoImageProcessor.from_pretrained(str(tiny_model_dirs[name]))(images=[im], return_tensors="pt")["pixel_values"]
+        ours = model.preprocess.normalise(torch.as_tensor(np.stack([model.preprocess.to_uint8(im)])), torch.float32)
+        assert ours.shape == reference.shape
+        assert (ours - reference).abs().max().item() < 1e-4
+    assert models["dinov2"].preprocess.resize_short == 256 and models["clip"].preprocess.resize_short == 224
+
+
+def test_clip_text_features(models):
+    text = models["clip"].embed_texts(["a red bus", "a cat on a sofa"])
+    assert text.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(text[0], text[1])
+    with pytest.raises(ModelError, match="no text tower"):
+        models["dinov2"].embed_texts(["x"])
+
+
+def test_dinov2_pooling_modes(tiny_model_dirs):
+    src = str(tiny_model_dirs["dinov2"])
+    out = {p: Dinov2Embedder(src, device="cpu", pooling=p) for p in ("cls", "mean", "cls+mean")}
+    vecs = {p: m.embed_images(images()[:2]) for p, m in out.items()}
+    assert vecs["cls"].shape == (2, 48) and vecs["mean"].shape == (2, 48) and vecs["cls+mean"].shape == (2, 96)
+    assert not np.allclose(vecs["cls"], vecs["mean"])
+    # cls+mean is the normalised concatenation of the two
+    both = np.concatenate([vecs["cls"], vecs["mean"]], axis=1) / np.sqrt(2)
+    np.testing.assert_allclose(vecs["cls+mean"], both, atol=1e-5)
+    assert {m.info.slug for m in out.values()} == {"tiny_dinov2", "tiny_dinov2_mean", "tiny_dinov2_cls_mean"}
+    with pytest.raises(ModelError, match="pooling 'max'"):
+        Dinov2Embedder(src, device="cpu", pooling="max")
+
+
+def test_model_info_records_revision_and_source(models, tiny_model_dirs):
+    info = models["clip"].info
+    assert info.source == str(tiny_model_dirs["clip"]) and info.revision.startswith("local-")
+    assert info.supports_text and not models["dinov2"].info.supports_text
+
+
+def test_missing_model_source_is_a_clear_error(tmp_path):
+    settings = make_settings({"clip": tmp_path / "nowhere", "dinov2": tmp_path / "nowhere"}, tmp_path)
+    with pytest.raises(ModelError, match="cannot load CLIP model from"):
+        load_model("clip", settings)
