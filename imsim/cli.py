@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from .errors import ImsimError
 from .images import discover, read_path_list
@@ -133,7 +133,8 @@ def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20)
     """Recent jobs with done / failed / pending counts."""
     from .jobs import JobStore
 
-    table = Table("job", "state", "total", "done", "failed", "skipped", "pending", "created")
+    table = Table("state", "total", "done", "failed", "skipped", "pending", "created")
+    table.columns.insert(0, Column("job", no_wrap=True))
     for s in JobStore(get_settings().redis_url.get_secret_value()).list(limit):
         table.add_row(s.id, s.state, *(str(x) for x in (s.total, s.done, s.failed, s.skipped, s.pending)),
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.created_at)))
@@ -171,7 +172,8 @@ def search(
         console.print_json(json.dumps([h.__dict__ for h in hits]))
         return
     names = list(hits[0].scores) if hits else []
-    table = Table("#", "fused", *[f"{n} cos (rank)" for n in names], "path")
+    table = Table("#", "fused", *[f"{n} cos (rank)" for n in names])
+    table.add_column("path", overflow="fold")
     for rank, h in enumerate(hits, 1):
         per = [f"{h.scores[n]:.4f} ({h.ranks.get(n) or '-'})" if n in h.scores else "-" for n in names]
         table.add_row(str(rank), f"{h.score:.4f}", *per, h.path)
@@ -179,11 +181,17 @@ def search(
 
 
 @app.command()
-def collections() -> None:
+def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """imsim's collections with their model, dimension and row count."""
-    table = Table("collection", "rows", "dim", "model", "source", "revision", "index")
-    for c in _client().collections():
-        table.add_row(c.name, str(c.rows), str(c.dim), c.model, c.source, c.revision, c.index)
+    found = _client().collections()
+    if as_json:
+        console.print_json(json.dumps([c.__dict__ for c in found]))
+        return
+    table = Table("collection", "rows", "dim", "model", "revision", "source")
+    for c in found:
+        table.add_row(c.name, str(c.rows), str(c.dim), c.model, c.revision, c.source)
+    for column in table.columns:
+        column.overflow = "fold"
     console.print(table)
 
 
