@@ -88,3 +88,30 @@ def test_missing_model_source_is_a_clear_error(tmp_path):
     settings = make_settings({"clip": tmp_path / "nowhere", "dinov2": tmp_path / "nowhere"}, tmp_path)
     with pytest.raises(ModelError, match="cannot load CLIP model from"):
         load_model("clip", settings)
+
+
+def test_out_of_memory_halves_the_batch_and_retries(models, caplog):
+    """The same exception type CUDA raises, injected into the model call on CPU."""
+    model = models["clip"]
+    expected = model.embed_images(images())
+    real_forward, calls = model._forward_images, []
+
+    def forward(pixels):
+        calls.append(pixels.shape[0])
+        if pixels.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(pixels)
+
+    model._forward_images, saved_batch = forward, model.batch_size
+    try:
+        model.batch_size = 4
+        with caplog.at_level("WARNING"):
+            got = model.embed_images(images())
+        assert calls[:3] == [4, 2, 1] and model.batch_size == 1
+        assert "batch size halved to 2" in caplog.text and "batch size halved to 1" in caplog.text
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        model._forward_images = lambda pixels: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("still"))
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            model.embed_images(images()[:1])  # at batch size 1 there is nothing left to halve
+    finally:
+        model._forward_images, model.batch_size = real_forward, saved_batch

@@ -9,6 +9,7 @@ Batching, normalisation and the float32 contract live here, once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from abc import ABC, abstractmethod
@@ -21,6 +22,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -188,11 +191,22 @@ class Embedder(ABC):
 
         tensor = torch.as_tensor(batch)
         out = []
+        start = 0
         with torch.inference_mode():
-            for start in range(0, tensor.shape[0], self.batch_size):
-                part = tensor[start : start + self.batch_size].to(self.device, non_blocking=True)
-                features = self._forward_images(self.preprocess.normalise(part, self.dtype))
+            while start < tensor.shape[0]:
+                part = tensor[start : start + self.batch_size]
+                try:
+                    features = self._forward_images(self.preprocess.normalise(part.to(self.device, non_blocking=True), self.dtype))
+                except torch.cuda.OutOfMemoryError:
+                    if self.batch_size == 1:
+                        raise
+                    self.batch_size = max(1, self.batch_size // 2)  # stays lowered for later batches
+                    log.warning("%s: out of GPU memory; batch size halved to %d", self.info.name, self.batch_size)
+                    if self.device.startswith("cuda"):
+                        torch.cuda.empty_cache()
+                    continue
                 out.append(_l2(features))
+                start += part.shape[0]
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
