@@ -57,6 +57,7 @@ def ingest(
     from_file: Annotated[Optional[Path], typer.Option("--from-file", help="A text file with one path per line.")] = None,
     local: Annotated[bool, typer.Option("--local", help="Run in this process: no Redis or workers needed.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow a queued job's progress until it ends.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Re-embed files already stored unchanged.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Embed images with every enabled model and upsert them: queued to Celery workers, or --local."""
@@ -76,12 +77,12 @@ def ingest(
             def on_chunk(part, n):  # noqa: ANN001
                 progress.update(task, advance=n, note=f"{len(part.failures)} failed in last chunk" if part.failures else "")
 
-            result = ingest_local(files, settings, on_chunk=on_chunk)
+            result = ingest_local(files, settings, force=force, on_chunk=on_chunk)
         _print_outcome({"total": len(files), **result.as_dict()}, as_json)
         raise typer.Exit(0)
     from .queue import enqueue
 
-    job_id = enqueue(files, settings, inputs=inputs)
+    job_id = enqueue(files, settings, inputs=inputs, force=force)
     err.print(f"queued job [bold]{job_id}[/]: {len(files)} images in chunks of {settings.chunk_size} on queue '{settings.queue}'")
     if not wait:
         console.print(job_id)
@@ -110,7 +111,7 @@ def _print_outcome(outcome: dict, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps(outcome, default=str))
         return
-    console.print(f"stored {outcome['done']}, skipped {outcome['skipped']}, failed {outcome['failed']} of {outcome['total']}")
+    console.print(f"stored {outcome['done']}, skipped {outcome['skipped']} already stored unchanged, failed {outcome['failed']} of {outcome['total']}")
     for path, reason in (outcome.get("failures") or {}).items():
         console.print(f"  [red]failed[/] {path}: {reason}")
 

@@ -160,14 +160,23 @@ def decode_bytes(
         raise ImageDecodeError(path, f"cannot decode image: {exc}") from exc
 
 
-def load_image(
-    path: str | os.PathLike[str],
-    *,
-    min_size: int | None = None,
-    max_pixels: int = 178_956_970,
-    max_bytes: int = 512 * 1024 * 1024,
-) -> DecodedImage:
-    """Read and decode one image file. Raises an :class:`~imsim.errors.ImageError` naming the file."""
+@dataclass(frozen=True)
+class FileBytes:
+    """A file's bytes as read once, with the facts the store records about the file."""
+
+    path: str
+    data: bytes
+    sha256: str
+    file_size: int
+    mtime: float
+
+    @property
+    def id(self) -> str:
+        return path_id(self.path)
+
+
+def read_file(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 1024) -> FileBytes:
+    """Read one file whole and hash it. Raises an :class:`~imsim.errors.ImageError` naming the file."""
     path = os.path.abspath(os.fspath(path))
     try:
         st = os.stat(path)
@@ -183,16 +192,25 @@ def load_image(
         raise ImageUnreadable(path, "permission denied") from exc
     except OSError as exc:  # EISDIR, ELOOP, EIO ...
         raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
-    image, width, height = decode_bytes(data, path, min_size=min_size, max_pixels=max_pixels)
-    return DecodedImage(
-        path=path,
-        image=image,
-        sha256=hashlib.sha256(data).hexdigest(),
-        width=width,
-        height=height,
-        file_size=st.st_size,
-        mtime=st.st_mtime,
-    )
+    return FileBytes(path, data, hashlib.sha256(data).hexdigest(), st.st_size, st.st_mtime)
+
+
+def decode_file(file: FileBytes, *, min_size: int | None = None, max_pixels: int = 178_956_970) -> DecodedImage:
+    """Decode bytes already read by :func:`read_file`."""
+    image, width, height = decode_bytes(file.data, file.path, min_size=min_size, max_pixels=max_pixels)
+    return DecodedImage(path=file.path, image=image, sha256=file.sha256, width=width, height=height,
+                        file_size=file.file_size, mtime=file.mtime)
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    min_size: int | None = None,
+    max_pixels: int = 178_956_970,
+    max_bytes: int = 512 * 1024 * 1024,
+) -> DecodedImage:
+    """Read and decode one image file. Raises an :class:`~imsim.errors.ImageError` naming the file."""
+    return decode_file(read_file(path, max_bytes=max_bytes), min_size=min_size, max_pixels=max_pixels)
 
 
 def open_query_image(query: object, *, min_size: int | None = None, max_pixels: int = 178_956_970) -> Image.Image:

@@ -14,16 +14,18 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from .errors import ImageError
-from .images import DecodedImage, load_image
+from .images import DecodedImage, FileBytes, decode_file, read_file
 from .models import Embedder, decode_size, load_models
 from .settings import Settings
 from .store import VectorStore, make_row
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +49,17 @@ class ChunkResult:
                 "failures": self.failures, "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
+def _successes(outcomes: Iterable[T | ImageError], failures: dict[str, str]) -> list[T]:
+    """Keep the successful outcomes; record each image error (path -> reason) in ``failures``."""
+    ok: list[T] = []
+    for outcome in outcomes:
+        if isinstance(outcome, ImageError):
+            failures[outcome.path] = outcome.reason
+        else:
+            ok.append(outcome)
+    return ok
+
+
 def chunked(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
@@ -63,23 +76,44 @@ class Ingestor:
         workers = settings.decode_workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imsim-decode")
 
-    def _decode(self, path: str) -> DecodedImage | ImageError:
+    def _read(self, path: str) -> FileBytes | ImageError:
         try:
-            return load_image(path, min_size=self.draft_size, max_pixels=self.settings.max_image_pixels,
-                              max_bytes=self.settings.max_file_bytes)
+            return read_file(path, max_bytes=self.settings.max_file_bytes)
         except ImageError as exc:
             return exc
 
-    def ingest(self, paths: Sequence[str], job_id: str = "") -> ChunkResult:
-        """Process one chunk. Image errors are recorded per file; store or model errors raise."""
+    def _decode(self, file: FileBytes) -> DecodedImage | ImageError:
+        try:
+            return decode_file(file, min_size=self.draft_size, max_pixels=self.settings.max_image_pixels)
+        except ImageError as exc:
+            return exc
+
+    def _unchanged(self, files: list[FileBytes]) -> set[str]:
+        """Ids whose stored row, in every model's collection, has this content hash and model revision."""
+        ids = [f.id for f in files]
+        unchanged = {f.id for f in files}
+        for name, model in self.models.items():
+            stored = self.store.get(self.collections[name], ids, output_fields=["sha256", "model_revision"])
+            unchanged &= {f.id for f in files if (row := stored.get(f.id)) and row["sha256"] == f.sha256
+                          and row["model_revision"] == model.info.revision}
+        return unchanged
+
+    def ingest(self, paths: Sequence[str], job_id: str = "", force: bool = False) -> ChunkResult:
+        """Process one chunk. Image errors are recorded per file; store or model errors raise.
+
+        Files already stored with the same content hash and model revision are skipped unless
+        ``force`` (or ``IMSIM_SKIP_UNCHANGED=false``).
+        """
         result = ChunkResult()
         t0 = time.perf_counter()
-        decoded: list[DecodedImage] = []
-        for outcome in self._pool.map(self._decode, paths):
-            if isinstance(outcome, ImageError):
-                result.failures[outcome.path] = outcome.reason
-            else:
-                decoded.append(outcome)
+        files: list[FileBytes] = _successes(self._pool.map(self._read, paths), result.failures)
+        if self.settings.skip_unchanged and not force and files:
+            unchanged = self._unchanged(files)
+            result.skipped = len(unchanged)
+            files = [f for f in files if f.id not in unchanged]
+        result.timings["read"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        decoded: list[DecodedImage] = _successes(self._pool.map(self._decode, files), result.failures)
         result.timings["decode"] = time.perf_counter() - t0
         if not decoded:
             return result
@@ -99,7 +133,7 @@ class Ingestor:
             result.timings[f"embed:{name}"] = t_write - t_embed
             result.timings[f"write:{name}"] = time.perf_counter() - t_write
         result.done = len(decoded)
-        log.info("chunk of %d: %d stored, %d failed; %s", len(paths), result.done, len(result.failures),
+        log.info("chunk of %d: %d stored, %d unchanged, %d failed; %s", len(paths), result.done, result.skipped, len(result.failures),
                  ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
         return result
 
@@ -113,6 +147,7 @@ def ingest_local(
     *,
     ingestor: Ingestor | None = None,
     job_id: str = "",
+    force: bool = False,
     on_chunk: Callable[[ChunkResult, int], None] | None = None,
 ) -> ChunkResult:
     """Run the whole ingest in this process, chunk by chunk (no Redis, no Celery)."""
@@ -121,7 +156,7 @@ def ingest_local(
     total = ChunkResult()
     try:
         for chunk in chunked(list(paths), settings.chunk_size):
-            part = ingestor.ingest(chunk, job_id=job_id)
+            part = ingestor.ingest(chunk, job_id=job_id, force=force)
             total.merge(part)
             if on_chunk:
                 on_chunk(part, len(chunk))

@@ -48,8 +48,9 @@ def make_celery(settings: Settings, main: str = "imsim") -> Any:
     return app
 
 
-def enqueue(paths: Sequence[str], settings: Settings, inputs: Sequence[str] = (), job_id: str | None = None) -> str:
-    """Record a job in Redis and queue its chunks; returns the job id."""
+def enqueue(paths: Sequence[str], settings: Settings, inputs: Sequence[str] = (), job_id: str | None = None,
+            force: bool = False) -> str:
+    """Record a job in Redis and queue its chunks; returns the job id. ``force`` re-embeds unchanged files."""
     jobs = JobStore(settings.redis_url.get_secret_value())
     jobs.ping()
     job_id = job_id or new_job_id()
@@ -57,5 +58,5 @@ def enqueue(paths: Sequence[str], settings: Settings, inputs: Sequence[str] = ()
     jobs.create(job_id, total=len(paths), chunks=len(chunks), inputs=list(inputs), models=settings.model_names)
     app = make_celery(settings)
     for index, chunk in enumerate(chunks):
-        app.send_task(EMBED_CHUNK, args=[job_id, index, chunk], queue=settings.queue)
+        app.send_task(EMBED_CHUNK, args=[job_id, index, chunk], kwargs={"force": force}, queue=settings.queue)
     return job_id

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     )
     queue: str = Field("imsim", description="Celery queue the ingest tasks go to.")
     chunk_size: int = Field(256, ge=1, le=100_000, description="Images per queued task (one message = one chunk).")
+    skip_unchanged: bool = Field(
+        True, description="Skip files whose content hash and model revision are already stored (cheap resume)."
+    )
     visibility_timeout: int = Field(
         3600, ge=10, description="Seconds before an unacknowledged chunk is redelivered; must exceed the longest chunk."
     )

@@ -66,12 +66,29 @@ def test_fused_hits_carry_every_models_score(ingested, models):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_reingest_leaves_row_counts_unchanged(ingested):
+def test_reingest_skips_unchanged_and_leaves_row_counts_unchanged(ingested):
     settings, store, ingestor, files, _ = ingested
     again = ingest_local(files, settings, ingestor=ingestor)
-    assert again.done == 38 and not again.failures
+    assert (again.done, again.skipped, again.failures) == (0, 38, {})
+    forced = ingest_local(files, settings, ingestor=ingestor, force=True)
+    assert (forced.done, forced.skipped) == (38, 0)
     for name in ingestor.collections.values():
         assert store.count(name) == 38
+
+
+def test_edited_file_is_re_embedded_and_others_skipped(ingested):
+    settings, store, ingestor, files, _ = ingested
+    from PIL import Image
+
+    edited = files[3]
+    Image.open(edited).convert("RGB").rotate(90).save(edited, "PNG" if edited.endswith(".png") else "JPEG")
+    again = ingest_local(files, settings, ingestor=ingestor)
+    assert (again.done, again.skipped) == (1, 37)
+    row = store.get(ingestor.collections["dinov2"], [path_id(edited)], output_fields=["sha256"])[path_id(edited)]
+    import hashlib
+
+    assert row["sha256"] == hashlib.sha256(open(edited, "rb").read()).hexdigest()
+    assert store.count(ingestor.collections["dinov2"]) == 38
 
 
 def test_text_search_and_errors(ingested, models):
