@@ -79,20 +79,26 @@ def discover(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class DecodedImage:
-    """One decoded image and the facts about its file that the store records."""
+class FileFacts:
+    """What the store records about an image's file."""
 
     path: str
-    image: Image.Image  # RGB, EXIF orientation applied, possibly draft-downscaled
     sha256: str
-    width: int  # full-resolution width after orientation
-    height: int
     file_size: int
     mtime: float
 
     @property
     def id(self) -> str:
         return path_id(self.path)
+
+
+@dataclass(frozen=True)
+class DecodedImage(FileFacts):
+    """One decoded image and the facts about its file."""
+
+    image: Image.Image  # RGB, EXIF orientation applied, possibly draft-downscaled
+    width: int  # full-resolution width after orientation
+    height: int
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -161,18 +167,10 @@ def decode_bytes(
 
 
 @dataclass(frozen=True)
-class FileBytes:
-    """A file's bytes as read once, with the facts the store records about the file."""
+class FileBytes(FileFacts):
+    """A file's bytes as read once, with the facts about the file."""
 
-    path: str
     data: bytes
-    sha256: str
-    file_size: int
-    mtime: float
-
-    @property
-    def id(self) -> str:
-        return path_id(self.path)
 
 
 def read_file(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 1024) -> FileBytes:
@@ -192,7 +190,7 @@ def read_file(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 102
         raise ImageUnreadable(path, "permission denied") from exc
     except OSError as exc:  # EISDIR, ELOOP, EIO ...
         raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
-    return FileBytes(path, data, hashlib.sha256(data).hexdigest(), st.st_size, st.st_mtime)
+    return FileBytes(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=st.st_size, mtime=st.st_mtime, data=data)
 
 
 def decode_file(file: FileBytes, *, min_size: int | None = None, max_pixels: int = 178_956_970) -> DecodedImage:

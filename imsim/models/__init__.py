@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from .base import Embedder, ModelInfo, Preprocess
+from .base import Embedder, ModelInfo, Preprocess, quiet_transformers
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -34,10 +34,7 @@ def embedder_class(name: str) -> type[Embedder]:
 
 def load_model(name: str, settings: Settings) -> Embedder:
     cls = embedder_class(name)
-    import transformers
-
-    transformers.logging.set_verbosity_error()  # no per-load progress bars or backend notices
-    transformers.logging.disable_progress_bar()
+    quiet_transformers()
     return cls.from_settings(settings)
 
 

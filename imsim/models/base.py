@@ -123,6 +123,14 @@ class ModelInfo:
         return slug
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars or backend notices from transformers (our own logs say what loads)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def resolve_device(device: str) -> str:
     import torch
 

@@ -70,5 +70,8 @@ def build_tiny_dinov2(directory: str | Path, seed: int = 0, hidden_size: int = 4
 
 def build_tiny_models(root: str | Path) -> dict[str, Path]:
     """Build every tiny model under ``root``; returns registry name → directory."""
+    from .base import quiet_transformers
+
+    quiet_transformers()
     root = Path(root)
     return {"clip": build_tiny_clip(root / "tiny-clip"), "dinov2": build_tiny_dinov2(root / "tiny-dinov2")}
