@@ -105,8 +105,9 @@ class Client:
             raise ImsimError(f"unknown fusion {method!r}; use one of {', '.join(fusion_maths.FUSIONS)}")
         names = list(queries)
         collections = {n: self.store.collection_name(self.model(n).info) for n in names}
+        existing = set(self.store.collections())
         for n, c in collections.items():
-            if c not in self.store.collections():
+            if c not in existing:
                 raise ImsimError(f"no collection {c!r} for model {n!r}: ingest images with this model first")
         per_model = {n: self.store.search(collections[n], queries[n][None], k, filter=filter)[0] for n in names}
         paths = {h.id: str(h.fields.get("path", "")) for hits in per_model.values() for h in hits}

@@ -86,6 +86,7 @@ class VectorStore:
             hint = " (a Milvus Lite file can be open in one process only: run `imsim store serve` and point IMSIM_MILVUS_URI at it)" if self.is_lite else ""
             raise StoreError(f"cannot open Milvus at {self.uri}: {exc}{hint}") from exc
         self._loaded: set[str] = set()
+        self._index_types: dict[str, str] = {}
 
     # --- collections ------------------------------------------------------------
     def collection_name(self, info: ModelInfo) -> str:
@@ -195,11 +196,9 @@ class VectorStore:
         return [[StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity", {}))) for h in hits] for hits in results]
 
     def describe_index_type(self, name: str) -> str:
-        cached = getattr(self, "_index_types", {})
-        if name not in cached:
-            cached[name] = self.client.describe_index(name, VECTOR).get("index_type", "")
-            self._index_types = cached
-        return cached[name]
+        if name not in self._index_types:
+            self._index_types[name] = self.client.describe_index(name, VECTOR).get("index_type", "")
+        return self._index_types[name]
 
     def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]:
         if not ids:
