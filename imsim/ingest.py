@@ -1,9 +1,10 @@
 """The ingest pipeline: read → decode → embed (every enabled model, same decoded batch) → upsert.
 
 :class:`Ingestor` processes one chunk of paths, the unit of work a Celery task carries; a bad
-file fails alone and is returned with its reason, the rest are stored. :func:`ingest_local`
+file fails alone and is returned with its reason, the rest are stored; files already stored
+with the same content hash and model revision are skipped before decoding. :func:`ingest_local`
 runs the same chunks in-process, for a laptop with no Redis. Each chunk reports the seconds
-spent decoding, in each model and writing, so the slow stage is visible.
+spent reading, decoding, resizing, in each model and writing, so the slow stage is visible.
 """
 
 from __future__ import annotations
