@@ -67,6 +67,12 @@ def ingest(
     files = discover(inputs)
     if not files:
         raise ImsimError(f"no image files found in {', '.join(inputs)}")
+    _run_ingest(files, inputs, local=local, wait=wait, force=force, as_json=as_json)
+
+
+def _run_ingest(files: list[str], inputs: list[str], *, local: bool, wait: bool, force: bool, as_json: bool,
+                retry_of: str = "") -> None:
+    """Ingest ``files`` in this process (``local``) or as a queued job, and report the outcome."""
     settings = get_settings()
     if local:
         from .ingest import ingest_local
@@ -79,16 +85,87 @@ def ingest(
 
             result = ingest_local(files, settings, force=force, on_chunk=on_chunk)
         _print_outcome({"total": len(files), **result.as_dict()}, as_json)
-        raise typer.Exit(0)
+        return
     from .queue import enqueue
 
-    job_id = enqueue(files, settings, inputs=inputs, force=force)
+    job_id = enqueue(files, settings, inputs=inputs, force=force, retry_of=retry_of)
     err.print(f"queued job [bold]{job_id}[/]: {len(files)} images in chunks of {settings.chunk_size} on queue '{settings.queue}'")
     if not wait:
         console.print(job_id)
         return
     status = _follow(job_id)
     _print_outcome(status.as_dict(), as_json)
+
+
+@app.command()
+def retry(
+    job_id: str,
+    local: Annotated[bool, typer.Option("--local", help="Run in this process instead of queueing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the new job's progress.")] = True,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-queue only the files that failed in JOB_ID, as a new job linked to it."""
+    from .queue import failed_files
+
+    failed = failed_files(job_id, get_settings())
+    _run_ingest(failed, [f"failed files of {job_id}"], local=local, wait=wait, force=False, as_json=as_json, retry_of=job_id)
+
+
+@app.command()
+def sync(
+    paths: Annotated[list[str], typer.Argument(help="Folders (or files) whose stored rows should match the disk.")],
+    local: Annotated[bool, typer.Option("--local", help="Re-embed in this process instead of queueing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed and re-embedded.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Remove rows for files under PATHS that no longer exist, then ingest PATHS (changed files re-embedded, unchanged skipped)."""
+    from . import maintenance
+    from .store import VectorStore
+
+    store = VectorStore(get_settings())
+    gone = maintenance.missing(store, paths)
+    removed = {} if dry_run else maintenance.delete(store, gone)
+    store.close()
+    err.print(f"{len(gone)} stored rows point to files that no longer exist" + ("" if dry_run else "; removed from every collection"))
+    for path in sorted(gone.values())[:20]:
+        err.print(f"  [yellow]gone[/] {path}")
+    files = discover([p for p in paths if os.path.exists(p)])
+    if dry_run or not files:
+        _print_json_or({"missing": sorted(gone.values()), "removed": removed, "to_ingest": len(files)}, as_json)
+        return
+    _run_ingest(files, list(paths), local=local, wait=wait, force=False, as_json=as_json)
+
+
+@app.command()
+def delete(
+    selectors: Annotated[list[str], typer.Argument(help="Row ids, paths (a folder means everything below it) or globs.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Delete rows by id, path, folder or glob from every imsim collection."""
+    from . import maintenance
+    from .store import VectorStore
+
+    store = VectorStore(get_settings())
+    rows = maintenance.select(store, selectors)
+    if not rows:
+        store.close()
+        raise ImsimError(f"no stored rows match {', '.join(selectors)}")
+    if not yes and not typer.confirm(f"delete {len(rows)} images from every collection?", err=True):
+        store.close()
+        raise typer.Exit(1)
+    removed = maintenance.delete(store, rows)
+    store.close()
+    _print_json_or({"matched": len(rows), "removed": removed}, as_json)
+
+
+def _print_json_or(outcome: dict, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(outcome, default=str))
+    else:
+        for key, value in outcome.items():
+            console.print(f"{key}: {len(value) if isinstance(value, list) else value}")
 
 
 def _follow(job_id: str):
@@ -153,6 +230,9 @@ def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
         return
     console.print(f"job {s.id}: {s.state}; total {s.total}, done {s.done}, failed {s.failed}, skipped {s.skipped}, "
                   f"pending {s.pending}; chunks {s.chunks_done}/{s.chunks}")
+    stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"  # noqa: E731
+    console.print(f"created {stamp(s.created_at)}, started {stamp(s.started_at)}, finished {stamp(s.finished_at)}"
+                  + (f"; retry of {s.retry_of}" if s.retry_of else "") + (f"; retried by {s.retried_by}" if s.retried_by else ""))
     for path, reason in s.failures.items():
         console.print(f"  [red]failed[/] {path}: {reason}")
 

@@ -32,12 +32,20 @@ class ImageTooLarge(ImageError):
     pass
 
 
+class PathNotAllowed(ImageError):
+    """The file lies outside ``IMSIM_ALLOWED_ROOTS``; the worker refuses to read it."""
+
+
 class ModelError(ImsimError):
     """A model name, source or configuration is wrong."""
 
 
 class StoreError(ImsimError):
     """The vector store refused an operation or does not match the models."""
+
+
+class StoreUnavailable(StoreError):
+    """Milvus could not be reached. Transient: queued chunks retry with backoff."""
 
 
 class DimensionMismatch(StoreError):

@@ -13,19 +13,19 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ImageDecodeError, ImageNotFound, ImageTooLarge, ImageUnreadable, ImsimError
+from .errors import ImageDecodeError, ImageNotFound, ImageTooLarge, ImageUnreadable, ImsimError, PathNotAllowed
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".ico"}
 )
-_GLOB_CHARS = set("*?[")
+GLOB_CHARS = set("*?[")
 # Never let Pillow fill a truncated file with grey: a truncated image is an error.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -68,7 +68,7 @@ def discover(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
         item = os.path.expanduser(os.fspath(raw))
         if os.path.isdir(item):
             candidates: Iterable[str] = _walk(item)
-        elif _GLOB_CHARS & set(item) and not os.path.exists(item):
+        elif GLOB_CHARS & set(item) and not os.path.exists(item):
             matches = sorted(glob.glob(item, recursive=True))
             candidates = [m for p in matches for m in (_walk(p) if os.path.isdir(p) else [p] if is_image_name(p) else [])]
         else:
@@ -173,9 +173,23 @@ class FileBytes(FileFacts):
     data: bytes
 
 
-def read_file(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 1024) -> FileBytes:
-    """Read one file whole and hash it. Raises an :class:`~imsim.errors.ImageError` naming the file."""
+def check_allowed(path: str, roots: Sequence[str]) -> None:
+    """Refuse ``path`` unless its real location (symlinks followed) lies under one of ``roots``; no roots = any path."""
+    if not roots:
+        return
+    real = os.path.realpath(path)
+    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+        where = f" (resolves to {real})" if real != path else ""
+        raise PathNotAllowed(path, f"outside the allowed roots{where}; IMSIM_ALLOWED_ROOTS={','.join(roots)}")
+
+
+def read_file(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 1024, allowed_roots: Sequence[str] = ()) -> FileBytes:
+    """Read one file whole and hash it. Raises an :class:`~imsim.errors.ImageError` naming the file.
+
+    ``allowed_roots`` (real paths) confines reads to those directories (:func:`check_allowed`).
+    """
     path = os.path.abspath(os.fspath(path))
+    check_allowed(path, allowed_roots)
     try:
         st = os.stat(path)
         if not os.path.isfile(path):

@@ -74,12 +74,13 @@ class Ingestor:
         self.store = store if store is not None else VectorStore(settings)
         self.collections = {name: self.store.ensure_collection(m.info) for name, m in self.models.items()}
         self.draft_size = decode_size(settings, self.models.values())
+        self.allowed_roots = settings.allowed_root_paths
         workers = settings.decode_workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imsim-decode")
 
     def _read(self, path: str) -> FileBytes | ImageError:
         try:
-            return read_file(path, max_bytes=self.settings.max_file_bytes)
+            return read_file(path, max_bytes=self.settings.max_file_bytes, allowed_roots=self.allowed_roots)
         except ImageError as exc:
             return exc
 

@@ -61,7 +61,9 @@ class JobStatus:
     finished_at: float | None
     inputs: list[str]
     models: list[str]
-    failures: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # path -> reason
+    retry_of: str = ""  # the job whose failed files this job re-queued
+    retried_by: str = ""  # the latest job that re-queued this job's failed files
 
     @property
     def pending(self) -> int:
@@ -94,13 +96,15 @@ class JobStore:
         except redis.RedisError as exc:  # the URL may hold a password: name only the error
             raise QueueError(f"Redis is unreachable ({type(exc).__name__}: {exc}); check IMSIM_REDIS_URL") from None
 
-    def create(self, job_id: str, total: int, chunks: int, inputs: list[str], models: list[str]) -> None:
+    def create(self, job_id: str, total: int, chunks: int, inputs: list[str], models: list[str], retry_of: str = "") -> None:
         now = time.time()
         with self.redis.pipeline() as pipe:
             pipe.hset(job_key(job_id), mapping={
                 "total": total, "done": 0, "failed": 0, "skipped": 0, "chunks": chunks, "chunks_done": 0,
-                "created_at": now, "inputs": json.dumps(inputs), "models": json.dumps(models),
+                "created_at": now, "inputs": json.dumps(inputs), "models": json.dumps(models), "retry_of": retry_of,
             })
+            if retry_of:
+                pipe.hset(job_key(retry_of), "retried_by", job_id)
             if chunks == 0:
                 pipe.hset(job_key(job_id), "finished_at", now)
             pipe.zadd(JOBS_INDEX, {job_id: now})
@@ -129,6 +133,7 @@ class JobStore:
             skipped=int(raw["skipped"]), chunks=int(raw["chunks"]), chunks_done=int(raw["chunks_done"]),
             created_at=float(raw["created_at"]), started_at=opt("started_at"), finished_at=opt("finished_at"),
             inputs=json.loads(raw.get("inputs", "[]")), models=json.loads(raw.get("models", "[]")), failures=failures,
+            retry_of=raw.get("retry_of", ""), retried_by=raw.get("retried_by", ""),
         )
 
     def list(self, limit: int = 20) -> list[JobStatus]:

@@ -133,6 +133,35 @@ class Client:
     def collections(self) -> list[Any]:
         return self.store.summaries()
 
+    # --- jobs and upkeep (thin: the work happens in workers, imsim.queue and imsim.maintenance) ---
+    def ingest(self, paths: Sequence[str], *, force: bool = False) -> str:
+        """Queue files, folders or globs for the workers; returns the job id (see :meth:`job`)."""
+        from .images import discover
+        from .queue import enqueue
+
+        files = discover(paths)
+        if not files:
+            raise ImsimError(f"no image files found in {', '.join(map(str, paths))}")
+        return enqueue(files, self.settings, inputs=[str(p) for p in paths], force=force)
+
+    def job(self, job_id: str) -> Any:
+        """A job's :class:`~imsim.jobs.JobStatus`: totals, times, and every failed path with its reason."""
+        from .jobs import JobStore
+
+        return JobStore(self.settings.redis_url.get_secret_value()).get(job_id)
+
+    def retry(self, job_id: str) -> str:
+        """Queue the files that failed in ``job_id`` as a new job; returns its id."""
+        from .queue import retry
+
+        return retry(job_id, self.settings)
+
+    def delete(self, selectors: Sequence[str]) -> dict[str, int]:
+        """Delete rows by id, path, folder or glob from every collection; returns rows removed per collection."""
+        from . import maintenance
+
+        return maintenance.delete(self.store, maintenance.select(self.store, list(selectors)))
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()

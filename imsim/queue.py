@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .ingest import chunked
+from .errors import QueueError
 from .jobs import JobStore, new_job_id
 from .settings import Settings
 
@@ -34,7 +35,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "result_expires": 7 * 24 * 3600,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        # A chunk whose worker died (SIGKILL, node lost) stays "unacked" in Redis; every worker sweeps
+        # for ones older than the visibility timeout each `redelivery_interval` seconds and re-queues them.
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.redelivery_interval,
+            "unacked_restore_throttle": 1,
+        },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "worker_hijack_root_logger": False,
     }
@@ -49,14 +56,28 @@ def make_celery(settings: Settings, main: str = "imsim") -> Any:
 
 
 def enqueue(paths: Sequence[str], settings: Settings, inputs: Sequence[str] = (), job_id: str | None = None,
-            force: bool = False) -> str:
+            force: bool = False, retry_of: str = "") -> str:
     """Record a job in Redis and queue its chunks; returns the job id. ``force`` re-embeds unchanged files."""
     jobs = JobStore(settings.redis_url.get_secret_value())
     jobs.ping()
     job_id = job_id or new_job_id()
     chunks = chunked(list(paths), settings.chunk_size)
-    jobs.create(job_id, total=len(paths), chunks=len(chunks), inputs=list(inputs), models=settings.model_names)
+    jobs.create(job_id, total=len(paths), chunks=len(chunks), inputs=list(inputs), models=settings.model_names,
+                retry_of=retry_of)
     app = make_celery(settings)
     for index, chunk in enumerate(chunks):
         app.send_task(EMBED_CHUNK, args=[job_id, index, chunk], kwargs={"force": force}, queue=settings.queue)
     return job_id
+
+
+def failed_files(job_id: str, settings: Settings) -> list[str]:
+    """The paths that failed in ``job_id``; a :class:`QueueError` if there are none."""
+    failed = sorted(JobStore(settings.redis_url.get_secret_value()).get(job_id).failures)
+    if not failed:
+        raise QueueError(f"job {job_id!r} has no failed files to retry")
+    return failed
+
+
+def retry(job_id: str, settings: Settings) -> str:
+    """Queue a new job holding only the files that failed in ``job_id``; returns the new job's id."""
+    return enqueue(failed_files(job_id, settings), settings, inputs=[f"failed files of {job_id}"], retry_of=job_id)

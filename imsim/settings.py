@@ -7,6 +7,7 @@ environment itself, so a worker, the CLI and the Python client agree by construc
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,15 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(
         3600, ge=10, description="Seconds before an unacknowledged chunk is redelivered; must exceed the longest chunk."
     )
+    redelivery_check_interval: int = Field(
+        0, ge=0, description="Seconds between a worker's sweeps for chunks whose worker died; 0 = visibility_timeout/5, at most 60."
+    )
+    task_max_retries: int = Field(
+        12, ge=0, description="Retries of a chunk while Milvus or Redis is unreachable (exponential backoff, at most 60 s apart)."
+    )
+    allowed_roots: str = Field(
+        "", description="Comma-separated directories workers may read; files elsewhere fail with a reason. Empty = any path."
+    )
 
     # --- models ----------------------------------------------------------------------
     models: str = Field("clip,dinov2", description="Comma-separated registry names of the models to embed with.")
@@ -93,6 +103,15 @@ class Settings(BaseSettings):
     @property
     def model_names(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    @property
+    def allowed_root_paths(self) -> list[str]:
+        """``allowed_roots`` resolved to real absolute paths (symlinks followed)."""
+        return [os.path.realpath(os.path.expanduser(r.strip())) for r in self.allowed_roots.split(",") if r.strip()]
+
+    @property
+    def redelivery_interval(self) -> int:
+        return self.redelivery_check_interval or max(1, min(60, self.visibility_timeout // 5))
 
     @property
     def resolved_milvus_uri(self) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DimensionMismatch, StoreError
+from .errors import DimensionMismatch, StoreError, StoreUnavailable
 from .models.base import ModelInfo
 from .settings import Settings
 
@@ -64,6 +64,12 @@ class CollectionSummary:
     index: str
 
 
+def _is_connection_failure(exc: Exception) -> bool:
+    code = getattr(exc, "code", None)
+    text = str(exc).lower()
+    return code == 2 or "unavailable" in text or "connect" in text or "deadline" in text
+
+
 class VectorStore:
     """A connection to Milvus plus imsim's conventions for its collections."""
 
@@ -88,6 +94,30 @@ class VectorStore:
         self._loaded: set[str] = set()
         self._index_types: dict[str, str] = {}
 
+    def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+        """Run one MilvusClient call; its errors become :class:`StoreError` (or :class:`StoreUnavailable`)."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return getattr(self.client, operation)(*args, **kwargs)
+        except MilvusException as exc:
+            if "not loaded" in str(exc) and args and operation != "load_collection":
+                # A restarted Milvus (Lite especially) comes back with collections released: load, try once more.
+                self._loaded.discard(args[0])
+                self._load(args[0])
+                return self._call_once(operation, *args, **kwargs)
+            if _is_connection_failure(exc):
+                raise StoreUnavailable(f"Milvus at {self.uri} is unreachable during {operation}: {exc.message}") from None
+            raise StoreError(f"Milvus refused {operation}: {exc.message}") from None
+
+    def _call_once(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return getattr(self.client, operation)(*args, **kwargs)
+        except MilvusException as exc:
+            raise StoreError(f"Milvus refused {operation}: {exc.message}") from None
+
     # --- collections ------------------------------------------------------------
     def collection_name(self, info: ModelInfo) -> str:
         return f"{self.settings.collection_prefix}_{info.slug}"
@@ -107,7 +137,7 @@ class VectorStore:
         from pymilvus import DataType, MilvusClient
 
         name = self.collection_name(info)
-        if self.client.has_collection(name):
+        if self._call("has_collection", name):
             stored = self.dimension(name)
             if stored != info.dim:
                 raise DimensionMismatch(name, stored, info.dim)
@@ -130,7 +160,8 @@ class VectorStore:
             "metric": METRIC, "index": f"{index_type} {params}", "supports_text": str(info.supports_text).lower(),
             **info.extra,
         }
-        self.client.create_collection(
+        self._call(
+            "create_collection",
             name, schema=schema, index_params=index_params, consistency_level="Strong",
             properties={PROPERTY_PREFIX + k: v for k, v in properties.items()},
         )
@@ -139,11 +170,11 @@ class VectorStore:
 
     def _load(self, name: str) -> None:
         if name not in self._loaded:
-            self.client.load_collection(name)  # a reopened Lite file starts unloaded
+            self._call("load_collection", name)  # a reopened Lite file starts unloaded
             self._loaded.add(name)
 
     def describe(self, name: str) -> dict[str, Any]:
-        return self.client.describe_collection(name)
+        return self._call("describe_collection", name)
 
     def properties(self, name: str) -> dict[str, str]:
         props = self.describe(name).get("properties", {}) or {}
@@ -157,7 +188,7 @@ class VectorStore:
 
     def collections(self) -> list[str]:
         prefix = self.settings.collection_prefix + "_"
-        return sorted(c for c in self.client.list_collections() if c.startswith(prefix))
+        return sorted(c for c in self._call("list_collections") if c.startswith(prefix))
 
     def summaries(self) -> list[CollectionSummary]:
         out = []
@@ -173,12 +204,12 @@ class VectorStore:
         written = 0
         for start in range(0, len(rows), batch):
             part = list(rows[start : start + batch])
-            written += int(self.client.upsert(name, part)["upsert_count"])
+            written += int(self._call("upsert", name, part)["upsert_count"])
         return written
 
     def count(self, name: str) -> int:
         self._load(name)
-        res = self.client.query(name, filter="", output_fields=["count(*)"])
+        res = self._call("query", name, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
     def search(
@@ -189,7 +220,8 @@ class VectorStore:
         params: dict[str, Any] = {"metric_type": METRIC}
         if self.describe_index_type(name) == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
-        results = self.client.search(
+        results = self._call(
+            "search",
             name, data=[v.tolist() for v in np.asarray(vectors, np.float32)], limit=k, filter=filter,
             output_fields=list(output_fields), search_params=params, anns_field=VECTOR,
         )
@@ -197,15 +229,41 @@ class VectorStore:
 
     def describe_index_type(self, name: str) -> str:
         if name not in self._index_types:
-            self._index_types[name] = self.client.describe_index(name, VECTOR).get("index_type", "")
+            self._index_types[name] = self._call("describe_index", name, VECTOR).get("index_type", "")
         return self._index_types[name]
 
     def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}
         self._load(name)
-        rows = self.client.get(name, ids=list(ids), output_fields=list(output_fields))
+        rows = self._call("get", name, ids=list(ids), output_fields=list(output_fields))
         return {str(r[PK]): dict(r) for r in rows}
+
+    def delete(self, name: str, ids: Sequence[str]) -> int:
+        """Delete rows by primary key; returns how many ids were asked for (Lite and server report differently)."""
+        if not ids:
+            return 0
+        for start in range(0, len(ids), 1000):
+            self._call("delete", name, ids=list(ids[start : start + 1000]))
+        return len(ids)
+
+    def iter_rows(self, name: str, filter: str = "", output_fields: Sequence[str] = ("path",), batch: int = 2000):
+        """Every row matching ``filter``, in batches of dicts (a query iterator: no top-k or offset cap)."""
+        from pymilvus.exceptions import MilvusException
+
+        self._load(name)
+        iterator = self._call("query_iterator", name, batch_size=batch, filter=filter, output_fields=list(output_fields))
+        try:
+            while True:
+                try:
+                    rows = iterator.next()
+                except MilvusException as exc:
+                    raise StoreError(f"Milvus query over {name!r} failed: {exc.message}") from None
+                if not rows:
+                    return
+                yield [dict(r) for r in rows]
+        finally:
+            iterator.close()
 
     def get_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         rows = self.get(name, ids, output_fields=[VECTOR])

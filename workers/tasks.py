@@ -1,19 +1,30 @@
 """Celery tasks: thin wrappers that hand a chunk of paths to :class:`imsim.ingest.Ingestor`.
 
 Models load lazily in the process that runs the task (after the prefork fork), never in the
-Celery parent, so CUDA is never initialised before a fork.
+Celery parent, so CUDA is never initialised before a fork. Milvus or Redis being unreachable
+is retried by Celery itself (``autoretry_for`` with exponential backoff); a chunk that still
+fails after the last retry, or fails for a non-transient reason, is recorded on its job with
+the reason for every path in it, so the job always ends and ``imsim retry`` can re-queue it.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
+import redis
+from celery import Task
+
+from imsim.errors import StoreUnavailable
 from imsim.ingest import Ingestor
 from imsim.jobs import JobStore
 from imsim.queue import EMBED_CHUNK
 from imsim.settings import get_settings
 
 from .app import app
+
+log = logging.getLogger(__name__)
+TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
 
 
 @lru_cache(maxsize=1)
@@ -26,7 +37,26 @@ def jobs() -> JobStore:
     return JobStore(get_settings().redis_url.get_secret_value())
 
 
-@app.task(name=EMBED_CHUNK, bind=True)
+class ChunkTask(Task):
+    autoretry_for = TRANSIENT
+    retry_backoff = 2  # seconds before the first retry, doubling
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = get_settings().task_max_retries
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: ANN001 - Celery's signature
+        """Record every path of a chunk that will not be retried again as failed, with the reason."""
+        job_id, chunk_index, paths = (list(args) + [None, None, None])[:3]
+        if job_id is None:
+            return
+        reason = f"chunk failed after {self.request.retries} retries: {type(exc).__name__}: {exc}"
+        try:
+            jobs().record_chunk(job_id, chunk_index, 0, 0, {p: reason for p in paths})
+        except redis.RedisError:
+            log.error("could not record failed chunk %s of job %s: Redis unreachable", chunk_index, job_id)
+
+
+@app.task(name=EMBED_CHUNK, bind=True, base=ChunkTask)
 def embed_chunk(self, job_id: str, chunk_index: int, paths: list[str], force: bool = False) -> dict:
     """Embed and store one chunk, then count its outcome on the job (once, even if redelivered)."""
     jobs().mark_started(job_id)
