@@ -12,6 +12,7 @@ import glob
 import hashlib
 import io
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -158,8 +159,11 @@ def decode_bytes(
             return _to_rgb(im), width, height
     except ImageTooLarge:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(path, str(exc)) from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own cap (2 × its MAX_IMAGE_PIXELS) fired first
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "the image"
+        raise ImageTooLarge(path, f"{pixels} exceeds the limit of {min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)):,} "
+                                  "(IMSIM_MAX_IMAGE_PIXELS; Pillow refuses more than twice its own MAX_IMAGE_PIXELS)") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(path, "not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:

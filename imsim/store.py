@@ -22,7 +22,13 @@ from .errors import DimensionMismatch, StoreError, StoreUnavailable
 from .models.base import ModelInfo
 from .settings import Settings
 
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # it logs a traceback per failed call
+
+
+def _quiet_pymilvus() -> None:
+    """pymilvus logs a traceback per failed call (we raise typed errors instead); its import resets logging config."""
+    import pymilvus  # noqa: F401 - imported for its logging side effect, which this undoes
+
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 PK = "id"
 VECTOR = "vector"
@@ -76,6 +82,7 @@ class VectorStore:
     def __init__(self, settings: Settings):
         from pymilvus import MilvusClient
 
+        _quiet_pymilvus()
         self.settings = settings
         self.uri = settings.resolved_milvus_uri
         self.is_lite = settings.is_milvus_lite_file

@@ -98,54 +98,117 @@ def settings(tiny_model_dirs, tmp_path) -> Settings:
     return make_settings(tiny_model_dirs, tmp_path / "data")
 
 
+class RedisServer:
+    """A real redis-server on a free port; ``restart`` keeps the port and data directory."""
+
+    def __init__(self, workdir: Path, *, password: str = "", appendonly: bool = False):
+        exe = shutil.which("redis-server")
+        if not exe:
+            pytest.fail("redis-server is not installed: run `bash scripts/install.sh --test`")
+        self.port = free_port()
+        self.args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
+                     "--protected-mode", "yes"]
+        self.args += ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+        if password:
+            self.args += ["--requirepass", password]
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+
+    def kill(self) -> None:
+        stop(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+class MilvusLiteServer:
+    """``milvus-lite server`` on a free port; ``restart`` keeps the port and data directory."""
+
+    def __init__(self, data: Path):
+        self.exe = shutil.which("milvus-lite") or str(Path(sys.executable).parent / "milvus-lite")
+        self.data = data
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        self.log = open(self.data / "server.log", "a")
+        self.proc = subprocess.Popen([self.exe, "server", "--data-dir", str(self.data / "db"), "--host", "127.0.0.1",
+                                      "--port", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, proc=self.proc, timeout=60)
+
+    def kill(self) -> None:
+        stop(self.proc, signal.SIGKILL)
+        self.log.close()
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    exe = shutil.which("redis-server")
-    if not exe:
-        pytest.fail("redis-server is not installed: run `bash scripts/install.sh --test`")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir), "--protected-mode", "yes"], stdout=subprocess.DEVNULL)
-    wait_for_port(port, proc=proc)
-    yield f"redis://127.0.0.1:{port}/0"
-    stop(proc)
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
 def milvus_uri(tmp_path_factory):
     """A Milvus Lite gRPC server shared by the test process and worker subprocesses."""
-    exe = shutil.which("milvus-lite") or str(Path(sys.executable).parent / "milvus-lite")
-    port = free_port()
-    data = tmp_path_factory.mktemp("milvus")
-    log = open(data / "server.log", "w")
-    proc = subprocess.Popen([exe, "server", "--data-dir", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    wait_for_port(port, proc=proc, timeout=60)
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
-    log.close()
+    server = MilvusLiteServer(tmp_path_factory.mktemp("milvus"))
+    yield server.uri
+    server.stop()
 
 
 class Worker:
-    """A real ``celery -A workers worker`` subprocess."""
+    """A real ``celery -A workers worker`` subprocess (its own process group, so a kill takes its children too)."""
 
     def __init__(self, settings: Settings, log_path: Path, name: str, pool: str = "solo"):
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", settings.queue, "-P", pool, "-c", "1",
-               "-n", f"{name}@%h", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=settings_env(settings), stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.settings, self.log_path, self.name, self.pool = settings, log_path, name, pool
+        self.starts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log = open(self.log_path, "a")
+        cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", self.settings.queue, "-P", self.pool,
+               "-c", "1", "-n", f"{self.name}-{self.starts}@%h", "-l", "INFO", "--without-gossip", "--without-mingle",
+               "--without-heartbeat"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=settings_env(self.settings), stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
-        while "ready." not in log_path.read_text():
+        while self.log_path.read_text().count("ready.") < self.starts:
             if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"worker did not start:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.2)
+
+    def children(self) -> list[int]:
+        """Pids of the worker's pool processes (prefork)."""
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes: no shutdown, no acks, as when a node dies."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.log.close()
 
     def stop(self) -> None:
         stop(self.proc)
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
 
 
 @pytest.fixture()

@@ -106,13 +106,27 @@ def test_pixel_limit_refuses_decompression_bomb(tmp_path):
         decode_bytes(b"")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_file(tmp_path):
-    path = tmp_path / "secret.jpg"
+    """Permission denied is a per-file failure. As root (CI), drop to 'nobody' for the read: root reads any file."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    for p in (tmp_path, folder):
+        p.chmod(0o755)
+    path = folder / "secret.jpg"
     photo().save(path)
     path.chmod(0)
-    with pytest.raises(ImageUnreadable, match="permission denied"):
-        load_image(path)
+    as_nobody = os.geteuid() == 0
+    if as_nobody:
+        os.setegid(65534)
+        os.seteuid(65534)
+    try:
+        with pytest.raises(ImageUnreadable, match="permission denied") as info:
+            load_image(path)
+    finally:
+        if as_nobody:
+            os.seteuid(0)
+            os.setegid(0)
+    assert info.value.path == str(path)
 
 
 def test_discover_folders_globs_lists_and_symlink_loops(tmp_path):
