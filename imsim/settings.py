@@ -8,6 +8,7 @@ environment itself, so a worker, the CLI and the Python client agree by construc
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -132,6 +133,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"IMSIM_FUSION_WEIGHTS entry {part!r} is not name=weight")
             out[name.strip()] = float(value)
         return out
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``**`` (for messages and logs)."""
+    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1**@", url)
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import DimensionMismatch, StoreError, StoreUnavailable
 from .models.base import ModelInfo
-from .settings import Settings
+from .settings import Settings, redact
 
 
 
@@ -76,6 +76,11 @@ def _is_connection_failure(exc: Exception) -> bool:
     return code == 2 or "unavailable" in text or "connect" in text or "deadline" in text
 
 
+def _is_released(exc: Exception) -> bool:
+    text = str(exc)
+    return "not loaded" in text or "state 'released'" in text or "call load()" in text
+
+
 class VectorStore:
     """A connection to Milvus plus imsim's conventions for its collections."""
 
@@ -84,7 +89,8 @@ class VectorStore:
 
         _quiet_pymilvus()
         self.settings = settings
-        self.uri = settings.resolved_milvus_uri
+        self.uri = settings.resolved_milvus_uri  # may hold credentials: messages use self.where
+        self.where = redact(self.uri)
         self.is_lite = settings.is_milvus_lite_file
         kwargs: dict[str, Any] = {}
         if settings.milvus_token.get_secret_value():
@@ -93,11 +99,19 @@ class VectorStore:
             kwargs["db_name"] = settings.milvus_db
         if self.is_lite:
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.client = MilvusClient(self.uri, **kwargs)
-        except Exception as exc:  # pymilvus raises several unrelated types here
-            hint = " (a Milvus Lite file can be open in one process only: run `imsim store serve` and point IMSIM_MILVUS_URI at it)" if self.is_lite else ""
-            raise StoreError(f"cannot open Milvus at {self.uri}: {exc}{hint}") from exc
+        # A server's channel can be refused for a moment (restart, gRPC GOAWAY): three short retries, then give up.
+        for delay in (0.5, 1.0, 2.0, None):
+            try:
+                self.client = MilvusClient(self.uri, **kwargs)
+                break
+            except Exception as exc:  # pymilvus raises several unrelated types here
+                if self.is_lite:
+                    raise StoreError(f"cannot open Milvus at {self.where}: {exc} (a Milvus Lite file can be open in one process "
+                                     "only: run `imsim store serve` and point IMSIM_MILVUS_URI at it)") from None
+                if delay is None or not _is_connection_failure(exc):
+                    raise (StoreUnavailable if _is_connection_failure(exc) else StoreError)(
+                        f"cannot open Milvus at {self.where}: {exc}") from None
+                time.sleep(delay)
         self._loaded: set[str] = set()
         self._index_types: dict[str, str] = {}
 
@@ -108,13 +122,13 @@ class VectorStore:
         try:
             return getattr(self.client, operation)(*args, **kwargs)
         except MilvusException as exc:
-            if "not loaded" in str(exc) and args and operation != "load_collection":
+            if _is_released(exc) and args and operation != "load_collection":
                 # A restarted Milvus (Lite especially) comes back with collections released: load, try once more.
                 self._loaded.discard(args[0])
                 self._load(args[0])
                 return self._call_once(operation, *args, **kwargs)
             if _is_connection_failure(exc):
-                raise StoreUnavailable(f"Milvus at {self.uri} is unreachable during {operation}: {exc.message}") from None
+                raise StoreUnavailable(f"Milvus at {self.where} is unreachable during {operation}: {exc.message}") from None
             raise StoreError(f"Milvus refused {operation}: {exc.message}") from None
 
     def _call_once(self, operation: str, *args: Any, **kwargs: Any) -> Any:

@@ -116,7 +116,7 @@ class RedisServer:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
 
     def kill(self) -> None:
@@ -149,6 +149,21 @@ class MilvusLiteServer:
     def stop(self) -> None:
         stop(self.proc)
         self.log.close()
+
+
+@pytest.fixture()
+def servers():
+    """Start private servers for one test (``servers(RedisServer, path, ...)``); all are stopped afterwards."""
+    started = []
+
+    def start(kind, *args, **kwargs):
+        server = kind(*args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
