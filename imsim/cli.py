@@ -276,6 +276,42 @@ def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     console.print(table)
 
 
+@app.command()
+def doctor(
+    queue: Annotated[bool, typer.Option("--queue/--no-queue", help="Check Redis and the workers.")] = True,
+    models: Annotated[bool, typer.Option("--models/--no-models", help="Load each model and compare it with its collection.")] = True,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check that Redis, Milvus and the models are reachable and consistent; exit 1 if anything failed."""
+    from .doctor import run_checks
+
+    checks = run_checks(get_settings(), queue=queue, models=models)
+    if as_json:
+        console.print_json(json.dumps([c.as_dict() for c in checks]))
+    else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            console.print(f"[{colour[c.status]}]{c.status:>4}[/] {c.name}: {c.detail}", highlight=False, soft_wrap=True)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def config(
+    env: Annotated[bool, typer.Option("--env", help="Print every setting as IMSIM_*=default lines (.env.example).")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the configuration reference as Markdown.")] = False,
+) -> None:
+    """The effective settings (secrets masked), or the generated reference with --env / --markdown."""
+    from .settings import env_example, markdown_reference
+
+    if env or markdown:
+        sys.stdout.write(env_example() if env else markdown_reference())
+        return
+    for name, value in get_settings().model_dump().items():
+        shown = "**" if hasattr(value, "get_secret_value") and value.get_secret_value() else value
+        console.print(f"IMSIM_{name.upper()}={shown}", highlight=False, soft_wrap=True)
+
+
 @store_app.command("serve")
 def store_serve(
     port: Annotated[int, typer.Option(help="Port of the gRPC server.")] = 19530,

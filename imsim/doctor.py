@@ -1,0 +1,140 @@
+"""Health checks of a deployment, in plain words: is Redis there and persistent, is Milvus there, do the
+configured models load, and do the stored collections match them.
+
+Each check returns :class:`Check` results (ok / warn / fail with a sentence a user can act on);
+``imsim doctor`` prints them and exits non-zero when anything failed. Nothing here changes state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from .errors import ImsimError
+from .settings import Settings, redact
+
+Status = Literal["ok", "warn", "fail"]
+LITE_ROWS_WARNING = 100_000
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def check_redis(settings: Settings) -> list[Check]:
+    import redis
+
+    url = settings.redis_url.get_secret_value()
+    where = redact(url)
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3, decode_responses=True)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        return [Check("redis", "fail", f"Redis at {where} refused the password in IMSIM_REDIS_URL")]
+    except redis.RedisError as exc:
+        return [Check("redis", "fail", f"Redis at {where} is unreachable ({type(exc).__name__}); start it or fix IMSIM_REDIS_URL")]
+    checks = [Check("redis", "ok", f"Redis at {where} answers")]
+    try:
+        aof = client.config_get("appendonly").get("appendonly")
+    except redis.RedisError:
+        aof = None
+    if aof == "yes":
+        checks.append(Check("redis persistence", "ok", "AOF is on: queued chunks survive a Redis restart"))
+    elif aof == "no":
+        checks.append(Check("redis persistence", "warn", "AOF is off: a Redis restart loses every queued chunk; "
+                            "run redis-server with --appendonly yes (see docs/operations.md)"))
+    else:
+        checks.append(Check("redis persistence", "warn", "cannot read Redis's appendonly setting (CONFIG is disabled); "
+                            "make sure AOF is on"))
+    queued = client.llen(settings.queue)
+    checks.append(Check("queue", "ok", f"{queued} chunks waiting on queue '{settings.queue}'"))
+    checks.append(_check_workers(settings))
+    return checks
+
+
+def _check_workers(settings: Settings) -> Check:
+    from .queue import make_celery
+
+    try:
+        replies = make_celery(settings).control.ping(timeout=1.5) or []
+    except Exception as exc:  # noqa: BLE001 - any broker failure means "no answer" here
+        return Check("workers", "warn", f"could not ask workers ({type(exc).__name__})")
+    if not replies:
+        return Check("workers", "warn", "no worker answered: queued jobs wait until one starts (`imsim worker`)")
+    names = sorted(name for reply in replies for name in reply)
+    return Check("workers", "ok", f"{len(names)} worker(s) answered: {', '.join(names)}")
+
+
+def check_store(settings: Settings):
+    """Milvus checks; returns (checks, store or None)."""
+    from .store import VectorStore
+
+    try:
+        store = VectorStore(settings)
+        names = store.collections()
+    except ImsimError as exc:
+        return [Check("milvus", "fail", str(exc))], None
+    checks = [Check("milvus", "ok", f"Milvus at {store.where} answers; {len(names)} imsim collection(s)")]
+    if store.is_lite:
+        total = sum(store.count(n) for n in names)
+        checks.append(Check("milvus lite", "warn", "a Milvus Lite file can be open in one process only: workers and the CLI "
+                            "together need `imsim store serve` or a Milvus server (IMSIM_MILVUS_URI)"))
+        if total > LITE_ROWS_WARNING:
+            checks.append(Check("milvus lite size", "warn", f"{total:,} rows in Milvus Lite: search slows down past "
+                                f"{LITE_ROWS_WARNING:,}; move to a Milvus server"))
+    return checks, store
+
+
+def check_models(settings: Settings, store) -> list[Check]:  # noqa: ANN001 - VectorStore or None
+    from .models import load_model
+
+    checks = []
+    existing = set(store.collections()) if store is not None else set()
+    for name in settings.model_names:
+        try:
+            info = load_model(name, settings).info
+        except ImsimError as exc:
+            checks.append(Check(f"model {name}", "fail", str(exc)))
+            continue
+        except OSError as exc:  # from_pretrained: not found locally and the hub is unreachable
+            checks.append(Check(f"model {name}", "fail", f"cannot load {name!r}: {exc}"))
+            continue
+        checks.append(Check(f"model {name}", "ok", f"{info.source} (revision {info.revision}) loads: {info.dim}-d"))
+        if store is None:
+            continue
+        collection = store.collection_name(info)
+        if collection not in existing:
+            checks.append(Check(f"collection {collection}", "ok", "not created yet: the first ingest creates it"))
+            continue
+        stored_dim = store.dimension(collection)
+        if stored_dim != info.dim:
+            checks.append(Check(f"collection {collection}", "fail", f"holds {stored_dim}-d vectors but {name} now produces "
+                                f"{info.dim}-d: ingest and search with this model will be refused; use another "
+                                "IMSIM_COLLECTION_PREFIX or the model the collection was made with"))
+            continue
+        stored_revision = store.properties(collection).get("revision", "")
+        if stored_revision and stored_revision != info.revision:
+            checks.append(Check(f"collection {collection}", "warn", f"written by revision {stored_revision}, configured "
+                                f"{info.revision}: new rows would mix two model versions; re-ingest with --force"))
+        else:
+            checks.append(Check(f"collection {collection}", "ok", f"{store.count(collection):,} rows, {stored_dim}-d, "
+                                "same model revision"))
+    return checks
+
+
+def run_checks(settings: Settings, *, queue: bool = True, models: bool = True) -> list[Check]:
+    """Every check, in order: Redis and workers (unless ``queue`` is False), Milvus, models vs collections."""
+    checks = check_redis(settings) if queue else []
+    store_checks, store = check_store(settings)
+    checks += store_checks
+    if models:
+        checks += check_models(settings, store)
+    if store is not None:
+        store.close()
+    return checks

@@ -1,0 +1,175 @@
+"""The deploy files, validated without a Docker engine or a cluster.
+
+- deploy/docker-compose.yml against the Compose specification's JSON schema (check-jsonschema's
+  vendored copy), plus the wiring between services;
+- deploy/Dockerfile with hadolint;
+- deploy/k8s/*.yaml against the Kubernetes API schemas (kubernetes-validate --strict); the KEDA
+  objects, which are CRDs with no schema there, by their references to the other manifests;
+- every IMSIM_* variable named in a deploy file exists in the settings module, and the generated
+  references (deploy/.env.example, docs/configuration.md) equal what the code generates.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imsim.settings import Settings, env_example, markdown_reference
+
+from .conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(path).exists():
+        pytest.fail(f"{name} is not installed: run `bash scripts/install.sh --test`")
+    return path
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def k8s_docs() -> dict[tuple[str, str], dict]:
+    docs = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and "kind" in doc and "metadata" in doc:
+                docs[(doc["kind"], doc["metadata"]["name"])] = doc
+    return docs
+
+
+def test_compose_file_matches_the_compose_spec():
+    proc = run(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "docker-compose.yml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_compose_wiring():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"etcd", "minio", "milvus", "attu", "redis", "flower", "worker-gpu0", "worker-cpu"} <= set(services)
+    for name, svc in services.items():
+        image = svc.get("image", "")
+        assert ":" in image and not image.endswith(":latest") or "build" in svc, f"{name}: image not pinned"
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    assert services["milvus"]["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
+    assert services["attu"]["environment"]["MILVUS_URL"] == "milvus:19530"
+    gpu_workers = [s for n, s in services.items() if n.startswith("worker-gpu")]
+    device_ids = set()
+    for svc in gpu_workers:
+        assert svc["profiles"] == ["gpu"] and svc["environment"]["IMSIM_DEVICE"] == "cuda"
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["capabilities"] == ["gpu"] and len(device["device_ids"]) == 1
+        device_ids.add(device["device_ids"][0])
+        assert svc["environment"]["IMSIM_MILVUS_URI"] == "http://milvus:19530"
+        assert svc["environment"]["IMSIM_REDIS_URL"] == "redis://redis:6379/0"
+    assert len(device_ids) == len(gpu_workers), "two workers share a GPU"
+    assert services["worker-cpu"]["profiles"] == ["cpu"] and services["worker-cpu"]["environment"]["IMSIM_DEVICE"] == "cpu"
+    assert services["worker-cpu"]["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def test_dockerfile_passes_hadolint_and_installs_the_project():
+    proc = run(tool("hadolint"), str(DEPLOY / "Dockerfile"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY pyproject.toml" in text and "pip install ." in text and re.search(r"^USER \d+", text, re.M)
+
+
+def test_kubernetes_manifests_match_the_api_schemas():
+    files = [str(p) for p in sorted(K8S.glob("*.yaml")) if p.name not in ("milvus-values.yaml", "kustomization.yaml")]
+    proc = run(tool("kubernetes-validate"), "--strict", "--no-warn", *files)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passed for resource deployment/imsim-worker" in proc.stdout
+
+
+def test_kubernetes_objects_reference_each_other():
+    docs = k8s_docs()
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert all((K8S / r).exists() for r in kustomization["resources"])
+    worker = docs[("Deployment", "imsim-worker")]["spec"]["template"]["spec"]
+    (container,) = worker["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    config = docs[("ConfigMap", "imsim-config")]["data"]
+    secret = docs[("Secret", "imsim-secrets")]["stringData"]
+    assert {"configMapRef": {"name": "imsim-config"}} in container["envFrom"]
+    assert {"secretRef": {"name": "imsim-secrets"}} in container["envFrom"]
+    scaled = docs[("ScaledObject", "imsim-worker")]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "imsim-worker"
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == config["IMSIM_QUEUE"]
+    assert trigger["metadata"]["address"].startswith("redis.imsim.svc")
+    auth = docs[("TriggerAuthentication", trigger["authenticationRef"]["name"])]["spec"]["secretTargetRef"][0]
+    assert auth["name"] == "imsim-secrets" and auth["key"] in secret
+    redis_args = docs[("StatefulSet", "redis")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert redis_args[redis_args.index("--appendonly") + 1] == "yes"
+    for kind, name in [("Service", "attu"), ("Service", "flower"), ("Service", "redis")]:
+        selector = docs[(kind, name)]["spec"]["selector"]
+        targets = [d for (k, _), d in docs.items() if k in ("Deployment", "StatefulSet")
+                   and d["spec"]["template"]["metadata"]["labels"] == selector]
+        assert targets, f"{kind}/{name} selects no pods"
+    values = yaml.safe_load((K8S / "milvus-values.yaml").read_text())
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert values["cluster"]["enabled"] is True
+    assert compose["services"]["milvus"]["image"].endswith(":" + values["image"]["all"]["tag"])
+    assert config["IMSIM_MILVUS_URI"] == "http://milvus.imsim.svc.cluster.local:19530"
+
+
+def test_every_imsim_variable_in_deploy_files_is_a_setting_and_every_setting_is_in_env_example():
+    known = {f"IMSIM_{name.upper()}" for name in Settings.model_fields}
+    named = set()
+    for path in [DEPLOY / "docker-compose.yml", DEPLOY / ".env.example", DEPLOY / "Dockerfile", *K8S.glob("*.yaml")]:
+        named |= set(re.findall(r"\bIMSIM_[A-Z0-9_]+", path.read_text()))
+    named.discard("IMSIM_IMAGES_DIR")  # a compose interpolation variable (host folder to mount), not a setting
+    assert named - known == set(), f"unknown settings in deploy files: {named - known}"
+    in_example = set(re.findall(r"^# (IMSIM_[A-Z0-9_]+)=", (DEPLOY / ".env.example").read_text(), re.M))
+    assert in_example == known
+
+
+def test_generated_references_are_current():
+    assert (DEPLOY / ".env.example").read_text() == env_example(), "run: imsim config --env > deploy/.env.example"
+    assert (ROOT / "docs" / "configuration.md").read_text() == markdown_reference(), \
+        "run: imsim config --markdown > docs/configuration.md"
+
+
+def test_doctor_reports_health_and_plain_words_for_each_problem(tiny_model_dirs, tmp_path, redis_url, milvus_uri, image_folder):
+    import json
+
+    from imsim.models.testing import build_tiny_clip
+
+    from .conftest import free_port, make_settings, settings_env
+    from .test_cli import imsim
+
+    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus_uri,
+                             queue="doc" + tmp_path.name[-8:])
+    env = settings_env(settings)
+    imsim(env, "ingest", "--local", str(image_folder / "flags"))
+    checks = {c["name"]: c for c in json.loads(imsim(env, "doctor", "--json").stdout)}
+    assert all(c["status"] == "ok" for n, c in checks.items() if n not in ("redis persistence", "workers")), checks
+    assert checks["redis persistence"]["status"] == "warn" and "--appendonly yes" in checks["redis persistence"]["detail"]
+    assert checks["workers"]["status"] == "warn" and "no worker answered" in checks["workers"]["detail"]
+    assert any("24 rows" in c["detail"] for c in checks.values())
+
+    # The same collection prefix with a CLIP of another dimension, and Redis on a dead port.
+    other = build_tiny_clip(tmp_path / "other" / Path(settings.clip_model).name, projection_dim=24)
+    broken = {**env, "IMSIM_CLIP_MODEL": str(other), "IMSIM_REDIS_URL": f"redis://:pw@127.0.0.1:{free_port()}/0"}
+    proc = imsim(broken, "doctor", "--json", check=False)
+    assert proc.returncode == 1
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert checks["redis"]["status"] == "fail" and "unreachable" in checks["redis"]["detail"]
+    assert "pw@" not in proc.stdout
+    mismatch = [c for n, c in checks.items() if n.startswith("collection") and c["status"] == "fail"]
+    assert len(mismatch) == 1 and "holds 32-d vectors but clip now produces 24-d" in mismatch[0]["detail"]
+
+    lite = settings_env(make_settings(tiny_model_dirs, tmp_path / "lite"))
+    text = imsim({**lite, "COLUMNS": "200"}, "doctor", "--no-queue", "--no-models").stdout
+    assert "Milvus Lite file can be open in one process only" in text
