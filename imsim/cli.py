@@ -23,6 +23,8 @@ app = typer.Typer(help="imsim: image-similarity search over CLIP and DINOv2 embe
                   pretty_exceptions_enable=False)
 store_app = typer.Typer(help="The embedded Milvus Lite store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console()
 err = Console(stderr=True)
 
@@ -310,6 +312,48 @@ def config(
     for name, value in get_settings().model_dump().items():
         shown = "**" if hasattr(value, "get_secret_value") and value.get_secret_value() else value
         console.print(f"IMSIM_{name.upper()}={shown}", highlight=False, soft_wrap=True)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    images: Annotated[Optional[str], typer.Option(help="A folder of images (default: generate JPEGs from the bundled photos).")] = None,
+    generate: Annotated[int, typer.Option(help="How many JPEGs to generate when --images is not given.")] = 256,
+    size: Annotated[str, typer.Option(help="Size of generated JPEGs, WxH.")] = "1024x768",
+    baseline: Annotated[int, typer.Option(help="Images for the seed-style per-image loop (same models, same files).")] = 32,
+    store: Annotated[str, typer.Option(help="lite: a Milvus Lite file (or IMSIM_MILVUS_URI); none: a no-op sink.")] = "lite",
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="CLIP B/32 + DINOv2 B/14 architectures with random weights (no hub needed).")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """End-to-end ingest throughput and per-stage split, beside the one-image-per-call baseline."""
+    import tempfile
+
+    from . import bench
+
+    settings = get_settings()
+    if random_weights:
+        from .models.testing import build_random_models
+
+        cache = settings.data_dir / "bench-models"
+        dirs = {"clip": cache / "random-clip-vit-b32", "dinov2": cache / "random-dinov2-base"}
+        if not all((d / "config.json").exists() for d in dirs.values()):
+            dirs = build_random_models(cache)
+        settings = settings.model_copy(update={"clip_model": str(dirs["clip"]), "dinov2_model": str(dirs["dinov2"])})
+    width, height = (int(v) for v in size.lower().split("x"))
+    files = bench.corpus(images, generate, (width, height), Path(tempfile.mkdtemp(prefix="imsim-bench-images-")))
+    result = bench.run(files, settings, baseline_images=min(baseline, len(files)), sink=store)
+    if as_json:
+        console.print_json(json.dumps(result.as_dict()))
+        return
+    console.print(f"models {settings.models} on {result.device}, batch {settings.batch_size}, decode threads "
+                  f"{settings.decode_workers or os.cpu_count()}, store: {result.store}; model load {result.model_load_seconds:.1f}s")
+    console.print(f"imsim:    {result.images} images in {result.seconds:.2f}s = [bold]{result.images_per_s:.2f} images/s[/]")
+    console.print(f"baseline: {result.baseline_images} images in {result.baseline_seconds:.2f}s = "
+                  f"{result.baseline_images_per_s:.2f} images/s (one image per call, HF processor + model, one row per write)")
+    console.print(f"speed-up: [bold]{result.speedup:.2f}x[/]")
+    total = sum(result.stages.values()) or 1.0
+    for stage, seconds in result.stages.items():
+        console.print(f"  {stage:<14} {seconds:8.2f}s  {100 * seconds / total:5.1f}%")
+    console.print("min cosine(imsim, baseline) per model: " + ", ".join(f"{k} {v:.4f}" for k, v in result.min_cosine.items()))
 
 
 @store_app.command("serve")

@@ -168,6 +168,7 @@ class Embedder(ABC):
     family: ClassVar[str]
     info: ModelInfo
     preprocess: Preprocess
+    processor: Any  # the model's own Hugging Face image processor (reference and baseline)
     device: str
     batch_size: int
 

@@ -28,6 +28,7 @@ class ClipEmbedder(Embedder):
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load CLIP model from {source!r} (revision {revision!r}): {exc}") from exc
         self.model = model.to(self.device).eval()
+        self.processor = processor  # the model's own HF processor: the reference our Preprocess is tested against
         self.preprocess = Preprocess.from_processor(processor)
         self.info = ModelInfo(
             name="clip",

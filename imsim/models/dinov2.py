@@ -36,6 +36,7 @@ class Dinov2Embedder(Embedder):
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load DINOv2 model from {source!r} (revision {revision!r}): {exc}") from exc
         self.model = model.to(self.device).eval()
+        self.processor = processor  # the model's own HF processor: the reference our Preprocess is tested against
         self.preprocess = Preprocess.from_processor(processor)
         hidden = int(model.config.hidden_size)
         self.info = ModelInfo(
