@@ -62,7 +62,7 @@ class Settings(BaseSettings):
         0, ge=0, description="Seconds between a worker's sweeps for chunks whose worker died; 0 = visibility_timeout/5, at most 60."
     )
     task_max_retries: int = Field(
-        12, ge=0, description="Retries of a chunk while Milvus or Redis is unreachable (exponential backoff, at most 60 s apart)."
+        20, ge=0, description="Retries of a chunk while Milvus or Redis is unreachable (exponential backoff with jitter, at most 30 s apart)."
     )
     allowed_roots: str = Field(
         "", description="Comma-separated directories workers may read; files elsewhere fail with a reason. Empty = any path."
@@ -76,7 +76,10 @@ class Settings(BaseSettings):
     dinov2_revision: str = Field("main", description="Hub revision of the DINOv2 model.")
     dinov2_pooling: Pooling = Field("cls", description="DINOv2 embedding: CLS token, mean of patch tokens, or both concatenated.")
     device: str = Field("auto", description="Torch device: auto (cuda if present, else cpu), cpu, cuda, cuda:1 ...")
-    batch_size: int = Field(64, ge=1, le=65_536, description="Images per model forward pass.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Images per model forward pass on a GPU.")
+    cpu_batch_size: int = Field(
+        8, ge=1, le=65_536, description="Images per forward pass on CPU (ViTs run slower per image at 32 than at 4-8 on CPU)."
+    )
     decode_workers: int = Field(0, ge=0, le=256, description="Threads decoding images; 0 = one per CPU core.")
 
     # --- images ----------------------------------------------------------------------

@@ -115,3 +115,12 @@ def test_out_of_memory_halves_the_batch_and_retries(models, caplog):
             model.embed_images(images()[:1])  # at batch size 1 there is nothing left to halve
     finally:
         model._forward_images, model.batch_size = real_forward, saved_batch
+
+
+def test_cpu_forward_batch_is_capped_by_cpu_batch_size(tiny_model_dirs, tmp_path):
+    from imsim.models import load_model
+
+    from .conftest import make_settings
+
+    model = load_model("clip", make_settings(tiny_model_dirs, tmp_path, batch_size=64, cpu_batch_size=4))
+    assert model.device == "cpu" and model.batch_size == 4

@@ -40,7 +40,7 @@ def jobs() -> JobStore:
 class ChunkTask(Task):
     autoretry_for = TRANSIENT
     retry_backoff = 2  # seconds before the first retry, doubling
-    retry_backoff_max = 60
+    retry_backoff_max = 30  # a recovered Milvus is used again within 30 s
     retry_jitter = True
     max_retries = get_settings().task_max_retries
 

@@ -35,7 +35,10 @@ def embedder_class(name: str) -> type[Embedder]:
 def load_model(name: str, settings: Settings) -> Embedder:
     cls = embedder_class(name)
     quiet_transformers()
-    return cls.from_settings(settings)
+    model = cls.from_settings(settings)
+    if model.device == "cpu":  # large batches are slower on CPU (activations fall out of cache)
+        model.batch_size = min(model.batch_size, settings.cpu_batch_size)
+    return model
 
 
 def decode_size(settings: Settings, models: Iterable[Embedder]) -> int:
