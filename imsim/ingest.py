@@ -77,6 +77,7 @@ class Ingestor:
         self.allowed_roots = settings.allowed_root_paths
         workers = settings.decode_workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imsim-decode")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imsim-write")
 
     def _read(self, path: str) -> FileBytes | ImageError:
         try:
@@ -120,6 +121,7 @@ class Ingestor:
         if not decoded:
             return result
         pixels_by_recipe: dict[object, np.ndarray] = {}
+        writes = []
         for name, model in self.models.items():
             t = time.perf_counter()
             pixels = pixels_by_recipe.get(model.preprocess)
@@ -128,19 +130,26 @@ class Ingestor:
                 pixels_by_recipe[model.preprocess] = pixels
             t_embed = time.perf_counter()
             vectors = model.embed_uint8(pixels)
-            t_write = time.perf_counter()
-            rows = [make_row(model.info, image, vec, job_id) for image, vec in zip(decoded, vectors)]
-            self.store.upsert(self.collections[name], rows)
             result.timings["resize"] = result.timings.get("resize", 0.0) + (t_embed - t)
-            result.timings[f"embed:{name}"] = t_write - t_embed
-            result.timings[f"write:{name}"] = time.perf_counter() - t_write
+            result.timings[f"embed:{name}"] = time.perf_counter() - t_embed
+            # The write runs on the writer thread while the next model computes.
+            writes.append(self._writer.submit(self._write, name, model, decoded, vectors, job_id))
+        for future in writes:  # the chunk is done (and may be acknowledged) only once every row is stored
+            name, seconds = future.result()
+            result.timings[f"write:{name}"] = seconds
         result.done = len(decoded)
         log.info("chunk of %d: %d stored, %d unchanged, %d failed; %s", len(paths), result.done, result.skipped, len(result.failures),
                  ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
         return result
 
+    def _write(self, name: str, model: Embedder, decoded: list[DecodedImage], vectors: np.ndarray, job_id: str):
+        t = time.perf_counter()
+        self.store.upsert(self.collections[name], [make_row(model.info, image, vec, job_id) for image, vec in zip(decoded, vectors)])
+        return name, time.perf_counter() - t
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        self._writer.shutdown(wait=True)
 
 
 def ingest_local(

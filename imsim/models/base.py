@@ -199,6 +199,8 @@ class Embedder(ABC):
         import torch
 
         tensor = torch.as_tensor(batch)
+        if self.device.startswith("cuda") and not tensor.is_cuda:
+            tensor = tensor.pin_memory()  # page-locked: the copies below run asynchronously
         out = []
         start = 0
         with torch.inference_mode():
