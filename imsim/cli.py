@@ -60,6 +60,7 @@ def ingest(
     local: Annotated[bool, typer.Option("--local", help="Run in this process: no Redis or workers needed.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow a queued job's progress until it ends.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Re-embed files already stored unchanged.")] = False,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="key=value stored with every image (repeatable); filter with search --tag.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Embed images with every enabled model and upsert them: queued to Celery workers, or --local."""
@@ -69,11 +70,20 @@ def ingest(
     files = discover(inputs)
     if not files:
         raise ImsimError(f"no image files found in {', '.join(inputs)}")
-    _run_ingest(files, inputs, local=local, wait=wait, force=force, as_json=as_json)
+    _run_ingest(files, inputs, local=local, wait=wait, force=force, as_json=as_json, tags=_tags(tag))
+
+
+def _tags(items: list[str] | None) -> dict[str, str] | None:
+    from .expr import parse_tags
+
+    try:
+        return parse_tags(items) if items else None
+    except ValueError as exc:
+        raise ImsimError(str(exc)) from None
 
 
 def _run_ingest(files: list[str], inputs: list[str], *, local: bool, wait: bool, force: bool, as_json: bool,
-                retry_of: str = "") -> None:
+                retry_of: str = "", tags: dict[str, str] | None = None) -> None:
     """Ingest ``files`` in this process (``local``) or as a queued job, and report the outcome."""
     settings = get_settings()
     if local:
@@ -85,12 +95,12 @@ def _run_ingest(files: list[str], inputs: list[str], *, local: bool, wait: bool,
             def on_chunk(part, n):  # noqa: ANN001
                 progress.update(task, advance=n, note=f"{len(part.failures)} failed in last chunk" if part.failures else "")
 
-            result = ingest_local(files, settings, force=force, on_chunk=on_chunk)
+            result = ingest_local(files, settings, force=force, tags=tags, on_chunk=on_chunk)
         _print_outcome({"total": len(files), **result.as_dict()}, as_json)
         return
     from .queue import enqueue
 
-    job_id = enqueue(files, settings, inputs=inputs, force=force, retry_of=retry_of)
+    job_id = enqueue(files, settings, inputs=inputs, force=force, retry_of=retry_of, tags=tags)
     err.print(f"queued job [bold]{job_id}[/]: {len(files)} images in chunks of {settings.chunk_size} on queue '{settings.queue}'")
     if not wait:
         console.print(job_id)
@@ -239,18 +249,43 @@ def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False
         console.print(f"  [red]failed[/] {path}: {reason}")
 
 
+def _when(value: str | None) -> float | None:
+    """An ISO date or date-time (or Unix seconds) → Unix seconds."""
+    if not value:
+        return None
+    from datetime import datetime
+
+    try:
+        return float(value) if value.replace(".", "", 1).isdigit() else datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise ImsimError(f"not a date: {value!r} (use YYYY-MM-DD, YYYY-MM-DDTHH:MM or Unix seconds)") from None
+
+
 @app.command()
 def search(
     query: Annotated[Optional[str], typer.Argument(help="Query image path.")] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="Search by text (CLIP models only).")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="A stored image (row id or path): search with its stored vectors.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
     models: ModelsOpt = None,
     fusion: Annotated[Optional[str], typer.Option(help="rrf, weighted or none (default: IMSIM_FUSION).")] = None,
-    filter: Annotated[str, typer.Option("--filter", help="Milvus filter expression on stored fields.")] = "",
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only images ingested with this key=value tag (repeatable).")] = None,
+    path_prefix: Annotated[str, typer.Option("--under", help="Only images under this folder.")] = "",
+    glob: Annotated[str, typer.Option("--glob", help="Only images whose path matches this glob.")] = "",
+    job: Annotated[str, typer.Option("--job", help="Only images written by this ingest job.")] = "",
+    min_width: Annotated[Optional[int], typer.Option("--min-width")] = None,
+    min_height: Annotated[Optional[int], typer.Option("--min-height")] = None,
+    after: Annotated[Optional[str], typer.Option("--after", help="Ingested at or after (YYYY-MM-DD[THH:MM]).")] = None,
+    before: Annotated[Optional[str], typer.Option("--before", help="Ingested before (YYYY-MM-DD[THH:MM]).")] = None,
+    filter: Annotated[str, typer.Option("--filter", help="A raw Milvus filter expression, ANDed with the options above.")] = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Search by image or text across the model collections and fuse the results."""
-    hits = _client(models).search(query, text=text, k=k, fusion=fusion, filter=filter)
+    """Search by image, text or a stored image across the model collections, with metadata filters, and fuse."""
+    from .expr import Where
+
+    where = Where(path_prefix=path_prefix, path_glob=glob, job=job, tags=_tags(tag) or {}, min_width=min_width,
+                  min_height=min_height, ingested_after=_when(after), ingested_before=_when(before))
+    hits = _client(models).search(query, text=text, like=like, k=k, fusion=fusion, where=where, filter=filter)
     if as_json:
         console.print_json(json.dumps([h.__dict__ for h in hits]))
         return

@@ -91,29 +91,39 @@ class Ingestor:
         except ImageError as exc:
             return exc
 
-    def _unchanged(self, files: list[FileBytes]) -> set[str]:
-        """Ids whose stored row, in every model's collection, has this content hash and model revision."""
+    def _stored(self, files: list[FileBytes]) -> dict[str, dict[str, dict]]:
+        """model -> id -> stored row (content hash, model revision, tags) for these files."""
         ids = [f.id for f in files]
+        return {name: self.store.get(self.collections[name], ids, output_fields=["sha256", "model_revision", "tags"])
+                for name in self.models}
+
+    def _unchanged(self, files: list[FileBytes], stored: dict[str, dict[str, dict]], tags: dict[str, str] | None) -> set[str]:
+        """Ids whose row, in every model's collection, has this content hash, model revision (and tags, when given)."""
         unchanged = {f.id for f in files}
         for name, model in self.models.items():
-            stored = self.store.get(self.collections[name], ids, output_fields=["sha256", "model_revision"])
-            unchanged &= {f.id for f in files if (row := stored.get(f.id)) and row["sha256"] == f.sha256
-                          and row["model_revision"] == model.info.revision}
+            unchanged &= {f.id for f in files if (row := stored[name].get(f.id)) and row["sha256"] == f.sha256
+                          and row["model_revision"] == model.info.revision and (tags is None or row.get("tags") == tags)}
         return unchanged
 
-    def ingest(self, paths: Sequence[str], job_id: str = "", force: bool = False) -> ChunkResult:
+    def ingest(self, paths: Sequence[str], job_id: str = "", force: bool = False,
+               tags: dict[str, str] | None = None) -> ChunkResult:
         """Process one chunk. Image errors are recorded per file; store or model errors raise.
 
-        Files already stored with the same content hash and model revision are skipped unless
-        ``force`` (or ``IMSIM_SKIP_UNCHANGED=false``).
+        Files already stored with the same content hash and model revision (and the same ``tags``,
+        when given) are skipped unless ``force`` (or ``IMSIM_SKIP_UNCHANGED=false``). ``tags`` are
+        stored with each row (filterable: ``tags["key"] == "value"``); a re-embedded file given no
+        tags keeps the tags it had.
         """
         result = ChunkResult()
         t0 = time.perf_counter()
         files: list[FileBytes] = _successes(self._pool.map(self._read, paths), result.failures)
+        stored = self._stored(files) if files else {}
         if self.settings.skip_unchanged and not force and files:
-            unchanged = self._unchanged(files)
+            unchanged = self._unchanged(files, stored, tags)
             result.skipped = len(unchanged)
             files = [f for f in files if f.id not in unchanged]
+        row_tags = {f.id: tags if tags is not None else next((rows[f.id]["tags"] for rows in stored.values()
+                                                               if f.id in rows and rows[f.id].get("tags")), None) for f in files}
         result.timings["read"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         decoded: list[DecodedImage] = _successes(self._pool.map(self._decode, files), result.failures)
@@ -133,7 +143,7 @@ class Ingestor:
             result.timings["resize"] = result.timings.get("resize", 0.0) + (t_embed - t)
             result.timings[f"embed:{name}"] = time.perf_counter() - t_embed
             # The write runs on the writer thread while the next model computes.
-            writes.append(self._writer.submit(self._write, name, model, decoded, vectors, job_id))
+            writes.append(self._writer.submit(self._write, name, model, decoded, vectors, job_id, row_tags))
         for future in writes:  # the chunk is done (and may be acknowledged) only once every row is stored
             name, seconds = future.result()
             result.timings[f"write:{name}"] = seconds
@@ -142,9 +152,11 @@ class Ingestor:
                  ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
         return result
 
-    def _write(self, name: str, model: Embedder, decoded: list[DecodedImage], vectors: np.ndarray, job_id: str):
+    def _write(self, name: str, model: Embedder, decoded: list[DecodedImage], vectors: np.ndarray, job_id: str,
+               tags: dict[str, dict | None]):
         t = time.perf_counter()
-        self.store.upsert(self.collections[name], [make_row(model.info, image, vec, job_id) for image, vec in zip(decoded, vectors)])
+        rows = [make_row(model.info, image, vec, job_id, tags.get(image.id)) for image, vec in zip(decoded, vectors)]
+        self.store.upsert(self.collections[name], rows)
         return name, time.perf_counter() - t
 
     def close(self) -> None:
@@ -159,6 +171,7 @@ def ingest_local(
     ingestor: Ingestor | None = None,
     job_id: str = "",
     force: bool = False,
+    tags: dict[str, str] | None = None,
     on_chunk: Callable[[ChunkResult, int], None] | None = None,
 ) -> ChunkResult:
     """Run the whole ingest in this process, chunk by chunk (no Redis, no Celery)."""
@@ -167,7 +180,7 @@ def ingest_local(
     total = ChunkResult()
     try:
         for chunk in chunked(list(paths), settings.chunk_size):
-            part = ingestor.ingest(chunk, job_id=job_id, force=force)
+            part = ingestor.ingest(chunk, job_id=job_id, force=force, tags=tags)
             total.merge(part)
             if on_chunk:
                 on_chunk(part, len(chunk))

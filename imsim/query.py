@@ -15,6 +15,7 @@ import numpy as np
 
 from . import fusion as fusion_maths
 from .errors import ImsimError, ModelError
+from .expr import Where, both
 from .images import open_query_image
 from .models import Embedder, decode_size, load_model
 from .settings import Settings, get_settings
@@ -64,42 +65,79 @@ class Client:
     # --- API ---------------------------------------------------------------------------
     def embed(self, image: Any, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """One normalised vector per model for a query image (path, bytes or PIL image)."""
-        names = self._names(models)
-        size = decode_size(self.settings, (self.model(n) for n in names))
-        pil = open_query_image(image, min_size=size, max_pixels=self.settings.max_image_pixels)
-        return {n: self.model(n).embed_images([pil])[0] for n in names}
+        return {n: vectors[0] for n, vectors in self.embed_many([image], models).items()}
 
     def compare(self, a: Any, b: Any, models: Sequence[str] | str | None = None) -> dict[str, float]:
         """Cosine similarity of two images per model."""
         va, vb = self.embed(a, models), self.embed(b, models)
         return {n: float(np.dot(va[n], vb[n])) for n in va}
 
+    def embed_many(self, images: Sequence[Any], models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
+        """(len(images), dim) normalised vectors per model, each model run once over the whole batch."""
+        names = self._names(models)
+        size = decode_size(self.settings, (self.model(n) for n in names))
+        pils = [open_query_image(im, min_size=size, max_pixels=self.settings.max_image_pixels) for im in images]
+        return {n: self.model(n).embed_images(pils) for n in names}
+
+    def stored_vectors(self, like: str, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
+        """The stored vectors of one image, by row id or path, per model that has it (no re-embedding)."""
+        from .images import path_id
+        from .maintenance import ROW_ID
+
+        row = like if ROW_ID.match(like) else path_id(like)
+        found = {}
+        for n in self._names(models):
+            vec = self.store.get_vectors(self.store.collection_name(self.model(n).info), [row]).get(row)
+            if vec is not None:
+                found[n] = vec[None]
+        if not found:
+            raise ImsimError(f"no stored image {like!r} in the collections of {', '.join(self._names(models))}: ingest it first")
+        return found
+
     def search(
         self,
         image: Any = None,
         *,
         text: str | None = None,
+        like: str | None = None,
         k: int = 10,
         models: Sequence[str] | str | None = None,
         fusion: str | None = None,
+        where: Where | None = None,
         filter: str = "",
     ) -> list[SearchHit]:
-        """Search by image (path, bytes, PIL image) or by ``text`` (text-capable models only)."""
-        if (image is None) == (text is None):
-            raise ImsimError("give exactly one of an image or text to search by")
+        """Search by an image (path, bytes, PIL image), by ``text`` (text-capable models only), or ``like`` a
+        stored image (row id or path: its stored vectors, nothing re-embedded). ``where`` filters on metadata
+        and tags; ``filter`` is a raw Milvus expression ANDed with it."""
+        if sum(x is not None for x in (image, text, like)) != 1:
+            raise ImsimError("give exactly one of an image, text, or like= (a stored id or path) to search by")
         names = self._names(models)
         if text is not None:
             names = [n for n in names if self.model(n).info.supports_text]
             if not names:
                 raise ModelError("none of the selected models can embed text; include 'clip' in --models")
-            queries = {n: self.model(n).embed_texts([text])[0] for n in names}
+            queries = {n: self.model(n).embed_texts([text]) for n in names}
+        elif like is not None:
+            queries = self.stored_vectors(like, names)
         else:
-            queries = self.embed(image, names)
-        return self.search_vectors(queries, k=k, fusion=fusion, filter=filter)
+            queries = self.embed_many([image], names)
+        return self._search_batch(queries, k=k, fusion=fusion, where=where, filter=filter)[0]
+
+    def search_many(self, images: Sequence[Any], *, k: int = 10, models: Sequence[str] | str | None = None,
+                    fusion: str | None = None, where: Where | None = None, filter: str = "") -> list[list[SearchHit]]:
+        """One result list per query image; all queries embedded in one batch per model and searched in one call."""
+        if not images:
+            return []
+        return self._search_batch(self.embed_many(images, models), k=k, fusion=fusion, where=where, filter=filter)
 
     def search_vectors(self, queries: dict[str, np.ndarray], *, k: int = 10, fusion: str | None = None,
-                       filter: str = "") -> list[SearchHit]:
-        """Search each model's collection with its query vector and fuse the lists."""
+                       where: Where | None = None, filter: str = "") -> list[SearchHit]:
+        """Search each model's collection with its (1-d) query vector and fuse the lists."""
+        return self._search_batch({n: np.asarray(v, np.float32).reshape(1, -1) for n, v in queries.items()},
+                                  k=k, fusion=fusion, where=where, filter=filter)[0]
+
+    def _search_batch(self, queries: dict[str, np.ndarray], *, k: int, fusion: str | None, where: Where | None,
+                      filter: str) -> list[list[SearchHit]]:
         method = fusion or self.settings.fusion
         if method not in fusion_maths.FUSIONS:
             raise ImsimError(f"unknown fusion {method!r}; use one of {', '.join(fusion_maths.FUSIONS)}")
@@ -109,7 +147,21 @@ class Client:
         for n, c in collections.items():
             if c not in existing:
                 raise ImsimError(f"no collection {c!r} for model {n!r}: ingest images with this model first")
-        per_model = {n: self.store.search(collections[n], queries[n][None], k, filter=filter)[0] for n in names}
+        expression = both(where.expression() if where else "", filter)
+        exact = where is not None and bool(where.path_prefix or where.path_glob)
+        fetch = min(k * 4, 16_384) if exact else k  # LIKE is a superset: over-fetch, then check exactly
+        results = {n: self.store.search(collections[n], queries[n], fetch, filter=expression) for n in names}
+        count = len(next(iter(queries.values())))
+        out = []
+        for q in range(count):
+            per_model = {n: [h for h in results[n][q] if not exact or where.accepts(str(h.fields.get("path", "")))][:k]
+                         for n in names}
+            out.append(self._fuse(per_model, {n: queries[n][q] for n in names}, collections, method, k))
+        return out
+
+    def _fuse(self, per_model: dict[str, list[Any]], queries: dict[str, np.ndarray], collections: dict[str, str],
+              method: str, k: int) -> list[SearchHit]:
+        names = list(per_model)
         paths = {h.id: str(h.fields.get("path", "")) for hits in per_model.values() for h in hits}
         ranks = {n: {h.id: r for r, h in enumerate(hits, 1)} for n, hits in per_model.items()}
         scores = {n: {h.id: h.score for h in hits} for n, hits in per_model.items()}
@@ -134,15 +186,17 @@ class Client:
         return self.store.summaries()
 
     # --- jobs and upkeep (thin: the work happens in workers, imsim.queue and imsim.maintenance) ---
-    def ingest(self, paths: Sequence[str], *, force: bool = False) -> str:
-        """Queue files, folders or globs for the workers; returns the job id (see :meth:`job`)."""
+    def ingest(self, paths: Sequence[str], *, force: bool = False, tags: dict[str, str] | None = None) -> str:
+        """Queue files, folders or globs for the workers; returns the job id (see :meth:`job`).
+
+        ``tags`` ({"key": "value"}) are stored with every image and usable in ``Where(tags=...)``."""
         from .images import discover
         from .queue import enqueue
 
         files = discover(paths)
         if not files:
             raise ImsimError(f"no image files found in {', '.join(map(str, paths))}")
-        return enqueue(files, self.settings, inputs=[str(p) for p in paths], force=force)
+        return enqueue(files, self.settings, inputs=[str(p) for p in paths], force=force, tags=tags)
 
     def job(self, job_id: str) -> Any:
         """A job's :class:`~imsim.jobs.JobStatus`: totals, times, and every failed path with its reason."""

@@ -56,8 +56,11 @@ def make_celery(settings: Settings, main: str = "imsim") -> Any:
 
 
 def enqueue(paths: Sequence[str], settings: Settings, inputs: Sequence[str] = (), job_id: str | None = None,
-            force: bool = False, retry_of: str = "") -> str:
-    """Record a job in Redis and queue its chunks; returns the job id. ``force`` re-embeds unchanged files."""
+            force: bool = False, retry_of: str = "", tags: dict[str, str] | None = None) -> str:
+    """Record a job in Redis and queue its chunks; returns the job id.
+
+    ``force`` re-embeds unchanged files; ``tags`` are stored with every row of the job.
+    """
     jobs = JobStore(settings.redis_url.get_secret_value())
     jobs.ping()
     job_id = job_id or new_job_id()
@@ -66,7 +69,7 @@ def enqueue(paths: Sequence[str], settings: Settings, inputs: Sequence[str] = ()
                 retry_of=retry_of)
     app = make_celery(settings)
     for index, chunk in enumerate(chunks):
-        app.send_task(EMBED_CHUNK, args=[job_id, index, chunk], kwargs={"force": force}, queue=settings.queue)
+        app.send_task(EMBED_CHUNK, args=[job_id, index, chunk], kwargs={"force": force, "tags": tags}, queue=settings.queue)
     return job_id
 
 

@@ -297,9 +297,9 @@ class VectorStore:
             pass
 
 
-def make_row(model: ModelInfo, image: Any, vector: np.ndarray, job_id: str) -> dict[str, Any]:
-    """One store row for a decoded image (see :class:`imsim.images.DecodedImage`)."""
-    return {
+def make_row(model: ModelInfo, image: Any, vector: np.ndarray, job_id: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """One store row for a decoded image (see :class:`imsim.images.DecodedImage`); ``tags`` go to the dynamic JSON field."""
+    row = {
         PK: image.id,
         "path": image.path,
         "sha256": image.sha256,
@@ -313,3 +313,6 @@ def make_row(model: ModelInfo, image: Any, vector: np.ndarray, job_id: str) -> d
         "job_id": job_id,
         VECTOR: vector.tolist(),
     }
+    if tags:
+        row["tags"] = dict(tags)
+    return row

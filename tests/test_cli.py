@@ -64,3 +64,19 @@ def test_cli_queue_status_and_jobs(tiny_model_dirs, tmp_path, redis_url, milvus_
     assert out["id"] in imsim({**env, "COLUMNS": "200"}, "jobs").stdout
     proc = imsim(env, "status", "no-such-job", check=False)
     assert proc.returncode == 2 and "no job 'no-such-job'" in proc.stderr
+
+
+def test_cli_tags_filters_and_search_like(tiny_model_dirs, tmp_path, image_folder):
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    imsim(env, "ingest", "--local", "--tag", "kind=flag", "--tag", "source=debian", str(image_folder / "flags"))
+    imsim(env, "ingest", "--local", "--tag", "kind=photo", str(image_folder / "photos"))
+    coffee = str(image_folder / "photos" / "coffee.jpg")
+    hits = json.loads(imsim(env, "search", "--like", coffee, "-k", "50", "--tag", "kind=flag", "--json").stdout)
+    assert len(hits) == 24 and all("/flags/" in h["path"] for h in hits)
+    hits = json.loads(imsim(env, "search", "--like", coffee, "-k", "3", "--under", str(image_folder / "photos"),
+                            "--after", "2000-01-01", "--json").stdout)
+    assert hits[0]["path"] == coffee and all("/photos/" in h["path"] for h in hits)
+    proc = imsim(env, "search", coffee, "--tag", "no-equals-sign", check=False)
+    assert proc.returncode == 2 and "not key=value" in proc.stderr
+    proc = imsim(env, "search", coffee, "--after", "last tuesday", check=False)
+    assert proc.returncode == 2 and "not a date" in proc.stderr
