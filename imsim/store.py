@@ -115,28 +115,20 @@ class VectorStore:
         self._loaded: set[str] = set()
         self._index_types: dict[str, str] = {}
 
-    def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, operation: str, *args: Any, _reload: bool = True, **kwargs: Any) -> Any:
         """Run one MilvusClient call; its errors become :class:`StoreError` (or :class:`StoreUnavailable`)."""
         from pymilvus.exceptions import MilvusException
 
         try:
             return getattr(self.client, operation)(*args, **kwargs)
         except MilvusException as exc:
-            if _is_released(exc) and args and operation != "load_collection":
+            if _reload and _is_released(exc) and args and operation != "load_collection":
                 # A restarted Milvus (Lite especially) comes back with collections released: load, try once more.
                 self._loaded.discard(args[0])
                 self._load(args[0])
-                return self._call_once(operation, *args, **kwargs)
+                return self._call(operation, *args, _reload=False, **kwargs)
             if _is_connection_failure(exc):
                 raise StoreUnavailable(f"Milvus at {self.where} is unreachable during {operation}: {exc.message}") from None
-            raise StoreError(f"Milvus refused {operation}: {exc.message}") from None
-
-    def _call_once(self, operation: str, *args: Any, **kwargs: Any) -> Any:
-        from pymilvus.exceptions import MilvusException
-
-        try:
-            return getattr(self.client, operation)(*args, **kwargs)
-        except MilvusException as exc:
             raise StoreError(f"Milvus refused {operation}: {exc.message}") from None
 
     # --- collections ------------------------------------------------------------
