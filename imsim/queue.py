@@ -37,14 +37,23 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         # A chunk whose worker died (SIGKILL, node lost) stays "unacked" in Redis; every worker sweeps
         # for ones older than the visibility timeout each `redelivery_interval` seconds and re-queues them.
+        # The sweep runs under a Redis lock; a worker SIGKILLed while holding it would block every
+        # other worker's sweep for kombu's default 300 s, so the lock expires after a few sweep periods.
+        # (Two sweeps overlapping is harmless: each restore is a WATCHed transaction.)
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.redelivery_interval,
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": restore_lock_expiry(settings),
         },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "worker_hijack_root_logger": False,
     }
+
+
+def restore_lock_expiry(settings: Settings) -> int:
+    """Seconds before the lock around kombu's redelivery sweep expires if its holder died."""
+    return max(10, 3 * settings.redelivery_interval)
 
 
 def make_celery(settings: Settings, main: str = "imsim") -> Any:

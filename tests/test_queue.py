@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from pydantic import SecretStr
 
 from imsim.images import discover
 from imsim.jobs import JobStore
@@ -30,6 +31,22 @@ def test_celery_config_is_json_only_and_redelivers(settings):
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["worker_prefetch_multiplier"] == 1
     assert conf["broker_transport_options"]["visibility_timeout"] == settings.visibility_timeout
+
+
+def test_a_dead_sweeper_cannot_block_redelivery_for_long(settings, redis_url):
+    """kombu sweeps unacked chunks under a Redis lock that, by default, outlives a SIGKILLed holder by 300 s
+    (seen in the kill test: a chunk came back exactly 5 minutes late). Our expiry must reach the real channel."""
+    from imsim.queue import make_celery, restore_lock_expiry
+
+    settings = settings.model_copy(update={"redis_url": SecretStr(redis_url), "visibility_timeout": 10})
+    assert settings.redelivery_interval == 2 and restore_lock_expiry(settings) == 10
+    app = make_celery(settings)
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        assert channel.unacked_mutex_expire == 10 and channel.unacked_restore_interval == 2
+        assert channel.visibility_timeout == 10
+    slow = settings.model_copy(update={"visibility_timeout": 3600})
+    assert restore_lock_expiry(slow) == 3 * slow.redelivery_interval == 180 < 300
 
 
 def test_queued_job_end_to_end(tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, image_folder, models):
