@@ -84,12 +84,16 @@ class NullStore:
 
 
 def baseline_embed(model: Embedder, path: str) -> np.ndarray:
-    """The seed-style call: open the file, run the model's own HF processor on it, one forward pass, normalise."""
+    """The seed-style call: open the file, run the model's own HF processor on it, one forward pass, normalise.
+
+    Models without a Hugging Face processor (VGG16, SSCD, ONNX) run their own recipe on the one image."""
     import torch
     from PIL import Image
 
     with Image.open(path) as im:
         rgb = im.convert("RGB")
+    if model.processor is None:
+        return model.embed_images([rgb])[0]
     pixels = model.processor(images=rgb, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
     with torch.inference_mode():
         features = model._forward_images(pixels).float()

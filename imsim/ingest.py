@@ -130,16 +130,16 @@ class Ingestor:
         result.timings["decode"] = time.perf_counter() - t0
         if not decoded:
             return result
-        pixels_by_recipe: dict[object, np.ndarray] = {}
+        pixels_by_recipe: dict[object, list[np.ndarray]] = {}
         writes = []
         for name, model in self.models.items():
             t = time.perf_counter()
             pixels = pixels_by_recipe.get(model.preprocess)
-            if pixels is None:
-                pixels = np.stack(list(self._pool.map(model.preprocess.to_uint8, (d.image for d in decoded))))
+            if pixels is None:  # resized once per distinct recipe, shared by the models that use it
+                pixels = list(self._pool.map(model.preprocess.to_uint8, (d.image for d in decoded)))
                 pixels_by_recipe[model.preprocess] = pixels
             t_embed = time.perf_counter()
-            vectors = model.embed_uint8(pixels)
+            vectors = model.embed_arrays(pixels)
             result.timings["resize"] = result.timings.get("resize", 0.0) + (t_embed - t)
             result.timings[f"embed:{name}"] = time.perf_counter() - t_embed
             # The write runs on the writer thread while the next model computes.

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".imsim"
 
-Pooling = Literal["cls", "mean", "cls+mean"]
+Pooling = Literal["cls", "mean", "cls+mean", "cls+gem"]
 Fusion = Literal["rrf", "weighted", "none"]
 
 
@@ -74,7 +74,34 @@ class Settings(BaseSettings):
     clip_revision: str = Field("main", description="Hub revision (branch, tag or commit) of the CLIP model.")
     dinov2_model: str = Field("facebook/dinov2-base", description="DINOv2 hub id or local directory.")
     dinov2_revision: str = Field("main", description="Hub revision of the DINOv2 model.")
-    dinov2_pooling: Pooling = Field("cls", description="DINOv2 embedding: CLS token, mean of patch tokens, or both concatenated.")
+    dinov2_pooling: Pooling = Field("cls", description="DINOv2 embedding: CLS token, mean of patch tokens, CLS+mean or CLS+GeM (p=3) concatenated.")
+    vit_model: str = Field("google/vit-large-patch16-224-in21k", description="ViT hub id or local directory.")
+    vit_revision: str = Field("main", description="Hub revision of the ViT model.")
+    vit_pooling: Literal["cls", "mean", "pooler"] = Field("cls", description="ViT embedding: CLS token (write-ups), mean of patch tokens, or the pooler.")
+    efficientnet_model: str = Field("google/efficientnet-b7", description="EfficientNet hub id or local directory.")
+    efficientnet_revision: str = Field("main", description="Hub revision of the EfficientNet model.")
+    efficientnet_pooling: Literal["mean", "max", "gem"] = Field("mean", description="EfficientNet embedding: mean, max or GeM over the last feature map.")
+    blip2_model: str = Field("Salesforce/blip2-opt-2.7b", description="BLIP-2 hub id or local directory (only the vision encoder and Q-Former are loaded).")
+    blip2_revision: str = Field("main", description="Hub revision of the BLIP-2 model.")
+    blip2_pooling: Literal["mean", "vision"] = Field("mean", description="BLIP-2 embedding: mean of the Q-Former query outputs, or the ViT-g pooled CLS.")
+    vgg16_model: str = Field("timm/vgg16.tv_in1k", description="VGG16 weights: a hub repo or local directory in timm's layout, or 'torchvision'.")
+    vgg16_revision: str = Field("main", description="Hub revision of the VGG16 weights.")
+    vgg16_pooling: Literal["fc7", "gap"] = Field("fc7", description="VGG16 embedding: fc7 after ReLU (4096-d) or global average of the last conv block (512-d).")
+    sscd_model: str = Field("https://dl.fbaipublicfiles.com/sscd-copy-detection/sscd_disc_mixup.torchscript.pt",
+                            description="SSCD TorchScript file: a URL (downloaded once into DATA_DIR/models) or a local path.")
+    sscd_resize: Literal["short288", "skew320"] = Field("short288", description="SSCD preprocessing: short edge 288 (documented) or a 320x320 square.")
+    onnx_model: str = Field("", description="Path of an ONNX image-embedding model (model name 'onnx').")
+    onnx_name: str = Field("", description="A label for the ONNX model (default: the file name).")
+    onnx_input_layout: Literal["nchw", "nhwc"] = Field("nchw", description="ONNX input layout.")
+    onnx_input_dtype: Literal["float32", "float16", "uint8"] = Field("float32", description="ONNX input dtype; uint8 = raw pixels, the graph normalises.")
+    onnx_resize: Literal["crop", "exact", "short"] = Field("crop", description="ONNX resize: short edge + centre crop, exact square, or short edge only.")
+    onnx_size: int = Field(224, ge=8, description="ONNX input side (crop or square), or the short edge for resize 'short'.")
+    onnx_resize_short: int = Field(0, ge=0, description="Short edge before the crop for resize 'crop' (0 = size x 8/7, e.g. 256 for 224).")
+    onnx_mean: str = Field("0.485,0.456,0.406", description="Per-channel mean for float inputs.")
+    onnx_std: str = Field("0.229,0.224,0.225", description="Per-channel std for float inputs.")
+    onnx_rescale: float = Field(1 / 255, gt=0, description="Pixel scale before mean/std for float inputs.")
+    onnx_input_name: str = Field("", description="ONNX input name (default: the first input).")
+    onnx_output_name: str = Field("", description="ONNX output name (default: the first output).")
     device: str = Field("auto", description="Torch device: auto (cuda if present, else cpu), cpu, cuda, cuda:1 ...")
     batch_size: int = Field(64, ge=1, le=65_536, description="Images per model forward pass on a GPU.")
     cpu_batch_size: int = Field(

@@ -60,11 +60,33 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     return build_tiny_models(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="session")
+def family_dirs(tiny_model_dirs, tmp_path_factory) -> dict[str, Path]:
+    """Tiny random instances of every registered family, saved the way each is published (see imsim.models.testing)."""
+    from imsim.models import testing
+
+    root = tmp_path_factory.mktemp("families")
+    return {**tiny_model_dirs,
+            "vit": testing.build_tiny_vit(root / "tiny-vit"),
+            "efficientnet": testing.build_tiny_efficientnet(root / "tiny-efficientnet"),
+            "blip2": testing.build_tiny_blip2(root / "tiny-blip2"),
+            "vgg16": testing.build_tiny_vgg16(root / "tiny-vgg16"),
+            "sscd": testing.build_tiny_sscd(root / "tiny_sscd.torchscript.pt"),
+            # exported with torch.onnx.export, shipped like the int8 SSCD: NHWC uint8 in, normalisation inside
+            "onnx": testing.export_onnx(testing.tiny_sscd_module(seed=1), root / "tiny-sscd-uint8.onnx", nhwc_uint8=True)}
+
+
+# settings that point each family at its tiny model (the ONNX one declares its raw-pixel input)
+FAMILY_SETTINGS = {"clip": "clip_model", "dinov2": "dinov2_model", "vit": "vit_model", "efficientnet": "efficientnet_model",
+                   "blip2": "blip2_model", "vgg16": "vgg16_model", "sscd": "sscd_model", "onnx": "onnx_model"}
+ONNX_RAW = dict(onnx_input_layout="nhwc", onnx_input_dtype="uint8", onnx_resize="short", onnx_size=96)
+
+
 def make_settings(model_dirs: dict[str, Path], data_dir: Path, **overrides) -> Settings:
     values = dict(
         data_dir=data_dir,
-        clip_model=str(model_dirs["clip"]),
-        dinov2_model=str(model_dirs["dinov2"]),
+        **{FAMILY_SETTINGS[name]: str(path) for name, path in model_dirs.items()},
+        **(ONNX_RAW if "onnx" in model_dirs else {}),
         device="cpu",
         batch_size=16,
         decode_workers=2,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from .base import Embedder, ModelInfo, Preprocess, quiet_transformers
+from .base import Embedder, ModelCard, ModelInfo, Preprocess, quiet_transformers
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "clip": "imsim.models.clip:ClipEmbedder",
     "dinov2": "imsim.models.dinov2:Dinov2Embedder",
+    "vit": "imsim.models.vit:VitEmbedder",
+    "efficientnet": "imsim.models.efficientnet:EfficientNetEmbedder",
+    "blip2": "imsim.models.blip2:Blip2Embedder",
+    "vgg16": "imsim.models.vgg16:Vgg16Embedder",
+    "sscd": "imsim.models.sscd:SscdEmbedder",
+    "onnx": "imsim.models.onnx:OnnxEmbedder",
 }
 
 
@@ -30,6 +36,11 @@ def embedder_class(name: str) -> type[Embedder]:
     except KeyError:
         raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}") from None
     return getattr(importlib.import_module(module), cls)
+
+
+def model_card(name: str) -> ModelCard:
+    """The card of a registered model (no weights loaded)."""
+    return embedder_class(name).card
 
 
 def load_model(name: str, settings: Settings) -> Embedder:
@@ -51,4 +62,5 @@ def load_models(settings: Settings, names: list[str] | None = None) -> dict[str,
     return {name: load_model(name, settings) for name in (names or settings.model_names)}
 
 
-__all__ = ["REGISTRY", "Embedder", "ModelInfo", "Preprocess", "decode_size", "embedder_class", "load_model", "load_models"]
+__all__ = ["REGISTRY", "Embedder", "ModelCard", "ModelInfo", "Preprocess", "decode_size", "embedder_class", "load_model", "load_models",
+           "model_card"]

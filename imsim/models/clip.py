@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from .base import Embedder, ModelInfo, Preprocess, features_of, pretrained_revision, resolve_device
+from .base import Embedder, ModelCard, ModelInfo, Preprocess, features_of, load_pretrained, pinned, resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -15,28 +15,39 @@ if TYPE_CHECKING:
 
 class ClipEmbedder(Embedder):
     family = "clip"
+    card = ModelCard(
+        title="CLIP (OpenAI), image tower projected into the image-text space",
+        default_source="openai/clip-vit-base-patch32",
+        dim="512 (ViT-B/32, B/16); 768 (ViT-L/14)",
+        licence="MIT (OpenAI CLIP weights)",
+        embedding="get_image_features: the projected CLS token; text queries use get_text_features in the same space",
+        good_for="semantic similarity and text-to-image search; weaker than DINOv2/SSCD on edited copies",
+        text=True,
+        paper="Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision",
+    )
 
     def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64):
-        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel
 
         self.device = resolve_device(device)
         self.batch_size = batch_size
+        model, processor = load_pretrained(CLIPModel, source, revision, self.dtype, "CLIP")
         try:
-            model = CLIPModel.from_pretrained(source, revision=revision, dtype=self.dtype)
-            processor = AutoImageProcessor.from_pretrained(source, revision=revision)
             self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load CLIP model from {source!r} (revision {revision!r}): {exc}") from exc
+            raise ModelError(f"cannot load the CLIP tokenizer from {source!r} (revision {revision!r}): {exc}") from exc
         self.model = model.to(self.device).eval()
         self.processor = processor  # the model's own HF processor: the reference our Preprocess is tested against
         self.preprocess = Preprocess.from_processor(processor)
+        recorded, reload = pinned(source, revision, model)
         self.info = ModelInfo(
             name="clip",
             source=source,
-            revision=pretrained_revision(model, source, revision),
+            revision=recorded,
             dim=int(model.config.projection_dim),
             supports_text=True,
             description="CLIP image embedding (projected image tower); text queries share the space.",
+            config={"clip_model": source, "clip_revision": reload},
         )
 
     @classmethod

@@ -1,7 +1,9 @@
 """DINOv2 (transformers ``Dinov2Model``): self-supervised ViT, strong on edited copies.
 
 Pooling is selectable because the write-ups disagree: ``cls`` (the CLS token), ``mean``
-(mean of the patch tokens) or ``cls+mean`` (both, concatenated: twice the dimension).
+(mean of the patch tokens), ``cls+mean`` (both, concatenated: twice the dimension) or
+``cls+gem`` (CLS token and generalised-mean pooling of the patch tokens, p=3, concatenated:
+the descriptor trick that helps copy detection).
 """
 
 from __future__ import annotations
@@ -9,45 +11,58 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from .base import Embedder, ModelInfo, Preprocess, pretrained_revision, resolve_device
+from .base import Embedder, ModelCard, ModelInfo, Preprocess, load_pretrained, pinned, resolve_device
 
 if TYPE_CHECKING:
     import torch
 
     from ..settings import Settings
 
-POOLINGS = ("cls", "mean", "cls+mean")
+POOLINGS = ("cls", "mean", "cls+mean", "cls+gem")
+GEM_P = 3.0
+
+
+def gem(tokens: torch.Tensor, p: float = GEM_P, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling over tokens (N, T, D) → (N, D): ``mean(clamp(x, eps)^p)^(1/p)`` (Radenović et al.)."""
+    return tokens.float().clamp(min=eps).pow(p).mean(dim=1).pow(1.0 / p)
 
 
 class Dinov2Embedder(Embedder):
     family = "dinov2"
+    card = ModelCard(
+        title="DINOv2 (Meta), self-supervised ViT",
+        default_source="facebook/dinov2-base",
+        dim="768 (base, cls or mean); 1536 (cls+mean, cls+gem); 384 small, 1024 large, 1536 giant",
+        licence="Apache-2.0",
+        embedding="CLS token of the final layer-normed tokens (IMSIM_DINOV2_POOLING: cls, mean, cls+mean, cls+gem)",
+        good_for="edited copies and near-duplicates (crops, colour changes, overlays); no text queries",
+        paper="Oquab et al. 2023, DINOv2: Learning Robust Visual Features without Supervision",
+    )
 
     def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "cls"):
-        from transformers import AutoImageProcessor, Dinov2Model
+        from transformers import Dinov2Model
 
         if pooling not in POOLINGS:
             raise ModelError(f"DINOv2 pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.pooling = pooling
-        try:
-            model = Dinov2Model.from_pretrained(source, revision=revision, dtype=self.dtype)
-            processor = AutoImageProcessor.from_pretrained(source, revision=revision)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load DINOv2 model from {source!r} (revision {revision!r}): {exc}") from exc
+        model, processor = load_pretrained(Dinov2Model, source, revision, self.dtype, "DINOv2")
         self.model = model.to(self.device).eval()
         self.processor = processor  # the model's own HF processor: the reference our Preprocess is tested against
         self.preprocess = Preprocess.from_processor(processor)
         hidden = int(model.config.hidden_size)
+        recorded, reload = pinned(source, revision, model)
         self.info = ModelInfo(
             name="dinov2",
             source=source,
-            revision=pretrained_revision(model, source, revision),
-            dim=hidden * 2 if pooling == "cls+mean" else hidden,
+            revision=recorded,
+            dim=hidden if pooling in ("cls", "mean") else hidden * 2,
             supports_text=False,
             variant="" if pooling == "cls" else pooling.replace("+", "_"),
             description=f"DINOv2 image embedding, {pooling} pooling of the final layer-normed tokens.",
             extra={"pooling": pooling},
+            config={"dinov2_model": source, "dinov2_revision": reload, "dinov2_pooling": pooling},
         )
 
     @classmethod
@@ -61,8 +76,9 @@ class Dinov2Embedder(Embedder):
         cls_token = tokens[:, 0]
         if self.pooling == "cls":
             return cls_token
-        patches = tokens[:, 1 + int(getattr(self.model.config, "num_register_tokens", 0) or 0) :].mean(dim=1)
+        patches = tokens[:, 1 + int(getattr(self.model.config, "num_register_tokens", 0) or 0) :]
+        pooled = patches.mean(dim=1) if self.pooling in ("mean", "cls+mean") else gem(patches)
         if self.pooling == "mean":
-            return patches
+            return pooled
         normed = torch.nn.functional.normalize
-        return torch.cat([normed(cls_token.float(), dim=-1), normed(patches.float(), dim=-1)], dim=-1)
+        return torch.cat([normed(cls_token.float(), dim=-1), normed(pooled.float(), dim=-1)], dim=-1)

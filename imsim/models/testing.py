@@ -97,3 +97,185 @@ def build_random_models(root: str | Path) -> dict[str, Path]:
     root = Path(root)
     return {"clip": build_tiny_clip(root / "random-clip-vit-b32", size="b32"),
             "dinov2": build_tiny_dinov2(root / "random-dinov2-base", size="base")}
+
+
+# --- the other families: tiny for tests, "published" sizes (random weights) for the model benchmark ---
+VIT_SIZES = {
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),  # vit-large-patch16-224-in21k
+}
+EFFICIENTNET_SIZES = {
+    "tiny": dict(width_coefficient=0.1, depth_coefficient=0.25, hidden_dim=128, image_size=64),
+    "b7": dict(),  # EfficientNetConfig's defaults are google/efficientnet-b7's (600 px, 2560-d)
+}
+BLIP2_SIZES = {
+    "tiny": dict(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+                 qformer=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=128),
+                 text=dict(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=128, word_embed_proj_dim=32),
+                 queries=8),
+    # Salesforce/blip2-opt-2.7b without its language model: EVA ViT-g/14 (39 layers, 1408) + Q-Former (12 layers, 768)
+    "opt-2.7b": dict(vision=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16),
+                     qformer=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+                     text=dict(hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=128, word_embed_proj_dim=32),
+                     queries=32),
+}
+
+
+def build_tiny_vit(directory: str | Path, seed: int = 0, size: str = "tiny") -> Path:
+    import torch
+    from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
+
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    ViTModel(ViTConfig(image_size=224, patch_size=16, **VIT_SIZES[size])).eval().save_pretrained(directory)
+    ViTImageProcessorPil(size={"height": 224, "width": 224}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_efficientnet(directory: str | Path, seed: int = 0, size: str = "tiny") -> Path:
+    import torch
+    from transformers import EfficientNetConfig, EfficientNetImageProcessorPil, EfficientNetModel
+
+    directory = Path(directory)
+    config = EfficientNetConfig(**EFFICIENTNET_SIZES[size])
+    torch.manual_seed(seed)
+    model = EfficientNetModel(config).eval()
+    with torch.no_grad():  # transformers' N(0, 0.02) init shrinks activations to ~1e-18 over 50 layers: use He init
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(1.0)
+            elif isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+    model.save_pretrained(directory)
+    side = config.image_size
+    # google/efficientnet-b7's processor: exact resize, ImageNet mean, Keras' std, include_top (a second division by std)
+    EfficientNetImageProcessorPil(size={"height": side, "width": side}, image_mean=IMAGENET_MEAN,
+                                  image_std=[0.47853944, 0.4732864, 0.47434163], include_top=True, resample=0).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_blip2(directory: str | Path, seed: int = 0, size: str = "tiny") -> Path:
+    """A whole BLIP-2 checkpoint, language model included (as published), so loading must skip it."""
+    import torch
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, BlipImageProcessorPil
+
+    directory = Path(directory)
+    arch = BLIP2_SIZES[size]
+    config = Blip2Config(vision_config=dict(image_size=224, patch_size=14, **arch["vision"]),
+                         qformer_config=dict(encoder_hidden_size=arch["vision"]["hidden_size"], **arch["qformer"]),
+                         text_config=dict(model_type="opt", **arch["text"]), num_query_tokens=arch["queries"])
+    torch.manual_seed(seed)
+    model = Blip2ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # trained-like scales: N(0, 0.02) everywhere makes the Q-Former's output ignore the image
+        next(p for n, p in model.named_parameters() if n.endswith("query_tokens")).normal_(0, 1.0)
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and ("qformer" in name or "vision_model" in name):
+                torch.nn.init.xavier_normal_(module.weight)
+    model.save_pretrained(directory)
+    BlipImageProcessorPil(size={"height": 224, "width": 224}).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_vgg16(directory: str | Path, seed: int = 0, width_divisor: int = 16) -> Path:
+    """timm's layout for ``timm/vgg16.tv_in1k`` (config.json + model.safetensors), channels divided by ``width_divisor``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .vgg16 import CFGS, HIDDEN
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    state, channels, index = {}, 3, 0
+    for v in CFGS["vgg16"]:
+        if v == "M":
+            index += 1
+            continue
+        out = int(v) // width_divisor
+        state[f"features.{index}.weight"] = torch.randn(out, channels, 3, 3) * (2 / (9 * channels)) ** 0.5
+        state[f"features.{index}.bias"] = torch.zeros(out)
+        channels, index = out, index + 2
+    hidden = HIDDEN // width_divisor
+    state["pre_logits.fc1.weight"] = torch.randn(hidden, channels, 7, 7) * (2 / (49 * channels)) ** 0.5
+    state["pre_logits.fc1.bias"] = torch.zeros(hidden)
+    state["pre_logits.fc2.weight"] = torch.randn(hidden, hidden, 1, 1) * (2 / hidden) ** 0.5
+    state["pre_logits.fc2.bias"] = torch.zeros(hidden)
+    state["head.fc.weight"] = torch.randn(1000, hidden) * 0.01
+    state["head.fc.bias"] = torch.zeros(1000)
+    save_file(state, str(directory / "model.safetensors"))
+    config = {"architecture": "vgg16", "num_classes": 1000, "num_features": channels,
+              "model_args": {"width_divisor": width_divisor} if width_divisor > 1 else {},
+              "pretrained_cfg": {"tag": "tv_in1k", "input_size": [3, 224, 224], "interpolation": "bilinear", "crop_pct": 0.875,
+                                 "crop_mode": "center", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "license": "bsd-3-clause"}}
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def tiny_sscd_module(width: int = 16, dim: int = 32, seed: int = 0):
+    """SSCD's shape in miniature: a residual CNN trunk, GeM pooling (p=3), a linear projection, L2 normalisation."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c: int):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+    class TinySSCD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, width, 7, stride=4, padding=3, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+            self.blocks = nn.Sequential(Block(width), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), Block(2 * width))
+            self.project = nn.Linear(2 * width, dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.blocks(self.stem(x))
+            x = x.clamp(min=1e-6).pow(3.0).mean(dim=(2, 3)).pow(1.0 / 3.0)  # GeM
+            return nn.functional.normalize(self.project(x), dim=-1)
+
+    torch.manual_seed(seed)
+    return TinySSCD().eval()
+
+
+def build_tiny_sscd(path: str | Path, seed: int = 0) -> Path:
+    """A TorchScript file with SSCD's interface (NCHW float → (N, 512-like) descriptor), as Meta publishes it."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(tiny_sscd_module(seed=seed)).save(str(path))
+    return path
+
+
+def export_onnx(module, path: str | Path, *, side: int = 64, nhwc_uint8: bool = False) -> Path:
+    """Export a torch image model with torch.onnx.export (dynamic batch and spatial size).
+
+    ``nhwc_uint8`` wraps it the way int8 SSCD is shipped: raw NHWC uint8 pixels in, normalisation inside the graph.
+    """
+    import torch
+    from torch import nn
+
+    class RawPixels(nn.Module):
+        def __init__(self, inner: nn.Module):
+            super().__init__()
+            self.inner = inner
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            x = image.permute(0, 3, 1, 2).float()
+            return self.inner((x - self.mean) / self.std)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = RawPixels(module).eval() if nhwc_uint8 else module.eval()
+    example = torch.zeros(2, side, side, 3, dtype=torch.uint8) if nhwc_uint8 else torch.zeros(2, 3, side, side)
+    axes = {0: "batch", 1: "height", 2: "width"} if nhwc_uint8 else {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(model, (example,), str(path), input_names=["image" if nhwc_uint8 else "pixel_values"],
+                      output_names=["embedding"], dynamic_axes={"image" if nhwc_uint8 else "pixel_values": axes, "embedding": {0: "batch"}},
+                      dynamo=False)
+    return path

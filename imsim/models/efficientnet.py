@@ -1,0 +1,74 @@
+"""EfficientNet (transformers ``EfficientNetModel``): the ImageNet CNN the write-ups compared.
+
+The write-ups average ``google/efficientnet-b7``'s last hidden state; that state is a feature
+map (N, 2560, H, W), so imsim averages over the spatial positions (global average pooling, the
+model's own pooler): 2560-d for B7. Alternatives: ``max`` and ``gem`` (generalised mean, p=3)
+over the same map. Preprocessing is the checkpoint's own (600×600 for B7, with EfficientNet's
+``include_top`` second division by the std).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import ModelError
+from .base import Embedder, ModelCard, ModelInfo, Preprocess, load_pretrained, pinned, resolve_device
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..settings import Settings
+
+POOLINGS = ("mean", "max", "gem")
+
+
+class EfficientNetEmbedder(Embedder):
+    family = "efficientnet"
+    card = ModelCard(
+        title="EfficientNet (Google), supervised on ImageNet-1k",
+        default_source="google/efficientnet-b7",
+        dim="2560 (B7); 1280 (B0); the hidden_dim of the checkpoint",
+        licence="Apache-2.0",
+        embedding="spatial mean of the last hidden state (global average pooling); IMSIM_EFFICIENTNET_POOLING: mean, max, gem",
+        good_for="object/category similarity at high input resolution (600 px for B7); slow per image",
+        paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
+    )
+
+    def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "mean"):
+        from transformers import EfficientNetModel
+
+        if pooling not in POOLINGS:
+            raise ModelError(f"EfficientNet pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.pooling = pooling
+        model, processor = load_pretrained(EfficientNetModel, source, revision, self.dtype, "EfficientNet")
+        self.model = model.to(self.device).eval()
+        self.processor = processor
+        self.preprocess = Preprocess.from_processor(processor)
+        recorded, reload = pinned(source, revision, model)
+        self.info = ModelInfo(
+            name="efficientnet", source=source, revision=recorded, dim=int(model.config.hidden_dim), supports_text=False,
+            variant="" if pooling == "mean" else pooling,
+            description=f"EfficientNet image embedding, {pooling} over the positions of the last feature map.",
+            extra={"pooling": pooling},
+            config={"efficientnet_model": source, "efficientnet_revision": reload, "efficientnet_pooling": pooling},
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EfficientNetEmbedder:
+        return cls(settings.efficientnet_model, settings.efficientnet_revision, settings.device, settings.batch_size,
+                   settings.efficientnet_pooling)
+
+    def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        fmap = self.model(pixel_values=pixel_values).last_hidden_state  # (N, C, H, W)
+        return spatial_pool(fmap, self.pooling)
+
+
+def spatial_pool(fmap: torch.Tensor, pooling: str, p: float = 3.0) -> torch.Tensor:
+    """(N, C, H, W) → (N, C): mean, max or generalised mean (p) over the positions."""
+    if pooling == "mean":
+        return fmap.float().mean(dim=(2, 3))
+    if pooling == "max":
+        return fmap.float().amax(dim=(2, 3))
+    return fmap.float().clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
