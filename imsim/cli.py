@@ -24,6 +24,8 @@ app = typer.Typer(help="imsim: image-similarity search over CLIP and DINOv2 embe
 store_app = typer.Typer(help="The embedded Milvus Lite store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
+models_app = typer.Typer(help="Models: the registry, model cards, stored versions and the version queries use.")
+app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 console = Console()
 err = Console(stderr=True)
@@ -61,16 +63,22 @@ def ingest(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow a queued job's progress until it ends.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Re-embed files already stored unchanged.")] = False,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="key=value stored with every image (repeatable); filter with search --tag.")] = None,
+    activate: Annotated[bool, typer.Option("--activate", help="When done, make the versions just written the ones queries use.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
-    """Embed images with every enabled model and upsert them: queued to Celery workers, or --local."""
+    """Embed images with every enabled model and upsert them: queued to Celery workers, or --local.
+
+    Each model version writes to its own collection; the first version of a model becomes the one queries
+    use, later ones only with --activate or `imsim models activate`."""
     inputs = list(paths or []) + (read_path_list(from_file) if from_file else [])
     if not inputs:
         raise ImsimError("nothing to ingest: give paths, folders, globs or --from-file")
     files = discover(inputs)
     if not files:
         raise ImsimError(f"no image files found in {', '.join(inputs)}")
-    _run_ingest(files, inputs, local=local, wait=wait, force=force, as_json=as_json, tags=_tags(tag))
+    if activate and not local and not wait:
+        raise ImsimError("--activate needs the job to finish first: drop --no-wait, or run `imsim models activate` later")
+    _run_ingest(files, inputs, local=local, wait=wait, force=force, as_json=as_json, tags=_tags(tag), activate=activate)
 
 
 def _tags(items: list[str] | None) -> dict[str, str] | None:
@@ -83,19 +91,26 @@ def _tags(items: list[str] | None) -> dict[str, str] | None:
 
 
 def _run_ingest(files: list[str], inputs: list[str], *, local: bool, wait: bool, force: bool, as_json: bool,
-                retry_of: str = "", tags: dict[str, str] | None = None) -> None:
+                retry_of: str = "", tags: dict[str, str] | None = None, activate: bool = False) -> None:
     """Ingest ``files`` in this process (``local``) or as a queued job, and report the outcome."""
     settings = get_settings()
     if local:
-        from .ingest import ingest_local
+        from .ingest import Ingestor, ingest_local
 
         with _progress() as progress:
             task = progress.add_task("ingest", total=len(files), note="loading models")
+            ingestor = Ingestor(settings)
 
             def on_chunk(part, n):  # noqa: ANN001
                 progress.update(task, advance=n, note=f"{len(part.failures)} failed in last chunk" if part.failures else "")
 
-            result = ingest_local(files, settings, force=force, tags=tags, on_chunk=on_chunk)
+            try:
+                result = ingest_local(files, settings, ingestor=ingestor, force=force, tags=tags, on_chunk=on_chunk)
+                if activate:
+                    _activate(ingestor.store, ingestor.collections)
+            finally:
+                ingestor.close()
+                ingestor.store.close()
         _print_outcome({"total": len(files), **result.as_dict()}, as_json)
         return
     from .queue import enqueue
@@ -106,7 +121,19 @@ def _run_ingest(files: list[str], inputs: list[str], *, local: bool, wait: bool,
         console.print(job_id)
         return
     status = _follow(job_id)
+    if activate:
+        from .store import VectorStore
+
+        store = VectorStore(settings)
+        _activate(store, status.collections)
+        store.close()
     _print_outcome(status.as_dict(), as_json)
+
+
+def _activate(store, collections: dict[str, str]) -> None:  # noqa: ANN001 - a VectorStore
+    for model, collection in collections.items():
+        store.activate(model, collection)
+        err.print(f"queries for {model} now use {collection}")
 
 
 @app.command()
@@ -305,12 +332,90 @@ def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     if as_json:
         console.print_json(json.dumps([c.__dict__ for c in found]))
         return
-    table = Table("collection", "rows", "dim", "model", "revision", "source")
+    table = Table("collection", "rows", "dim", "model", "active", "revision", "source")
     for c in found:
-        table.add_row(c.name, str(c.rows), str(c.dim), c.model, c.revision, c.source)
+        table.add_row(c.name, str(c.rows), str(c.dim), c.model, "yes" if c.active else "", c.revision, c.source)
     for column in table.columns:
         column.overflow = "fold"
     console.print(table)
+
+
+@models_app.callback(invoke_without_command=True)
+def models(
+    ctx: typer.Context,
+    info: Annotated[Optional[str], typer.Option("--info", help="Show one model's card: dimension, source, licence, what it is good for.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Registered models and every stored version (collection) with its row count; * marks the version queries use."""
+    if ctx.invoked_subcommand:
+        return
+    from . import models as registry
+
+    settings = get_settings()
+    if info is not None:
+        card = registry.model_card(info)
+        configured = {k: v for k, v in settings.model_dump().items() if k.startswith(info + "_")}
+        versions = [v.__dict__ for v in _versions() if v.model == info]
+        if as_json:
+            console.print_json(json.dumps({"name": info, **card.__dict__, "configured": configured, "versions": versions}))
+            return
+        console.print(f"[bold]{info}[/]: {card.title}", highlight=False)
+        for label, value in [("dimension", card.dim), ("default source", card.default_source), ("licence", card.licence),
+                             ("embedding", card.embedding), ("good for", card.good_for), ("text queries", "yes" if card.text else "no"),
+                             ("paper", card.paper or "-")]:
+            console.print(f"  {label:<15} {value}", highlight=False, soft_wrap=True)
+        for key, value in configured.items():
+            console.print(f"  {'IMSIM_' + key.upper():<15} {value}", highlight=False, soft_wrap=True)
+        for v in versions:
+            console.print(f"  {'*' if v['active'] else ' '} {v['name']}: {v['rows']:,} rows, {v['dim']}-d, revision {v['revision']}",
+                          highlight=False, soft_wrap=True)
+        return
+    versions = _versions()
+    enabled = set(settings.model_names)
+    if as_json:
+        console.print_json(json.dumps({"registry": [{"name": n, "enabled": n in enabled, **registry.model_card(n).__dict__}
+                                                    for n in registry.REGISTRY], "versions": [v.__dict__ for v in versions]}))
+        return
+    table = Table("model", "enabled", "dimension", "text", "what it is")
+    for name in registry.REGISTRY:
+        card = registry.model_card(name)
+        table.add_row(name, "yes" if name in enabled else "", card.dim, "yes" if card.text else "", card.title)
+    console.print(table)
+    stored = Table("", "model", "collection", "rows", "dim", "variant", "revision", "source", title="stored versions (* = queries use it)")
+    for v in versions:
+        stored.add_row("*" if v.active else "", v.model, v.name, f"{v.rows:,}", str(v.dim), v.variant or "-", v.revision, v.source)
+    for column in stored.columns:
+        column.overflow = "fold"
+    console.print(stored)
+
+
+def _versions():
+    from .store import VectorStore
+
+    store = VectorStore(get_settings())
+    try:
+        return store.summaries()
+    finally:
+        store.close()
+
+
+@models_app.command("activate")
+def models_activate(
+    model: Annotated[str, typer.Argument(help="Registry name, e.g. clip.")],
+    version: Annotated[str, typer.Argument(help="The collection, or its 8-hex version tag (see `imsim models`).")],
+) -> None:
+    """Make VERSION the collection (and model version) queries for MODEL use; nothing is re-ingested or deleted."""
+    from .store import VectorStore
+
+    store = VectorStore(get_settings())
+    try:
+        matches = [c for c in store.collections() if c == version or c.endswith("_" + version)]
+        if len(matches) != 1:
+            raise ImsimError(f"{version!r} names {'no' if not matches else 'more than one'} stored collection; see `imsim models`")
+        store.activate(model, matches[0])
+    finally:
+        store.close()
+    err.print(f"queries for {model} now use {matches[0]}")
 
 
 @app.command()

@@ -109,22 +109,24 @@ def check_models(settings: Settings, store) -> list[Check]:  # noqa: ANN001 - Ve
         if store is None:
             continue
         collection = store.collection_name(info)
-        if collection not in existing:
-            checks.append(Check(f"collection {collection}", "ok", "not created yet: the first ingest creates it"))
-            continue
-        stored_dim = store.dimension(collection)
-        if stored_dim != info.dim:
-            checks.append(Check(f"collection {collection}", "fail", f"holds {stored_dim}-d vectors but {name} now produces "
-                                f"{info.dim}-d: ingest and search with this model will be refused; use another "
-                                "IMSIM_COLLECTION_PREFIX or the model the collection was made with"))
-            continue
-        stored_revision = store.properties(collection).get("revision", "")
-        if stored_revision and stored_revision != info.revision:
-            checks.append(Check(f"collection {collection}", "warn", f"written by revision {stored_revision}, configured "
-                                f"{info.revision}: new rows would mix two model versions; re-ingest with --force"))
-        else:
+        active = store.active_collection(name)
+        if collection in existing:
+            stored_dim = store.dimension(collection)
+            if stored_dim != info.dim:
+                checks.append(Check(f"collection {collection}", "fail", f"holds {stored_dim}-d vectors but {name} now produces "
+                                    f"{info.dim}-d: ingest and search with this model will be refused; use another "
+                                    "IMSIM_COLLECTION_PREFIX or the model the collection was made with"))
+                continue
             checks.append(Check(f"collection {collection}", "ok", f"{store.count(collection):,} rows, {stored_dim}-d, "
-                                "same model revision"))
+                                "written by the configured model version"))
+        else:
+            checks.append(Check(f"collection {collection}", "ok", "not created yet: the first ingest with this model version creates it"))
+        if active is not None and active != collection:
+            props = store.properties(active)
+            checks.append(Check(f"model {name} version", "warn",
+                                f"queries use {active} ({props.get('dim', '?')}-d, {props.get('source', '?')} revision "
+                                f"{props.get('revision', '?')}); new ingests go to {collection}. When it holds your images: "
+                                f"`imsim models activate {name} {collection}`"))
     return checks
 
 

@@ -64,6 +64,7 @@ class JobStatus:
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
     retry_of: str = ""  # the job whose failed files this job re-queued
     retried_by: str = ""  # the latest job that re-queued this job's failed files
+    collections: dict[str, str] = field(default_factory=dict)  # model -> collection (model version) the workers wrote
 
     @property
     def pending(self) -> int:
@@ -119,8 +120,13 @@ class JobStore:
         key = job_key(job_id)
         return bool(self._record(keys=[key, key + ":chunks", key + ":failures"], args=args))
 
-    def mark_started(self, job_id: str) -> None:
-        self.redis.hsetnx(job_key(job_id), "started_at", time.time())
+    def mark_started(self, job_id: str, collections: dict[str, str] | None = None) -> None:
+        """The job has a worker on it; ``collections`` records which model versions it writes (for ``--activate``)."""
+        with self.redis.pipeline() as pipe:
+            pipe.hsetnx(job_key(job_id), "started_at", time.time())
+            if collections:
+                pipe.hsetnx(job_key(job_id), "collections", json.dumps(collections, sort_keys=True))
+            pipe.execute()
 
     def get(self, job_id: str) -> JobStatus:
         raw = self.redis.hgetall(job_key(job_id))
@@ -134,6 +140,7 @@ class JobStore:
             created_at=float(raw["created_at"]), started_at=opt("started_at"), finished_at=opt("finished_at"),
             inputs=json.loads(raw.get("inputs", "[]")), models=json.loads(raw.get("models", "[]")), failures=failures,
             retry_of=raw.get("retry_of", ""), retried_by=raw.get("retried_by", ""),
+            collections=json.loads(raw.get("collections", "{}")),
         )
 
     def list(self, limit: int = 20) -> list[JobStatus]:

@@ -2,11 +2,15 @@
 
 :class:`Client` is the Python API a user holds; the CLI is a thin layer over it. Results are
 typed: each :class:`SearchHit` carries the fused score and every model's own score and rank.
-Models load lazily, on the first query that needs them.
+Queries follow each model's alias (``imsim models activate``): the client searches the active
+version's collection and loads the very model that collection was written with (its settings are
+stored on it), so switching versions never needs a re-ingest. Models load lazily, on the first
+query that needs them; a switch made by another process is picked up within ``ALIAS_TTL`` seconds.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +24,8 @@ from .images import open_query_image
 from .models import Embedder, decode_size, load_model
 from .settings import Settings, get_settings
 from .store import VectorStore
+
+ALIAS_TTL = 10.0  # seconds a resolved alias is trusted before it is read again
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,13 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, models: dict[str, Embedder] | None = None,
                  store: VectorStore | None = None, **overrides: Any):
+        """``models`` given here are used as they are, each searching its own version's collection;
+        other models follow their alias and load the version it points at."""
         base = settings or get_settings()
         self.settings = base.model_copy(update=overrides) if overrides else base
-        self._models: dict[str, Embedder] = dict(models or {})
+        self._pinned: dict[str, Embedder] = dict(models or {})
+        self._models: dict[str, Embedder] = {}
+        self._collections: dict[str, tuple[str, float]] = {}  # model -> (collection, when resolved)
         self._store = store
 
     # --- plumbing ----------------------------------------------------------------------
@@ -52,10 +62,43 @@ class Client:
             self._store = VectorStore(self.settings)
         return self._store
 
-    def model(self, name: str) -> Embedder:
+    def collection(self, name: str) -> str:
+        """The collection queries for model ``name`` use: its active version (alias), else the configured version."""
+        if name in self._pinned:
+            return self.store.collection_name(self._pinned[name].info)
+        cached = self._collections.get(name)
+        if cached and time.monotonic() - cached[1] < ALIAS_TTL:
+            return cached[0]
+        active = self.store.active_collection(name)
+        if active is None:
+            active = self.store.collection_name(self._configured(name).info)
+        if cached and cached[0] != active:
+            self._models.pop(name, None)  # the alias moved: load the model of the new version
+        self._collections[name] = (active, time.monotonic())
+        return active
+
+    def _configured(self, name: str) -> Embedder:
         if name not in self._models:
             self._models[name] = load_model(name, self.settings)
         return self._models[name]
+
+    def model(self, name: str) -> Embedder:
+        """The model that embeds queries for ``name``: the one its active collection was written with."""
+        if name in self._pinned:
+            return self._pinned[name]
+        collection = self.collection(name)
+        if name in self._models and self.store.collection_name(self._models[name].info) == collection:
+            return self._models[name]
+        existing = set(self.store.collections())
+        overrides = self.store.model_settings(collection) if collection in existing else {}
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        model = load_model(name, settings)
+        if collection in existing and self.store.collection_name(model.info) != collection:
+            raise ModelError(f"the active version of {name!r} is {collection!r}, but its model now loads as "
+                             f"{model.info.source} revision {model.info.revision} (a different version): restore that model, "
+                             f"or `imsim models activate {name} ...` another version")
+        self._models[name] = model
+        return model
 
     def _names(self, models: Sequence[str] | str | None) -> list[str]:
         if isinstance(models, str):
@@ -87,7 +130,7 @@ class Client:
         row = like if ROW_ID.match(like) else path_id(like)
         found = {}
         for n in self._names(models):
-            vec = self.store.get_vectors(self.store.collection_name(self.model(n).info), [row]).get(row)
+            vec = self.store.get_vectors(self.collection(n), [row]).get(row)
             if vec is not None:
                 found[n] = vec[None]
         if not found:
@@ -142,7 +185,7 @@ class Client:
         if method not in fusion_maths.FUSIONS:
             raise ImsimError(f"unknown fusion {method!r}; use one of {', '.join(fusion_maths.FUSIONS)}")
         names = list(queries)
-        collections = {n: self.store.collection_name(self.model(n).info) for n in names}
+        collections = {n: self.collection(n) for n in names}
         existing = set(self.store.collections())
         for n, c in collections.items():
             if c not in existing:

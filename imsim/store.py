@@ -1,14 +1,17 @@
-"""The vector store: one Milvus collection per model, self-describing, keyed by image identity.
+"""The vector store: one Milvus collection per model version, self-describing, keyed by image identity.
 
 Owns the collection schema (field and collection descriptions that read well in Attu, the
-model's name/source/revision as collection properties), index choice per backend, the
-dimension check that protects existing data, and the small set of operations the rest of
-imsim needs (upsert, search, fetch vectors, count, list). Works the same on a Milvus Lite
-file, a Milvus Lite server and a real Milvus server.
+model's name/source/revision and the settings that reload it as collection properties), index
+choice per backend, the dimension check that protects existing data, model versions (each
+version its own collection ``PREFIX_SLUG_TAG``; the alias ``PREFIX_MODEL`` names the version
+queries use), and the small set of operations the rest of imsim needs (upsert, search, fetch
+vectors, count, list). Works the same on a Milvus Lite file, a Milvus Lite server and a real
+Milvus server.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -68,6 +71,8 @@ class CollectionSummary:
     source: str
     revision: str
     index: str
+    variant: str = ""
+    active: bool = False  # the model's alias points at this collection: queries use it
 
 
 def _is_connection_failure(exc: Exception) -> bool:
@@ -131,9 +136,39 @@ class VectorStore:
                 raise StoreUnavailable(f"Milvus at {self.where} is unreachable during {operation}: {exc.message}") from None
             raise StoreError(f"Milvus refused {operation}: {exc.message}") from None
 
-    # --- collections ------------------------------------------------------------
+    # --- collections and versions ---------------------------------------------------
     def collection_name(self, info: ModelInfo) -> str:
-        return f"{self.settings.collection_prefix}_{info.slug}"
+        """The collection of one model version: ``PREFIX_SLUG_TAG`` (a new id, revision, pooling or dimension: a new name)."""
+        base = info.slug if info.slug.startswith(info.name) else f"{info.name}_{info.slug}"
+        return f"{self.settings.collection_prefix}_{base}_{info.version_tag}"
+
+    def alias_name(self, model: str) -> str:
+        """The alias that names the version of ``model`` queries use: ``PREFIX_MODEL``."""
+        return f"{self.settings.collection_prefix}_{model}"
+
+    def active_collection(self, model: str) -> str | None:
+        """The collection ``model``'s alias points at, or None when it has none yet."""
+        from pymilvus.exceptions import MilvusException
+
+        alias = self.alias_name(model)
+        try:
+            return self.client.describe_alias(alias)["collection_name"]
+        except MilvusException as exc:
+            if _is_connection_failure(exc):
+                raise StoreUnavailable(f"Milvus at {self.where} is unreachable during describe_alias: {exc.message}") from None
+            return None  # no such alias
+
+    def activate(self, model: str, collection: str) -> None:
+        """Point ``model``'s alias at ``collection`` (queries switch at once; nothing is re-ingested or deleted)."""
+        if collection not in self.collections():
+            raise StoreError(f"no collection {collection!r} (see `imsim models`)")
+        owner = self.properties(collection).get("model")
+        if owner != model:
+            raise StoreError(f"collection {collection!r} holds {owner!r} vectors, not {model!r}")
+        if self.active_collection(model) is None:
+            self._call("create_alias", collection, self.alias_name(model))
+        else:
+            self._call("alter_alias", collection, self.alias_name(model))
 
     def _index_params(self) -> tuple[str, dict[str, Any]]:
         index = self.settings.index_type
@@ -146,7 +181,7 @@ class VectorStore:
         return index, {}
 
     def ensure_collection(self, info: ModelInfo) -> str:
-        """Create the model's collection if needed; refuse one whose dimension differs."""
+        """Create the model version's collection if needed (and the model's alias, if it has none); refuse a dimension clash."""
         from pymilvus import DataType, MilvusClient
 
         name = self.collection_name(info)
@@ -155,6 +190,7 @@ class VectorStore:
             if stored != info.dim:
                 raise DimensionMismatch(name, stored, info.dim)
             self._load(name)
+            self._ensure_alias(info.name, name)
             return name
         schema = MilvusClient.create_schema(
             auto_id=False,
@@ -169,9 +205,10 @@ class VectorStore:
         index_params = self.client.prepare_index_params()
         index_params.add_index(field_name=VECTOR, index_type=index_type, metric_type=METRIC, params=params)
         properties = {
-            "model": info.name, "source": info.source, "revision": info.revision, "dim": str(info.dim),
-            "metric": METRIC, "index": f"{index_type} {params}", "supports_text": str(info.supports_text).lower(),
-            **info.extra,
+            "model": info.name, "source": info.source, "revision": info.revision, "dim": str(info.dim), "variant": info.variant,
+            "version": info.version_tag, "metric": METRIC, "index": f"{index_type} {params}",
+            "supports_text": str(info.supports_text).lower(), "settings": json.dumps(info.config, sort_keys=True),
+            "created_at": str(int(time.time())), **info.extra,
         }
         self._call(
             "create_collection",
@@ -179,7 +216,25 @@ class VectorStore:
             properties={PROPERTY_PREFIX + k: v for k, v in properties.items()},
         )
         self._load(name)
+        self._ensure_alias(info.name, name)
         return name
+
+    def _ensure_alias(self, model: str, collection: str) -> None:
+        """The first version of a model becomes its active one; later versions wait for `imsim models activate`."""
+        if self.active_collection(model) is None:
+            try:
+                self._call("create_alias", collection, self.alias_name(model))
+            except StoreError:
+                if self.active_collection(model) is None:  # not a race with another process: a real failure
+                    raise
+
+    def model_settings(self, collection: str) -> dict[str, str]:
+        """The IMSIM_* settings (field -> value) that reload the model ``collection`` was written with ({} if unknown)."""
+        raw = self.properties(collection).get("settings", "")
+        try:
+            return dict(json.loads(raw)) if raw else {}
+        except ValueError:
+            return {}
 
     def _load(self, name: str) -> None:
         if name not in self._loaded:
@@ -204,11 +259,17 @@ class VectorStore:
         return sorted(c for c in self._call("list_collections") if c.startswith(prefix))
 
     def summaries(self) -> list[CollectionSummary]:
+        """Every imsim collection (every model version) with its row count and whether queries use it."""
         out = []
+        active: dict[str, str | None] = {}
         for name in self.collections():
             props = self.properties(name)
-            out.append(CollectionSummary(name, self.count(name), self.dimension(name), props.get("model", "?"),
-                                         props.get("source", "?"), props.get("revision", "?"), props.get("index", "?")))
+            model = props.get("model", "?")
+            if model not in active:
+                active[model] = self.active_collection(model)
+            out.append(CollectionSummary(name, self.count(name), self.dimension(name), model, props.get("source", "?"),
+                                         props.get("revision", "?"), props.get("index", "?"), props.get("variant", ""),
+                                         active[model] == name))
         return out
 
     # --- rows --------------------------------------------------------------------

@@ -30,8 +30,8 @@ def test_cli_local_ingest_search_compare_collections(tiny_model_dirs, tmp_path, 
     assert "empty file" in out["failures"][str(image_folder / "zero.jpg")]
 
     cols = {c["model"]: c for c in json.loads(imsim(env, "collections", "--json").stdout)}
-    assert {m: (c["rows"], c["name"].split("_", 1)[1]) for m, c in cols.items()} == {
-        "clip": (30, "tiny_clip"), "dinov2": (30, "tiny_dinov2")}
+    assert {m: (c["rows"], c["name"].split("_", 1)[1].rsplit("_", 1)[0], c["active"]) for m, c in cols.items()} == {
+        "clip": (30, "clip_tiny_clip", True), "dinov2": (30, "dinov2_tiny_dinov2", True)}
     assert "tiny_clip" in imsim({**env, "COLUMNS": "250"}, "collections").stdout
 
     query = str(image_folder / "photos" / "chelsea.jpg")

@@ -61,7 +61,7 @@ def test_fused_hits_carry_every_models_score(ingested, models):
     for h in hits:
         assert set(h.scores) == {"clip", "dinov2"}  # filled in even when only one model ranked it
         assert h.score == pytest.approx((h.scores["clip"] + h.scores["dinov2"]) / 2, abs=1e-5)
-        vec = store.get_vectors(f"{settings.collection_prefix}_tiny_clip", [h.id])[h.id]
+        vec = store.get_vectors(store.collection_name(models["clip"].info), [h.id])[h.id]
         assert h.scores["clip"] == pytest.approx(float(np.dot(vec, q["clip"])), abs=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 

@@ -8,34 +8,63 @@ import numpy as np
 import pytest
 
 from imsim.errors import DimensionMismatch
-from imsim.store import METADATA_FIELDS, VectorStore
+from imsim.store import _FIELDS, METADATA_FIELDS, VectorStore
 
 
 def test_collection_is_self_describing(settings, models):
     store = VectorStore(settings)
-    name = store.ensure_collection(models["clip"].info)
-    assert name == f"{settings.collection_prefix}_tiny_clip"
+    info = models["clip"].info
+    name = store.ensure_collection(info)
+    assert name == f"{settings.collection_prefix}_clip_tiny_clip_{info.version_tag}"
     desc = store.describe(name)
     fields = {f["name"] for f in desc["fields"]}
     assert {"id", "vector", *METADATA_FIELDS} <= fields
     props = store.properties(name)
-    assert props["model"] == "clip" and props["source"] == models["clip"].info.source
-    assert props["revision"] == models["clip"].info.revision and props["dim"] == "32" and props["metric"] == "COSINE"
+    assert props["model"] == "clip" and props["source"] == info.source and props["version"] == info.version_tag
+    assert props["revision"] == info.revision and props["dim"] == "32" and props["metric"] == "COSINE"
     assert props["index"].startswith("HNSW")
+    assert store.model_settings(name) == {"clip_model": info.source, "clip_revision": "main"}
     assert store.collections() == [name]
+    assert store.active_collection("clip") == name  # a model's first version becomes the active one
     store.close()
 
 
-def test_dimension_mismatch_never_touches_existing_data(settings, models):
+def _row(i: int, dim: int) -> dict:
+    return {"id": f"id{i}", "path": f"/img/{i}.jpg", "sha256": "", "width": 1, "height": 1, "file_size": 1, "mtime": 0.0,
+            "model_id": "m", "model_revision": "r", "ingested_at": 0, "job_id": "", "vector": [1.0] + [0.0] * (dim - 1)}
+
+
+def test_a_new_dimension_is_a_new_version_and_the_old_collection_is_untouched(settings, models):
     store = VectorStore(settings)
     info = models["clip"].info
     name = store.ensure_collection(info)
-    store.upsert(name, [{"id": "a", "path": "/a", "sha256": "", "width": 1, "height": 1, "file_size": 1, "mtime": 0.0,
-                         "model_id": "m", "model_revision": "r", "ingested_at": 0, "job_id": "", "vector": [1.0] + [0.0] * 31}])
+    store.upsert(name, [_row(0, 32)])
     wider = dataclasses.replace(info, dim=64)
-    with pytest.raises(DimensionMismatch, match="holds 32-d vectors but the model produces 64-d"):
-        store.ensure_collection(wider)
-    assert store.count(name) == 1 and store.dimension(name) == 32
+    other = store.ensure_collection(wider)
+    assert other != name and store.dimension(other) == 64
+    assert store.count(name) == 1 and store.dimension(name) == 32 and store.active_collection("clip") == name
+    store.close()
+
+
+def test_a_foreign_collection_under_our_name_is_refused_and_kept(settings, models):
+    """A collection imsim did not make (another tool, an older layout) with another dimension is never altered."""
+    from pymilvus import DataType, MilvusClient
+
+    store = VectorStore(settings)
+    info = models["clip"].info
+    name = store.collection_name(info)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
+    for field, dtype, kwargs, _ in _FIELDS:
+        schema.add_field(field, getattr(DataType, dtype), **kwargs)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=64)
+    index = store.client.prepare_index_params()
+    index.add_index(field_name="vector", index_type="FLAT", metric_type="COSINE")
+    store.client.create_collection(name, schema=schema, index_params=index)
+    store.client.load_collection(name)
+    store.upsert(name, [_row(0, 64)])
+    with pytest.raises(DimensionMismatch, match="holds 64-d vectors but the model produces 32-d"):
+        store.ensure_collection(info)
+    assert store.count(name) == 1 and store.dimension(name) == 64
     store.close()
 
 

@@ -60,7 +60,8 @@ class ChunkTask(Task):
 def embed_chunk(self, job_id: str, chunk_index: int, paths: list[str], force: bool = False,
                 tags: dict[str, str] | None = None) -> dict:
     """Embed and store one chunk, then count its outcome on the job (once, even if redelivered)."""
-    jobs().mark_started(job_id)
-    result = ingestor().ingest(paths, job_id=job_id, force=force, tags=tags)
+    worker = ingestor()
+    jobs().mark_started(job_id, worker.collections)
+    result = worker.ingest(paths, job_id=job_id, force=force, tags=tags)
     jobs().record_chunk(job_id, chunk_index, result.done, result.skipped, result.failures)
     return result.as_dict()
