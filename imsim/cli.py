@@ -305,6 +305,8 @@ def search(
     after: Annotated[Optional[str], typer.Option("--after", help="Ingested at or after (YYYY-MM-DD[THH:MM]).")] = None,
     before: Annotated[Optional[str], typer.Option("--before", help="Ingested before (YYYY-MM-DD[THH:MM]).")] = None,
     filter: Annotated[str, typer.Option("--filter", help="A raw Milvus filter expression, ANDed with the options above.")] = "",
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a gallery page (thumbnails embedded) to this file.")] = None,
+    png_out: Annotated[Optional[Path], typer.Option("--png", help="Write the gallery as a PNG contact sheet to this file.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Search by image, text or a stored image across the model collections, with metadata filters, and fuse."""
@@ -312,7 +314,10 @@ def search(
 
     where = Where(path_prefix=path_prefix, path_glob=glob, job=job, tags=_tags(tag) or {}, min_width=min_width,
                   min_height=min_height, ingested_after=_when(after), ingested_before=_when(before))
-    hits = _client(models).search(query, text=text, like=like, k=k, fusion=fusion, where=where, filter=filter)
+    client = _client(models)
+    hits = client.search(query, text=text, like=like, k=k, fusion=fusion, where=where, filter=filter)
+    if html_out or png_out:
+        _write_gallery(client, hits, query=query, text=text, like=like, fusion=fusion, html_out=html_out, png_out=png_out)
     if as_json:
         console.print_json(json.dumps([h.__dict__ for h in hits]))
         return
@@ -323,6 +328,25 @@ def search(
         per = [f"{h.scores[n]:.4f} ({h.ranks.get(n) or '-'})" if n in h.scores else "-" for n in names]
         table.add_row(str(rank), f"{h.score:.4f}", *per, h.path)
     console.print(table)
+
+
+def _write_gallery(client, hits, *, query, text, like, fusion, html_out, png_out) -> None:  # noqa: ANN001
+    from . import gallery
+
+    if text is not None:
+        q = gallery.Query(label=text)
+    else:
+        label = query or like or ""  # an image path, or a stored image's path or row id
+        q = gallery.Query(label=label, image=label if os.path.isfile(label) else None)
+    names = list(hits[0].scores) if hits else client._names(None)
+    method = fusion or client.settings.fusion
+    options = dict(models=names, fusion=method, rrf_k=client.settings.rrf_k, title=f"imsim: {q.label}")
+    if html_out:
+        html_out.write_text(gallery.render_html(q, hits, **options), encoding="utf-8")
+        err.print(f"gallery written to {html_out}")
+    if png_out:
+        gallery.render_png(q, hits, **options).save(png_out)
+        err.print(f"gallery written to {png_out}")
 
 
 @app.command()

@@ -11,7 +11,7 @@ query that needs them; a switch made by another process is picked up within ``AL
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,19 +152,38 @@ class Client:
         """Search by an image (path, bytes, PIL image), by ``text`` (text-capable models only), or ``like`` a
         stored image (row id or path: its stored vectors, nothing re-embedded). ``where`` filters on metadata
         and tags; ``filter`` is a raw Milvus expression ANDed with it."""
+        queries = self._queries(image, text, like, self._names(models))
+        return self._search_batch(queries, k=k, fusion=fusion, where=where, filter=filter)[0]
+
+    def _queries(self, image: Any, text: str | None, like: str | None, names: list[str]) -> dict[str, np.ndarray]:
+        """One (1, dim) query vector per model from exactly one of an image, a text or a stored image."""
         if sum(x is not None for x in (image, text, like)) != 1:
             raise ImsimError("give exactly one of an image, text, or like= (a stored id or path) to search by")
-        names = self._names(models)
         if text is not None:
             names = [n for n in names if self.model(n).info.supports_text]
             if not names:
                 raise ModelError("none of the selected models can embed text; include 'clip' in --models")
-            queries = {n: self.model(n).embed_texts([text]) for n in names}
-        elif like is not None:
-            queries = self.stored_vectors(like, names)
-        else:
-            queries = self.embed_many([image], names)
-        return self._search_batch(queries, k=k, fusion=fusion, where=where, filter=filter)[0]
+            return {n: self.model(n).embed_texts([text]) for n in names}
+        if like is not None:
+            return self.stored_vectors(like, names)
+        return self.embed_many([image], names)
+
+    def search_iter(self, image: Any = None, *, text: str | None = None, like: str | None = None, model: str | None = None,
+                    where: Where | None = None, filter: str = "", batch: int = 1000) -> Iterator[SearchHit]:
+        """Every stored image by similarity to the query under one model, best first, fetched page by page with a
+        Milvus search iterator (no top-k cap): stop whenever you have enough."""
+        name = model or self.settings.model_names[0]
+        queries = self._queries(image, text, like, [name])
+        if name not in queries:
+            raise ModelError(f"model {name!r} cannot embed this query")
+        expression = both(where.expression() if where else "", filter)
+        rank = 0
+        for hit in self.store.search_iter(self.collection(name), queries[name][0], filter=expression, batch=batch):
+            path = str(hit.fields.get("path", ""))
+            if where is not None and not where.accepts(path):
+                continue
+            rank += 1
+            yield SearchHit(id=hit.id, path=path, score=hit.score, scores={name: hit.score}, ranks={name: rank})
 
     def search_many(self, images: Sequence[Any], *, k: int = 10, models: Sequence[str] | str | None = None,
                     fusion: str | None = None, where: Where | None = None, filter: str = "") -> list[list[SearchHit]]:
@@ -192,7 +211,7 @@ class Client:
                 raise ImsimError(f"no collection {c!r} for model {n!r}: ingest images with this model first")
         expression = both(where.expression() if where else "", filter)
         exact = where is not None and bool(where.path_prefix or where.path_glob)
-        fetch = min(k * 4, 16_384) if exact else k  # LIKE is a superset: over-fetch, then check exactly
+        fetch = k * 4 if exact else k  # LIKE is a superset: over-fetch, then check exactly (past 16,384: an iterator)
         results = {n: self.store.search(collections[n], queries[n], fetch, filter=expression) for n in names}
         count = len(next(iter(queries.values())))
         out = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ def _quiet_pymilvus() -> None:
 
 PK = "id"
 VECTOR = "vector"
+SEARCH_CAP = 16_384  # Milvus's top-k limit per search; deeper result lists page with a search iterator
+ITERATOR_BATCH = 4_000  # hits per iterator page (larger pages were slower on Milvus Lite)
 METRIC = "COSINE"
 PROPERTY_PREFIX = "imsim."
 METADATA_FIELDS = ["path", "sha256", "width", "height", "file_size", "mtime", "model_id", "model_revision", "ingested_at", "job_id"]
@@ -119,6 +121,7 @@ class VectorStore:
                 time.sleep(delay)
         self._loaded: set[str] = set()
         self._index_types: dict[str, str] = {}
+        self._version: str | None = None
 
     def _call(self, operation: str, *args: Any, _reload: bool = True, **kwargs: Any) -> Any:
         """Run one MilvusClient call; its errors become :class:`StoreError` (or :class:`StoreUnavailable`)."""
@@ -286,20 +289,79 @@ class VectorStore:
         res = self._call("query", name, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
+    @property
+    def lite_backend(self) -> bool:
+        """Whether the other end is Milvus Lite (a file or its server): no top-k cap there, but its search
+        iterator (v1) stops early on HNSW, so imsim pages with plain searches on Lite."""
+        if self._version is None:
+            self._version = str(self._call("get_server_version"))
+        return "lite" in self._version.lower()
+
     def search(
         self, name: str, vectors: np.ndarray, k: int, *, filter: str = "", output_fields: Sequence[str] = ("path",)
     ) -> list[list[StoredHit]]:
-        """Top-k rows per query vector, best first; ``score`` is the cosine similarity."""
+        """Top-k rows per query vector, best first; ``score`` is the cosine similarity.
+
+        ``k`` above Milvus's cap (16,384) pages through a search iterator on a server (one query vector at
+        a time); Milvus Lite has no cap and answers in one search."""
         self._load(name)
+        vectors = np.asarray(vectors, np.float32)
+        if k > SEARCH_CAP and not self.lite_backend:
+            return [list(self.search_iter(name, v, limit=k, filter=filter, output_fields=output_fields)) for v in vectors]
+        return self._search(name, vectors, k, filter, output_fields)
+
+    def _search(self, name: str, vectors: np.ndarray, k: int, filter: str, output_fields: Sequence[str]) -> list[list[StoredHit]]:
         params: dict[str, Any] = {"metric_type": METRIC}
         if self.describe_index_type(name) == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
         results = self._call(
             "search",
-            name, data=[v.tolist() for v in np.asarray(vectors, np.float32)], limit=k, filter=filter,
+            name, data=[v.tolist() for v in vectors], limit=k, filter=filter,
             output_fields=list(output_fields), search_params=params, anns_field=VECTOR,
         )
-        return [[StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity", {}))) for h in hits] for hits in results]
+        return [[StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in hits] for hits in results]
+
+    def search_iter(self, name: str, vector: np.ndarray, *, limit: int = -1, filter: str = "",
+                    output_fields: Sequence[str] = ("path",), batch: int = ITERATOR_BATCH) -> Iterator[StoredHit]:
+        """Every row (or the first ``limit``) by similarity to ``vector``, best first, fetched page by page:
+        a Milvus search iterator on a server (v2: Milvus >= 2.5.2), deepening plain searches on Milvus Lite."""
+        self._load(name)
+        vector = np.asarray(vector, np.float32)
+        if self.lite_backend:
+            yield from self._deepening(name, vector, limit, filter, output_fields, batch)
+            return
+        from pymilvus.exceptions import MilvusException
+
+        params: dict[str, Any] = {"metric_type": METRIC}
+        if self.describe_index_type(name) == "HNSW":
+            params["params"] = {"ef": max(self.settings.hnsw_ef_search, min(batch, SEARCH_CAP))}
+        iterator = self._call("search_iterator", name, data=[vector.tolist()], batch_size=batch, limit=limit, filter=filter,
+                              output_fields=list(output_fields), anns_field=VECTOR, search_params=params)
+        try:
+            while True:
+                try:
+                    page = iterator.next()
+                except MilvusException as exc:
+                    raise StoreError(f"Milvus search iterator over {name!r} failed: {exc.message}") from None
+                if not page:
+                    return
+                for h in page:
+                    yield StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {}))
+        finally:
+            iterator.close()
+
+    def _deepening(self, name: str, vector: np.ndarray, limit: int, filter: str, output_fields: Sequence[str],
+                   batch: int) -> Iterator[StoredHit]:
+        """Pages of a Lite search: search to depth batch, 2 x batch, 4 x batch ... and yield what is new."""
+        depth, done = batch, 0
+        while True:
+            want = depth if limit < 0 else min(depth, limit)
+            hits = self._search(name, vector[None], want, filter, output_fields)[0]
+            for hit in hits[done:]:
+                yield hit
+            if len(hits) < want or (limit >= 0 and want >= limit):
+                return
+            done, depth = len(hits), depth * 2
 
     def describe_index_type(self, name: str) -> str:
         if name not in self._index_types:

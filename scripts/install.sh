@@ -15,9 +15,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch" 2>/dev/null || pip install -q "torch==${IMSIM_TORCH_VERSION:-2.13.0}"
 if [ "$WITH_TEST" = 1 ]; then pip install -q -e ".[test]"; else pip install -q -e .; fi
 
-if [ "$WITH_TEST" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  echo "installing redis-server (Debian package) for the integration tests" >&2
-  $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+# Debian packages the tests use: a real Redis server, and Chromium to render the search gallery.
+if [ "$WITH_TEST" = 1 ]; then
+  MISSING=""
+  command -v redis-server >/dev/null 2>&1 || MISSING="$MISSING redis-server"
+  command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
+  if [ -n "$MISSING" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "installing$MISSING (Debian packages) for the integration tests" >&2
+    $SUDO apt-get update -qq >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+  fi
 fi
