@@ -25,6 +25,9 @@ store_app = typer.Typer(help="The embedded Milvus Lite store.", no_args_is_help=
 app.add_typer(store_app, name="store")
 bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
 models_app = typer.Typer(help="Models: the registry, model cards, stored versions and the version queries use.")
+eval_app = typer.Typer(help="Evaluation: build a copy-detection benchmark from your images; compare models and fusions.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 console = Console()
@@ -518,6 +521,67 @@ def bench_ingest(
     for stage, seconds in result.stages.items():
         console.print(f"  {stage:<14} {seconds:8.2f}s  {100 * seconds / total:5.1f}%")
     console.print("min cosine(imsim, baseline) per model: " + ", ".join(f"{k} {v:.4f}" for k, v in result.min_cosine.items()))
+
+
+@eval_app.command("build-copydetect")
+def eval_build(
+    refs: Annotated[Path, typer.Option("--refs", help="A folder of real images (the pool the benchmark is drawn from).")],
+    out: Annotated[Path, typer.Option("--out", help="A new folder for the benchmark.")],
+    queries: Annotated[int, typer.Option(help="Queries that are edited copies of a reference.")] = 200,
+    negatives: Annotated[int, typer.Option(help="Queries that are edited copies of held-out images (no copy among the references).")] = 100,
+    references: Annotated[int, typer.Option(help="Cap on the reference set (0: every image left in the pool).")] = 0,
+    distractors: Annotated[Optional[Path], typer.Option(help="Another folder whose images join the references, never queried.")] = None,
+    background: Annotated[int, typer.Option(help="Images set aside (neither queried nor referenced) for score normalisation.")] = 0,
+    max_edits: Annotated[int, typer.Option(help="Edits combined per query: 1 to this many.")] = 3,
+    seed: Annotated[int, typer.Option(help="Everything random comes from this seed.")] = 0,
+    augly: Annotated[bool, typer.Option("--augly/--no-augly", help="Overlays from Meta's AugLy when installed (else Pillow).")] = True,
+) -> None:
+    """Build a DISC21-style copy-detection benchmark (references, edited-copy queries, no-copy queries, ground truth)."""
+    from .eval.build import build_copydetect
+
+    manifest = build_copydetect(refs, out, queries=queries, negatives=negatives, references=references, distractors=distractors,
+                                background=background, max_edits=max_edits, seed=seed, prefer_augly=augly)
+    console.print_json(json.dumps(manifest))
+
+
+@eval_app.command("run")
+def eval_run(
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, report.json, plots and the eval store.")],
+    bench: Annotated[Optional[Path], typer.Option("--bench", help="A benchmark folder from build-copydetect.")] = None,
+    groups: Annotated[Optional[Path], typer.Option("--groups", help="A path,group CSV of images that belong together.")] = None,
+    models: Annotated[str, typer.Option("--models", "-m", help="Model specs: clip,dinov2,dinov2@dinov2_pooling=cls+gem ...")] = "clip,dinov2",
+    fusion: Annotated[str, typer.Option("--fusion", help="Fusions to score besides each model: rrf,weighted.")] = "rrf,weighted",
+    whiten: Annotated[bool, typer.Option("--pca-whiten", help="Also score each model with PCA-whitening learned on the references.")] = False,
+    score_norm: Annotated[bool, typer.Option("--score-norm", help="Also score each model minus each query's nearest background similarity.")] = False,
+    milvus_uri: Annotated[str, typer.Option(help="Run in this Milvus (prefix imsimeval) instead of a Lite file in --out.")] = "",
+    save_calibration: Annotated[bool, typer.Option("--save-calibration/--no-save-calibration", help="Store the thresholds for `imsim duplicates`.")] = True,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Score models and fusions: recall@1/3/10, µAP, recall at 90% precision, thresholds, images/s; writes a report."""
+    from .eval import report as eval_report
+    from .eval.build import Benchmark, Groups
+    from .eval.runner import Evaluation, parse_models
+
+    if bench is None and groups is None:
+        raise ImsimError("give --bench (a copy-detection benchmark) and/or --groups (a path,group CSV)")
+    fusions = [f.strip() for f in fusion.split(",") if f.strip()]
+    for f in fusions:
+        if f not in ("rrf", "weighted"):
+            raise ImsimError(f"unknown fusion {f!r}: use rrf and/or weighted")
+    evaluation = Evaluation(parse_models(models), get_settings(), out, milvus_uri=milvus_uri)
+    if bench is not None:
+        evaluation.copydetect(Benchmark.load(bench), fusions, whiten=whiten, score_norm=score_norm)
+        if save_calibration:
+            evaluation.save_calibration()
+    if groups is not None:
+        evaluation.groups(Groups.load(groups), fusions)
+    command = "imsim eval run " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else ""
+    files = eval_report.write(evaluation.report, out, command=command)
+    if as_json:
+        console.print_json(json.dumps(evaluation.report.as_dict()))
+    else:
+        console.print(eval_report.markdown(evaluation.report), highlight=False, soft_wrap=True)
+    err.print("wrote " + ", ".join(str(f) for f in files))
 
 
 @store_app.command("serve")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -130,18 +130,8 @@ class Ingestor:
         result.timings["decode"] = time.perf_counter() - t0
         if not decoded:
             return result
-        pixels_by_recipe: dict[object, list[np.ndarray]] = {}
         writes = []
-        for name, model in self.models.items():
-            t = time.perf_counter()
-            pixels = pixels_by_recipe.get(model.preprocess)
-            if pixels is None:  # resized once per distinct recipe, shared by the models that use it
-                pixels = list(self._pool.map(model.preprocess.to_uint8, (d.image for d in decoded)))
-                pixels_by_recipe[model.preprocess] = pixels
-            t_embed = time.perf_counter()
-            vectors = model.embed_arrays(pixels)
-            result.timings["resize"] = result.timings.get("resize", 0.0) + (t_embed - t)
-            result.timings[f"embed:{name}"] = time.perf_counter() - t_embed
+        for name, model, vectors in self._embed_each(decoded, result.timings):
             # The write runs on the writer thread while the next model computes.
             writes.append(self._writer.submit(self._write, name, model, decoded, vectors, job_id, row_tags))
         for future in writes:  # the chunk is done (and may be acknowledged) only once every row is stored
@@ -151,6 +141,35 @@ class Ingestor:
         log.info("chunk of %d: %d stored, %d unchanged, %d failed; %s", len(paths), result.done, result.skipped, len(result.failures),
                  ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
         return result
+
+    def _embed_each(self, decoded: list[DecodedImage], timings: dict[str, float]) -> Iterator[tuple[str, Embedder, np.ndarray]]:
+        """(name, model, vectors) for each model in turn; pixels are resized once per distinct recipe."""
+        pixels_by_recipe: dict[object, list[np.ndarray]] = {}
+        for name, model in self.models.items():
+            t = time.perf_counter()
+            pixels = pixels_by_recipe.get(model.preprocess)
+            if pixels is None:
+                pixels = list(self._pool.map(model.preprocess.to_uint8, (d.image for d in decoded)))
+                pixels_by_recipe[model.preprocess] = pixels
+            t_embed = time.perf_counter()
+            vectors = model.embed_arrays(pixels)
+            timings["resize"] = timings.get("resize", 0.0) + (t_embed - t)
+            timings[f"embed:{name}"] = timings.get(f"embed:{name}", 0.0) + time.perf_counter() - t_embed
+            yield name, model, vectors
+
+    def embed_files(self, paths: Sequence[str]) -> tuple[list[str], dict[str, np.ndarray], ChunkResult]:
+        """Read, decode and embed like :meth:`ingest`, but store nothing: (paths embedded, model -> vectors, outcome).
+
+        The decode path is the ingest one, so a query image and a stored image are treated identically."""
+        result = ChunkResult()
+        t0 = time.perf_counter()
+        files: list[FileBytes] = _successes(self._pool.map(self._read, paths), result.failures)
+        decoded: list[DecodedImage] = _successes(self._pool.map(self._decode, files), result.failures)
+        result.timings["read+decode"] = time.perf_counter() - t0
+        vectors = {name: vecs for name, _, vecs in self._embed_each(decoded, result.timings)} if decoded else {
+            name: np.zeros((0, m.dim), np.float32) for name, m in self.models.items()}
+        result.done = len(decoded)
+        return [d.path for d in decoded], vectors, result
 
     def _write(self, name: str, model: Embedder, decoded: list[DecodedImage], vectors: np.ndarray, job_id: str,
                tags: dict[str, dict | None]):

@@ -153,7 +153,7 @@ class Client:
         stored image (row id or path: its stored vectors, nothing re-embedded). ``where`` filters on metadata
         and tags; ``filter`` is a raw Milvus expression ANDed with it."""
         queries = self._queries(image, text, like, self._names(models))
-        return self._search_batch(queries, k=k, fusion=fusion, where=where, filter=filter)[0]
+        return self.search_batch(queries, k=k, fusion=fusion, where=where, filter=filter)[0]
 
     def _queries(self, image: Any, text: str | None, like: str | None, names: list[str]) -> dict[str, np.ndarray]:
         """One (1, dim) query vector per model from exactly one of an image, a text or a stored image."""
@@ -190,16 +190,17 @@ class Client:
         """One result list per query image; all queries embedded in one batch per model and searched in one call."""
         if not images:
             return []
-        return self._search_batch(self.embed_many(images, models), k=k, fusion=fusion, where=where, filter=filter)
+        return self.search_batch(self.embed_many(images, models), k=k, fusion=fusion, where=where, filter=filter)
 
     def search_vectors(self, queries: dict[str, np.ndarray], *, k: int = 10, fusion: str | None = None,
                        where: Where | None = None, filter: str = "") -> list[SearchHit]:
         """Search each model's collection with its (1-d) query vector and fuse the lists."""
-        return self._search_batch({n: np.asarray(v, np.float32).reshape(1, -1) for n, v in queries.items()},
+        return self.search_batch({n: np.asarray(v, np.float32).reshape(1, -1) for n, v in queries.items()},
                                   k=k, fusion=fusion, where=where, filter=filter)[0]
 
-    def _search_batch(self, queries: dict[str, np.ndarray], *, k: int, fusion: str | None, where: Where | None,
-                      filter: str) -> list[list[SearchHit]]:
+    def search_batch(self, queries: dict[str, np.ndarray], *, k: int, fusion: str | None = None, where: Where | None = None,
+                     filter: str = "") -> list[list[SearchHit]]:
+        """One fused result list per query row: ``queries`` maps each model to its (n, dim) query vectors."""
         method = fusion or self.settings.fusion
         if method not in fusion_maths.FUSIONS:
             raise ImsimError(f"unknown fusion {method!r}; use one of {', '.join(fusion_maths.FUSIONS)}")

@@ -1,0 +1,174 @@
+"""Build a DISC21-style copy-detection benchmark from any folder of real images.
+
+The folder's images are shuffled with the seed and split into:
+
+- **references**: the database a query is searched against (copied as they are);
+- **queries with a copy**: edited copies (1-3 combined edits, :mod:`imsim.eval.edits`) of distinct references;
+- **queries without a copy**: edited copies of held-out images that are *not* among the references,
+  so the right answer is "no copy" (real copy detection must say so);
+- optional **distractor** references from another folder (never queried, they only make the search harder);
+- optional **background** images (neither queried nor referenced) for score normalisation.
+
+Layout written under ``--out``: ``references/``, ``queries/``, ``background/``, ``ground_truth.csv``
+(``query_id,reference_id``: DISC21's format, only queries with a copy), ``queries.csv`` (every query,
+its reference or empty, and the edits applied) and ``manifest.json`` (seed, counts, sources, edit backend).
+Ids are file names without extension. The same inputs and seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import ImsimError
+from ..images import discover, load_image
+from . import edits as edit_ops
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    root: Path
+    references: dict[str, str]  # id -> path
+    queries: dict[str, str]  # id -> path
+    truth: dict[str, str]  # query id -> reference id (queries with a copy only)
+    background: dict[str, str]
+
+    @classmethod
+    def load(cls, root: str | os.PathLike[str]) -> Benchmark:
+        root = Path(root)
+        if not (root / "queries.csv").is_file():
+            raise ImsimError(f"{root} is not a benchmark folder (no queries.csv); build one with `imsim eval build-copydetect`")
+
+        def ids(folder: str) -> dict[str, str]:
+            return {Path(p).stem: p for p in discover([root / folder])} if (root / folder).is_dir() else {}
+
+        queries = ids("queries")
+        truth = {}
+        with open(root / "queries.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row["reference_id"]:
+                    truth[row["query_id"]] = row["reference_id"]
+        return cls(root, ids("references"), queries, truth, ids("background"))
+
+
+def _id(prefix: str, index: int) -> str:
+    return f"{prefix}{index:06d}"
+
+
+def _save(image: Image.Image, path: Path, rng: random.Random) -> None:
+    """Queries are saved as JPEG (quality drawn from the rng) like images found in the wild."""
+    image.convert("RGB").save(path, "JPEG", quality=rng.randint(70, 95))
+
+
+def build_copydetect(refs: str | os.PathLike[str], out: str | os.PathLike[str], *, queries: int = 200, negatives: int = 100,
+                     references: int = 0, distractors: str | os.PathLike[str] | None = None, background: int = 0,
+                     max_edits: int = 3, seed: int = 0, prefer_augly: bool = True, max_side: int = 1024) -> dict:
+    """Write the benchmark; returns its manifest. ``references`` caps the reference set (0: every image left)."""
+    pool = discover([refs])
+    if not pool:
+        raise ImsimError(f"no images found in {refs}")
+    rng = random.Random(seed)
+    order = sorted(pool)
+    rng.shuffle(order)
+    held_out, rest = order[:negatives], order[negatives:]
+    bg, rest = rest[:background], rest[background:]
+    refs_list = rest[:references] if references else rest
+    if len(refs_list) < queries:
+        raise ImsimError(f"{refs} has {len(pool)} images: too few for {queries} queries with a copy, {negatives} without "
+                         f"and {background} background images (each query needs its own reference)")
+    root = Path(out)
+    if root.exists() and any(root.iterdir()):
+        raise ImsimError(f"{root} exists and is not empty; choose a new --out")
+    for sub in ("references", "queries", "background"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+
+    ref_ids: dict[str, str] = {}
+    for i, path in enumerate(refs_list):
+        ref_ids[path] = _id("R", i)
+        shutil.copyfile(path, root / "references" / (ref_ids[path] + Path(path).suffix.lower()))
+    n_distractors = 0
+    if distractors:
+        for path in discover([distractors]):
+            shutil.copyfile(path, root / "references" / (_id("D", n_distractors) + Path(path).suffix.lower()))
+            n_distractors += 1
+    for i, path in enumerate(bg):
+        shutil.copyfile(path, root / "background" / (_id("B", i) + Path(path).suffix.lower()))
+
+    sources = [(p, ref_ids[p]) for p in rng.sample(refs_list, queries)] + [(p, "") for p in held_out]
+    rng.shuffle(sources)
+    rows = []
+    for i, (path, ref_id) in enumerate(sources):
+        query_rng = random.Random(f"{seed}:{i}")  # one stream per query: the set does not shift if an edit changes
+        image = load_image(path, min_size=max_side).image
+        if max(image.size) > max_side:
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        edited, done = edit_ops.random_edit(image, query_rng, max_edits=max_edits, prefer_augly=prefer_augly)
+        qid = _id("Q", i)
+        _save(edited, root / "queries" / f"{qid}.jpg", query_rng)
+        rows.append({"query_id": qid, "reference_id": ref_id, "edits": "; ".join(done), "source": os.path.basename(path)})
+
+    with open(root / "queries.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["query_id", "reference_id", "edits", "source"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(root / "ground_truth.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["query_id", "reference_id"])
+        writer.writerows([r["query_id"], r["reference_id"]] for r in rows if r["reference_id"])
+    manifest = {
+        "kind": "copydetect", "seed": seed, "source": os.path.abspath(refs), "pool": len(pool),
+        "references": len(refs_list), "distractors": n_distractors, "queries_with_copy": queries,
+        "queries_without_copy": len(held_out), "background": len(bg), "max_edits": max_edits,
+        "edit_backend": edit_ops.backend(prefer_augly), "augly": _augly_version(prefer_augly),
+        "source_digest": _digest(pool),
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _augly_version(prefer_augly: bool) -> str:
+    if edit_ops.backend(prefer_augly) != "augly":
+        return ""
+    from importlib.metadata import version
+
+    return version("augly")
+
+
+def _digest(paths: list[str]) -> str:
+    """Names and sizes of the source images: two builds from the same folder share it."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(f"{os.path.basename(p)}:{os.path.getsize(p)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Images that belong together (``path,group`` CSV), e.g. one country's flag in several renditions."""
+
+    members: dict[str, str]  # path -> group
+
+    @classmethod
+    def load(cls, csv_path: str | os.PathLike[str]) -> Groups:
+        base = Path(csv_path).resolve().parent
+        members = {}
+        with open(csv_path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if "path" not in row or "group" not in row:
+                    raise ImsimError(f"{csv_path}: needs the columns path,group")
+                path = Path(row["path"]).expanduser()
+                members[str(path if path.is_absolute() else (base / path).resolve())] = row["group"]
+        if not members:
+            raise ImsimError(f"{csv_path}: no rows")
+        return cls(members)
+
+    def as_dict(self) -> dict:
+        return asdict(self)

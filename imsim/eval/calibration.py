@@ -1,0 +1,63 @@
+"""Score thresholds for "is a copy", measured by an evaluation run and kept for ``imsim duplicates``.
+
+A threshold belongs to one model *version* (registry name + version tag, the same tag that names its
+collection), or to one fusion of versions: a similarity scale means nothing for another version.
+They live in ``IMSIM_DATA_DIR/calibration.json`` (one JSON object per key: the thresholds for 90 %
+and 95 % precision, the benchmark they came from, and when).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = (0.90, 0.95)
+
+
+def version_key(name: str, version_tag: str) -> str:
+    return f"{name}@{version_tag}"
+
+
+def fused_key(method: str, versions: Mapping[str, str], weights: Mapping[str, float] | None = None) -> str:
+    """A fusion's key: its method, each member version and (for weighted) the weights."""
+    parts = [version_key(n, t) + (f"*{weights[n]:g}" if weights and n in weights else "") for n, t in sorted(versions.items())]
+    return f"{method}({','.join(parts)})"
+
+
+def path(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / "calibration.json"
+
+
+def load(data_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    file = path(data_dir)
+    if not file.is_file():
+        return {}
+    try:
+        return dict(json.loads(file.read_text()))
+    except ValueError:
+        return {}
+
+
+def save(data_dir: str | os.PathLike[str], entries: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Merge ``entries`` into the calibration file (a key measured again is replaced)."""
+    current = load(data_dir)
+    current.update({k: {**v, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")} for k, v in entries.items()})
+    file = path(data_dir)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    tmp.replace(file)
+    return file
+
+
+def threshold(data_dir: str | os.PathLike[str], key: str, precision: float = 0.95) -> tuple[float, dict[str, Any]] | None:
+    """(threshold, its record) for ``key`` at ``precision``, or None if never measured (or unreachable)."""
+    record = load(data_dir).get(key)
+    if not record:
+        return None
+    value = record.get(f"threshold_p{round(precision * 100)}")
+    return (float(value), record) if value is not None else None

@@ -1,0 +1,114 @@
+"""An evaluation's output folder: ``report.md`` (tables), ``report.json`` (the same numbers for machines),
+``pr_curves.png`` (precision-recall per method) and ``recall_at_k.png`` (and ``groups.png``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .runner import K_VALUES, EvalReport
+
+
+def write(report: EvalReport, out: Path, *, command: str = "") -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "report.md", out / "report.json"]
+    (out / "report.json").write_text(json.dumps({**report.as_dict(), "command": command}, indent=2) + "\n")
+    files += _plots(report, out)
+    (out / "report.md").write_text(markdown(report, command=command, plots=[f.name for f in files if f.suffix == ".png"]))
+    return files
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None = None) -> str:
+    lines = ["# imsim evaluation", ""]
+    if command:
+        lines += ["Command:", "", "```", command, "```", ""]
+    lines += ["## Models", "", "| label | model | source | revision | version | dim | embed images/s |", "| --- | --- | --- | --- | --- | ---: | ---: |"]
+    for label, m in report.models.items():
+        lines.append(f"| {label} | {m['name']} | {m['source']} | {m['revision']} | {m['version']} | {m['dim']} | "
+                     f"{report.throughput.get(label, 0):.1f} |")
+    if "ingest" in report.throughput:
+        lines += ["", f"End-to-end ingest (read, decode, every model, store): {report.throughput['ingest']:.1f} images/s."]
+    if report.copydetect:
+        b = report.bench
+        lines += ["", "## Copy detection", "",
+                  f"Benchmark `{b.get('root', '')}`: {b.get('references', 0)} references, {b.get('queries', 0)} queries "
+                  f"({b.get('queries_with_copy', 0)} with a copy, {b.get('queries', 0) - b.get('queries_with_copy', 0)} without), "
+                  f"{b.get('background', 0)} background images.", "",
+                  "Recall@k per query (is the true reference in the top k); µAP over all (query, reference, score) "
+                  "predictions ranked together (top 10 per query, DISC21's metric); R@P90: recall where precision is still "
+                  "90 %; thresholds: the lowest score with 90 % / 95 % precision for \"is a copy\".", "",
+                  "| method | R@1 | R@3 | R@10 | µAP | R@P90 | threshold P90 | threshold P95 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in report.copydetect:
+            th = {k: ("-" if v is None else f"{v:.4f}") for k, v in r.thresholds.items()}
+            lines.append(f"| {r.label} | {_pct(r.recall[1])} | {_pct(r.recall[3])} | {_pct(r.recall[10])} | {_pct(r.micro_ap)} | "
+                         f"{_pct(r.recall_at_p90)} | {th['p90']} | {th['p95']} |")
+    if report.groups:
+        g = report.group_info
+        lines += ["", "## Group retrieval", "", f"{g.get('images', 0)} images in {g.get('groups', 0)} groups; every image queries "
+                  "all the others (itself excluded). mAP over queries; R@k: a member of its group in the top k.", "",
+                  "| method | mAP | R@1 | R@3 | R@10 |", "| --- | ---: | ---: | ---: | ---: |"]
+        for r in report.groups:
+            lines.append(f"| {r.label} | {_pct(r.map)} | {_pct(r.recall[1])} | {_pct(r.recall[3])} | {_pct(r.recall[10])} |")
+    if report.calibration_file:
+        lines += ["", f"Thresholds saved to `{report.calibration_file}` (used by `imsim duplicates`)."]
+    if report.failures:
+        lines += ["", f"## Files that failed ({len(report.failures)})", ""]
+        lines += [f"- `{p}`: {why}" for p, why in sorted(report.failures.items())[:50]]
+    for name in plots or []:
+        lines += ["", f"![{name}]({name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(report: EvalReport, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    if report.copydetect:
+        fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+        for r in report.copydetect:
+            if r.curve is not None and len(r.curve.recall):
+                ax.plot(r.curve.recall, r.curve.precision, label=f"{r.label} (µAP {100 * r.micro_ap:.1f})",
+                        linestyle="--" if r.kind != "model" else "-")
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Copy detection: precision-recall")
+        ax.axhline(0.9, color="grey", linewidth=0.6)
+        ax.legend(fontsize=8, loc="lower left")
+        ax.grid(alpha=0.3)
+        files.append(_save(fig, out / "pr_curves.png"))
+        files.append(_bars(plt, [(r.label, [r.recall[k] for k in K_VALUES] + [r.micro_ap]) for r in report.copydetect],
+                           [f"R@{k}" for k in K_VALUES] + ["µAP"], "Copy detection", out / "recall_at_k.png"))
+    if report.groups:
+        files.append(_bars(plt, [(r.label, [r.map] + [r.recall[k] for k in K_VALUES]) for r in report.groups],
+                           ["mAP"] + [f"R@{k}" for k in K_VALUES], "Group retrieval", out / "groups.png"))
+    return files
+
+
+def _bars(plt: Any, rows: list[tuple[str, list[float]]], metrics: list[str], title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) * len(metrics) / 3), 4.5), dpi=110)
+    width = 0.8 / max(len(rows), 1)
+    for i, (label, values) in enumerate(rows):
+        positions = [j + i * width for j in range(len(metrics))]
+        bars = ax.bar(positions, values, width=width, label=label)
+        ax.bar_label(bars, labels=[f"{100 * v:.0f}" for v in values], fontsize=7)
+    ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(metrics))], metrics)
+    ax.set(ylim=(0, 1.08), ylabel="fraction", title=title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -1,0 +1,321 @@
+"""Run an evaluation: ingest through the normal pipeline into a namespace of its own, query, score.
+
+Copy detection (a benchmark folder from :mod:`imsim.eval.build`): the references are ingested with
+every model (one Milvus collection per model version, prefix ``imsimeval``, by default in a Milvus
+Lite file inside the output folder), the queries are embedded by the same decode path and searched per
+model and fused (:meth:`imsim.query.Client.search_batch`), and each method is scored with
+:mod:`imsim.eval.metrics`: recall@1/3/10, µAP, recall at 90 % precision, and the score thresholds
+for 90 % / 95 % precision (stored for ``imsim duplicates``, see :mod:`imsim.eval.calibration`).
+
+Optional descriptor variants, scored by exact (numpy) search over the same stored vectors:
+``+pcaw`` PCA-whitening learned on the references, ``+norm`` each query's scores minus its
+similarity to the nearest background image (the two tricks that lifted SSCD on DISC21).
+Model variants are model specs: ``dinov2@dinov2_pooling=cls+gem`` is DINOv2 with CLS+GeM pooling.
+
+Group retrieval (``path,group`` CSV): every image queries all the others; mAP and recall@k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImsimError
+from ..ingest import Ingestor, chunked, ingest_local
+from ..models import Embedder, load_model
+from ..query import Client, SearchHit
+from ..settings import Settings
+from ..store import VectorStore
+from . import calibration, metrics
+from .build import Benchmark, Groups
+
+K_VALUES = (1, 3, 10)
+PREDICTIONS_PER_QUERY = 10  # DISC21-style: each query contributes its top 10 (query, reference, score) triples
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: a registry name plus setting overrides (``label`` = the spec as written)."""
+
+    label: str
+    name: str
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+def parse_models(text: str) -> list[ModelSpec]:
+    """``clip,dinov2,dinov2@dinov2_pooling=cls+gem;dinov2_model=...`` → specs (overrides separated by ``;``)."""
+    specs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, rest = part.partition("@")
+        overrides = {}
+        for item in filter(None, rest.split(";")):
+            key, sep, value = item.partition("=")
+            if not sep or key.strip() not in Settings.model_fields:
+                raise ImsimError(f"model spec {part!r}: {item!r} is not SETTING=VALUE for a known setting")
+            overrides[key.strip()] = value.strip()
+        specs.append(ModelSpec(part, name.strip(), overrides))
+    if not specs:
+        raise ImsimError("no models to evaluate")
+    if len({s.label for s in specs}) != len(specs):
+        raise ImsimError(f"a model spec is given twice in {text!r}")
+    return specs
+
+
+def load_specs(specs: Sequence[ModelSpec], settings: Settings) -> dict[str, Embedder]:
+    models = {}
+    for spec in specs:
+        spec_settings = type(settings).model_validate({**settings.model_dump(), **spec.overrides}) if spec.overrides else settings
+        models[spec.label] = load_model(spec.name, spec_settings)
+    return models
+
+
+@dataclass
+class MethodResult:
+    """One way of answering (a model, a fusion, or a descriptor variant) and how well it did."""
+
+    label: str
+    kind: str  # "model", "fusion" or "variant"
+    recall: dict[int, float]
+    micro_ap: float
+    recall_at_p90: float
+    thresholds: dict[str, float | None]  # "p90" / "p95" -> score threshold
+    curve: metrics.PRCurve | None = None
+    calibration_key: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.kind, "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
+                "micro_ap": round(self.micro_ap, 4), "recall_at_p90": round(self.recall_at_p90, 4),
+                "thresholds": {k: (round(v, 4) if v is not None else None) for k, v in self.thresholds.items()},
+                "calibration_key": self.calibration_key}
+
+
+@dataclass
+class GroupResult:
+    label: str
+    kind: str
+    map: float
+    recall: dict[int, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.kind, "map": round(self.map, 4),
+                "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()}}
+
+
+@dataclass
+class EvalReport:
+    models: dict[str, dict[str, Any]]  # label -> name, source, revision, version, dim
+    throughput: dict[str, float]  # label -> images/s (model forward), plus "ingest" (end to end)
+    copydetect: list[MethodResult] = field(default_factory=list)
+    groups: list[GroupResult] = field(default_factory=list)
+    bench: dict[str, Any] = field(default_factory=dict)
+    group_info: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    calibration_file: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"models": self.models, "throughput": {k: round(v, 2) for k, v in self.throughput.items()},
+                "bench": self.bench, "copydetect": [m.as_dict() for m in self.copydetect],
+                "group_info": self.group_info, "groups": [g.as_dict() for g in self.groups],
+                "failures": self.failures, "calibration_file": self.calibration_file}
+
+
+def score_method(label: str, kind: str, rankings: dict[str, list[tuple[str, float]]], truth: dict[str, str]) -> MethodResult:
+    """Metrics of one method from its per-query rankings [(reference id, score), ...] (best first)."""
+    ids = {q: [r for r, _ in ranked] for q, ranked in rankings.items()}
+    predictions = [(q, r, s) for q, ranked in rankings.items() for r, s in ranked[:PREDICTIONS_PER_QUERY]]
+    curve = metrics.pr_curve(predictions, truth)
+    return MethodResult(
+        label=label, kind=kind, recall={k: metrics.recall_at_k(ids, truth, k) for k in K_VALUES},
+        micro_ap=metrics.micro_ap(curve), recall_at_p90=curve.recall_at_precision(0.90),
+        thresholds={f"p{round(p * 100)}": curve.threshold_for_precision(p) for p in calibration.PRECISIONS}, curve=curve)
+
+
+def _stem(path: str) -> str:
+    return Path(path).stem
+
+
+def _rankings(hits: list[list[SearchHit]], query_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
+    return {q: [(_stem(h.path), h.score) for h in row] for q, row in zip(query_ids, hits)}
+
+
+def _stored_matrix(store: VectorStore, collection: str) -> tuple[list[str], np.ndarray]:
+    ids, rows = [], []
+    for batch in store.iter_rows(collection, output_fields=["path", "vector"]):
+        for r in batch:
+            ids.append(_stem(r["path"]))
+            rows.append(np.asarray(r["vector"], np.float32))
+    return ids, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
+
+
+def pca_whitening(train: np.ndarray, dim: int | None = None, eps_ratio: float = 1e-2):
+    """(mean, projection): x → normalise((x - mean) @ projection), whitened on ``train``'s principal axes.
+
+    ``dim`` components at most (default: all the training set supports); eigenvalues are floored at
+    ``eps_ratio`` x their mean so near-empty directions are not blown up."""
+    mean = train.mean(axis=0)
+    _, sing, vt = np.linalg.svd(train - mean, full_matrices=False)
+    var = sing**2 / max(len(train) - 1, 1)
+    keep = min(dim or len(var), int(np.sum(var > 1e-12)))
+    var, vt = var[:keep], vt[:keep]
+    projection = vt.T / np.sqrt(var + eps_ratio * var.mean())
+    return mean, projection
+
+
+def _apply(mean: np.ndarray, projection: np.ndarray, x: np.ndarray) -> np.ndarray:
+    y = (x - mean) @ projection
+    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+
+
+def _exact_rankings(queries: np.ndarray, refs: np.ndarray, ref_ids: list[str], query_ids: list[str], depth: int,
+                    offsets: np.ndarray | None = None) -> dict[str, list[tuple[str, float]]]:
+    sims = queries @ refs.T
+    if offsets is not None:
+        sims = sims - offsets[:, None]
+    top = np.argsort(-sims, axis=1)[:, :depth]
+    return {q: [(ref_ids[j], float(sims[i, j])) for j in top[i]] for i, q in enumerate(query_ids)}
+
+
+class Evaluation:
+    """One evaluation session: the models, an eval store of its own, and the numbers."""
+
+    def __init__(self, specs: Sequence[ModelSpec], settings: Settings, out: Path, *, milvus_uri: str = ""):
+        self.specs = list(specs)
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        self.base_settings = settings
+        self.settings = settings.model_copy(update={
+            "milvus_uri": milvus_uri or str(out / "eval.db"), "skip_unchanged": False, "collection_prefix": "imsimeval"})
+        self.models = load_specs(self.specs, self.settings)
+        self.report = EvalReport(models={label: {"name": m.info.name, "source": m.info.source, "revision": m.info.revision,
+                                                 "version": m.info.version_tag, "dim": m.dim, "variant": m.info.variant}
+                                         for label, m in self.models.items()}, throughput={})
+
+    def _session(self, prefix: str):
+        settings = self.settings.model_copy(update={"collection_prefix": prefix})
+        store = VectorStore(settings)
+        for name in store.collections():  # a rerun into the same folder starts clean
+            store.client.drop_collection(name)
+        ingestor = Ingestor(settings, models=self.models, store=store)
+        client = Client(settings, models=self.models, store=store)
+        return settings, store, ingestor, client
+
+    def _ingest(self, ingestor: Ingestor, settings: Settings, paths: list[str], what: str) -> None:
+        t0 = time.perf_counter()
+        result = ingest_local(paths, settings, ingestor=ingestor, job_id=f"eval-{what}")
+        wall = time.perf_counter() - t0
+        self.report.failures.update(result.failures)
+        if result.done and "ingest" not in self.report.throughput:
+            self.report.throughput["ingest"] = result.done / wall
+            for label in self.models:
+                seconds = result.timings.get(f"embed:{label}", 0.0)
+                self.report.throughput[label] = result.done / seconds if seconds else 0.0
+
+    def _embed(self, ingestor: Ingestor, paths: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+        done, parts = [], {label: [] for label in self.models}
+        for chunk in chunked(paths, 256):
+            embedded, vectors, result = ingestor.embed_files(chunk)
+            self.report.failures.update(result.failures)
+            done += embedded
+            for label in self.models:
+                parts[label].append(vectors[label])
+        return done, {label: np.concatenate(v) if v else np.zeros((0, self.models[label].dim), np.float32)
+                      for label, v in parts.items()}
+
+    # --- copy detection --------------------------------------------------------------------------
+    def copydetect(self, bench: Benchmark, fusions: Sequence[str], *, whiten: bool = False, score_norm: bool = False,
+                   depth: int = 50) -> list[MethodResult]:
+        settings, store, ingestor, client = self._session("imsimeval")
+        self.report.bench = {"root": str(bench.root), "references": len(bench.references), "queries": len(bench.queries),
+                             "queries_with_copy": len(bench.truth), "background": len(bench.background)}
+        try:
+            self._ingest(ingestor, settings, sorted(bench.references.values()), "references")
+            paths, queries = self._embed(ingestor, sorted(bench.queries.values()))
+            query_ids = [_stem(p) for p in paths]
+            truth = {q: r for q, r in bench.truth.items() if q in set(query_ids)}
+            results = []
+            for label in self.models:
+                hits = client.search_batch({label: queries[label]}, k=depth, fusion="none")
+                result = score_method(label, "model", _rankings(hits, query_ids), truth)
+                info = self.models[label].info
+                result.calibration_key = calibration.version_key(info.name, info.version_tag)
+                results.append(result)
+            if len(self.models) > 1:
+                for method in fusions:
+                    hits = client.search_batch(queries, k=depth, fusion=method)
+                    result = score_method(f"fused:{method}", "fusion", _rankings(hits, query_ids), truth)
+                    if method == "weighted":
+                        result.calibration_key = calibration.fused_key(
+                            "weighted", {self.models[l].info.name: self.models[l].info.version_tag for l in self.models},
+                            settings.weights or None)
+                    results.append(result)
+            if whiten or score_norm:
+                results += self._variants(store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth)
+        finally:
+            ingestor.close()
+            store.close()
+        self.report.copydetect = results
+        return results
+
+    def _variants(self, store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth):  # noqa: ANN001
+        background = {}
+        if score_norm:
+            if not bench.background:
+                raise ImsimError("--score-norm needs background images: build the benchmark with --background N")
+            _, background = self._embed(ingestor, sorted(bench.background.values()))
+        out = []
+        for label in self.models:
+            ref_ids, refs = _stored_matrix(store, client.collection(label))
+            q = queries[label]
+            if whiten:
+                mean, projection = pca_whitening(refs)
+                ranked = _exact_rankings(_apply(mean, projection, q), _apply(mean, projection, refs), ref_ids, query_ids, depth)
+                out.append(score_method(f"{label}+pcaw", "variant", ranked, truth))
+            if score_norm:
+                offsets = (q @ background[label].T).max(axis=1)  # similarity to the nearest background image
+                out.append(score_method(f"{label}+norm", "variant", _exact_rankings(q, refs, ref_ids, query_ids, depth, offsets), truth))
+        return out
+
+    def save_calibration(self) -> Path | None:
+        entries = {}
+        for result in self.report.copydetect:
+            if result.calibration_key and any(v is not None for v in result.thresholds.values()):
+                entries[result.calibration_key] = {
+                    "threshold_p90": result.thresholds["p90"], "threshold_p95": result.thresholds["p95"], "label": result.label,
+                    "micro_ap": round(result.micro_ap, 4), "benchmark": self.report.bench.get("root", ""),
+                    "queries": self.report.bench.get("queries", 0)}
+        if not entries:
+            return None
+        calibration.save(self.out, entries)
+        file = calibration.save(self.base_settings.data_dir, entries)
+        self.report.calibration_file = str(file)
+        return file
+
+    # --- groups ----------------------------------------------------------------------------------
+    def groups(self, groups: Groups, fusions: Sequence[str]) -> list[GroupResult]:
+        settings, store, ingestor, client = self._session("imsimevalgroups")
+        paths = sorted(groups.members)  # a missing file is recorded as a failure, like any ingest
+        self.report.group_info = {"images": len(paths), "groups": len(set(groups.members.values()))}
+        try:
+            self._ingest(ingestor, settings, paths, "groups")
+            embedded, vectors = self._embed(ingestor, paths)
+            membership = {p: groups.members[p] for p in embedded}
+            depth = len(embedded)
+            methods = [(label, "model", {label: vectors[label]}, "none") for label in self.models]
+            if len(self.models) > 1:
+                methods += [(f"fused:{m}", "fusion", vectors, m) for m in fusions]
+            results = []
+            for label, kind, queries, method in methods:
+                hits = client.search_batch(queries, k=depth, fusion=method)
+                rankings = {p: [h.path for h in row] for p, row in zip(embedded, hits)}
+                results.append(GroupResult(label, kind, metrics.mean_average_precision(rankings, membership),
+                                           {k: metrics.group_recall_at_k(rankings, membership, k) for k in K_VALUES}))
+        finally:
+            ingestor.close()
+            store.close()
+        self.report.groups = results
+        return results

@@ -1,0 +1,218 @@
+"""The evaluation harness: metrics against hand-computed values, the benchmark builder, and full runs with tiny models."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imsim.errors import ImsimError
+from imsim.eval import calibration, edits, metrics
+from imsim.eval.build import Benchmark, Groups, build_copydetect
+from imsim.eval.runner import Evaluation, parse_models, pca_whitening
+
+from .conftest import SAMPLES, make_settings, settings_env
+from .test_cli import imsim
+
+# --- metrics on fixed rankings ---------------------------------------------------------------------
+
+
+def test_micro_ap_recall_at_precision_and_thresholds_by_hand():
+    truth = {"q1": "r1", "q2": "r2", "q3": "r3"}  # q4 has no copy
+    predictions = [("q1", "r1", 0.9), ("q4", "r9", 0.8), ("q2", "r2", 0.7), ("q2", "r5", 0.6), ("q3", "r7", 0.5),
+                   ("q1", "r1", 0.4)]  # the repeated pair counts once, at its best score
+    curve = metrics.pr_curve(predictions, truth)
+    # ranked: TP FP TP FP FP -> precision 1, 1/2, 2/3, 1/2, 2/5; recall 1/3, 1/3, 2/3, 2/3, 2/3
+    np.testing.assert_allclose(curve.precision, [1, 0.5, 2 / 3, 0.5, 0.4])
+    np.testing.assert_allclose(curve.recall, [1 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3])
+    assert metrics.micro_ap(curve) == pytest.approx(1 * 1 / 3 + 2 / 3 * 1 / 3)  # 0.5556
+    assert curve.recall_at_precision(0.9) == pytest.approx(1 / 3)
+    assert curve.recall_at_precision(0.6) == pytest.approx(2 / 3)
+    assert curve.threshold_for_precision(0.9) == 0.9
+    assert curve.threshold_for_precision(0.5) == 0.6  # score >= 0.6: 2 of 4 right
+    assert metrics.pr_curve([("q4", "r1", 0.9)], truth).threshold_for_precision(0.5) is None
+
+
+def test_tied_scores_share_a_threshold():
+    truth = {"a": "x", "b": "y"}
+    curve = metrics.pr_curve([("a", "x", 0.8), ("b", "z", 0.8), ("b", "y", 0.5)], truth)
+    # at 0.8 both predictions come together: precision 1/2 there, never 1
+    assert curve.threshold_for_precision(0.9) is None and curve.threshold_for_precision(0.5) == 0.5
+
+
+def test_recall_at_k_and_group_metrics_by_hand():
+    truth = {"q1": "r1", "q2": "r2", "q3": "r3"}
+    rankings = {"q1": ["r1", "r4"], "q2": ["r4", "r5", "r2"], "q3": ["r9"], "q4": ["r1"]}
+    assert metrics.recall_at_k(rankings, truth, 1) == pytest.approx(1 / 3)
+    assert metrics.recall_at_k(rankings, truth, 3) == pytest.approx(2 / 3)
+    assert metrics.average_precision(["a", "x", "b", "y"], {"a", "b", "c"}) == pytest.approx((1 + 2 / 3) / 3)
+    groups = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "c1": "C"}
+    group_rankings = {"a1": ["a1", "b1", "a2", "a3"], "b1": ["b2", "a1"], "c1": ["a1"]}
+    # a1: relevant {a2, a3} at ranks 2 and 3 (itself removed) -> (1/2 + 2/3)/2; b1: b2 at rank 1 -> 1; c1: no other member
+    assert metrics.mean_average_precision(group_rankings, groups) == pytest.approx(((1 / 2 + 2 / 3) / 2 + 1) / 2)
+    assert metrics.group_recall_at_k(group_rankings, groups, 1) == pytest.approx(1 / 2)
+    assert metrics.group_recall_at_k(group_rankings, groups, 2) == pytest.approx(1.0)
+
+
+def test_pca_whitening_decorrelates_the_training_set():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 8))
+    mean, projection = pca_whitening(x, eps_ratio=0.0)
+    y = (x - mean) @ projection
+    np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(8), atol=1e-6)
+
+
+def test_model_specs():
+    specs = parse_models("clip, dinov2@dinov2_pooling=cls+gem;dinov2_revision=main")
+    assert [(s.label, s.name, s.overrides) for s in specs] == [
+        ("clip", "clip", {}), ("dinov2@dinov2_pooling=cls+gem;dinov2_revision=main", "dinov2",
+                               {"dinov2_pooling": "cls+gem", "dinov2_revision": "main"})]
+    with pytest.raises(ImsimError, match="not SETTING=VALUE"):
+        parse_models("dinov2@nonsense=1")
+
+
+# --- edits and the benchmark builder ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefer_augly", [True, False])
+def test_every_edit_runs_and_is_reproducible(prefer_augly):
+    photo = Image.open(SAMPLES / "photos" / "chelsea.jpg").convert("RGB")
+    table = edits.edits(prefer_augly)
+    assert set(table) == {"crop", "resize", "rotate", "flip", "jitter", "grayscale", "blur", "jpeg", "pad", "text", "emoji",
+                          "screenshot"}
+    assert (table["emoji"] is edits.emoji_augly) == prefer_augly  # AugLy is installed with the test extras
+    for name, edit in table.items():
+        a, description = edit(photo, random.Random(5))
+        b, _ = edit(photo, random.Random(5))
+        assert a.mode == "RGB" and description and np.array_equal(np.asarray(a), np.asarray(b)), name
+        assert not np.array_equal(np.asarray(a.resize(photo.size)), np.asarray(photo)), f"{name} changed nothing"
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_build_copydetect_splits_and_reproduces(tmp_path):
+    manifest = build_copydetect(SAMPLES, tmp_path / "b1", queries=12, negatives=6, background=3, seed=3)
+    assert (manifest["references"], manifest["queries_with_copy"], manifest["queries_without_copy"], manifest["background"]) \
+        == (38 - 6 - 3, 12, 6, 3)
+    bench = Benchmark.load(tmp_path / "b1")
+    assert len(bench.queries) == 18 and len(bench.truth) == 12 and len(bench.references) == 29 and len(bench.background) == 3
+    rows = list(csv.DictReader(open(tmp_path / "b1" / "queries.csv")))
+    source_of = {p.name: sha(p) for p in SAMPLES.rglob("*") if p.suffix in (".jpg", ".png")}
+    reference_hashes = {sha(p) for p in bench.references.values()}
+    for row in rows:
+        if row["reference_id"]:  # the reference file is a byte copy of the query's source image
+            assert sha(bench.references[row["reference_id"]]) == source_of[row["source"]]
+        else:  # no copy: the source was held out of the references
+            assert source_of[row["source"]] not in reference_hashes
+        assert row["edits"]
+    assert len({r["reference_id"] for r in rows if r["reference_id"]}) == 12  # distinct references
+    gt = list(csv.reader(open(tmp_path / "b1" / "ground_truth.csv")))
+    assert gt[0] == ["query_id", "reference_id"] and len(gt) == 13
+    build_copydetect(SAMPLES, tmp_path / "b2", queries=12, negatives=6, background=3, seed=3)
+    for sub in ("queries", "references", "background"):
+        assert {p.name: sha(p) for p in (tmp_path / "b1" / sub).iterdir()} == {p.name: sha(p) for p in (tmp_path / "b2" / sub).iterdir()}
+    with pytest.raises(ImsimError, match="not empty"):
+        build_copydetect(SAMPLES, tmp_path / "b1", queries=2, negatives=1)
+    with pytest.raises(ImsimError, match="too few"):
+        build_copydetect(SAMPLES, tmp_path / "b3", queries=40, negatives=1)
+
+
+# --- full runs ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench") / "b"
+    build_copydetect(SAMPLES, root, queries=16, negatives=8, background=4, seed=1)
+    return root
+
+
+def exact_recall_at_1(settings, bench: Benchmark, name: str) -> float:
+    """Independent of the runner: embed with the Client (PIL path) and search by numpy."""
+    from imsim.query import Client
+
+    client = Client(settings.model_copy(update={"models": name}))
+    refs = sorted(bench.references)
+    ref_vecs = client.embed_many([bench.references[r] for r in refs], name)[name]
+    queries = sorted(bench.truth)
+    q_vecs = client.embed_many([bench.queries[q] for q in queries], name)[name]
+    best = np.argmax(q_vecs @ ref_vecs.T, axis=1)
+    return float(np.mean([refs[j] == bench.truth[q] for q, j in zip(queries, best)]))
+
+
+def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_path, small_bench):
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    evaluation = Evaluation(parse_models("clip,dinov2"), settings, tmp_path / "out")
+    results = {r.label: r for r in evaluation.copydetect(Benchmark.load(small_bench), ["rrf", "weighted"], whiten=True,
+                                                         score_norm=True)}
+    assert set(results) == {"clip", "dinov2", "fused:rrf", "fused:weighted", "clip+pcaw", "clip+norm", "dinov2+pcaw",
+                            "dinov2+norm"}
+    bench = Benchmark.load(small_bench)
+    for name in ("clip", "dinov2"):
+        assert results[name].recall[1] == pytest.approx(exact_recall_at_1(settings, bench, name))
+        assert results[name].calibration_key == calibration.version_key(name, evaluation.models[name].info.version_tag)
+    for r in results.values():
+        assert 0 <= r.recall[1] <= r.recall[3] <= r.recall[10] <= 1 and 0 <= r.micro_ap <= 1
+    assert evaluation.report.throughput["clip"] > 0 and evaluation.report.throughput["ingest"] > 0
+    assert evaluation.save_calibration() == calibration.path(settings.data_dir)
+    stored = calibration.load(settings.data_dir)
+    calibrated = [r for r in results.values() if r.calibration_key and r.thresholds["p95"] is not None]
+    assert calibrated and {r.calibration_key for r in calibrated} <= set(stored)
+    for r in calibrated:
+        assert stored[r.calibration_key]["threshold_p95"] == r.thresholds["p95"]
+        assert calibration.threshold(settings.data_dir, r.calibration_key, 0.95)[0] == r.thresholds["p95"]
+    assert not any(r.calibration_key for r in results.values() if r.kind == "variant" or r.label == "fused:rrf")
+
+
+def test_group_run_matches_an_independent_map(tiny_model_dirs, tmp_path):
+    """Groups: each photo with two edited copies of itself."""
+    rows, folder = [], tmp_path / "groups"
+    folder.mkdir()
+    for i, photo in enumerate(sorted((SAMPLES / "photos").glob("*.jpg"))[:6]):
+        image = Image.open(photo).convert("RGB")
+        for j in range(3):
+            out = folder / f"{photo.stem}-{j}.jpg"
+            (edits.random_edit(image, random.Random(f"{i}{j}"), max_edits=1)[0] if j else image).save(out)
+            rows.append({"path": out.name, "group": photo.stem})
+    with open(folder / "groups.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    groups = Groups.load(folder / "groups.csv")
+    evaluation = Evaluation(parse_models("clip,dinov2"), settings, tmp_path / "out")
+    results = {r.label: r for r in evaluation.groups(groups, ["rrf"])}
+    assert set(results) == {"clip", "dinov2", "fused:rrf"}
+    from imsim.query import Client
+
+    paths = sorted(groups.members)
+    vecs = Client(settings.model_copy(update={"models": "dinov2"})).embed_many(paths, "dinov2")["dinov2"]
+    order = np.argsort(-(vecs @ vecs.T), axis=1)
+    rankings = {p: [paths[j] for j in order[i]] for i, p in enumerate(paths)}
+    assert results["dinov2"].map == pytest.approx(metrics.mean_average_precision(rankings, groups.members), abs=1e-6)
+
+
+def test_cli_build_and_run_write_a_report_with_plots(tiny_model_dirs, tmp_path):
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    built = json.loads(imsim(env, "eval", "build-copydetect", "--refs", str(SAMPLES), "--out", str(tmp_path / "bench"),
+                             "--queries", "10", "--negatives", "5", "--no-augly").stdout)
+    assert built["edit_backend"] == "pillow" and built["queries_with_copy"] == 10
+    out = tmp_path / "report"
+    imsim(env, "eval", "run", "--bench", str(tmp_path / "bench"), "--out", str(out), "--models", "clip,dinov2",
+          "--fusion", "rrf,weighted")
+    text = (out / "report.md").read_text()
+    assert "| fused:weighted |" in text and "µAP" in text and "![pr_curves.png](pr_curves.png)" in text
+    data = json.loads((out / "report.json").read_text())
+    assert {m["label"] for m in data["copydetect"]} == {"clip", "dinov2", "fused:rrf", "fused:weighted"}
+    assert data["command"].startswith("imsim eval run --bench")
+    for plot in ("pr_curves.png", "recall_at_k.png"):
+        assert Image.open(out / plot).size[0] > 500
+    proc = imsim(env, "eval", "run", "--out", str(out), check=False)
+    assert proc.returncode == 2 and "--bench" in proc.stderr
