@@ -353,6 +353,53 @@ def _write_gallery(client, hits, *, query, text, like, fusion, html_out, png_out
 
 
 @app.command()
+def duplicates(
+    model: Annotated[Optional[str], typer.Option("--model", help="A model, or 'fused' (weighted mean of every model's cosine). "
+                                                 "Default: the copy-oriented model (sscd, else dinov2).")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Similarity at or above which two images are duplicates "
+                                                       "(default: the calibrated 95 %-precision threshold).")] = None,
+    precision: Annotated[float, typer.Option(help="Which calibrated threshold to use: 0.9 or 0.95.")] = 0.95,
+    neighbours: Annotated[int, typer.Option(help="Nearest images checked per image.")] = 16,
+    path_prefix: Annotated[str, typer.Option("--under", help="Only images under this folder.")] = "",
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write group,id,path,best_score rows to this file.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json-out", help="Write the groups (members and edges) as JSON to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,
+) -> None:
+    """Groups of near-duplicate stored images (connected components of pairs above the threshold)."""
+    from .duplicates import find_groups
+    from .expr import Where
+
+    if precision not in (0.9, 0.95):
+        raise ImsimError("--precision must be 0.9 or 0.95 (the thresholds imsim eval run stores)")
+    client = _client()
+    groups, used, model_used = find_groups(client, model=model, threshold=threshold, precision=precision, neighbours=neighbours,
+                                           where=Where(path_prefix=path_prefix) if path_prefix else None)
+    err.print(f"model {model_used}, threshold {used.value:.4f} ({used.source}): {len(groups)} groups, "
+              f"{sum(len(g.members) for g in groups)} images")
+    if csv_out:
+        import csv
+
+        with open(csv_out, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["group", "id", "path", "best_score"])
+            for n, g in enumerate(groups, 1):
+                for member_id, path in g.members:
+                    best = max((sc for a, b, sc in g.edges if member_id in (a, b)), default=0.0)
+                    writer.writerow([n, member_id, path, f"{best:.4f}"])
+    payload = {"model": model_used, "threshold": used.value, "threshold_source": used.source,
+               "groups": [g.as_dict() for g in groups]}
+    if json_out:
+        json_out.write_text(json.dumps(payload, indent=2))
+    if as_json:
+        console.print_json(json.dumps(payload))
+        return
+    for n, g in enumerate(groups, 1):
+        console.print(f"[bold]group {n}[/]: {len(g.members)} images, best {g.best:.4f}", highlight=False)
+        for _, path in g.members:
+            console.print(f"  {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """imsim's collections with their model, dimension and row count."""
     found = _client().collections()

@@ -1,0 +1,155 @@
+"""Near-duplicate groups: stored images whose similarity exceeds a threshold, joined into connected components.
+
+Each stored image is searched against its model's collection for its ``neighbours`` nearest images; a
+pair at or above the threshold is an edge, and groups are the connected components of those edges (so
+A~B and B~C put A, B and C together). ``model="fused"`` scores a pair by the weighted mean of every
+model's cosine: since that mean never exceeds the largest cosine, pairs found by any single model at
+the threshold are complete candidates, and each is then scored exactly from the stored vectors.
+
+The threshold is, in order: the one given; the one ``imsim eval run`` measured for this model version
+(95 % precision by default, :mod:`imsim.eval.calibration`); a per-family default measured on a labelled
+set (:data:`DEFAULT_THRESHOLDS`, see docs/duplicates.md); otherwise a clear error, because a similarity
+scale without a measurement is a guess (immich users report thousands of false duplicates from one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import fusion as fusion_maths
+from .errors import ImsimError
+from .eval import calibration
+from .expr import Where, both
+from .query import Client
+
+# Family defaults, each measured on a labelled copy-detection set (docs/duplicates.md says how and what precision).
+DEFAULT_THRESHOLDS: dict[str, tuple[float, str]] = {}
+COPY_ORIENTED = ("sscd", "dinov2")  # preferred when no model is named, in this order
+
+
+@dataclass
+class Group:
+    members: list[tuple[str, str]]  # (row id, path), sorted by path
+    edges: list[tuple[str, str, float]] = field(default_factory=list)  # (id, id, score) at or above the threshold
+
+    @property
+    def best(self) -> float:
+        return max((s for _, _, s in self.edges), default=0.0)
+
+    def as_dict(self) -> dict:
+        return {"size": len(self.members), "best_score": round(self.best, 4),
+                "members": [{"id": i, "path": p} for i, p in self.members],
+                "edges": [{"a": a, "b": b, "score": round(s, 4)} for a, b, s in self.edges]}
+
+
+@dataclass
+class Threshold:
+    value: float
+    source: str  # where the value came from, in words
+
+
+def components(ids: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> list[list[str]]:
+    """Connected components (union-find) of the graph; singletons left out."""
+    parent = {i: i for i in ids}
+
+    def root(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b, _ in edges:
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[str, list[str]] = {}
+    for i in parent:
+        groups.setdefault(root(i), []).append(i)
+    return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
+
+
+def default_model(client: Client) -> str:
+    names = client.settings.model_names
+    for name in COPY_ORIENTED:
+        if name in names:
+            return name
+    return "fused" if len(names) > 1 else names[0]
+
+
+def resolve_threshold(client: Client, model: str, given: float | None, precision: float = 0.95) -> Threshold:
+    if given is not None:
+        return Threshold(given, "given")
+    names = client.settings.model_names if model == "fused" else [model]
+    versions = {n: client.store.properties(client.collection(n)).get("version", "") for n in names}
+    key = (calibration.fused_key("weighted", versions, client.settings.weights or None) if model == "fused"
+           else calibration.version_key(model, versions[model]))
+    measured = calibration.threshold(client.settings.data_dir, key, precision)
+    if measured is not None:
+        value, record = measured
+        return Threshold(value, f"calibrated: {round(precision * 100)} % precision on {record.get('benchmark', '?')} "
+                                f"({record.get('measured_at', '?')}, {key})")
+    if model in DEFAULT_THRESHOLDS:
+        value, why = DEFAULT_THRESHOLDS[model]
+        return Threshold(value, f"default for {model}: {why}")
+    raise ImsimError(f"no threshold for {key}: measure one on your images with `imsim eval run --bench ...` (it stores the "
+                     f"{round(precision * 100)} %-precision threshold for this model version), or pass --threshold")
+
+
+def find_groups(client: Client, *, model: str | None = None, threshold: float | None = None, precision: float = 0.95,
+                neighbours: int = 16, where: Where | None = None, batch: int = 256) -> tuple[list[Group], Threshold, str]:
+    """(groups, threshold used, model used), largest group first."""
+    model = model or default_model(client)
+    names = client.settings.model_names if model == "fused" else [model]
+    if model == "fused" and len(names) < 2:
+        raise ImsimError("--model fused needs at least two models in IMSIM_MODELS")
+    chosen = resolve_threshold(client, model, threshold, precision)
+    expression = both(where.expression() if where else "")
+    paths: dict[str, str] = {}
+    candidates: dict[tuple[str, str], float] = {}
+    for name in names:
+        collection = client.collection(name)
+        for rows in client.store.iter_rows(collection, filter=expression, output_fields=["path", "vector"], batch=batch):
+            rows = [r for r in rows if where is None or where.accepts(r["path"])]
+            if not rows:
+                continue
+            paths.update({r["id"]: r["path"] for r in rows})
+            vectors = np.stack([np.asarray(r["vector"], np.float32) for r in rows])
+            for row, hits in zip(rows, client.store.search(collection, vectors, neighbours + 1, filter=expression)):
+                for hit in hits:
+                    if hit.id != row["id"] and hit.score >= chosen.value:
+                        pair = (min(row["id"], hit.id), max(row["id"], hit.id))
+                        candidates[pair] = max(candidates.get(pair, -1.0), hit.score)
+                        paths.setdefault(hit.id, str(hit.fields.get("path", "")))
+    edges = _fused_edges(client, names, candidates, chosen.value) if model == "fused" else [
+        (a, b, s) for (a, b), s in candidates.items()]
+    if where is not None:
+        edges = [(a, b, s) for a, b, s in edges if where.accepts(paths.get(a, "")) and where.accepts(paths.get(b, ""))]
+    by_member: dict[str, list[tuple[str, str, float]]] = {}
+    for edge in edges:
+        by_member.setdefault(edge[0], []).append(edge)
+    groups = []
+    for members in components(paths, edges):
+        group_edges = sorted({e for m in members for e in by_member.get(m, [])}, key=lambda e: -e[2])
+        groups.append(Group(sorted(((m, paths[m]) for m in members), key=lambda mp: mp[1]), group_edges))
+    return groups, chosen, model
+
+
+def _fused_edges(client: Client, names: Sequence[str], candidates: dict[tuple[str, str], float],
+                 threshold: float) -> list[tuple[str, str, float]]:
+    """Score each candidate pair by the weighted mean of every model's exact cosine (stored vectors)."""
+    ids = sorted({i for pair in candidates for i in pair})
+    vectors = {n: client.store.get_vectors(client.collection(n), ids) for n in names}
+    edges = []
+    for a, b in candidates:
+        scores = {n: {"pair": float(np.dot(vectors[n][a], vectors[n][b]))} for n in names if a in vectors[n] and b in vectors[n]}
+        if len(scores) != len(names):
+            continue  # a pair some model has not embedded cannot be fused
+        fused = fusion_maths.weighted(scores, client.settings.weights or None)["pair"]
+        if fused >= threshold:
+            edges.append((a, b, fused))
+    return edges

@@ -1,0 +1,109 @@
+"""Near-duplicate groups over stored images: connected components above a calibrated (or given) threshold."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from imsim.duplicates import components, find_groups
+from imsim.errors import ImsimError
+from imsim.eval import calibration
+from imsim.expr import Where
+from imsim.images import discover
+from imsim.ingest import Ingestor, ingest_local
+from imsim.query import Client
+from imsim.store import VectorStore
+
+from .conftest import SAMPLES, make_settings, settings_env
+from .test_cli import imsim
+
+
+def test_components_join_chains_and_drop_singletons():
+    edges = [("a", "b", 0.9), ("b", "c", 0.95), ("x", "y", 0.99)]
+    assert components(["a", "b", "c", "d", "x", "y"], edges) == [["a", "b", "c"], ["x", "y"]]
+    assert components(["a"], []) == []
+
+
+@pytest.fixture()
+def copies(tmp_path):
+    """Ten photos; three of them also stored as byte copies and lossless PNG copies under other names."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photos = sorted((SAMPLES / "photos").glob("*.jpg"))[:10]
+    for p in photos:
+        shutil.copyfile(p, folder / p.name)
+    expected = []
+    for p in photos[:3]:
+        shutil.copyfile(p, folder / f"{p.stem}-copy.jpg")
+        Image.open(p).save(folder / f"{p.stem}-lossless.png")
+        expected.append(sorted(str(folder / n) for n in (p.name, f"{p.stem}-copy.jpg", f"{p.stem}-lossless.png")))
+    return folder, sorted(expected, key=lambda g: g[0])
+
+
+@pytest.fixture()
+def stored(tiny_model_dirs, tmp_path, copies):
+    folder, expected = copies
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    store = VectorStore(settings)
+    ingestor = Ingestor(settings, store=store)
+    ingest_local(discover([folder]), settings, ingestor=ingestor)
+    ingestor.close()
+    yield Client(settings, store=store), expected
+    store.close()
+
+
+def paths_of(groups):
+    return sorted((sorted(p for _, p in g.members) for g in groups), key=lambda g: g[0])
+
+
+def test_groups_from_a_given_threshold_per_model_and_fused(stored):
+    client, expected = stored
+    for model in ("dinov2", "clip", "fused"):
+        groups, used, name = find_groups(client, model=model, threshold=0.9999)
+        assert paths_of(groups) == expected and used.source == "given" and name == model
+        assert all(s >= 0.9999 for g in groups for _, _, s in g.edges)
+
+
+def test_calibrated_threshold_is_used_and_missing_ones_are_a_clear_error(stored):
+    client, expected = stored
+    with pytest.raises(ImsimError, match="no threshold for dinov2@.*imsim eval run"):
+        find_groups(client)  # IMSIM_MODELS=clip,dinov2: the copy-oriented default is dinov2
+    version = client.store.properties(client.collection("dinov2"))["version"]
+    calibration.save(client.settings.data_dir, {calibration.version_key("dinov2", version): {
+        "threshold_p90": 0.99, "threshold_p95": 0.9999, "benchmark": "/bench/x"}})
+    groups, used, model = find_groups(client)
+    assert model == "dinov2" and used.value == 0.9999 and "calibrated: 95 % precision on /bench/x" in used.source
+    assert paths_of(groups) == expected
+    looser, used, _ = find_groups(client, precision=0.9)
+    assert used.value == 0.99 and sum(len(g.members) for g in looser) >= sum(len(g.members) for g in groups)
+
+
+def test_filters_limit_the_groups(stored, copies):
+    client, expected = stored
+    folder, _ = copies
+    only = expected[0][0].rsplit("/", 1)[1].split("-")[0].split(".")[0]  # the stem of one photo with copies
+    groups, _, _ = find_groups(client, model="dinov2", threshold=0.9999, where=Where(path_glob=str(folder / f"{only}*")))
+    assert paths_of(groups) == [expected[0]]
+
+
+def test_cli_exports_csv_and_json(tiny_model_dirs, tmp_path, copies):
+    folder, expected = copies
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    imsim(env, "ingest", "--local", str(folder))
+    out_csv, out_json = tmp_path / "dups.csv", tmp_path / "dups.json"
+    proc = imsim(env, "duplicates", "--model", "fused", "--threshold", "0.9999", "--csv", str(out_csv), "--json-out", str(out_json))
+    assert "3 groups, 9 images" in proc.stderr and "threshold 0.9999 (given)" in proc.stderr
+    rows = list(csv.DictReader(open(out_csv)))
+    by_group: dict[str, list[str]] = {}
+    for row in rows:
+        by_group.setdefault(row["group"], []).append(row["path"])
+        assert float(row["best_score"]) >= 0.9999
+    assert sorted(sorted(g) for g in by_group.values()) == expected
+    data = json.loads(out_json.read_text())
+    assert data["model"] == "fused" and len(data["groups"]) == 3 and all(g["size"] == 3 for g in data["groups"])
+    proc = imsim(env, "duplicates", check=False)
+    assert proc.returncode == 2 and "no threshold for dinov2@" in proc.stderr
