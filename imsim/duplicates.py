@@ -86,7 +86,7 @@ def resolve_threshold(client: Client, model: str, given: float | None, precision
         return Threshold(given, "given")
     names = client.settings.model_names if model == "fused" else [model]
     versions = {n: client.store.properties(client.collection(n)).get("version", "") for n in names}
-    key = (calibration.fused_key("weighted", versions, client.settings.weights or None) if model == "fused"
+    key = (calibration.fused_key("weighted", list(versions.items()), client.settings.weights or None) if model == "fused"
            else calibration.version_key(model, versions[model]))
     measured = calibration.threshold(client.settings.data_dir, key, precision)
     if measured is not None:

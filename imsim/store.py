@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ from .errors import DimensionMismatch, StoreError, StoreUnavailable
 from .models.base import ModelInfo
 from .settings import Settings, redact
 
+
+
+# gRPC's C core prints keepalive notices ("GOAWAY ... too_many_pings") from Milvus Lite's server to stderr;
+# failed calls still raise, so they are silenced unless the user asks for gRPC logs.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
 def _quiet_pymilvus() -> None:

@@ -68,10 +68,11 @@ def test_pca_whitening_decorrelates_the_training_set():
 
 
 def test_model_specs():
-    specs = parse_models("clip, dinov2@dinov2_pooling=cls+gem;dinov2_revision=main")
+    specs = parse_models("clip, dinov2@dinov2_pooling=cls+gem;dinov2_revision=main, gem=dinov2@dinov2_pooling=cls+gem")
     assert [(s.label, s.name, s.overrides) for s in specs] == [
         ("clip", "clip", {}), ("dinov2@dinov2_pooling=cls+gem;dinov2_revision=main", "dinov2",
-                               {"dinov2_pooling": "cls+gem", "dinov2_revision": "main"})]
+                               {"dinov2_pooling": "cls+gem", "dinov2_revision": "main"}),
+        ("gem", "dinov2", {"dinov2_pooling": "cls+gem"})]
     with pytest.raises(ImsimError, match="not SETTING=VALUE"):
         parse_models("dinov2@nonsense=1")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ def version_key(name: str, version_tag: str) -> str:
     return f"{name}@{version_tag}"
 
 
-def fused_key(method: str, versions: Mapping[str, str], weights: Mapping[str, float] | None = None) -> str:
-    """A fusion's key: its method, each member version and (for weighted) the weights."""
-    parts = [version_key(n, t) + (f"*{weights[n]:g}" if weights and n in weights else "") for n, t in sorted(versions.items())]
+def fused_key(method: str, versions: Sequence[tuple[str, str]], weights: Mapping[str, float] | None = None) -> str:
+    """A fusion's key: its method, each member version (name, version tag) and (for weighted) the weights."""
+    parts = [version_key(n, t) + (f"*{weights[n]:g}" if weights and n in weights else "") for n, t in sorted(versions)]
     return f"{method}({','.join(parts)})"
 
 

@@ -48,17 +48,21 @@ class ModelSpec:
 
 
 def parse_models(text: str) -> list[ModelSpec]:
-    """``clip,dinov2,dinov2@dinov2_pooling=cls+gem;dinov2_model=...`` → specs (overrides separated by ``;``)."""
+    """``clip,dinov2,gem=dinov2@dinov2_pooling=cls+gem;dinov2_model=...`` → specs.
+
+    A spec is ``[LABEL=]NAME[@SETTING=VALUE;...]``; the label (default: the spec as written) names it in reports."""
     specs = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, rest = part.partition("@")
+        head, _, rest = part.partition("@")
+        label, _, name = head.rpartition("=")
+        label = label.strip() or part
         overrides = {}
         for item in filter(None, rest.split(";")):
             key, sep, value = item.partition("=")
             if not sep or key.strip() not in Settings.model_fields:
                 raise ImsimError(f"model spec {part!r}: {item!r} is not SETTING=VALUE for a known setting")
             overrides[key.strip()] = value.strip()
-        specs.append(ModelSpec(part, name.strip(), overrides))
+        specs.append(ModelSpec(label, name.strip(), overrides))
     if not specs:
         raise ImsimError("no models to evaluate")
     if len({s.label for s in specs}) != len(specs):
@@ -226,6 +230,16 @@ class Evaluation:
         return done, {label: np.concatenate(v) if v else np.zeros((0, self.models[label].dim), np.float32)
                       for label, v in parts.items()}
 
+    def _stored_vectors(self, store: VectorStore, client: Client, paths: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+        """The stored vectors of ``paths`` (the ones every model has), in order: queries that need no second embedding."""
+        from ..images import path_id
+
+        ids = {path_id(p): p for p in paths}
+        found = {label: store.get_vectors(client.collection(label), list(ids)) for label in self.models}
+        embedded = [p for i, p in ids.items() if all(i in f for f in found.values())]
+        return embedded, {label: np.stack([found[label][path_id(p)] for p in embedded]) if embedded
+                          else np.zeros((0, self.models[label].dim), np.float32) for label in self.models}
+
     # --- copy detection --------------------------------------------------------------------------
     def copydetect(self, bench: Benchmark, fusions: Sequence[str], *, whiten: bool = False, score_norm: bool = False,
                    depth: int = 50) -> list[MethodResult]:
@@ -250,8 +264,7 @@ class Evaluation:
                     result = score_method(f"fused:{method}", "fusion", _rankings(hits, query_ids), truth)
                     if method == "weighted":
                         result.calibration_key = calibration.fused_key(
-                            "weighted", {self.models[l].info.name: self.models[l].info.version_tag for l in self.models},
-                            settings.weights or None)
+                            "weighted", [(m.info.name, m.info.version_tag) for m in self.models.values()], settings.weights or None)
                     results.append(result)
             if whiten or score_norm:
                 results += self._variants(store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth)
@@ -302,7 +315,7 @@ class Evaluation:
         self.report.group_info = {"images": len(paths), "groups": len(set(groups.members.values()))}
         try:
             self._ingest(ingestor, settings, paths, "groups")
-            embedded, vectors = self._embed(ingestor, paths)
+            embedded, vectors = self._stored_vectors(store, client, paths)
             membership = {p: groups.members[p] for p in embedded}
             depth = len(embedded)
             methods = [(label, "model", {label: vectors[label]}, "none") for label in self.models]

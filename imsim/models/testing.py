@@ -241,13 +241,59 @@ def tiny_sscd_module(width: int = 16, dim: int = 32, seed: int = 0):
     return TinySSCD().eval()
 
 
-def build_tiny_sscd(path: str | Path, seed: int = 0) -> Path:
-    """A TorchScript file with SSCD's interface (NCHW float → (N, 512-like) descriptor), as Meta publishes it."""
+def resnet50_sscd_module(dim: int = 512, seed: int = 0):
+    """SSCD's published architecture with random weights: ResNet-50 trunk, GeM (p=3), 2048→512 projection, L2.
+
+    Plain torch (torchvision has no CPU build here); for speed measurements, not for similarity."""
+    import torch
+    from torch import nn
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin: int, mid: int, stride: int):
+            super().__init__()
+            cout = mid * 4
+            self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
+            self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(mid)
+            self.conv3, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = torch.relu(self.bn2(self.conv2(y)))
+            return torch.relu(self.bn3(self.conv3(y)) + self.down(x))
+
+    class ResNet50GeM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                       nn.MaxPool2d(3, stride=2, padding=1)]
+            cin = 64
+            for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):  # ResNet-50: 3, 4, 6, 3
+                for b in range(blocks):
+                    layers.append(Bottleneck(cin, mid, stride if b == 0 else 1))
+                    cin = mid * 4
+            self.trunk = nn.Sequential(*layers)
+            self.project = nn.Linear(cin, dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.trunk(x).clamp(min=1e-6).pow(3.0).mean(dim=(2, 3)).pow(1.0 / 3.0)
+            return nn.functional.normalize(self.project(x), dim=-1)
+
+    torch.manual_seed(seed)
+    return ResNet50GeM().eval()
+
+
+def build_tiny_sscd(path: str | Path, seed: int = 0, size: str = "tiny") -> Path:
+    """A TorchScript file with SSCD's interface (NCHW float → (N, D) descriptor), as Meta publishes it.
+
+    ``size="resnet50"``: the published architecture (random weights) for speed measurements."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(tiny_sscd_module(seed=seed)).save(str(path))
+    module = resnet50_sscd_module(seed=seed) if size == "resnet50" else tiny_sscd_module(seed=seed)
+    torch.jit.script(module).save(str(path))
     return path
 
 
