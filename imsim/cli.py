@@ -615,7 +615,7 @@ def eval_run(
     for f in fusions:
         if f not in ("rrf", "weighted"):
             raise ImsimError(f"unknown fusion {f!r}: use rrf and/or weighted")
-    evaluation = Evaluation(parse_models(models), get_settings(), out, milvus_uri=milvus_uri)
+    evaluation = Evaluation(parse_models(models), get_settings(), out, milvus_uri=milvus_uri, progress=err.print)
     if bench is not None:
         evaluation.copydetect(Benchmark.load(bench), fusions, whiten=whiten, score_norm=score_norm)
         if save_calibration:

@@ -11,14 +11,15 @@ query that needs them; a switch made by another process is picked up within ``AL
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import fusion as fusion_maths
-from .errors import ImsimError, ModelError
+from .errors import ImsimError, ModelError, StoreError
 from .expr import Where, both
 from .images import open_query_image
 from .models import Embedder, decode_size, load_model
@@ -54,6 +55,7 @@ class Client:
         self._models: dict[str, Embedder] = {}
         self._collections: dict[str, tuple[str, float]] = {}  # model -> (collection, when resolved)
         self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imsim-search")  # threads start on first use
 
     # --- plumbing ----------------------------------------------------------------------
     @property
@@ -206,33 +208,49 @@ class Client:
             raise ImsimError(f"unknown fusion {method!r}; use one of {', '.join(fusion_maths.FUSIONS)}")
         names = list(queries)
         collections = {n: self.collection(n) for n in names}
-        existing = set(self.store.collections())
-        for n, c in collections.items():
-            if c not in existing:
-                raise ImsimError(f"no collection {c!r} for model {n!r}: ingest images with this model first")
         expression = both(where.expression() if where else "", filter)
         exact = where is not None and bool(where.path_prefix or where.path_glob)
         fetch = k * 4 if exact else k  # LIKE is a superset: over-fetch, then check exactly (past 16,384: an iterator)
-        results = {n: self.store.search(collections[n], queries[n], fetch, filter=expression) for n in names}
+        results = self._per_model(names, lambda n: self.store.search(collections[n], queries[n], fetch, filter=expression),
+                                  collections)
         count = len(next(iter(queries.values())))
-        out = []
-        for q in range(count):
-            per_model = {n: [h for h in results[n][q] if not exact or where.accepts(str(h.fields.get("path", "")))][:k]
-                         for n in names}
-            out.append(self._fuse(per_model, {n: queries[n][q] for n in names}, collections, method, k))
-        return out
+        lists = [{n: [h for h in results[n][q] if not exact or where.accepts(str(h.fields.get("path", "")))][:k]
+                  for n in names} for q in range(count)]
+        # Each model's exact score for items only other models returned: one fetch per model for the whole batch.
+        missing: dict[str, set[str]] = {n: set() for n in names}
+        for per_model in lists:
+            found = {h.id for hits in per_model.values() for h in hits}
+            for n in names:
+                missing[n] |= found.difference(h.id for h in per_model[n])
+        vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(missing[n])), collections)
+        return [self._fuse(per_model, {n: queries[n][q] for n in names}, vectors, method, k) for q, per_model in enumerate(lists)]
 
-    def _fuse(self, per_model: dict[str, list[Any]], queries: dict[str, np.ndarray], collections: dict[str, str],
+    def _per_model(self, names: list[str], call: Callable[[str], Any], collections: dict[str, str]) -> dict[str, Any]:
+        """``call(name)`` for every model, concurrently (each is a round trip to Milvus: the slowest, not the sum).
+
+        A collection that does not exist is named in a clear error (looked up only then: no extra round trip)."""
+        try:
+            if len(names) == 1:
+                return {names[0]: call(names[0])}
+            futures = {n: self._pool.submit(call, n) for n in names}
+            return {n: f.result() for n, f in futures.items()}
+        except StoreError:
+            existing = set(self.store.collections())
+            for n in names:
+                if collections[n] not in existing:
+                    raise ImsimError(f"no collection {collections[n]!r} for model {n!r}: ingest images with this model first") from None
+            raise
+
+    def _fuse(self, per_model: dict[str, list[Any]], queries: dict[str, np.ndarray], vectors: dict[str, dict[str, np.ndarray]],
               method: str, k: int) -> list[SearchHit]:
         names = list(per_model)
         paths = {h.id: str(h.fields.get("path", "")) for hits in per_model.values() for h in hits}
         ranks = {n: {h.id: r for r, h in enumerate(hits, 1)} for n, hits in per_model.items()}
         scores = {n: {h.id: h.score for h in hits} for n, hits in per_model.items()}
-        # Fill in each model's exact score for items only other models returned.
         for n in names:
-            missing = [i for i in paths if i not in scores[n]]
-            for i, vec in self.store.get_vectors(collections[n], missing).items():
-                scores[n][i] = float(np.dot(vec, queries[n]))
+            for i in paths:
+                if i not in scores[n] and i in vectors[n]:
+                    scores[n][i] = float(np.dot(vectors[n][i], queries[n]))
         if method == "rrf":
             fused = fusion_maths.rrf({n: [h.id for h in per_model[n]] for n in names}, k=self.settings.rrf_k)
         elif method == "weighted":
@@ -280,5 +298,6 @@ class Client:
         return maintenance.delete(self.store, maintenance.select(self.store, list(selectors)))
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False)
         if self._store is not None:
             self._store.close()

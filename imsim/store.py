@@ -43,6 +43,7 @@ PK = "id"
 VECTOR = "vector"
 SEARCH_CAP = 16_384  # Milvus's top-k limit per search; deeper result lists page with a search iterator
 ITERATOR_BATCH = 4_000  # hits per iterator page (larger pages were slower on Milvus Lite)
+GET_BATCH = 1_000  # ids per get request (a request carries an "id in [...]" expression)
 METRIC = "COSINE"
 PROPERTY_PREFIX = "imsim."
 METADATA_FIELDS = ["path", "sha256", "width", "height", "file_size", "mtime", "model_id", "model_revision", "ingested_at", "job_id"]
@@ -336,25 +337,14 @@ class VectorStore:
         if self.lite_backend:
             yield from self._deepening(name, vector, limit, filter, output_fields, batch)
             return
-        from pymilvus.exceptions import MilvusException
-
         params: dict[str, Any] = {"metric_type": METRIC}
         if self.describe_index_type(name) == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, min(batch, SEARCH_CAP))}
         iterator = self._call("search_iterator", name, data=[vector.tolist()], batch_size=batch, limit=limit, filter=filter,
                               output_fields=list(output_fields), anns_field=VECTOR, search_params=params)
-        try:
-            while True:
-                try:
-                    page = iterator.next()
-                except MilvusException as exc:
-                    raise StoreError(f"Milvus search iterator over {name!r} failed: {exc.message}") from None
-                if not page:
-                    return
-                for h in page:
-                    yield StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {}))
-        finally:
-            iterator.close()
+        for page in _pages(iterator, f"Milvus search iterator over {name!r}"):
+            for h in page:
+                yield StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {}))
 
     def _deepening(self, name: str, vector: np.ndarray, limit: int, filter: str, output_fields: Sequence[str],
                    batch: int) -> Iterator[StoredHit]:
@@ -378,8 +368,11 @@ class VectorStore:
         if not ids:
             return {}
         self._load(name)
-        rows = self._call("get", name, ids=list(ids), output_fields=list(output_fields))
-        return {str(r[PK]): dict(r) for r in rows}
+        ids, out = list(ids), {}
+        for start in range(0, len(ids), GET_BATCH):  # bounded requests, however many ids are asked for
+            rows = self._call("get", name, ids=ids[start : start + GET_BATCH], output_fields=list(output_fields))
+            out.update((str(r[PK]), dict(r)) for r in rows)
+        return out
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         """Delete rows by primary key; returns how many ids were asked for (Lite and server report differently)."""
@@ -391,21 +384,10 @@ class VectorStore:
 
     def iter_rows(self, name: str, filter: str = "", output_fields: Sequence[str] = ("path",), batch: int = 2000):
         """Every row matching ``filter``, in batches of dicts (a query iterator: no top-k or offset cap)."""
-        from pymilvus.exceptions import MilvusException
-
         self._load(name)
         iterator = self._call("query_iterator", name, batch_size=batch, filter=filter, output_fields=list(output_fields))
-        try:
-            while True:
-                try:
-                    rows = iterator.next()
-                except MilvusException as exc:
-                    raise StoreError(f"Milvus query over {name!r} failed: {exc.message}") from None
-                if not rows:
-                    return
-                yield [dict(r) for r in rows]
-        finally:
-            iterator.close()
+        for rows in _pages(iterator, f"Milvus query over {name!r}"):
+            yield [dict(r) for r in rows]
 
     def get_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         rows = self.get(name, ids, output_fields=[VECTOR])
@@ -416,6 +398,23 @@ class VectorStore:
             self.client.close()
         except Exception:  # noqa: BLE001 - closing a dead connection is not an error worth raising
             pass
+
+
+def _pages(iterator: Any, what: str) -> Iterator[list[Any]]:
+    """The pages of a pymilvus search or query iterator until it runs dry; its errors become StoreError; always closed."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        while True:
+            try:
+                page = iterator.next()
+            except MilvusException as exc:
+                raise StoreError(f"{what} failed: {exc.message}") from None
+            if not page:
+                return
+            yield page
+    finally:
+        iterator.close()
 
 
 def make_row(model: ModelInfo, image: Any, vector: np.ndarray, job_id: str, tags: dict[str, str] | None = None) -> dict[str, Any]:

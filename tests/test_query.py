@@ -83,3 +83,10 @@ def test_search_many_equals_one_by_one(tagged):
         np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
     assert [hits[0].path for hits in batched] == queries
     assert client.search_many([]) == []
+
+
+def test_searching_a_model_with_no_collection_names_it(settings, models):
+    client = Client(settings, models=models)  # a fresh store: nothing ingested yet
+    with pytest.raises(ImsimError, match=r"no collection '\w+_clip_\w+' for model 'clip': ingest images with this model first"):
+        client.search_vectors({n: np.ones(m.dim, np.float32) for n, m in models.items()}, k=3)
+    client.close()

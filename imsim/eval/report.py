@@ -51,8 +51,9 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
     if report.groups:
         g = report.group_info
         lines += ["", "## Group retrieval", "", f"{g.get('images', 0)} images in {g.get('groups', 0)} groups; every image queries "
-                  "all the others (itself excluded). mAP over queries; R@k: a member of its group in the top k.", "",
-                  "| method | mAP | R@1 | R@3 | R@10 |", "| --- | ---: | ---: | ---: | ---: |"]
+                  "all the others (itself excluded). mAP@{depth}: average precision over the top {depth} (members ranked lower count as "
+                  "not found), averaged over queries; R@k: a member of its group in the top k.".format(depth=g.get("depth", "all")), "",
+                  f"| method | mAP@{g.get('depth', '')} | R@1 | R@3 | R@10 |", "| --- | ---: | ---: | ---: | ---: |"]
         for r in report.groups:
             lines.append(f"| {r.label} | {_pct(r.map)} | {_pct(r.recall[1])} | {_pct(r.recall[3])} | {_pct(r.recall[10])} |")
     if report.calibration_file:
@@ -74,10 +75,11 @@ def _plots(report: EvalReport, out: Path) -> list[Path]:
     files = []
     if report.copydetect:
         fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-        for r in report.copydetect:
+        colours = _colours(plt, len(report.copydetect))
+        for colour, r in zip(colours, report.copydetect):
             if r.curve is not None and len(r.curve.recall):
                 ax.plot(r.curve.recall, r.curve.precision, label=f"{r.label} (µAP {100 * r.micro_ap:.1f})",
-                        linestyle="--" if r.kind != "model" else "-")
+                        linestyle="--" if r.kind != "model" else "-", color=colour)
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Copy detection: precision-recall")
         ax.axhline(0.9, color="grey", linewidth=0.6)
         ax.legend(fontsize=8, loc="lower left")
@@ -94,15 +96,21 @@ def _plots(report: EvalReport, out: Path) -> list[Path]:
 def _bars(plt: Any, rows: list[tuple[str, list[float]]], metrics: list[str], title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) * len(metrics) / 3), 4.5), dpi=110)
     width = 0.8 / max(len(rows), 1)
-    for i, (label, values) in enumerate(rows):
+    for i, ((label, values), colour) in enumerate(zip(rows, _colours(plt, len(rows)))):
         positions = [j + i * width for j in range(len(metrics))]
-        bars = ax.bar(positions, values, width=width, label=label)
+        bars = ax.bar(positions, values, width=width, label=label, color=colour)
         ax.bar_label(bars, labels=[f"{100 * v:.0f}" for v in values], fontsize=7)
     ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(metrics))], metrics)
     ax.set(ylim=(0, 1.08), ylabel="fraction", title=title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def _colours(plt: Any, count: int) -> list[Any]:
+    """A distinct colour per method (tab10's ten repeat; tab20 has twenty)."""
+    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(count)]
 
 
 def _save(fig: Any, path: Path) -> Path:

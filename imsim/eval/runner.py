@@ -17,8 +17,9 @@ Group retrieval (``path,group`` CSV): every image queries all the others; mAP an
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,11 +185,16 @@ def _exact_rankings(queries: np.ndarray, refs: np.ndarray, ref_ids: list[str], q
     return {q: [(ref_ids[j], float(sims[i, j])) for j in top[i]] for i, q in enumerate(query_ids)}
 
 
+GROUP_DEPTH = 100  # ranks scored per group query (mAP@100): deep top-k searches are slow on Milvus Lite
+
+
 class Evaluation:
     """One evaluation session: the models, an eval store of its own, and the numbers."""
 
-    def __init__(self, specs: Sequence[ModelSpec], settings: Settings, out: Path, *, milvus_uri: str = ""):
+    def __init__(self, specs: Sequence[ModelSpec], settings: Settings, out: Path, *, milvus_uri: str = "",
+                 progress: Callable[[str], None] | None = None):
         self.specs = list(specs)
+        self.progress = progress or (lambda message: None)
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         self.base_settings = settings
@@ -198,6 +204,14 @@ class Evaluation:
         self.report = EvalReport(models={label: {"name": m.info.name, "source": m.info.source, "revision": m.info.revision,
                                                  "version": m.info.version_tag, "dim": m.dim, "variant": m.info.variant}
                                          for label, m in self.models.items()}, throughput={})
+
+    @contextlib.contextmanager
+    def _stage(self, what: str) -> Iterator[None]:
+        """Tell the user what runs now and, after it, how long it took (an evaluation runs for minutes)."""
+        self.progress(f"{what} ...")
+        t0 = time.perf_counter()
+        yield
+        self.progress(f"{what}: {time.perf_counter() - t0:.1f}s")
 
     def _session(self, prefix: str):
         settings = self.settings.model_copy(update={"collection_prefix": prefix})
@@ -247,8 +261,10 @@ class Evaluation:
         self.report.bench = {"root": str(bench.root), "references": len(bench.references), "queries": len(bench.queries),
                              "queries_with_copy": len(bench.truth), "background": len(bench.background)}
         try:
-            self._ingest(ingestor, settings, sorted(bench.references.values()), "references")
-            paths, queries = self._embed(ingestor, sorted(bench.queries.values()))
+            with self._stage(f"copy detection: ingesting {len(bench.references)} references"):
+                self._ingest(ingestor, settings, sorted(bench.references.values()), "references")
+            with self._stage(f"copy detection: embedding {len(bench.queries)} queries"):
+                paths, queries = self._embed(ingestor, sorted(bench.queries.values()))
             query_ids = [_stem(p) for p in paths]
             truth = {q: r for q, r in bench.truth.items() if q in set(query_ids)}
             results = []
@@ -267,7 +283,8 @@ class Evaluation:
                             "weighted", [(m.info.name, m.info.version_tag) for m in self.models.values()], settings.weights or None)
                     results.append(result)
             if whiten or score_norm:
-                results += self._variants(store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth)
+                with self._stage("copy detection: PCA-whitening / score-normalisation variants"):
+                    results += self._variants(store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth)
         finally:
             ingestor.close()
             store.close()
@@ -309,21 +326,23 @@ class Evaluation:
         return file
 
     # --- groups ----------------------------------------------------------------------------------
-    def groups(self, groups: Groups, fusions: Sequence[str]) -> list[GroupResult]:
+    def groups(self, groups: Groups, fusions: Sequence[str], *, depth: int = GROUP_DEPTH) -> list[GroupResult]:
+        """mAP@depth and recall@k of every image against all the others (members past ``depth`` count as not found)."""
         settings, store, ingestor, client = self._session("imsimevalgroups")
         paths = sorted(groups.members)  # a missing file is recorded as a failure, like any ingest
-        self.report.group_info = {"images": len(paths), "groups": len(set(groups.members.values()))}
+        self.report.group_info = {"images": len(paths), "groups": len(set(groups.members.values())), "depth": depth}
         try:
-            self._ingest(ingestor, settings, paths, "groups")
+            with self._stage(f"groups: ingesting {len(paths)} images"):
+                self._ingest(ingestor, settings, paths, "groups")
             embedded, vectors = self._stored_vectors(store, client, paths)
             membership = {p: groups.members[p] for p in embedded}
-            depth = len(embedded)
             methods = [(label, "model", {label: vectors[label]}, "none") for label in self.models]
             if len(self.models) > 1:
                 methods += [(f"fused:{m}", "fusion", vectors, m) for m in fusions]
             results = []
             for label, kind, queries, method in methods:
-                hits = client.search_batch(queries, k=depth, fusion=method)
+                with self._stage(f"groups: top {depth + 1} of {len(embedded)} images with {label}"):
+                    hits = client.search_batch(queries, k=min(depth + 1, len(embedded)), fusion=method)  # +1: itself
                 rankings = {p: [h.path for h in row] for p, row in zip(embedded, hits)}
                 results.append(GroupResult(label, kind, metrics.mean_average_precision(rankings, membership),
                                            {k: metrics.group_recall_at_k(rankings, membership, k) for k in K_VALUES}))

@@ -251,6 +251,21 @@ class Embedder(ABC):
     def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Model-specific: normalised NCHW pixels → (N, dim) unnormalised features."""
 
+    def _load_hf(self, model_class: Any, source: str, revision: str, device: str, batch_size: int, what: str, *,
+                 pooling: str = "", poolings: Sequence[str] = (), **kwargs: Any) -> Any:
+        """The shared start of a Hugging Face family: check the pooling, pick the device, ``from_pretrained`` the
+        model and its image processor, move the model to the device, read the preprocessing recipe; returns the model."""
+        if poolings and pooling not in poolings:
+            raise ModelError(f"{what} pooling {pooling!r} is not one of {', '.join(poolings)}")
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.pooling = pooling
+        model, processor = load_pretrained(model_class, source, revision, self.dtype, what, **kwargs)
+        self.model = model.to(self.device).eval()
+        self.processor = processor  # the model's own HF processor: the reference our Preprocess is tested against
+        self.preprocess = Preprocess.from_processor(processor)
+        return model
+
     def _forward_texts(self, texts: list[str]) -> torch.Tensor:
         raise ModelError(f"model {self.info.name!r} ({self.info.source}) has no text tower; use a CLIP model for text search")
 

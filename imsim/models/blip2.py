@@ -14,8 +14,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess, load_pretrained, pinned, resolve_device
+from .base import Embedder, ModelCard, ModelInfo, pinned
 
 if TYPE_CHECKING:
     import torch
@@ -74,15 +73,7 @@ class Blip2Embedder(Embedder):
     )
 
     def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "mean"):
-        if pooling not in POOLINGS:
-            raise ModelError(f"BLIP-2 pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.pooling = pooling
-        model, processor = load_pretrained(vision_qformer_class(), source, revision, self.dtype, "BLIP-2")
-        self.model = model.to(self.device).eval()
-        self.processor = processor
-        self.preprocess = Preprocess.from_processor(processor)
+        model = self._load_hf(vision_qformer_class(), source, revision, device, batch_size, "BLIP-2", pooling=pooling, poolings=POOLINGS)
         dim = model.config.vision_config.hidden_size if pooling == "vision" else model.config.qformer_config.hidden_size
         recorded, reload = pinned(source, revision, model)
         self.info = ModelInfo(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess, features_of, load_pretrained, pinned, resolve_device
+from .base import Embedder, ModelCard, ModelInfo, features_of, pinned
 
 if TYPE_CHECKING:
     import torch
@@ -29,16 +29,11 @@ class ClipEmbedder(Embedder):
     def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64):
         from transformers import AutoTokenizer, CLIPModel
 
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        model, processor = load_pretrained(CLIPModel, source, revision, self.dtype, "CLIP")
+        model = self._load_hf(CLIPModel, source, revision, device, batch_size, "CLIP")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the CLIP tokenizer from {source!r} (revision {revision!r}): {exc}") from exc
-        self.model = model.to(self.device).eval()
-        self.processor = processor  # the model's own HF processor: the reference our Preprocess is tested against
-        self.preprocess = Preprocess.from_processor(processor)
         recorded, reload = pinned(source, revision, model)
         self.info = ModelInfo(
             name="clip",

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess, load_pretrained, pinned, resolve_device
+from .base import Embedder, ModelCard, ModelInfo, pinned
 
 if TYPE_CHECKING:
     import torch
@@ -42,15 +41,7 @@ class Dinov2Embedder(Embedder):
     def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "cls"):
         from transformers import Dinov2Model
 
-        if pooling not in POOLINGS:
-            raise ModelError(f"DINOv2 pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.pooling = pooling
-        model, processor = load_pretrained(Dinov2Model, source, revision, self.dtype, "DINOv2")
-        self.model = model.to(self.device).eval()
-        self.processor = processor  # the model's own HF processor: the reference our Preprocess is tested against
-        self.preprocess = Preprocess.from_processor(processor)
+        model = self._load_hf(Dinov2Model, source, revision, device, batch_size, "DINOv2", pooling=pooling, poolings=POOLINGS)
         hidden = int(model.config.hidden_size)
         recorded, reload = pinned(source, revision, model)
         self.info = ModelInfo(

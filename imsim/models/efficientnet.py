@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess, load_pretrained, pinned, resolve_device
+from .base import Embedder, ModelCard, ModelInfo, pinned
 
 if TYPE_CHECKING:
     import torch
@@ -37,15 +36,7 @@ class EfficientNetEmbedder(Embedder):
     def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "mean"):
         from transformers import EfficientNetModel
 
-        if pooling not in POOLINGS:
-            raise ModelError(f"EfficientNet pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.pooling = pooling
-        model, processor = load_pretrained(EfficientNetModel, source, revision, self.dtype, "EfficientNet")
-        self.model = model.to(self.device).eval()
-        self.processor = processor
-        self.preprocess = Preprocess.from_processor(processor)
+        model = self._load_hf(EfficientNetModel, source, revision, device, batch_size, "EfficientNet", pooling=pooling, poolings=POOLINGS)
         recorded, reload = pinned(source, revision, model)
         self.info = ModelInfo(
             name="efficientnet", source=source, revision=recorded, dim=int(model.config.hidden_dim), supports_text=False,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess, load_pretrained, pinned, resolve_device
+from .base import Embedder, ModelCard, ModelInfo, pinned
 
 if TYPE_CHECKING:
     import torch
@@ -35,15 +34,7 @@ class VitEmbedder(Embedder):
     def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "cls"):
         from transformers import ViTModel
 
-        if pooling not in POOLINGS:
-            raise ModelError(f"ViT pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.pooling = pooling
-        model, processor = load_pretrained(ViTModel, source, revision, self.dtype, "ViT", add_pooling_layer=pooling == "pooler")
-        self.model = model.to(self.device).eval()
-        self.processor = processor
-        self.preprocess = Preprocess.from_processor(processor)
+        model = self._load_hf(ViTModel, source, revision, device, batch_size, "ViT", pooling=pooling, poolings=POOLINGS, add_pooling_layer=pooling == "pooler")
         recorded, reload = pinned(source, revision, model)
         self.info = ModelInfo(
             name="vit", source=source, revision=recorded, dim=int(model.config.hidden_size), supports_text=False,
