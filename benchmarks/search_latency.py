@@ -3,7 +3,8 @@
 Fills a CLIP-sized (512-d) and a DINOv2-sized (768-d) collection with ``--rows`` rows each (random unit
 vectors; the same ids in both, as real ingests give), then times ``Client.search_vectors`` (both
 collections searched, missing per-model scores filled in, fused) for ``--queries`` stored vectors, and
-prints p50 / p95 / mean in milliseconds, with each collection's single search beside it.
+prints p50 / p95 / mean in milliseconds, with each collection's single search beside it and its
+recall@k against exact brute-force top-k (random vectors are the hardest case for an ANN index).
 
     python benchmarks/search_latency.py --rows 100000 --queries 300 [--uri http://127.0.0.1:19530]
 
@@ -46,29 +47,34 @@ def main() -> None:
     parser.add_argument("--uri", default="", help="Milvus URI (default: a new Milvus Lite file)")
     parser.add_argument("--index", default="auto", help="IMSIM_INDEX_TYPE for the collections")
     parser.add_argument("--fusion", default="rrf")
+    parser.add_argument("--ef", type=int, default=0, help="IMSIM_HNSW_EF_SEARCH (default: the setting's default)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="imsim-latency-"))
     settings = Settings(data_dir=tmp, milvus_uri=args.uri or str(tmp / "latency.db"), collection_prefix="latency",
-                        index_type=args.index, models="clip,dinov2")
+                        index_type=args.index, models="clip,dinov2", **({"hnsw_ef_search": args.ef} if args.ef else {}))
     store = VectorStore(settings)
     models = {"clip": FixedModel("clip", 512), "dinov2": FixedModel("dinov2", 768)}
     rng = np.random.default_rng(0)
     ids = [f"{i:032x}" for i in range(args.rows)]
-    collections, samples = {}, {}
+    collections, samples, stored = {}, {}, {}
     for name, model in models.items():
         collection = store.ensure_collection(model.info)
         collections[name] = collection
         t0 = time.perf_counter()
+        parts = []
         for start in range(0, args.rows, 5000):
             vectors = rng.normal(size=(min(5000, args.rows - start), model.dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            parts.append(vectors)
             rows = [{"id": ids[start + i], "path": f"/bench/{start + i}.jpg", "sha256": "", "width": 1, "height": 1,
                      "file_size": 1, "mtime": 0.0, "model_id": model.info.source, "model_revision": model.info.revision,
                      "ingested_at": 0, "job_id": "", "vector": v.tolist()} for i, v in enumerate(vectors)]
             store.upsert(collection, rows, batch=5000)
             if start == 0:
                 samples[name] = vectors[: args.queries]
+        stored[name] = np.concatenate(parts)
+        store.flush(collection)  # as every finished ingest does: sealed segments are indexed
         print(f"{name}: {args.rows:,} rows of {model.dim}-d in {time.perf_counter() - t0:.1f}s; index {store.describe_index_type(collection)}")
     client = Client(settings, models=models, store=store)  # type: ignore[arg-type]
     for _ in range(20):  # warm-up: load, caches, first index use
@@ -84,12 +90,21 @@ def main() -> None:
 
     fused = timed(lambda i: client.search_vectors({n: samples[n][i] for n in models}, k=args.k, fusion=args.fusion))
     single = {n: timed(lambda i, n=n: store.search(collections[n], samples[n][i : i + 1], args.k)) for n in models}
+    # Recall@k of each collection's index against exact (brute-force) top-k over the same vectors.
+    recall = {}
+    for n in models:
+        exact = np.argsort(-(samples[n] @ stored[n].T), axis=1)[:, : args.k]
+        found = store.search(collections[n], samples[n], args.k)
+        recall[n] = float(np.mean([len({ids[j] for j in exact[i]} & {h.id for h in found[i]}) / args.k
+                                   for i in range(len(found))]))
     backend = "Milvus Lite file" if store.is_lite else args.uri
-    print(f"\n{args.rows:,} rows per collection, {args.queries} queries, k={args.k}, {backend}")
-    print(f"{'what':<34} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
-    rows = [(f"fused search ({args.fusion}, 2 collections)", fused)] + [(f"{n} search alone", v) for n, v in single.items()]
-    for label, values in rows:
-        print(f"{label:<34} {percentile(values, 50):8.1f} {percentile(values, 95):8.1f} {statistics.mean(values):8.1f}")
+    print(f"\n{args.rows:,} rows per collection, {args.queries} queries, k={args.k}, {backend}, "
+          f"index {store.describe_index_type(collections['clip'])}")
+    print(f"{'what':<34} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'recall@k':>9}")
+    rows = [(f"fused search ({args.fusion}, 2 collections)", fused, "")]
+    rows += [(f"{n} search alone", v, f"{recall[n]:.3f}") for n, v in single.items()]
+    for label, values, r in rows:
+        print(f"{label:<34} {percentile(values, 50):8.1f} {percentile(values, 95):8.1f} {statistics.mean(values):8.1f} {r:>9}")
     store.close()
 
 

@@ -79,6 +79,9 @@ class NullStore:
     def get_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return {i: np.asarray(self.rows[name][i]["vector"], np.float32) for i in ids if i in self.rows[name]}
 
+    def flush(self, name: str) -> None:
+        """Nothing to seal: the rows are in memory."""
+
     def close(self) -> None:
         pass
 

@@ -26,7 +26,10 @@ from .expr import Where, both
 from .query import Client
 
 # Family defaults, each measured on a labelled copy-detection set (docs/duplicates.md says how and what precision).
-DEFAULT_THRESHOLDS: dict[str, tuple[float, str]] = {}
+DEFAULT_THRESHOLDS: dict[str, tuple[float, str]] = {
+    "sscd": (0.874, "95 % precision for 'is a copy' on a real-image copy-detection benchmark (723 references, 450 queries), "
+                    "measured with the int8-quantised sscd_disc_mixup (docs/duplicates.md)"),
+}
 COPY_ORIENTED = ("sscd", "dinov2")  # preferred when no model is named, in this order
 
 

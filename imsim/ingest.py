@@ -178,6 +178,11 @@ class Ingestor:
         self.store.upsert(self.collections[name], rows)
         return name, time.perf_counter() - t
 
+    def seal(self) -> None:
+        """At the end of a job: flush every collection written to, so the new rows are indexed for search."""
+        for collection in self.collections.values():
+            self.store.flush(collection)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)
         self._writer.shutdown(wait=True)
@@ -203,6 +208,8 @@ def ingest_local(
             total.merge(part)
             if on_chunk:
                 on_chunk(part, len(chunk))
+        if total.done:
+            ingestor.seal()
     finally:
         if own:
             ingestor.close()

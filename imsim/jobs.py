@@ -128,6 +128,10 @@ class JobStore:
                 pipe.hsetnx(job_key(job_id), "collections", json.dumps(collections, sort_keys=True))
             pipe.execute()
 
+    def is_finished(self, job_id: str) -> bool:
+        """Every chunk of the job counted (one field read, whatever the job's size)."""
+        return bool(self.redis.hget(job_key(job_id), "finished_at"))
+
     def get(self, job_id: str) -> JobStatus:
         raw = self.redis.hgetall(job_key(job_id))
         if not raw:

