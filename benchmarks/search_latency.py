@@ -6,7 +6,7 @@ collections searched, missing per-model scores filled in, fused) for ``--queries
 prints p50 / p95 / mean in milliseconds, with each collection's single search beside it and its
 recall@k against exact brute-force top-k (random vectors are the hardest case for an ANN index).
 
-    python benchmarks/search_latency.py --rows 100000 --queries 300 [--uri http://127.0.0.1:19530]
+    python benchmarks/search_latency.py --rows 100000 --queries 300 [--uri http://127.0.0.1:19530] [--consistency Strong]
 
 Default store: a Milvus Lite file in a temp folder (the embedded default); ``--uri`` measures another.
 """
@@ -48,11 +48,14 @@ def main() -> None:
     parser.add_argument("--index", default="auto", help="IMSIM_INDEX_TYPE for the collections")
     parser.add_argument("--fusion", default="rrf")
     parser.add_argument("--ef", type=int, default=0, help="IMSIM_HNSW_EF_SEARCH (default: the setting's default)")
+    parser.add_argument("--consistency", default="",
+                        help="comma-separated IMSIM_SEARCH_CONSISTENCY levels to time (default: the setting's default)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="imsim-latency-"))
     settings = Settings(data_dir=tmp, milvus_uri=args.uri or str(tmp / "latency.db"), collection_prefix="latency",
                         index_type=args.index, models="clip,dinov2", **({"hnsw_ef_search": args.ef} if args.ef else {}))
+    levels = args.consistency.split(",") if args.consistency else [settings.search_consistency]
     store = VectorStore(settings)
     models = {"clip": FixedModel("clip", 512), "dinov2": FixedModel("dinov2", 768)}
     rng = np.random.default_rng(0)
@@ -63,6 +66,8 @@ def main() -> None:
         collections[name] = collection
         t0 = time.perf_counter()
         parts = []
+        # A server keeps the collections between runs: the same seeded rows are already there, reuse them.
+        reuse = not store.is_lite and store.count(collection) == args.rows
         for start in range(0, args.rows, 5000):
             vectors = rng.normal(size=(min(5000, args.rows - start), model.dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -70,15 +75,18 @@ def main() -> None:
             rows = [{"id": ids[start + i], "path": f"/bench/{start + i}.jpg", "sha256": "", "width": 1, "height": 1,
                      "file_size": 1, "mtime": 0.0, "model_id": model.info.source, "model_revision": model.info.revision,
                      "ingested_at": 0, "job_id": "", "vector": v.tolist()} for i, v in enumerate(vectors)]
-            store.upsert(collection, rows, batch=5000)
+            if not reuse:
+                store.upsert(collection, rows, batch=5000)
             if start == 0:
                 samples[name] = vectors[: args.queries]
         stored[name] = np.concatenate(parts)
         store.flush(collection)  # as every finished ingest does: sealed segments are indexed
-        print(f"{name}: {args.rows:,} rows of {model.dim}-d in {time.perf_counter() - t0:.1f}s; index {store.describe_index_type(collection)}")
-    client = Client(settings, models=models, store=store)  # type: ignore[arg-type]
-    for _ in range(20):  # warm-up: load, caches, first index use
-        client.search_vectors({n: samples[n][0] for n in models}, k=args.k, fusion=args.fusion)
+        what = "reused (same seed)" if reuse else f"in {time.perf_counter() - t0:.1f}s"
+        print(f"{name}: {args.rows:,} rows of {model.dim}-d {what}; index {store.describe_index_type(collection)}")
+    for name, collection in collections.items():
+        waited = wait_indexed(store, collection)
+        if waited >= 1:
+            print(f"{name}: index built {waited:.0f}s after the flush")
 
     def timed(fn) -> list[float]:  # noqa: ANN001
         out = []
@@ -88,8 +96,6 @@ def main() -> None:
             out.append(1000 * (time.perf_counter() - t0))
         return out
 
-    fused = timed(lambda i: client.search_vectors({n: samples[n][i] for n in models}, k=args.k, fusion=args.fusion))
-    single = {n: timed(lambda i, n=n: store.search(collections[n], samples[n][i : i + 1], args.k)) for n in models}
     # Recall@k of each collection's index against exact (brute-force) top-k over the same vectors.
     recall = {}
     for n in models:
@@ -97,15 +103,36 @@ def main() -> None:
         found = store.search(collections[n], samples[n], args.k)
         recall[n] = float(np.mean([len({ids[j] for j in exact[i]} & {h.id for h in found[i]}) / args.k
                                    for i in range(len(found))]))
-    backend = "Milvus Lite file" if store.is_lite else args.uri
+    backend = "Milvus Lite file" if store.is_lite else f"{args.uri} ({store.server_version})"
     print(f"\n{args.rows:,} rows per collection, {args.queries} queries, k={args.k}, {backend}, "
           f"index {store.describe_index_type(collections['clip'])}")
-    print(f"{'what':<34} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'recall@k':>9}")
-    rows = [(f"fused search ({args.fusion}, 2 collections)", fused, "")]
-    rows += [(f"{n} search alone", v, f"{recall[n]:.3f}") for n, v in single.items()]
-    for label, values, r in rows:
-        print(f"{label:<34} {percentile(values, 50):8.1f} {percentile(values, 95):8.1f} {statistics.mean(values):8.1f} {r:>9}")
+    print(f"{'what':<34} {'consistency':<11} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'recall@k':>9}")
+    for level in levels:
+        client = Client(settings.model_copy(update={"search_consistency": level}), models=models, store=store)  # type: ignore[arg-type]
+        for _ in range(20):  # warm-up: load, caches, first index use
+            client.search_vectors({n: samples[n][0] for n in models}, k=args.k, fusion=args.fusion)
+        fused = timed(lambda i: client.search_vectors({n: samples[n][i] for n in models}, k=args.k, fusion=args.fusion))
+        single = {n: timed(lambda i, n=n: store.search(collections[n], samples[n][i : i + 1], args.k, consistency=level))
+                  for n in models}
+        rows = [(f"fused search ({args.fusion}, 2 collections)", fused, "")]
+        rows += [(f"{n} search alone", v, f"{recall[n]:.3f}") for n, v in single.items()]
+        for label, values, r in rows:
+            print(f"{label:<34} {level:<11} {percentile(values, 50):8.1f} {percentile(values, 95):8.1f} "
+                  f"{statistics.mean(values):8.1f} {r:>9}")
     store.close()
+
+
+def wait_indexed(store: VectorStore, collection: str, timeout: float = 1800) -> float:
+    """On a server the index is built after the flush, in the background (until then, segments are searched by
+    brute force): wait until no row is pending, so the timings are of the index. Returns seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        state = store.client.describe_index(collection, "vector")
+        if "pending_index_rows" not in state or (int(state.get("pending_index_rows", 0)) == 0
+                                                 and int(state.get("indexed_rows", 0)) >= int(state.get("total_rows", 0))):
+            return time.perf_counter() - t0
+        time.sleep(2)
+    raise TimeoutError(f"{collection}: index not built after {timeout:.0f}s")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ class Client:
         row = like if ROW_ID.match(like) else path_id(like)
         found = {}
         for n in self._names(models):
-            vec = self.store.get_vectors(self.collection(n), [row]).get(row)
+            vec = self.store.get_vectors(self.collection(n), [row], self.settings.search_consistency).get(row)
             if vec is not None:
                 found[n] = vec[None]
         if not found:
@@ -180,7 +180,8 @@ class Client:
             raise ModelError(f"model {name!r} cannot embed this query")
         expression = both(where.expression() if where else "", filter)
         rank = 0
-        for hit in self.store.search_iter(self.collection(name), queries[name][0], filter=expression, batch=batch):
+        for hit in self.store.search_iter(self.collection(name), queries[name][0], filter=expression, batch=batch,
+                                          consistency=self.settings.search_consistency):
             path = str(hit.fields.get("path", ""))
             if where is not None and not where.accepts(path):
                 continue
@@ -211,8 +212,10 @@ class Client:
         expression = both(where.expression() if where else "", filter)
         exact = where is not None and bool(where.path_prefix or where.path_glob)
         fetch = k * 4 if exact else k  # LIKE is a superset: over-fetch, then check exactly (past 16,384: an iterator)
-        results = self._per_model(names, lambda n: self.store.search(collections[n], queries[n], fetch, filter=expression),
-                                  collections)
+        level = self.settings.search_consistency
+        results = self._per_model(
+            names, lambda n: self.store.search(collections[n], queries[n], fetch, filter=expression, consistency=level),
+            collections)
         count = len(next(iter(queries.values())))
         lists = [{n: [h for h in results[n][q] if not exact or where.accepts(str(h.fields.get("path", "")))][:k]
                   for n in names} for q in range(count)]
@@ -222,7 +225,8 @@ class Client:
             found = {h.id for hits in per_model.values() for h in hits}
             for n in names:
                 missing[n] |= found.difference(h.id for h in per_model[n])
-        vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(missing[n])), collections)
+        vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(missing[n]), level),
+                                  collections)
         return [self._fuse(per_model, {n: queries[n][q] for n in names}, vectors, method, k) for q, per_model in enumerate(lists)]
 
     def _per_model(self, names: list[str], call: Callable[[str], Any], collections: dict[str, str]) -> dict[str, Any]:
@@ -291,11 +295,13 @@ class Client:
 
         return retry(job_id, self.settings)
 
-    def delete(self, selectors: Sequence[str]) -> dict[str, int]:
-        """Delete rows by id, path, folder or glob from every collection; returns rows removed per collection."""
+    def delete(self, selectors: str | Sequence[str]) -> dict[str, int]:
+        """Delete rows by id, path, folder or glob (one, or a list) from every collection; returns rows removed
+        per collection. A single string is one selector, never its characters (``"/"`` would select everything)."""
         from . import maintenance
 
-        return maintenance.delete(self.store, maintenance.select(self.store, list(selectors)))
+        chosen = [selectors] if isinstance(selectors, str) else list(selectors)
+        return maintenance.delete(self.store, maintenance.select(self.store, chosen))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

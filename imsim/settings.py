@@ -20,6 +20,7 @@ DEFAULT_DATA_DIR = Path.home() / ".imsim"
 
 Pooling = Literal["cls", "mean", "cls+mean", "cls+gem"]
 Fusion = Literal["rrf", "weighted", "none"]
+Consistency = Literal["Strong", "Bounded", "Session", "Eventually"]
 
 
 class Settings(BaseSettings):
@@ -45,6 +46,15 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(16, ge=4, le=64, description="HNSW graph degree M.")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW efConstruction.")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW ef at query time (raised to k when k is larger).")
+    search_consistency: Consistency = Field(
+        "Bounded",
+        description=(
+            "Consistency level of interactive searches (Client, `imsim search`). Bounded: a Milvus server answers "
+            "at once from data up to ~0.2 s old (Strong waits for the next time tick: ~200 ms per search, measured). "
+            "Strong: read-your-writes. Milvus Lite sees every write at once at any level. Ingest, maintenance, "
+            "duplicates and eval always read Strong."
+        ),
+    )
 
     # --- queue -----------------------------------------------------------------------
     redis_url: SecretStr = Field(

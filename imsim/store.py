@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 
 from .errors import DimensionMismatch, StoreError, StoreUnavailable
 from .models.base import ModelInfo
-from .settings import Settings, redact
+from .settings import Consistency, Settings, redact
 
 
 
@@ -43,6 +44,8 @@ PK = "id"
 VECTOR = "vector"
 SEARCH_CAP = 16_384  # Milvus's top-k limit per search; deeper result lists page with a search iterator
 ITERATOR_BATCH = 4_000  # hits per iterator page (larger pages were slower on Milvus Lite)
+ITERATOR_V2 = (2, 5, 2)  # first Milvus with the server-side search iterator; v1 (client-side range searches)
+# stopped early on HNSW: 2,718 of 17,000 hits on Milvus 2.3.5, measured
 GET_BATCH = 1_000  # ids per get request (a request carries an "id in [...]" expression)
 METRIC = "COSINE"
 PROPERTY_PREFIX = "imsim."
@@ -293,71 +296,104 @@ class VectorStore:
 
     def count(self, name: str) -> int:
         self._load(name)
-        res = self._call("query", name, filter="", output_fields=["count(*)"])
+        res = self._call("query", name, filter="", output_fields=["count(*)"], consistency_level="Strong")
         return int(res[0]["count(*)"])
 
     @property
     def lite_backend(self) -> bool:
         """Whether the other end is Milvus Lite (a file or its server): no top-k cap there, but its search
-        iterator (v1) stops early on HNSW, so imsim pages with plain searches on Lite."""
+        iterator (v1) stops early on HNSW, so imsim pages with plain searches on Lite. Milvus Lite 3 reports
+        ``milvus_lite-3.x``; the PyPI ``milvus`` package's embedded standalone server reports ``v2.3.5-lite``
+        but is a real Milvus server in every way that matters here (top-k cap, time ticks, duplicating insert)."""
+        return self.server_version.lower().startswith("milvus_lite")
+
+    @property
+    def server_version(self) -> str:
+        """What the other end reports: ``milvus_lite-3.2.2``, ``v2.5.4``, ``v2.3.5-lite`` (PyPI ``milvus``) ..."""
         if self._version is None:
             self._version = str(self._call("get_server_version"))
-        return "lite" in self._version.lower()
+        return self._version
 
     def search(
-        self, name: str, vectors: np.ndarray, k: int, *, filter: str = "", output_fields: Sequence[str] = ("path",)
+        self, name: str, vectors: np.ndarray, k: int, *, filter: str = "", output_fields: Sequence[str] = ("path",),
+        consistency: Consistency = "Strong",
     ) -> list[list[StoredHit]]:
         """Top-k rows per query vector, best first; ``score`` is the cosine similarity.
 
         ``k`` above Milvus's cap (16,384) pages through a search iterator on a server (one query vector at
-        a time); Milvus Lite has no cap and answers in one search."""
+        a time); Milvus Lite has no cap and answers in one search. ``consistency``: every read here defaults
+        to Strong (read-your-writes); the query client passes ``IMSIM_SEARCH_CONSISTENCY``."""
         self._load(name)
         vectors = np.asarray(vectors, np.float32)
         if k > SEARCH_CAP and not self.lite_backend:
-            return [list(self.search_iter(name, v, limit=k, filter=filter, output_fields=output_fields)) for v in vectors]
-        return self._search(name, vectors, k, filter, output_fields)
+            if not self.has_search_iterator:
+                raise StoreError(self._past_cap(k))
+            return [list(self.search_iter(name, v, limit=k, filter=filter, output_fields=output_fields, consistency=consistency))
+                    for v in vectors]
+        return self._search(name, vectors, k, filter, output_fields, consistency)
 
-    def _search(self, name: str, vectors: np.ndarray, k: int, filter: str, output_fields: Sequence[str]) -> list[list[StoredHit]]:
+    def _search(self, name: str, vectors: np.ndarray, k: int, filter: str, output_fields: Sequence[str],
+                consistency: Consistency) -> list[list[StoredHit]]:
         params: dict[str, Any] = {"metric_type": METRIC}
         if self.describe_index_type(name) == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
         results = self._call(
             "search",
             name, data=[v.tolist() for v in vectors], limit=k, filter=filter,
-            output_fields=list(output_fields), search_params=params, anns_field=VECTOR,
+            output_fields=list(output_fields), search_params=params, anns_field=VECTOR, consistency_level=consistency,
         )
         return [[StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in hits] for hits in results]
 
     def search_iter(self, name: str, vector: np.ndarray, *, limit: int = -1, filter: str = "",
-                    output_fields: Sequence[str] = ("path",), batch: int = ITERATOR_BATCH) -> Iterator[StoredHit]:
+                    output_fields: Sequence[str] = ("path",), batch: int = ITERATOR_BATCH,
+                    consistency: Consistency = "Strong") -> Iterator[StoredHit]:
         """Every row (or the first ``limit``) by similarity to ``vector``, best first, fetched page by page:
-        a Milvus search iterator on a server (v2: Milvus >= 2.5.2), deepening plain searches on Milvus Lite."""
+        a Milvus search iterator on a server (v2: Milvus >= 2.5.2), deepening plain searches on Milvus Lite and
+        on older servers (which stop with a clear error at the 16,384 cap rather than return a short list)."""
         self._load(name)
         vector = np.asarray(vector, np.float32)
-        if self.lite_backend:
-            yield from self._deepening(name, vector, limit, filter, output_fields, batch)
+        if self.lite_backend or not self.has_search_iterator:
+            cap = None if self.lite_backend else SEARCH_CAP
+            yield from self._deepening(name, vector, limit, filter, output_fields, batch, consistency, cap)
             return
         params: dict[str, Any] = {"metric_type": METRIC}
         if self.describe_index_type(name) == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, min(batch, SEARCH_CAP))}
         iterator = self._call("search_iterator", name, data=[vector.tolist()], batch_size=batch, limit=limit, filter=filter,
-                              output_fields=list(output_fields), anns_field=VECTOR, search_params=params)
+                              output_fields=list(output_fields), anns_field=VECTOR, search_params=params,
+                              consistency_level=consistency)
         for page in _pages(iterator, f"Milvus search iterator over {name!r}"):
             for h in page:
                 yield StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {}))
 
     def _deepening(self, name: str, vector: np.ndarray, limit: int, filter: str, output_fields: Sequence[str],
-                   batch: int) -> Iterator[StoredHit]:
-        """Pages of a Lite search: search to depth batch, 2 x batch, 4 x batch ... and yield what is new."""
+                   batch: int, consistency: Consistency, cap: int | None) -> Iterator[StoredHit]:
+        """Pages of plain searches: search to depth batch, 2 x batch, 4 x batch ... (at most ``cap``) and yield
+        what is new."""
         depth, done = batch, 0
         while True:
             want = depth if limit < 0 else min(depth, limit)
-            hits = self._search(name, vector[None], want, filter, output_fields)[0]
+            if cap is not None and want > cap:
+                if done < cap:
+                    want = cap
+                else:
+                    raise StoreError(self._past_cap(limit))
+            hits = self._search(name, vector[None], want, filter, output_fields, consistency)[0]
             for hit in hits[done:]:
                 yield hit
             if len(hits) < want or (limit >= 0 and want >= limit):
                 return
             done, depth = len(hits), depth * 2
+
+    @property
+    def has_search_iterator(self) -> bool:
+        """Whether the server pages past the top-k cap with a server-side search iterator (Milvus >= 2.5.2)."""
+        return not self.lite_backend and has_iterator_v2(self.server_version)
+
+    def _past_cap(self, k: int) -> str:
+        more = "every result" if k < 0 else f"{k:,} results"
+        return (f"{more} asked for, past Milvus's top-k cap of {SEARCH_CAP:,}: this server ({self.server_version}) "
+                f"has no search iterator v2 (Milvus >= {'.'.join(map(str, ITERATOR_V2))}); upgrade it, or ask for fewer")
 
     def describe_index_type(self, name: str) -> str:
         if name not in self._index_types:
@@ -369,13 +405,16 @@ class VectorStore:
         brute force on Milvus Lite (2.5 s vs 0.26 s per search at 30k × 768 rows, measured)."""
         self._call("flush", name)
 
-    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]:
+    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",),
+            consistency: Consistency = "Strong") -> dict[str, dict[str, Any]]:
+        """Stored rows by primary key (absent ids are left out), read Strong unless told otherwise."""
         if not ids:
             return {}
         self._load(name)
         ids, out = list(ids), {}
         for start in range(0, len(ids), GET_BATCH):  # bounded requests, however many ids are asked for
-            rows = self._call("get", name, ids=ids[start : start + GET_BATCH], output_fields=list(output_fields))
+            rows = self._call("get", name, ids=ids[start : start + GET_BATCH], output_fields=list(output_fields),
+                              consistency_level=consistency)
             out.update((str(r[PK]), dict(r)) for r in rows)
         return out
 
@@ -390,12 +429,13 @@ class VectorStore:
     def iter_rows(self, name: str, filter: str = "", output_fields: Sequence[str] = ("path",), batch: int = 2000):
         """Every row matching ``filter``, in batches of dicts (a query iterator: no top-k or offset cap)."""
         self._load(name)
-        iterator = self._call("query_iterator", name, batch_size=batch, filter=filter, output_fields=list(output_fields))
+        iterator = self._call("query_iterator", name, batch_size=batch, filter=filter, output_fields=list(output_fields),
+                              consistency_level="Strong")
         for rows in _pages(iterator, f"Milvus query over {name!r}"):
             yield [dict(r) for r in rows]
 
-    def get_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        rows = self.get(name, ids, output_fields=[VECTOR])
+    def get_vectors(self, name: str, ids: Sequence[str], consistency: Consistency = "Strong") -> dict[str, np.ndarray]:
+        rows = self.get(name, ids, output_fields=[VECTOR], consistency=consistency)
         return {i: np.asarray(r[VECTOR], np.float32) for i, r in rows.items()}
 
     def close(self) -> None:
@@ -403,6 +443,13 @@ class VectorStore:
             self.client.close()
         except Exception:  # noqa: BLE001 - closing a dead connection is not an error worth raising
             pass
+
+
+def has_iterator_v2(version: str) -> bool:
+    """Whether a Milvus server reporting ``version`` has the server-side search iterator (>= 2.5.2); a version
+    that does not parse (a managed service's own string) is taken to be current."""
+    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version)
+    return found is None or tuple(int(g) for g in found.groups()) >= ITERATOR_V2
 
 
 def _pages(iterator: Any, what: str) -> Iterator[list[Any]]:

@@ -1,7 +1,8 @@
 """Shared fixtures: tiny real-architecture models, and real servers (Redis, Milvus Lite, Celery workers).
 
 Nothing here is a mock: Redis is Debian's redis-server (installed by scripts/install.sh --test),
-Milvus is Milvus Lite (a file, or its gRPC server for multi-process tests), workers are real
+Milvus is Milvus Lite (a file, or its gRPC server for multi-process tests) or, for the server-only
+behaviour, a real Milvus standalone server (PyPI ``milvus``), workers are real
 ``celery -A workers worker`` subprocesses.
 """
 
@@ -51,6 +52,14 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Pids of a process's direct children (from /proc)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 @pytest.fixture(scope="session")
@@ -203,6 +212,82 @@ def milvus_uri(tmp_path_factory):
     server.stop()
 
 
+class MilvusServer:
+    """A real Milvus standalone server (PyPI ``milvus``: Milvus 2.3.5 with embedded etcd) on a free proxy port.
+
+    Its other ports are Milvus's defaults (2379, 19529, 9091 ...): one such server per machine at a time."""
+
+    FIXED_PORTS = (2379, 9091, 19529)
+
+    def __init__(self, data: Path):
+        self.exe = shutil.which("milvus-server") or str(Path(sys.executable).parent / "milvus-server")
+        self.data = data
+        for port in self.FIXED_PORTS:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    raise RuntimeError(f"port {port} is taken (another Milvus on this machine?): the test server needs it")
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = open(data / "server.log", "a")
+        self.server_pids: list[int] = []
+        self.proc = subprocess.Popen([self.exe, "--data", str(data / "milvus"), "--proxy-port", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port(self.port, proc=self.proc, timeout=120)
+            self.server_pids = child_pids(self.proc.pid)  # the wrapper runs `milvus run standalone` as its child
+            self._wait_ready(time.time() + 120)
+        except BaseException:
+            self.server_pids = self.server_pids or child_pids(self.proc.pid)
+            self.stop()
+            raise
+
+    def _wait_ready(self, deadline: float) -> None:
+        from pymilvus import MilvusClient
+
+        while True:
+            try:
+                MilvusClient(self.uri, timeout=5).list_collections()
+                return
+            except Exception:  # noqa: BLE001 - the proxy listens before its coordinators are up
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise
+                time.sleep(1)
+
+    def stop(self) -> None:
+        pids = [*self.server_pids, self.proc.pid]
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # a test server's data is thrown away: no long graceful stop
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + 5
+            while time.time() < deadline and self._running():
+                time.sleep(0.2)
+            if not self._running():
+                break
+        self.log.close()
+
+    def _running(self) -> bool:
+        return self.proc.poll() is None or any(_alive(p) for p in self.server_pids)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, already dead but not yet reaped by init, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory):
+    """A real Milvus server (not Lite) for the tests of what only a server does."""
+    server = MilvusServer(tmp_path_factory.mktemp("milvus-server"))
+    yield server.uri
+    server.stop()
+
+
 class Worker:
     """A real ``celery -A workers worker`` subprocess (its own process group, so a kill takes its children too)."""
 
@@ -227,11 +312,7 @@ class Worker:
 
     def children(self) -> list[int]:
         """Pids of the worker's pool processes (prefork)."""
-        try:
-            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in text.split()]
+        return child_pids(self.proc.pid)
 
     def kill(self) -> None:
         """SIGKILL the worker and its pool processes: no shutdown, no acks, as when a node dies."""

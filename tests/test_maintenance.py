@@ -11,6 +11,7 @@ import pytest
 from imsim import expr
 from imsim.errors import PathNotAllowed
 from imsim.images import path_id, read_file
+from imsim.query import Client
 from imsim.store import VectorStore
 
 from .conftest import SAMPLES, make_settings, settings_env
@@ -88,6 +89,10 @@ def test_selection_never_crosses_into_a_sibling_folder(tiny_model_dirs, tmp_path
     ingest_local([str(tmp_path / f / "a.jpg") for f in ("set", "set_2", "set%x")], settings, ingestor=ingestor)
     assert set(select(store, [str(tmp_path / "set")]).values()) == {str(tmp_path / "set" / "a.jpg")}
     assert set(select(store, [str(tmp_path / "set%x")]).values()) == {str(tmp_path / "set%x" / "a.jpg")}
+    # The client takes one selector as a plain string: it must not become one selector per character ("/" = all).
+    client = Client(settings, models=models, store=store)
+    assert client.delete(str(tmp_path / "set" / "a.jpg")) == {c: 1 for c in ingestor.collections.values()}
+    assert all(store.count(c) == 2 for c in ingestor.collections.values())
     ingestor.close()
     store.close()
 

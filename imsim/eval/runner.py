@@ -199,7 +199,8 @@ class Evaluation:
         out.mkdir(parents=True, exist_ok=True)
         self.base_settings = settings
         self.settings = settings.model_copy(update={
-            "milvus_uri": milvus_uri or str(out / "eval.db"), "skip_unchanged": False, "collection_prefix": "imsimeval"})
+            "milvus_uri": milvus_uri or str(out / "eval.db"), "skip_unchanged": False, "collection_prefix": "imsimeval",
+            "search_consistency": "Strong"})  # queries follow the ingest at once: read every write
         self.models = load_specs(self.specs, self.settings)
         self.report = EvalReport(models={label: {"name": m.info.name, "source": m.info.source, "revision": m.info.revision,
                                                  "version": m.info.version_tag, "dim": m.dim, "variant": m.info.variant}

@@ -1,0 +1,112 @@
+"""What only a real Milvus server shows (Milvus Lite cannot): the embedded default's code path unchanged on a
+server URI, descriptions kept for Attu, upsert without duplicates where ``insert`` would duplicate, server-side
+aliases and deletes, and the search consistency level reaching Milvus."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from imsim.images import discover, path_id
+from imsim.ingest import Ingestor, ingest_local
+from imsim.query import Client
+from imsim.errors import StoreError
+from imsim.store import SEARCH_CAP, VectorStore, has_iterator_v2
+
+from .conftest import make_settings
+
+
+@pytest.fixture()
+def server_settings(tiny_model_dirs, tmp_path, milvus_server_uri):
+    return make_settings(tiny_model_dirs, tmp_path / "data", milvus_uri=milvus_server_uri)
+
+
+def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, models, image_folder):
+    store = VectorStore(server_settings)
+    assert not store.is_lite and not store.lite_backend
+    ingestor = Ingestor(server_settings, models=models, store=store)
+    files = discover([image_folder])
+    result = ingest_local(files, server_settings, ingestor=ingestor, job_id="server-1")
+    assert result.done == 38 and not result.failures
+    collections = dict(ingestor.collections)
+    assert all(store.count(c) == 38 for c in collections.values())
+
+    # Self-describing in Attu: a server keeps what Lite drops.
+    described = store.describe(collections["dinov2"])
+    assert "dinov2" in described["description"] and "revision" in described["description"]
+    fields = {f["name"]: f.get("description", "") for f in described["fields"]}
+    assert fields["path"] and fields["vector"] and fields["sha256"]
+    assert store.active_collection("clip") == collections["clip"]  # the alias exists on the server
+
+    client = Client(server_settings, models=models, store=store)
+    for path in files[:: len(files) // 6]:
+        hits = client.search(path, k=3, fusion="rrf")
+        assert hits[0].path == path and hits[0].ranks == {"clip": 1, "dinov2": 1}, (path, hits[:2])
+
+    # A server's insert would keep a second row per id; the re-ingest must leave exactly one.
+    again = ingest_local(files, server_settings, ingestor=ingestor, job_id="server-2", force=True)
+    assert again.done == 38
+    assert all(store.count(c) == 38 for c in collections.values())
+    rows = store.get(collections["clip"], [path_id(files[0])], output_fields=["job_id"])
+    assert rows[path_id(files[0])]["job_id"] == "server-2"
+
+    assert client.delete(files[0]) == {c: 1 for c in collections.values()}
+    assert all(store.count(c) == 37 for c in collections.values())
+    ingestor.close()
+    store.close()
+
+
+def _rows(model, vectors: np.ndarray, tag: str) -> list[dict]:
+    return [{"id": f"{tag}{i:029d}"[:32], "path": f"/consistency/{tag}/{i}.jpg", "sha256": "", "width": 1, "height": 1,
+             "file_size": 1, "mtime": 0.0, "model_id": model.info.source, "model_revision": model.info.revision,
+             "ingested_at": 0, "job_id": "", "vector": v.tolist()} for i, v in enumerate(vectors)]
+
+
+def test_search_consistency_reaches_the_server(server_settings, models):
+    """Strong reads its own writes; Bounded (the interactive default) answers without waiting for the next time tick,
+    so a row written a moment ago can be missing for ~0.2 s: only possible if the level is passed through."""
+    store = VectorStore(server_settings)
+    clip = models["clip"]
+    collection = store.ensure_collection(clip.info)
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(20, clip.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def first_hit(client: Client, vector: np.ndarray) -> str:
+        hits = client.search_vectors({"clip": vector}, k=1, fusion="none")
+        return hits[0].path if hits else ""
+
+    strong = Client(server_settings.model_copy(update={"search_consistency": "Strong"}), models=models, store=store)
+    for i, row in enumerate(_rows(clip, vectors[:10], "strong")):
+        store.upsert(collection, [row])
+        assert first_hit(strong, vectors[i]) == row["path"], f"Strong search missed the row written just before ({i})"
+
+    bounded = Client(server_settings.model_copy(update={"search_consistency": "Bounded"}), models=models, store=store)
+    assert server_settings.search_consistency == "Bounded"  # the default
+    missed = 0
+    for i, row in enumerate(_rows(clip, vectors[10:], "bounded"), start=10):
+        store.upsert(collection, [row])
+        missed += first_hit(bounded, vectors[i]) != row["path"]
+    assert missed > 0, "every Bounded search saw a write made microseconds before: the level did not reach Milvus"
+    deadline = time.time() + 10
+    while first_hit(bounded, vectors[19]) != f"/consistency/bounded/9.jpg" and time.time() < deadline:
+        time.sleep(0.1)
+    assert first_hit(bounded, vectors[19]) == "/consistency/bounded/9.jpg"
+    store.close()
+
+
+def test_results_past_the_cap_on_a_server_without_iterator_v2_fail_clearly(server_settings, models):
+    """Milvus < 2.5.2 has only the client-side v1 search iterator, which returned 2,718 of 17,000 hits on HNSW
+    (measured on this 2.3.5 server): a short list passed off as complete would lose results silently."""
+    store = VectorStore(server_settings)
+    collection = store.ensure_collection(models["clip"].info)
+    assert store.server_version.startswith("v2.3.5") and not store.has_search_iterator
+    query = np.ones((1, models["clip"].dim), np.float32)
+    with pytest.raises(StoreError, match=r"17,000 results asked for, past Milvus's top-k cap of 16,384: this server \(v2\.3\.5.*2\.5\.2"):
+        store.search(collection, query, SEARCH_CAP + 616)
+    assert store.search(collection, query, SEARCH_CAP) == [[]]  # at the cap: one plain search (empty collection)
+    assert [has_iterator_v2(v) for v in ("v2.5.2", "v2.6.0", "2.5.10", "v2.5.1", "v2.4.15", "Zilliz Cloud")] == [
+        True, True, True, False, False, True]
+    store.close()
