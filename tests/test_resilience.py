@@ -94,14 +94,18 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(tiny_model_dirs, tmp_path,
     kill_when(a, 50, whole=True)
     status = wait_finished(jobs, job_id)
 
-    assert (status.total, status.done, status.failed, status.skipped) == (2000, 2000, 0, 0)
+    # A worker killed after its chunk's upsert but before the count: the redelivery finds the rows stored and
+    # counts them "skipped" (seen once in CI: 1975 + 25). Either way each image is counted once, none failed.
+    assert (status.total, status.done + status.skipped, status.failed) == (2000, 2000, 0)
+    assert status.skipped <= 3 * 25  # at most one chunk per SIGKILL
     assert status.chunks_done == chunks
     received = sum(len(RECEIVED.findall(w.log_path.read_text())) for w in (a, b))
     assert received >= chunks + 3, f"only {received} deliveries for {chunks} chunks: the killed chunks were not redelivered"
     store = VectorStore(settings)
     assert_exactly_once(store, files)
     print(f"\nkill test: {len(files)} images, {chunks} chunks, 3 SIGKILLs, {received} deliveries, "
-          f"{ {n: store.count(n) for n in store.collections()} } rows, 0 duplicates")
+          f"{ {n: store.count(n) for n in store.collections()} } rows, 0 duplicates, "
+          f"{status.done} embedded + {status.skipped} found stored on redelivery")
     store.close()
 
 
