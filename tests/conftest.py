@@ -291,8 +291,9 @@ def milvus_server_uri(tmp_path_factory):
 class Worker:
     """A real ``celery -A workers worker`` subprocess (its own process group, so a kill takes its children too)."""
 
-    def __init__(self, settings: Settings, log_path: Path, name: str, pool: str = "solo"):
+    def __init__(self, settings: Settings, log_path: Path, name: str, pool: str = "solo", env: dict[str, str] | None = None):
         self.settings, self.log_path, self.name, self.pool = settings, log_path, name, pool
+        self.env = {**settings_env(settings), **(env or {})}
         self.starts = 0
         self.start()
 
@@ -302,7 +303,7 @@ class Worker:
         cmd = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", self.settings.queue, "-P", self.pool,
                "-c", "1", "-n", f"{self.name}-{self.starts}@%h", "-l", "INFO", "--without-gossip", "--without-mingle",
                "--without-heartbeat"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=settings_env(self.settings), stdout=self.log,
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 60
         while self.log_path.read_text().count("ready.") < self.starts:
@@ -333,8 +334,9 @@ class Worker:
 def start_worker(tmp_path):
     started: list[Worker] = []
 
-    def start(settings: Settings, name: str = "w", pool: str = "solo") -> Worker:
-        worker = Worker(settings, tmp_path / f"{name}-{len(started)}.log", name, pool)
+    def start(settings: Settings, name: str = "w", pool: str = "solo", env: dict[str, str] | None = None) -> Worker:
+        """A worker on ``settings``; ``env`` adds to the IMSIM_* environment made from them."""
+        worker = Worker(settings, tmp_path / f"{name}-{len(started)}.log", name, pool, env)
         started.append(worker)
         return worker
 

@@ -19,7 +19,7 @@ from imsim.queue import enqueue
 from imsim.store import VectorStore
 from imsim.synth import write_variants
 
-from .conftest import SAMPLES, MilvusLiteServer, RedisServer, make_settings
+from .conftest import SAMPLES, MilvusLiteServer, RedisServer, free_port, make_settings
 
 RECEIVED = re.compile(r"Task imsim\.embed_chunk\[[0-9a-f-]+\] received")
 SUCCEEDED = re.compile(r"Task imsim\.embed_chunk\[[0-9a-f-]+\] succeeded")
@@ -184,3 +184,36 @@ def test_redis_restart_loses_no_chunk_and_no_secret_is_logged_or_stored(tiny_mod
     assert job_id in text and SECRET_REDIS not in text and SECRET_MILVUS not in text
     print(f"\nRedis SIGKILL + restart after 5 s: job finished {took:.1f}s after the kill; 600/600 stored once "
           f"({status.done} embedded, {status.skipped} found already stored on redelivery)")
+
+
+
+def test_a_retry_that_cannot_be_published_requeues_its_chunk(tiny_model_dirs, tmp_path, redis_url, start_worker, servers):
+    """Milvus down, so chunks must be retried, while the broker refuses the retry's publish but still takes acks.
+
+    Celery answers a failed retry publish with Reject(requeue=False): the chunk's message is acked, i.e.
+    deleted, and its job never ends. A Redis restart does exactly that when Redis is back by the time of the
+    ack (seen in CI). Here the window is not a matter of timing: the worker publishes through Celery's
+    ``CELERY_BROKER_WRITE_URL``, pointed at a port where nothing listens, and consumes and acks through the
+    live Redis. The chunks must survive and the job finish once Milvus is back.
+    """
+    milvus = servers(MilvusLiteServer, tmp_path)
+    files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 200, size=(64, 64), seed=17)
+    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus.uri, chunk_size=20,
+                             visibility_timeout=10, queue="publish" + tmp_path.name[-8:])
+    worker = start_worker(settings, "p", env={"CELERY_BROKER_WRITE_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    jobs = JobStore(redis_url)
+    job_id = enqueue(files, settings)
+    wait_until(lambda: jobs.get(job_id).chunks_done >= 2, 120, "2 chunks done")
+    milvus.stop()
+    wait_until(lambda: worker.log_path.read_text().count("could not queue the retry") >= 3, 90,
+               "three retries that could not be published")
+    during = jobs.get(job_id)
+    milvus.start()
+    status = wait_finished(jobs, job_id, timeout=120)
+
+    assert during.finished_at is None and during.failed == 0
+    assert (status.done + status.skipped, status.failed, status.chunks_done) == (200, 0, 10)
+    assert worker.proc.poll() is None
+    store = VectorStore(settings)
+    assert_exactly_once(store, files)
+    store.close()

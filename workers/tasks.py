@@ -5,15 +5,19 @@ Celery parent, so CUDA is never initialised before a fork. Milvus or Redis being
 is retried by Celery itself (``autoretry_for`` with exponential backoff); a chunk that still
 fails after the last retry, or fails for a non-transient reason, is recorded on its job with
 the reason for every path in it, so the job always ends and ``imsim retry`` can re-queue it.
+A retry that cannot be published (Redis, the broker, is down) puts the chunk's own message back
+instead of dropping it: see :meth:`ChunkTask.retry`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from functools import lru_cache
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 
 from imsim.errors import StoreUnavailable
 from imsim.ingest import Ingestor
@@ -43,6 +47,26 @@ class ChunkTask(Task):
     retry_backoff_max = 30  # a recovered Milvus is used again within 30 s
     retry_jitter = True
     max_retries = get_settings().task_max_retries
+
+    def retry(self, *args, **kwargs):  # noqa: ANN002, ANN003 - Celery's signature
+        """Celery's retry, except that a retry which cannot be published requeues the chunk's message.
+
+        Celery answers a failed publish with ``Reject(requeue=False)``, which acks (deletes) the message:
+        when Redis is back by the time of that ack, e.g. after a restart, the chunk is lost and its job never
+        ends. Requeued instead, the message goes back to the queue; if Redis is still down the requeue fails,
+        the message stays unacked, and the redelivery sweep brings it back after the visibility timeout.
+        The retry's backoff is waited here first, so a chunk requeued at once is not retried in a tight loop.
+        """
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as reject:
+            if reject.requeue:
+                raise
+            pause = min(float(kwargs.get("countdown") or 0), self.retry_backoff_max)
+            log.warning("could not queue the retry of task %s (%s): requeueing its message in %.1fs", self.request.id,
+                        reject.reason, pause)
+            time.sleep(pause)
+            raise Reject(reject.reason, requeue=True) from reject
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: ANN001 - Celery's signature
         """Record every path of a chunk that will not be retried again as failed, with the reason."""
