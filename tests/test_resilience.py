@@ -186,7 +186,6 @@ def test_redis_restart_loses_no_chunk_and_no_secret_is_logged_or_stored(tiny_mod
           f"({status.done} embedded, {status.skipped} found already stored on redelivery)")
 
 
-
 def test_a_retry_that_cannot_be_published_requeues_its_chunk(tiny_model_dirs, tmp_path, redis_url, start_worker, servers):
     """Milvus down, so chunks must be retried, while the broker refuses the retry's publish but still takes acks.
 

@@ -48,7 +48,7 @@ class ChunkTask(Task):
     retry_jitter = True
     max_retries = get_settings().task_max_retries
 
-    def retry(self, *args, **kwargs):  # noqa: ANN002, ANN003 - Celery's signature
+    def retry(self, *args, **kwargs):
         """Celery's retry, except that a retry which cannot be published requeues the chunk's message.
 
         Celery answers a failed publish with ``Reject(requeue=False)``, which acks (deletes) the message:
