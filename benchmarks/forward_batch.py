@@ -26,12 +26,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="images per measurement")
     args = parser.parse_args()
     dirs = build_random_models(tempfile.mkdtemp(prefix="imsim-fwd-"))
-    settings = Settings(clip_model=str(dirs["clip"]), dinov2_model=str(dirs["dinov2"]), device=args.device,
-                        cpu_batch_size=65_536, batch_size=65_536)
+    settings = Settings(
+        clip_model=str(dirs["clip"]),
+        dinov2_model=str(dirs["dinov2"]),
+        device=args.device,
+        cpu_batch_size=65_536,
+        batch_size=65_536,
+    )
     models = load_models(settings)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(args.images, 224, 224, 3), dtype=np.uint8)
-    print(f"| model | device | batch | images/s |\n| --- | --- | ---: | ---: |")
+    print("| model | device | batch | images/s |\n| --- | --- | ---: | ---: |")
     for name, model in models.items():
         model.batch_size = 2
         model.embed_uint8(pixels[:2])  # warm-up

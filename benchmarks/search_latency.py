@@ -48,13 +48,22 @@ def main() -> None:
     parser.add_argument("--index", default="auto", help="IMSIM_INDEX_TYPE for the collections")
     parser.add_argument("--fusion", default="rrf")
     parser.add_argument("--ef", type=int, default=0, help="IMSIM_HNSW_EF_SEARCH (default: the setting's default)")
-    parser.add_argument("--consistency", default="",
-                        help="comma-separated IMSIM_SEARCH_CONSISTENCY levels to time (default: the setting's default)")
+    parser.add_argument(
+        "--consistency",
+        default="",
+        help="comma-separated IMSIM_SEARCH_CONSISTENCY levels to time (default: the setting's default)",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="imsim-latency-"))
-    settings = Settings(data_dir=tmp, milvus_uri=args.uri or str(tmp / "latency.db"), collection_prefix="latency",
-                        index_type=args.index, models="clip,dinov2", **({"hnsw_ef_search": args.ef} if args.ef else {}))
+    settings = Settings(
+        data_dir=tmp,
+        milvus_uri=args.uri or str(tmp / "latency.db"),
+        collection_prefix="latency",
+        index_type=args.index,
+        models="clip,dinov2",
+        **({"hnsw_ef_search": args.ef} if args.ef else {}),
+    )
     levels = args.consistency.split(",") if args.consistency else [settings.search_consistency]
     store = VectorStore(settings)
     models = {"clip": FixedModel("clip", 512), "dinov2": FixedModel("dinov2", 768)}
@@ -72,9 +81,23 @@ def main() -> None:
             vectors = rng.normal(size=(min(5000, args.rows - start), model.dim)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             parts.append(vectors)
-            rows = [{"id": ids[start + i], "path": f"/bench/{start + i}.jpg", "sha256": "", "width": 1, "height": 1,
-                     "file_size": 1, "mtime": 0.0, "model_id": model.info.source, "model_revision": model.info.revision,
-                     "ingested_at": 0, "job_id": "", "vector": v.tolist()} for i, v in enumerate(vectors)]
+            rows = [
+                {
+                    "id": ids[start + i],
+                    "path": f"/bench/{start + i}.jpg",
+                    "sha256": "",
+                    "width": 1,
+                    "height": 1,
+                    "file_size": 1,
+                    "mtime": 0.0,
+                    "model_id": model.info.source,
+                    "model_revision": model.info.revision,
+                    "ingested_at": 0,
+                    "job_id": "",
+                    "vector": v.tolist(),
+                }
+                for i, v in enumerate(vectors)
+            ]
             if not reuse:
                 store.upsert(collection, rows, batch=5000)
             if start == 0:
@@ -101,24 +124,33 @@ def main() -> None:
     for n in models:
         exact = np.argsort(-(samples[n] @ stored[n].T), axis=1)[:, : args.k]
         found = store.search(collections[n], samples[n], args.k)
-        recall[n] = float(np.mean([len({ids[j] for j in exact[i]} & {h.id for h in found[i]}) / args.k
-                                   for i in range(len(found))]))
+        recall[n] = float(
+            np.mean([len({ids[j] for j in exact[i]} & {h.id for h in found[i]}) / args.k for i in range(len(found))])
+        )
     backend = "Milvus Lite file" if store.is_lite else f"{args.uri} ({store.server_version})"
-    print(f"\n{args.rows:,} rows per collection, {args.queries} queries, k={args.k}, {backend}, "
-          f"index {store.describe_index_type(collections['clip'])}")
+    print(
+        f"\n{args.rows:,} rows per collection, {args.queries} queries, k={args.k}, {backend}, "
+        f"index {store.describe_index_type(collections['clip'])}"
+    )
     print(f"{'what':<34} {'consistency':<11} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'recall@k':>9}")
     for level in levels:
         client = Client(settings.model_copy(update={"search_consistency": level}), models=models, store=store)  # type: ignore[arg-type]
         for _ in range(20):  # warm-up: load, caches, first index use
             client.search_vectors({n: samples[n][0] for n in models}, k=args.k, fusion=args.fusion)
-        fused = timed(lambda i: client.search_vectors({n: samples[n][i] for n in models}, k=args.k, fusion=args.fusion))
-        single = {n: timed(lambda i, n=n: store.search(collections[n], samples[n][i : i + 1], args.k, consistency=level))
-                  for n in models}
+        fused = timed(
+            lambda i, client=client: client.search_vectors({n: samples[n][i] for n in models}, k=args.k, fusion=args.fusion)
+        )
+        single = {
+            n: timed(lambda i, n=n, level=level: store.search(collections[n], samples[n][i : i + 1], args.k, consistency=level))
+            for n in models
+        }
         rows = [(f"fused search ({args.fusion}, 2 collections)", fused, "")]
         rows += [(f"{n} search alone", v, f"{recall[n]:.3f}") for n, v in single.items()]
         for label, values, r in rows:
-            print(f"{label:<34} {level:<11} {percentile(values, 50):8.1f} {percentile(values, 95):8.1f} "
-                  f"{statistics.mean(values):8.1f} {r:>9}")
+            print(
+                f"{label:<34} {level:<11} {percentile(values, 50):8.1f} {percentile(values, 95):8.1f} "
+                f"{statistics.mean(values):8.1f} {r:>9}"
+            )
     store.close()
 
 
@@ -128,8 +160,9 @@ def wait_indexed(store: VectorStore, collection: str, timeout: float = 1800) -> 
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         state = store.client.describe_index(collection, "vector")
-        if "pending_index_rows" not in state or (int(state.get("pending_index_rows", 0)) == 0
-                                                 and int(state.get("indexed_rows", 0)) >= int(state.get("total_rows", 0))):
+        if "pending_index_rows" not in state or (
+            int(state.get("pending_index_rows", 0)) == 0 and int(state.get("indexed_rows", 0)) >= int(state.get("total_rows", 0))
+        ):
             return time.perf_counter() - t0
         time.sleep(2)
     raise TimeoutError(f"{collection}: index not built after {timeout:.0f}s")

@@ -1,15 +1,39 @@
 """imsim: image-similarity search. Read → decode → embed → store; query → embed → search → fuse.
 
 Modules: :mod:`settings` (configuration), :mod:`images` (files and decoding), :mod:`models`
-(registry and model families), :mod:`store` (Milvus collections), :mod:`ingest` (the pipeline),
-:mod:`jobs` and :mod:`queue` (Redis/Celery jobs), :mod:`expr` (safe filters), :mod:`fusion` and
-:mod:`query` (search), :mod:`gallery` (result pages), :mod:`duplicates`, :mod:`eval` (benchmarks and
-metrics), :mod:`cli`.
+(registry and model families), :mod:`embedding` (the one embedding step), :mod:`store` (Milvus
+collections), :mod:`ingest` (the pipeline), :mod:`jobs` and :mod:`queue` (Redis/Celery jobs),
+:mod:`expr` (safe filters), :mod:`fusion` and :mod:`query` (search), :mod:`gallery` (result pages),
+:mod:`duplicates`, :mod:`eval` (benchmarks and metrics), :mod:`cli`.
+
+``imsim.Client``, ``imsim.Where`` and ``imsim.Settings`` import lazily, so ``import imsim.settings``
+(as a Celery parent does) never loads pymilvus or torch.
 """
 
-from .expr import Where
-from .query import Client, SearchHit
-from .settings import Settings, get_settings
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["Client", "SearchHit", "Where", "Settings", "get_settings", "__version__"]
+
+if TYPE_CHECKING:
+    from .expr import Where
+    from .query import Client, SearchHit
+    from .settings import Settings, get_settings
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Client", "SearchHit"):
+        from . import query
+
+        return getattr(query, name)
+    if name == "Where":
+        from .expr import Where
+
+        return Where
+    if name in ("Settings", "get_settings"):
+        from . import settings
+
+        return getattr(settings, name)
+    raise AttributeError(f"module 'imsim' has no attribute {name!r}")

@@ -1,10 +1,14 @@
-"""Ingest benchmark: imsim's path (files → decode once → batched models → store) beside the seed-style loop
-(one image per call through each model's Hugging Face processor and model, one row written per call),
-on the same images and the same loaded models, in one run.
+"""Benchmarks that print numbers (``imsim bench ...``): where the host's time goes, and what a change buys.
 
-Prints images/s for both, their ratio, imsim's per-stage split (read, decode, resize, each model's
-forward pass, each write), and how close the two paths' vectors are (cosine per model), so a speed-up
-is never bought with different embeddings. ``imsim bench ingest`` is the command.
+- :func:`run_ingest`: files → read → hash → decode → resize → batch → embed → store through the real
+  :class:`~imsim.ingest.Ingestor`, with real models or **null models** (:class:`NullEmbedder`: the input sizes
+  and dimensions of CLIP B/32 and DINOv2 B/14, a forward pass that costs ~nothing), into a no-op sink
+  (:class:`NullStore`), a Milvus Lite file, or any Milvus server. Reports images/s, wall and CPU per stage,
+  and CPU-ms per image for the whole process, from which a many-core host's rate is *projected* (not measured).
+- :func:`compare_decoders`: the decode + resize stage alone for each decoder and pool size, side by side on
+  the same files, each checked against the reference (Pillow) path: model inputs identical, vectors' cosine.
+- :func:`run_baseline`: the seed-style loop (one image per call through the model's own Hugging Face
+  processor and model, one row per write), to state the speed-up honestly on the same models and files.
 """
 
 from __future__ import annotations
@@ -12,69 +16,93 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
+from .embedding import EmbeddingStep
 from .errors import ImsimError
-from .images import discover, path_id
-from .ingest import ChunkResult, Ingestor, ingest_local
-from .models import Embedder, load_models
+from .images import Limits, read_file
+from .ingest import Ingestor, ingest_local
+from .models import Embedder, FamilyConfig, ModelInfo, Preprocess
+from .models.base import l2_normalise, no_text
+from .paths import discover, path_id
 from .settings import Settings
 from .store import VectorStore, make_row
+from .timing import StageTimes
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The published preprocessing of openai/clip-vit-base-patch32 and facebook/dinov2-base, and their dimensions.
+NULL_MODELS: dict[str, tuple[Preprocess, int]] = {
+    "clip": (Preprocess(224, 224, 224, CLIP_MEAN, CLIP_STD, resample=3), 512),
+    "dinov2": (Preprocess(256, 224, 224, IMAGENET_MEAN, IMAGENET_STD, resample=3), 768),
+}
+PROJECTION_CORES = 16
 
 
-@dataclass
-class BenchResult:
-    images: int
-    seconds: float
-    stages: dict[str, float]
-    baseline_images: int
-    baseline_seconds: float
-    min_cosine: dict[str, float] = field(default_factory=dict)
-    model_load_seconds: float = 0.0
-    device: str = ""
-    store: str = ""
+class NullConfig(FamilyConfig):
+    mimics: str = Field("", description="The model whose input size and dimension this null model has.")
 
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
 
-    @property
-    def baseline_images_per_s(self) -> float:
-        return self.baseline_images / self.baseline_seconds if self.baseline_seconds else 0.0
+class NullEmbedder:
+    """An :class:`~imsim.models.base.Embedder` with a real model's input recipe and dimension whose forward pass is a
+    fixed random projection of an 8x8 subsample: deterministic, pixel-dependent, and ~free."""
 
-    @property
-    def speedup(self) -> float:
-        return self.images_per_s / self.baseline_images_per_s if self.baseline_images_per_s else 0.0
+    def __init__(self, name: str, preprocess: Preprocess, dim: int, seed: int = 0):
+        self.preprocess = preprocess
+        self.device = "cpu"
+        self.info = ModelInfo(
+            name=name,
+            source=f"null:{name}",
+            revision="null",
+            dim=dim,
+            supports_text=False,
+            config=NullConfig(mimics=name),
+            preprocess=preprocess,
+            description=f"null model shaped like {name}",
+        )
+        self._projection = np.random.default_rng(seed).standard_normal((8 * 8 * 3, dim)).astype(np.float32)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "images_per_s": round(self.images_per_s, 2),
-                "baseline_images_per_s": round(self.baseline_images_per_s, 2), "speedup": round(self.speedup, 2)}
+    def embed_uint8(self, batch: np.ndarray) -> np.ndarray:
+        n, h, w, _ = batch.shape
+        ys, xs = np.linspace(0, h - 1, 8).astype(int), np.linspace(0, w - 1, 8).astype(int)
+        sample = batch[:, ys][:, :, xs].reshape(n, -1).astype(np.float32) / 255.0
+        return l2_normalise(sample @ self._projection)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise no_text(self.info)
+
+
+def null_models(names: Sequence[str] = ("clip", "dinov2")) -> dict[str, Embedder]:
+    return {name: NullEmbedder(name, *NULL_MODELS[name]) for name in names}
 
 
 class NullStore:
-    """A store that keeps vectors in memory and writes nothing: measures the pipeline without Milvus."""
+    """A sink that keeps rows in memory and writes nothing: the pipeline without Milvus (implements ingest's Sink)."""
 
-    is_lite = False
-    where = "no-op sink (vectors kept in memory)"
+    where = "no-op sink (rows kept in memory)"
 
     def __init__(self) -> None:
-        self.rows: dict[str, dict[str, dict]] = {}
+        self.rows: dict[str, dict[str, dict[str, Any]]] = {}
 
-    def ensure_collection(self, info: Any) -> str:
-        self.rows.setdefault(info.slug, {})
-        return info.slug
+    def ensure_collection(self, info: ModelInfo) -> str:
+        name = f"{info.name}_{info.version_tag}"
+        self.rows.setdefault(name, {})
+        return name
 
-    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ()) -> dict[str, dict]:
+    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]:
         return {i: self.rows[name][i] for i in ids if i in self.rows[name]}
 
-    def upsert(self, name: str, rows: Sequence[dict]) -> int:
+    def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
         self.rows[name].update({r["id"]: r for r in rows})
-        return len(rows)
+        return {}
 
     def get_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return {i: np.asarray(self.rows[name][i]["vector"], np.float32) for i in ids if i in self.rows[name]}
@@ -83,91 +111,208 @@ class NullStore:
         """Nothing to seal: the rows are in memory."""
 
     def close(self) -> None:
-        pass
+        """Nothing to close."""
 
 
-def baseline_embed(model: Embedder, path: str) -> np.ndarray:
+@dataclass
+class IngestRun:
+    """One measured ingest: images/s and where the time went."""
+
+    images: int
+    seconds: float
+    cpu_seconds: float  # the whole process (every thread), from time.process_time
+    times: StageTimes
+    store: str
+    models: str
+    decoder: str
+    workers: int
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_image(self) -> float:
+        return 1000 * self.cpu_seconds / self.images if self.images else 0.0
+
+    def stage_cpu_ms(self) -> dict[str, float]:
+        """Thread CPU milliseconds per image, per stage."""
+        return {stage: 1000 * seconds / self.images for stage, seconds in self.times.cpu.items()} if self.images else {}
+
+    @property
+    def projected_images_per_s(self) -> float:
+        """What :data:`PROJECTION_CORES` cores would do if the host side scaled linearly: a projection, not a measurement."""
+        return PROJECTION_CORES * 1000 / self.cpu_ms_per_image if self.cpu_ms_per_image else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 1),
+            "cpu_ms_per_image": round(self.cpu_ms_per_image, 3),
+            "stage_cpu_ms_per_image": {k: round(v, 3) for k, v in self.stage_cpu_ms().items()},
+            "stage_seconds": self.times.as_dict(),
+            "store": self.store,
+            "models": self.models,
+            "decoder": self.decoder,
+            "workers": self.workers,
+            f"projected_images_per_s_{PROJECTION_CORES}_cores": round(self.projected_images_per_s),
+            "failed": len(self.failures),
+        }
+
+
+def make_sink(kind: str, settings: Settings, prefix: str = "bench") -> tuple[Any, str]:
+    """(sink, description): ``none`` (no-op), ``lite`` (a Milvus Lite file in a temp dir) or a Milvus URI."""
+    if kind == "none":
+        return NullStore(), NullStore.where
+    uri = os.path.join(tempfile.mkdtemp(prefix="imsim-bench-"), "bench.db") if kind == "lite" else kind
+    store = VectorStore(settings.replace(milvus_uri=uri, collection_prefix=prefix))
+    for name in store.collections():
+        store.drop(name)
+    return store, f"{'Milvus Lite file' if kind == 'lite' else 'Milvus'} {store.where} ({store.server_version})"
+
+
+def run_ingest(
+    paths: Sequence[str], settings: Settings, models: Mapping[str, Embedder], sink: str = "none", warmup: int = 16
+) -> IngestRun:
+    """Ingest ``paths`` once (after ``warmup`` files to take first-call costs out) and time every stage."""
+    settings = settings.replace(skip_unchanged=False)
+    store, where = make_sink(sink, settings)
+    try:
+        with Ingestor(settings, embedders=models, store=store) as ingestor:
+            if warmup:
+                ingestor.ingest(list(paths[:warmup]), job_id="bench-warmup")
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = ingest_local(list(paths), settings, ingestor=ingestor, job_id="bench")
+            seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
+            decoder = ingestor.step.decoder
+            workers = ingestor.step._pool._max_workers
+    finally:
+        store.close()
+    return IngestRun(result.done, seconds, cpu_seconds, result.times, where, ",".join(models), decoder, workers, result.failures)
+
+
+@dataclass
+class DecodeRun:
+    decoder: str
+    workers: int
+    images: int
+    seconds: float
+    cpu_seconds: float
+    identical: int  # files whose every model input equals the reference path's, bit for bit
+    min_cosine: float  # against the reference path's vectors
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_image(self) -> float:
+        return 1000 * self.cpu_seconds / self.images if self.images else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_s": round(self.images_per_s, 1), "cpu_ms_per_image": round(self.cpu_ms_per_image, 3)}
+
+
+def compare_decoders(
+    paths: Sequence[str],
+    models: Mapping[str, Embedder],
+    decoders: Sequence[str] = ("pillow", "simplejpeg"),
+    workers: Sequence[int] = (1, 0),
+) -> list[DecodeRun]:
+    """Decode + resize (+ the models) on the same files per decoder and thread count; each against Pillow's inputs."""
+    files = [read_file(p, Limits()) for p in paths]
+    reference = EmbeddingStep(models, decoder="pillow", workers=1)
+    want = {f.path: reference._prepare(f, None) for f in files}
+    want_vectors = reference.embed(files)
+    reference.close()
+    runs = []
+    for decoder in decoders:
+        for count in workers:
+            step = EmbeddingStep(models, decoder=decoder, workers=count)
+            step.embed(files[:8])  # warm-up
+            wall, cpu = time.perf_counter(), time.process_time()
+            got = step.embed(files)
+            seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
+            identical = sum(1 for f in files if _same_inputs(step._prepare(f, None), want[f.path]))
+            cosine = min(float(np.min(np.sum(got.vectors[n] * want_vectors.vectors[n], axis=1))) for n in models)
+            runs.append(
+                DecodeRun(step.decoder, step._pool._max_workers, len(got.images), seconds, cpu_seconds, identical, cosine)
+            )
+            step.close()
+    return runs
+
+
+def _same_inputs(a: Any, b: Any) -> bool:
+    if isinstance(a, Exception) or isinstance(b, Exception):
+        return isinstance(a, Exception) and isinstance(b, Exception)
+    return all(a.arrays[n].shape == b.arrays[n].shape and np.array_equal(a.arrays[n], b.arrays[n]) for n in a.arrays)
+
+
+def baseline_embed(model: Any, path: str) -> np.ndarray:
     """The seed-style call: open the file, run the model's own HF processor on it, one forward pass, normalise.
 
     Models without a Hugging Face processor (VGG16, SSCD, ONNX) run their own recipe on the one image."""
-    import torch
     from PIL import Image
+
+    from .models import embed_images
 
     with Image.open(path) as im:
         rgb = im.convert("RGB")
-    if model.processor is None:
-        return model.embed_images([rgb])[0]
-    pixels = model.processor(images=rgb, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
+    processor = getattr(model, "processor", None)
+    if processor is None:
+        return embed_images(model, [rgb])[0]
+    import torch
+
+    pixels = processor(images=rgb, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
     with torch.inference_mode():
         features = model._forward_images(pixels).float()
-    return torch.nn.functional.normalize(features, dim=-1)[0].cpu().numpy()
+    return np.asarray(torch.nn.functional.normalize(features, dim=-1)[0].cpu().numpy())
 
 
-def run_baseline(models: dict[str, Embedder], store: Any, collections: dict[str, str], paths: Sequence[str]):
-    """One image per call per model, one row written per call; returns (seconds, {model: {id: vector}})."""
+@dataclass
+class BaselineRun:
+    images: int
+    seconds: float
+    min_cosine: dict[str, float]  # per model: the fast path's stored vector vs the baseline's, worst image
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def run_baseline(models: Mapping[str, Embedder], paths: Sequence[str], settings: Settings) -> BaselineRun:
+    """One image per call per model, one row written per call (to a no-op sink), timed; then the fast path's vectors
+    for the same files, to check both paths compute the same embeddings."""
     from .images import load_image
 
+    sink = NullStore()
+    collections = {name: sink.ensure_collection(m.info) for name, m in models.items()}
     vectors: dict[str, dict[str, np.ndarray]] = {name: {} for name in models}
     start = time.perf_counter()
     for path in paths:
-        facts = load_image(path)  # the row's metadata (hash, size); seed scripts stat and hash too
+        facts = load_image(path)
         for name, model in models.items():
             vec = baseline_embed(model, path)
             vectors[name][facts.id] = vec
-            store.upsert(collections[name], [make_row(model.info, facts, vec, "bench-baseline")])
-    return time.perf_counter() - start, vectors
+            sink.upsert_each(collections[name], [make_row(model.info, facts, vec, "bench-baseline")])
+    seconds = time.perf_counter() - start
+    step = EmbeddingStep.from_settings(settings, models)
+    fast = step.embed_paths(list(paths))
+    step.close()
+    by_id = {path_id(img.path): i for i, img in enumerate(fast.images)}
+    cosine = {name: float(min(np.dot(fast.vectors[name][by_id[i]], v) for i, v in vectors[name].items())) for name in models}
+    return BaselineRun(len(paths), seconds, cosine)
 
 
-def run(
-    paths: Sequence[str],
-    settings: Settings,
-    *,
-    baseline_images: int = 32,
-    sink: str = "lite",
-    warmup: int = 8,
-) -> BenchResult:
-    """Benchmark imsim's ingest on ``paths`` and the seed-style loop on the first ``baseline_images`` of them."""
-    t0 = time.perf_counter()
-    models = load_models(settings)
-    load_seconds = time.perf_counter() - t0
-    tmp = tempfile.mkdtemp(prefix="imsim-bench-")
-    if sink == "none":
-        store: Any = NullStore()
-        baseline_store: Any = NullStore()
-    else:  # both paths write to the same kind of store, in collections of their own
-        uri = settings.milvus_uri or os.path.join(tmp, "bench.db")
-        store = VectorStore(settings.model_copy(update={"milvus_uri": uri, "collection_prefix": "bench"}))
-        baseline_store = VectorStore(settings.model_copy(update={"milvus_uri": uri, "collection_prefix": "benchbase"}))
-    ingestor = Ingestor(settings.model_copy(update={"skip_unchanged": False}), models=models, store=store)
-    ingest_local(list(paths[:warmup]), ingestor.settings, ingestor=ingestor)  # first-call costs out of the timing
-
-    t0 = time.perf_counter()
-    result: ChunkResult = ingest_local(list(paths), ingestor.settings, ingestor=ingestor, job_id="bench")
-    seconds = time.perf_counter() - t0
-
-    base_collections = {name: baseline_store.ensure_collection(model.info) for name, model in models.items()}
-    subset = list(paths[:baseline_images])
-    baseline_seconds, base_vectors = run_baseline(models, baseline_store, base_collections, subset)
-
-    min_cos = {}
-    for name in models:
-        fast = store.get_vectors(ingestor.collections[name], [path_id(p) for p in subset])
-        min_cos[name] = float(min(np.dot(fast[i], v) for i, v in base_vectors[name].items()))
-    ingestor.close()
-    store.close()
-    baseline_store.close()
-    return BenchResult(images=result.done, seconds=seconds, stages=result.timings, baseline_images=len(subset),
-                       baseline_seconds=baseline_seconds, min_cosine=min_cos, model_load_seconds=load_seconds,
-                       device=next(iter(models.values())).device, store=getattr(store, "where", "") or sink)
-
-
-def corpus(images: str | None, generate: int, size: tuple[int, int], dest: Path) -> list[str]:
-    """The benchmark's files: a given folder, or ``generate`` JPEGs derived from the bundled real photos."""
+def corpus(images: str | None, generate: int, size: tuple[int, int], dest: Path, quality: int = 90) -> list[str]:
+    """The benchmark's files: a given folder, or ``generate`` JPEGs of ``size`` derived from the bundled real photos."""
     if images:
-        return discover([images])
+        return discover([images]).files
     from .synth import write_variants
 
     samples = Path(__file__).resolve().parent.parent / "samples" / "photos"
     if not samples.is_dir():
         raise ImsimError(f"no bundled sample photos at {samples} (installed without the repository?): pass --images DIR")
-    return write_variants([samples], dest, generate, size=size, seed=0)
+    return write_variants([samples], dest, generate, size=size, seed=0, quality=quality)

@@ -8,10 +8,13 @@ Each check returns :class:`Check` results (ok / warn / fail with a sentence a us
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import ImsimError
 from .settings import Settings, redact
+
+if TYPE_CHECKING:
+    from .store import VectorStore
 
 Status = Literal["ok", "warn", "fail"]
 LITE_ROWS_WARNING = 100_000
@@ -32,13 +35,18 @@ def check_redis(settings: Settings) -> list[Check]:
 
     url = settings.redis_url.get_secret_value()
     where = redact(url)
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3, decode_responses=True)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3, decode_responses=True)
+    except ValueError as exc:
+        return [Check("redis", "fail", f"IMSIM_REDIS_URL is not a Redis URL ({exc}); e.g. redis://127.0.0.1:6379/0")]
     try:
         client.ping()
     except redis.AuthenticationError:
         return [Check("redis", "fail", f"Redis at {where} refused the password in IMSIM_REDIS_URL")]
     except redis.RedisError as exc:
-        return [Check("redis", "fail", f"Redis at {where} is unreachable ({type(exc).__name__}); start it or fix IMSIM_REDIS_URL")]
+        return [
+            Check("redis", "fail", f"Redis at {where} is unreachable ({type(exc).__name__}); start it or fix IMSIM_REDIS_URL")
+        ]
     checks = [Check("redis", "ok", f"Redis at {where} answers")]
     try:
         aof = client.config_get("appendonly").get("appendonly")
@@ -47,12 +55,21 @@ def check_redis(settings: Settings) -> list[Check]:
     if aof == "yes":
         checks.append(Check("redis persistence", "ok", "AOF is on: queued chunks survive a Redis restart"))
     elif aof == "no":
-        checks.append(Check("redis persistence", "warn", "AOF is off: a Redis restart loses every queued chunk; "
-                            "run redis-server with --appendonly yes (see docs/operations.md)"))
+        checks.append(
+            Check(
+                "redis persistence",
+                "warn",
+                "AOF is off: a Redis restart loses every queued chunk; "
+                "run redis-server with --appendonly yes (see docs/operations.md)",
+            )
+        )
     else:
-        checks.append(Check("redis persistence", "warn", "cannot read Redis's appendonly setting (CONFIG is disabled); "
-                            "make sure AOF is on"))
-    queued = client.llen(settings.queue)
+        checks.append(
+            Check("redis persistence", "warn", "cannot read Redis's appendonly setting (CONFIG is disabled); make sure AOF is on")
+        )
+    from .queue import queue_length
+
+    queued = queue_length(settings)
     checks.append(Check("queue", "ok", f"{queued} chunks waiting on queue '{settings.queue}'"))
     checks.append(_check_workers(settings))
     return checks
@@ -63,7 +80,7 @@ def _check_workers(settings: Settings) -> Check:
 
     try:
         replies = make_celery(settings).control.ping(timeout=1.5) or []
-    except Exception as exc:  # noqa: BLE001 - any broker failure means "no answer" here
+    except Exception as exc:  # any broker failure means "no answer" here
         return Check("workers", "warn", f"could not ask workers ({type(exc).__name__})")
     if not replies:
         return Check("workers", "warn", "no worker answered: queued jobs wait until one starts (`imsim worker`)")
@@ -71,27 +88,48 @@ def _check_workers(settings: Settings) -> Check:
     return Check("workers", "ok", f"{len(names)} worker(s) answered: {', '.join(names)}")
 
 
-def check_store(settings: Settings):
+def check_settings(settings: Settings) -> list[Check]:
+    """IMSIM_* variables in the environment that are no setting (a typo silently does nothing)."""
+    from .settings import unknown_variables
+
+    return [
+        Check("setting " + name, "warn", f"{name} is not an imsim setting{hint}; it is ignored")
+        for name, hint in sorted(unknown_variables().items())
+    ]
+
+
+def check_store(settings: Settings) -> tuple[list[Check], VectorStore | None]:
     """Milvus checks; returns (checks, store or None)."""
-    from .store import VectorStore
+    from .store import open_store
 
     try:
-        store = VectorStore(settings)
+        store = open_store(settings)
         names = store.collections()
     except ImsimError as exc:
         return [Check("milvus", "fail", str(exc))], None
     checks = [Check("milvus", "ok", f"Milvus at {store.where} answers; {len(names)} imsim collection(s)")]
     if store.is_lite:
         total = sum(store.count(n) for n in names)
-        checks.append(Check("milvus lite", "warn", "a Milvus Lite file can be open in one process only: workers and the CLI "
-                            "together need `imsim store serve` or a Milvus server (IMSIM_MILVUS_URI)"))
+        checks.append(
+            Check(
+                "milvus lite",
+                "warn",
+                "a Milvus Lite file can be open in one process only: workers and the CLI "
+                "together need `imsim store serve` or a Milvus server (IMSIM_MILVUS_URI)",
+            )
+        )
         if total > LITE_ROWS_WARNING:
-            checks.append(Check("milvus lite size", "warn", f"{total:,} rows in Milvus Lite: search slows down past "
-                                f"{LITE_ROWS_WARNING:,}; move to a Milvus server"))
+            checks.append(
+                Check(
+                    "milvus lite size",
+                    "warn",
+                    f"{total:,} rows in Milvus Lite: search slows down past {LITE_ROWS_WARNING:,}; move to a Milvus server",
+                )
+            )
     return checks, store
 
 
-def check_models(settings: Settings, store) -> list[Check]:  # noqa: ANN001 - VectorStore or None
+def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
     from .models import load_model
 
     checks = []
@@ -113,26 +151,45 @@ def check_models(settings: Settings, store) -> list[Check]:  # noqa: ANN001 - Ve
         if collection in existing:
             stored_dim = store.dimension(collection)
             if stored_dim != info.dim:
-                checks.append(Check(f"collection {collection}", "fail", f"holds {stored_dim}-d vectors but {name} now produces "
-                                    f"{info.dim}-d: ingest and search with this model will be refused; use another "
-                                    "IMSIM_COLLECTION_PREFIX or the model the collection was made with"))
+                checks.append(
+                    Check(
+                        f"collection {collection}",
+                        "fail",
+                        f"holds {stored_dim}-d vectors but {name} now produces "
+                        f"{info.dim}-d: ingest and search with this model will be refused; use another "
+                        "IMSIM_COLLECTION_PREFIX or the model the collection was made with",
+                    )
+                )
                 continue
-            checks.append(Check(f"collection {collection}", "ok", f"{store.count(collection):,} rows, {stored_dim}-d, "
-                                "written by the configured model version"))
+            checks.append(
+                Check(
+                    f"collection {collection}",
+                    "ok",
+                    f"{store.count(collection):,} rows, {stored_dim}-d, written by the configured model version",
+                )
+            )
         else:
-            checks.append(Check(f"collection {collection}", "ok", "not created yet: the first ingest with this model version creates it"))
+            checks.append(
+                Check(f"collection {collection}", "ok", "not created yet: the first ingest with this model version creates it")
+            )
         if active is not None and active != collection:
             props = store.properties(active)
-            checks.append(Check(f"model {name} version", "warn",
-                                f"queries use {active} ({props.get('dim', '?')}-d, {props.get('source', '?')} revision "
-                                f"{props.get('revision', '?')}); new ingests go to {collection}. When it holds your images: "
-                                f"`imsim models activate {name} {collection}`"))
+            checks.append(
+                Check(
+                    f"model {name} version",
+                    "warn",
+                    f"queries use {active} ({props.get('dim', '?')}-d, {props.get('source', '?')} revision "
+                    f"{props.get('revision', '?')}); new ingests go to {collection}. When it holds your images: "
+                    f"`imsim models activate {name} {collection}`",
+                )
+            )
     return checks
 
 
 def run_checks(settings: Settings, *, queue: bool = True, models: bool = True) -> list[Check]:
     """Every check, in order: Redis and workers (unless ``queue`` is False), Milvus, models vs collections."""
-    checks = check_redis(settings) if queue else []
+    checks = check_settings(settings)
+    checks += check_redis(settings) if queue else []
     store_checks, store = check_store(settings)
     checks += store_checks
     if models:

@@ -14,22 +14,22 @@ scale without a measurement is a guess (immich users report thousands of false d
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from . import fusion as fusion_maths
 from .errors import ImsimError
 from .eval import calibration
-from .expr import Where, both
+from .expr import Where
 from .query import Client
 
-# Family defaults, each measured on a labelled copy-detection set (docs/duplicates.md says how and what precision).
-DEFAULT_THRESHOLDS: dict[str, tuple[float, str]] = {
-    "sscd": (0.874, "95 % precision for 'is a copy' on a real-image copy-detection benchmark (723 references, 450 queries), "
-                    "measured with the int8-quantised sscd_disc_mixup (docs/duplicates.md)"),
-}
+# Defaults, each measured on a labelled copy-detection set (docs/duplicates.md says how and what precision).
+# Keyed by model version (name@tag), because a threshold belongs to one exact wiring: weights, preprocessing, decode.
+DEFAULT_THRESHOLDS: dict[str, tuple[float, str]] = {}
 COPY_ORIENTED = ("sscd", "dinov2")  # preferred when no model is named, in this order
 
 
@@ -43,9 +43,12 @@ class Group:
         return max((s for _, _, s in self.edges), default=0.0)
 
     def as_dict(self) -> dict:
-        return {"size": len(self.members), "best_score": round(self.best, 4),
-                "members": [{"id": i, "path": p} for i, p in self.members],
-                "edges": [{"a": a, "b": b, "score": round(s, 4)} for a, b, s in self.edges]}
+        return {
+            "size": len(self.members),
+            "best_score": round(self.best, 4),
+            "members": [{"id": i, "path": p} for i, p in self.members],
+            "edges": [{"a": a, "b": b, "score": round(s, 4)} for a, b, s in self.edges],
+        }
 
 
 @dataclass
@@ -84,34 +87,64 @@ def default_model(client: Client) -> str:
     return "fused" if len(names) > 1 else names[0]
 
 
-def resolve_threshold(client: Client, model: str, given: float | None, precision: float = 0.95) -> Threshold:
+def resolve_threshold(
+    client: Client,
+    model: str,
+    given: float | None,
+    precision: float = 0.95,
+    calibration_file: str | os.PathLike[str] | None = None,
+) -> Threshold:
+    """The threshold: given; else from ``calibration_file``; else one applied to the data dir (`imsim eval apply`);
+    else a default measured for this exact model version (:data:`DEFAULT_THRESHOLDS`); else an error."""
     if given is not None:
         return Threshold(given, "given")
     names = client.settings.model_names if model == "fused" else [model]
     versions = {n: client.store.properties(client.collection(n)).get("version", "") for n in names}
-    key = (calibration.fused_key("weighted", list(versions.items()), client.settings.weights or None) if model == "fused"
-           else calibration.version_key(model, versions[model]))
-    measured = calibration.threshold(client.settings.data_dir, key, precision)
+    key = (
+        calibration.fused_key("weighted", list(versions.items()), client.settings.weights or None)
+        if model == "fused"
+        else calibration.version_key(model, versions[model])
+    )
+    where = Path(calibration_file) if calibration_file is not None else calibration.path(client.settings.data_dir)
+    if calibration_file is not None and not where.is_file():
+        raise ImsimError(f"no calibration file {where}")
+    measured = calibration.threshold(where, key, precision)
     if measured is not None:
         value, record = measured
-        return Threshold(value, f"calibrated: {round(precision * 100)} % precision on {record.get('benchmark', '?')} "
-                                f"({record.get('measured_at', '?')}, {key})")
-    if model in DEFAULT_THRESHOLDS:
-        value, why = DEFAULT_THRESHOLDS[model]
-        return Threshold(value, f"default for {model}: {why}")
-    raise ImsimError(f"no threshold for {key}: measure one on your images with `imsim eval run --bench ...` (it stores the "
-                     f"{round(precision * 100)} %-precision threshold for this model version), or pass --threshold")
+        return Threshold(
+            value,
+            f"calibrated: {round(precision * 100)} % precision for `imsim duplicates` on "
+            f"{record.get('benchmark', '?')} ({record.get('measured_at', '?')}, {key}, {where})",
+        )
+    if calibration_file is not None:
+        raise ImsimError(f"{where} holds no {round(precision * 100)} %-precision threshold for {key}")
+    if key in DEFAULT_THRESHOLDS:
+        value, why = DEFAULT_THRESHOLDS[key]
+        return Threshold(value, f"default for {key}: {why}")
+    raise ImsimError(
+        f"no threshold for {key}: measure one on your images with `imsim eval run --bench ...` and apply it "
+        f"(`imsim eval apply OUT/calibration.json`, or --calibration OUT/calibration.json), or pass --threshold"
+    )
 
 
-def find_groups(client: Client, *, model: str | None = None, threshold: float | None = None, precision: float = 0.95,
-                neighbours: int = 16, where: Where | None = None, batch: int = 256) -> tuple[list[Group], Threshold, str]:
+def find_groups(
+    client: Client,
+    *,
+    model: str | None = None,
+    threshold: float | None = None,
+    precision: float = 0.95,
+    neighbours: int = 16,
+    where: Where | None = None,
+    batch: int = 256,
+    calibration_file: str | os.PathLike[str] | None = None,
+) -> tuple[list[Group], Threshold, str]:
     """(groups, threshold used, model used), largest group first."""
     model = model or default_model(client)
     names = client.settings.model_names if model == "fused" else [model]
     if model == "fused" and len(names) < 2:
         raise ImsimError("--model fused needs at least two models in IMSIM_MODELS")
-    chosen = resolve_threshold(client, model, threshold, precision)
-    expression = both(where.expression() if where else "")
+    chosen = resolve_threshold(client, model, threshold, precision, calibration_file)
+    expression = where.expression(client.store.like_dialect) if where else ""
     paths: dict[str, str] = {}
     candidates: dict[tuple[str, str], float] = {}
     for name in names:
@@ -122,14 +155,18 @@ def find_groups(client: Client, *, model: str | None = None, threshold: float | 
                 continue
             paths.update({r["id"]: r["path"] for r in rows})
             vectors = np.stack([np.asarray(r["vector"], np.float32) for r in rows])
-            for row, hits in zip(rows, client.store.search(collection, vectors, neighbours + 1, filter=expression)):
+            found = client.store.search(collection, vectors, neighbours + 1, filter=expression)
+            for row, hits in zip(rows, found, strict=True):
                 for hit in hits:
                     if hit.id != row["id"] and hit.score >= chosen.value:
                         pair = (min(row["id"], hit.id), max(row["id"], hit.id))
                         candidates[pair] = max(candidates.get(pair, -1.0), hit.score)
                         paths.setdefault(hit.id, str(hit.fields.get("path", "")))
-    edges = _fused_edges(client, names, candidates, chosen.value) if model == "fused" else [
-        (a, b, s) for (a, b), s in candidates.items()]
+    edges = (
+        _fused_edges(client, names, candidates, chosen.value)
+        if model == "fused"
+        else [(a, b, s) for (a, b), s in candidates.items()]
+    )
     if where is not None:
         edges = [(a, b, s) for a, b, s in edges if where.accepts(paths.get(a, "")) and where.accepts(paths.get(b, ""))]
     by_member: dict[str, list[tuple[str, str, float]]] = {}
@@ -142,8 +179,9 @@ def find_groups(client: Client, *, model: str | None = None, threshold: float | 
     return groups, chosen, model
 
 
-def _fused_edges(client: Client, names: Sequence[str], candidates: dict[tuple[str, str], float],
-                 threshold: float) -> list[tuple[str, str, float]]:
+def _fused_edges(
+    client: Client, names: Sequence[str], candidates: dict[tuple[str, str], float], threshold: float
+) -> list[tuple[str, str, float]]:
     """Score each candidate pair by the weighted mean of every model's exact cosine (stored vectors)."""
     ids = sorted({i for pair in candidates for i in pair})
     vectors = {n: client.store.get_vectors(client.collection(n), ids) for n in names}

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 class ImsimError(Exception):
-    """Base class of every error imsim raises on purpose."""
+    """Base class of every error imsim raises on purpose (the CLI prints its message, exit code 2)."""
+
+
+class ConfigError(ImsimError):
+    """A setting is unknown or has a value it cannot take; the message names the ``IMSIM_*`` variable."""
 
 
 class ImageError(ImsimError):
@@ -32,6 +36,10 @@ class ImageTooLarge(ImageError):
     pass
 
 
+class BadPath(ImageError):
+    """The path itself cannot be stored (not UTF-8, a NUL byte, too long); the file is refused before it is read."""
+
+
 class PathNotAllowed(ImageError):
     """The file lies outside ``IMSIM_ALLOWED_ROOTS``; the worker refuses to read it."""
 
@@ -45,7 +53,11 @@ class StoreError(ImsimError):
 
 
 class StoreUnavailable(StoreError):
-    """Milvus could not be reached. Transient: queued chunks retry with backoff."""
+    """Milvus could not be reached, or is starting or stopping. Transient: queued chunks retry with backoff."""
+
+
+class FilterError(StoreError):
+    """A filter expression is malformed or names a field that does not exist."""
 
 
 class DimensionMismatch(StoreError):
@@ -59,3 +71,7 @@ class DimensionMismatch(StoreError):
 
 class QueueError(ImsimError):
     """Redis or Celery is unreachable or a job is unknown."""
+
+
+class JobRunning(QueueError):
+    """The job is still queued or running, so the operation (e.g. a retry of its failures) must wait."""

@@ -1,21 +1,28 @@
-"""Milvus filter expressions built from user values without pasting them in raw.
+"""Milvus filter expressions: built from user values without pasting them in raw, and raw ones checked.
 
-Every user-supplied value becomes a quoted string or a number literal here, never expression
-text: a path such as ``/a/x" or id != "`` stays one string. Milvus Lite does not support
-expression templates (``filter_params``), so quoting is done once, in this module.
-``LIKE`` has no escape for ``%`` and ``_`` on every backend, so prefix matches may return a
-superset; callers that need exactness re-check in Python (see :func:`path_under`).
+Every user-supplied value becomes a quoted string or a number literal here, never expression text: a path
+such as ``/a/x" or id != "`` stays one string. Milvus Lite does not support expression templates
+(``filter_params``), so quoting is done once, in this module. LIKE differs by backend (:data:`LikeDialect`):
+Milvus Lite and Milvus >= 2.4 read ``%``/``_`` as wildcards and take ``\\`` escapes, Milvus 2.3 matches a
+literal prefix only; either way the pattern here matches a superset at most, and :meth:`Where.accepts`
+makes the exact check (folder boundaries, glob classes). A raw expression from a user (``--filter``) must
+be one balanced expression over known fields (:func:`check_raw`) before it is ANDed with anything.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import os
 import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from typing import Literal
+
+from .errors import FilterError
+from .paths import GLOB_CHARS, glob_match
+
+LikeDialect = Literal["escape", "prefix"]
 
 
 def quote(value: str) -> str:
@@ -35,19 +42,55 @@ def eq(field: str, value: str | int | float) -> str:
     return f"{_field(field)} == {quote(value) if isinstance(value, str) else number(value)}"
 
 
-def one_of(field: str, values: list[str]) -> str:
-    return f"{_field(field)} in [{', '.join(quote(v) for v in values)}]"
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def prefix(field: str, value: str) -> str:
-    """Rows whose ``field`` starts with ``value`` (a superset when ``value`` holds ``%`` or ``_``)."""
-    return f"{_field(field)} like {quote(value + '%')}"
+def like_prefix(field: str, value: str, dialect: LikeDialect = "escape") -> str:
+    """Rows whose ``field`` starts with ``value``: exact with escapes; on a prefix-only backend, the literal part
+    before any ``%`` (a superset when ``value`` holds one)."""
+    if dialect == "escape":
+        pattern = _escape_like(value) + "%"
+    else:
+        pattern = value.split("%", 1)[0] + "%"
+    return f"{_field(field)} like {quote(pattern)}"
 
 
 def path_under(path: str, root: str) -> bool:
     """Whether ``path`` is ``root`` itself or lies below it (exact, unlike LIKE)."""
     root = root.rstrip(os.sep) or os.sep
     return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
+
+
+def folder_filter(folder: str, dialect: LikeDialect = "escape") -> str:
+    """Rows at or below ``folder`` (an absolute path): ``FOLDER/`` as a prefix, so a sibling ``FOLDER_x`` never matches."""
+    root = folder.rstrip(os.sep) or os.sep
+    inside = like_prefix("path", root if root.endswith(os.sep) else root + os.sep, dialect)
+    return f"{inside} or {eq('path', root)}"
+
+
+def glob_to_like(pattern: str, dialect: LikeDialect = "escape") -> str:
+    """A LIKE pattern matching at least what the glob matches (``*``/``**`` → ``%``, ``?`` and ``[...]`` → ``_``);
+    a prefix-only backend gets the literal part before the first wildcard."""
+    if dialect == "prefix":
+        first = min((pattern.index(c) for c in GLOB_CHARS if c in pattern), default=len(pattern))
+        return pattern[:first].split("%", 1)[0] + "%"
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("%")
+            while i + 1 < len(pattern) and pattern[i + 1] == "*":
+                i += 1
+        elif c == "?":
+            out.append("_")
+        elif c == "[" and "]" in pattern[i + 2 :]:
+            out.append("_")
+            i = pattern.index("]", i + 2)
+        else:
+            out.append(_escape_like(c))
+        i += 1
+    return "".join(out)
 
 
 def both(*parts: str) -> str:
@@ -62,29 +105,11 @@ def _field(name: str) -> str:
     return name
 
 
-def glob_to_like(pattern: str) -> str:
-    """A LIKE pattern matching at least what the glob matches (``*`` → ``%``, ``?`` → ``_``; ``[...]`` → ``_``)."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            out.append("%")
-        elif c == "?":
-            out.append("_")
-        elif c == "[" and "]" in pattern[i + 1 :]:
-            out.append("_")
-            i = pattern.index("]", i + 1)
-        else:
-            out.append(c)
-        i += 1
-    return "".join(out)
-
-
 TAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
 def tag(key: str, value: str) -> str:
-    """Rows whose ingest-time tag ``key`` equals ``value`` (tags live in the dynamic JSON field ``tags``)."""
+    """Rows whose ingest-time tag ``key`` equals ``value`` (the JSON field ``tags``)."""
     if not TAG_KEY.match(key):
         raise ValueError(f"tag key {key!r} must be letters, digits, '_', '.', '-' (and start with a letter or '_')")
     return f"tags[{quote(key)}] == {quote(value)}"
@@ -101,16 +126,67 @@ def parse_tags(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     return tags
 
 
+# --- raw expressions from users ------------------------------------------------------------------------
+_KEYWORDS = frozenset({"and", "or", "not", "in", "like", "true", "false", "is", "null", "exists"})
+_TOKEN = re.compile(
+    r"""\s+|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[A-Za-z_$][A-Za-z0-9_$]*|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+|
+                        ==|!=|<=|>=|&&|\|\||\*\*|[-+*/%<>!()\[\],]""",
+    re.X,
+)
+
+
+def check_raw(expression: str, fields: frozenset[str] | set[str]) -> str:
+    """``expression`` as one balanced, parenthesised expression over ``fields``, safe to AND with others.
+
+    Refused with a :class:`FilterError`: unbalanced parentheses or brackets (``1==1) or (1==1`` would break out
+    of the AND), an unterminated string, a character Milvus's grammar has no use for, and a name that is no field
+    of the collection (Milvus reads an unknown name as a dynamic field and silently matches nothing)."""
+    text = expression.strip()
+    if not text:
+        return ""
+    depth: list[str] = []
+    pos, tokens = 0, []
+    while pos < len(text):
+        found = _TOKEN.match(text, pos)
+        if not found:
+            hint = " (an unterminated string?)" if text[pos] in "\"'" else ""
+            raise FilterError(f"filter {expression!r}: cannot read {text[pos : pos + 12]!r} at column {pos + 1}{hint}")
+        token = found.group(0)
+        pos = found.end()
+        if token.isspace():
+            continue
+        tokens.append(token)
+        if token in "([":
+            depth.append(token)
+        elif token in ")]":
+            if not depth or depth.pop() != {")": "(", "]": "["}[token]:
+                raise FilterError(
+                    f"filter {expression!r}: unbalanced {token!r} at column {pos}: a filter must be one "
+                    "expression (it is ANDed with the other conditions)"
+                )
+    if depth:
+        raise FilterError(f"filter {expression!r}: {len(depth)} unclosed {depth[-1]!r}: a filter must be one expression")
+    for i, token in enumerate(tokens):
+        if not re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", token) or token.lower() in _KEYWORDS:
+            continue
+        if i + 1 < len(tokens) and tokens[i + 1] == "(":
+            continue  # a function: json_contains(...), array_length(...)
+        if token not in fields:
+            raise FilterError(
+                f"filter {expression!r}: no field {token!r} in the collection (fields: {', '.join(sorted(fields))})"
+            )
+    return f"({text})"
+
+
 @dataclass(frozen=True)
 class Where:
     """Metadata conditions a search must meet, ANDed; every value is quoted, never pasted.
 
-    ``path_glob`` is matched exactly (fnmatch) on the results after Milvus's LIKE pre-filter.
-    ``ingested_after`` / ``ingested_before`` are Unix seconds. ``raw`` is an expression written by
-    the user (their own responsibility), ANDed with the rest.
-    """
+    ``path_prefix`` is a folder (images at or below it); ``path_glob`` a glob over the absolute path (``*``
+    stays inside a folder, ``**`` crosses folders), matched exactly on the results after Milvus's LIKE
+    pre-filter. ``ingested_after`` / ``ingested_before`` are Unix seconds."""
 
-    path_prefix: str = ""  # a folder: images at or below it
+    path_prefix: str = ""
     path_glob: str = ""
     job: str = ""
     tags: dict[str, str] = dc_field(default_factory=dict)
@@ -120,30 +196,40 @@ class Where:
     min_file_size: int | None = None
     ingested_after: float | None = None
     ingested_before: float | None = None
-    raw: str = ""
 
-    def expression(self) -> str:
-        parts = []
-        if self.path_prefix:
-            parts.append(prefix("path", os.path.abspath(os.path.expanduser(self.path_prefix))))
-        if self.path_glob:
-            parts.append(f"path like {quote(glob_to_like(self._glob()))}")
-        if self.job:
-            parts.append(eq("job_id", self.job))
-        parts += [tag(k, v) for k, v in sorted(self.tags.items())]
-        bounds = [("width", ">=", self.min_width), ("height", ">=", self.min_height), ("file_size", "<=", self.max_file_size),
-                  ("file_size", ">=", self.min_file_size), ("ingested_at", ">=", self.ingested_after),
-                  ("ingested_at", "<", self.ingested_before)]
-        parts += [f"{_field(f)} {op} {number(v)}" for f, op, v in bounds if v is not None]
-        if self.raw:
-            parts.append(self.raw)
-        return both(*parts)
+    def _folder(self) -> str:
+        return os.path.abspath(os.path.expanduser(self.path_prefix))
 
     def _glob(self) -> str:
         return os.path.abspath(os.path.expanduser(self.path_glob))
 
+    def expression(self, dialect: LikeDialect = "escape") -> str:
+        parts = []
+        if self.path_prefix:
+            parts.append(folder_filter(self._folder(), dialect))
+        if self.path_glob:
+            parts.append(f"path like {quote(glob_to_like(self._glob(), dialect))}")
+        if self.job:
+            parts.append(eq("job_id", self.job))
+        parts += [tag(k, v) for k, v in sorted(self.tags.items())]
+        bounds = [
+            ("width", ">=", self.min_width),
+            ("height", ">=", self.min_height),
+            ("file_size", "<=", self.max_file_size),
+            ("file_size", ">=", self.min_file_size),
+            ("ingested_at", ">=", self.ingested_after),
+            ("ingested_at", "<", self.ingested_before),
+        ]
+        parts += [f"{_field(f)} {op} {number(v)}" for f, op, v in bounds if v is not None]
+        return both(*parts)
+
+    @property
+    def needs_exact_check(self) -> bool:
+        """Whether LIKE may return more than this matches (so results are re-checked with :meth:`accepts`)."""
+        return bool(self.path_prefix or self.path_glob)
+
     def accepts(self, path: str) -> bool:
-        """The exact checks LIKE cannot make (prefix boundaries, glob classes)."""
-        if self.path_prefix and not path_under(path, os.path.abspath(os.path.expanduser(self.path_prefix))):
+        """The exact checks LIKE cannot make on every backend (folder boundaries, glob classes and folders)."""
+        if self.path_prefix and not path_under(path, self._folder()):
             return False
-        return not self.path_glob or fnmatch.fnmatchcase(path, self._glob())
+        return not self.path_glob or glob_match(self._glob(), path)

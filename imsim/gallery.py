@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .images import open_query_image
+from .images import open_image
 
 THUMB = 200  # thumbnails fit in a THUMB x THUMB box
 TRACK = 180  # score bar track, pixels
@@ -50,8 +50,8 @@ def bar_fraction(score: float, *, fused: bool, fusion: str, models: int, rrf_k: 
 def thumbnail(source: Any, size: int = THUMB) -> Image.Image:
     """An RGB thumbnail fitting ``size`` x ``size`` (a grey tile saying why when the image cannot be read)."""
     try:
-        image = open_query_image(source, min_size=size)
-    except Exception as exc:  # noqa: BLE001 - a gallery shows a placeholder rather than failing on one file
+        image = open_image(source, min_size=size)
+    except Exception as exc:  # a gallery shows a placeholder rather than failing on one file
         tile = Image.new("RGB", (size, size), "#bbbbbb")
         ImageDraw.Draw(tile).text((8, size // 2 - 6), f"cannot show: {type(exc).__name__}", fill="#333333")
         return tile
@@ -67,11 +67,12 @@ def _data_uri(image: Image.Image) -> str:
 
 
 def _bar(fraction: float, colour: str) -> str:
-    return (f'<div class="track"><div class="bar" style="width:{round(fraction * TRACK)}px;background:{colour}"></div></div>')
+    return f'<div class="track"><div class="bar" style="width:{round(fraction * TRACK)}px;background:{colour}"></div></div>'
 
 
-def render_html(query: Query, hits: Sequence[Any], *, models: Sequence[str], fusion: str, rrf_k: int = 60,
-                title: str = "imsim search") -> str:
+def render_html(
+    query: Query, hits: Sequence[Any], *, models: Sequence[str], fusion: str, rrf_k: int = 60, title: str = "imsim search"
+) -> str:
     """The gallery page for ``hits`` (:class:`~imsim.query.SearchHit` objects), best first."""
     colours = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
     esc = html.escape
@@ -82,17 +83,22 @@ def render_html(query: Query, hits: Sequence[Any], *, models: Sequence[str], fus
     legend = " ".join(f'<span class="key" style="background:{c}"></span>{esc(m)}' for m, c in colours.items())
     cards = []
     for rank, hit in enumerate(hits, 1):
-        rows = [f'<div class="score">#{rank} fused {hit.score:.4f} ({esc(fusion)})</div>',
-                _bar(bar_fraction(hit.score, fused=True, fusion=fusion, models=len(models), rrf_k=rrf_k), FUSED_COLOUR)]
+        rows = [
+            f'<div class="score">#{rank} fused {hit.score:.4f} ({esc(fusion)})</div>',
+            _bar(bar_fraction(hit.score, fused=True, fusion=fusion, models=len(models), rrf_k=rrf_k), FUSED_COLOUR),
+        ]
         for m in models:
             if m in hit.scores:
                 model_rank = hit.ranks.get(m)
                 rows.append(f'<div class="model">{esc(m)} {hit.scores[m]:.4f} (rank {model_rank or "-"})</div>')
-                rows.append(_bar(bar_fraction(hit.scores[m], fused=False, fusion=fusion, models=len(models), rrf_k=rrf_k),
-                                 colours[m]))
-        cards.append(f'<div class="card"><div class="thumb"><img src="{_data_uri(thumbnail(hit.path))}" '
-                     f'alt="{esc(os.path.basename(hit.path))}"></div>{"".join(rows)}'
-                     f'<div class="path" title="{esc(hit.path)}">{esc(hit.path)}</div></div>')
+                rows.append(
+                    _bar(bar_fraction(hit.scores[m], fused=False, fusion=fusion, models=len(models), rrf_k=rrf_k), colours[m])
+                )
+        cards.append(
+            f'<div class="card"><div class="thumb"><img src="{_data_uri(thumbnail(hit.path))}" '
+            f'alt="{esc(os.path.basename(hit.path))}"></div>{"".join(rows)}'
+            f'<div class="path" title="{esc(hit.path)}">{esc(hit.path)}</div></div>'
+        )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>
@@ -121,8 +127,16 @@ h1 {{ font-size:18px; margin:0 0 8px; }}
 """
 
 
-def render_png(query: Query, hits: Sequence[Any], *, models: Sequence[str], fusion: str, rrf_k: int = 60,
-               columns: int = 5, title: str = "imsim search") -> Image.Image:
+def render_png(
+    query: Query,
+    hits: Sequence[Any],
+    *,
+    models: Sequence[str],
+    fusion: str,
+    rrf_k: int = 60,
+    columns: int = 5,
+    title: str = "imsim search",
+) -> Image.Image:
     """The same gallery as a contact sheet: the query on top, then the hits in reading order."""
     colours = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
     font = ImageFont.load_default()
@@ -159,7 +173,12 @@ def render_png(query: Query, hits: Sequence[Any], *, models: Sequence[str], fusi
         for m in models:
             if m in hit.scores:
                 draw.text((x, y), f"{m} {hit.scores[m]:.4f} (rank {hit.ranks.get(m) or '-'})", fill="#222222", font=font)
-                bar(x, y + line, bar_fraction(hit.scores[m], fused=False, fusion=fusion, models=len(models), rrf_k=rrf_k), colours[m])
+                bar(
+                    x,
+                    y + line,
+                    bar_fraction(hit.scores[m], fused=False, fusion=fusion, models=len(models), rrf_k=rrf_k),
+                    colours[m],
+                )
             y += line + BAR_HEIGHT + 6
         name = os.path.basename(hit.path)
         draw.text((x, y), name if len(name) <= 34 else name[:31] + "...", fill="#555555", font=font)

@@ -1,82 +1,68 @@
-"""Images in: finding image files, and decoding one file safely into an RGB ``PIL.Image``.
+"""Images in: reading one file safely, and decoding it into RGB pixels.
 
-Owns every decision about pixels before a model sees them: which files count as images,
-EXIF orientation, colour-mode conversion (L/LA/P/RGBA/CMYK/I;16/F), JPEG draft downscale,
-the pixel and byte limits, and the typed errors that name the file. Each file is read
-once; its content hash is taken from the same bytes that are decoded.
+Owns every decision about bytes and pixels before a model sees them: the allowed-roots check made on the
+file actually opened (no symlink-swap race), the byte and pixel limits, the header (format, size, EXIF
+orientation) read without decoding, the decoders (Pillow; libjpeg-turbo through simplejpeg, the same
+pixels), the JPEG DCT draft scale, colour-mode conversion (L/LA/P/RGBA/CMYK/I;16/F), and the typed errors
+that name the file. Each file is read once; its content hash is taken from the bytes decoded. Which files
+there are, and globs, are :mod:`imsim.paths`.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import os
 import re
+import stat
+import struct
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageDecodeError, ImageNotFound, ImageTooLarge, ImageUnreadable, ImsimError, PathNotAllowed
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".ico"}
+from .errors import (
+    ImageDecodeError,
+    ImageError,
+    ImageNotFound,
+    ImageTooLarge,
+    ImageUnreadable,
+    PathNotAllowed,
 )
-GLOB_CHARS = set("*?[")
-# Never let Pillow fill a truncated file with grey: a truncated image is an error.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+from .paths import check_path, path_id
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+DEFAULT_MAX_PIXELS = 178_956_970
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
-def path_id(path: str | os.PathLike[str]) -> str:
-    """The stable identity of an image: a hash of its absolute path (the store's primary key)."""
-    return hashlib.sha256(os.path.abspath(os.fspath(path)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+# --- reading -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    """What a worker refuses to read or decode: made once from the settings, used by every read and decode."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_aspect_ratio: float = 32.0
+    allowed_roots: tuple[str, ...] = ()  # real paths; empty = any path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_bytes=settings.max_file_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_aspect_ratio=settings.max_aspect_ratio,
+            allowed_roots=tuple(settings.allowed_root_paths),
+        )
 
 
-def is_image_name(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _walk(root: str) -> Iterator[str]:
-    """Image files below ``root``; directory symlinks are not followed, so link loops end."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if is_image_name(name):
-                yield os.path.join(dirpath, name)
-
-
-def read_path_list(list_file: str | os.PathLike[str]) -> list[str]:
-    """Paths from a text file, one per line; blank lines and ``#`` comments are skipped."""
-    try:
-        text = Path(list_file).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ImsimError(f"cannot read path list {os.fspath(list_file)!r}: {exc.strerror or exc}") from exc
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
-def discover(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Expand files, folders (recursively) and globs into a sorted, de-duplicated list of absolute paths.
-
-    An explicit path that does not exist is kept, so that it is recorded as a failure
-    ("no such file") instead of vanishing; a glob that matches nothing contributes nothing.
-    """
-    found: dict[str, None] = {}
-    for raw in inputs:
-        item = os.path.expanduser(os.fspath(raw))
-        if os.path.isdir(item):
-            candidates: Iterable[str] = _walk(item)
-        elif GLOB_CHARS & set(item) and not os.path.exists(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            candidates = [m for p in matches for m in (_walk(p) if os.path.isdir(p) else [p] if is_image_name(p) else [])]
-        else:
-            candidates = [item]
-        for path in candidates:
-            found.setdefault(os.path.abspath(path), None)
-    return sorted(found)
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -88,9 +74,16 @@ class FileFacts:
     file_size: int
     mtime: float
 
-    @property
+    @cached_property
     def id(self) -> str:
         return path_id(self.path)
+
+
+@dataclass(frozen=True)
+class FileBytes(FileFacts):
+    """A file's bytes as read once, with the facts about the file."""
+
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -102,12 +95,97 @@ class DecodedImage(FileFacts):
     height: int
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def _under(real: str, roots: Iterable[str]) -> bool:
+    return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _opened_path(fd: int, path: str, st: os.stat_result) -> str:
+    """The real path of the file open on ``fd`` (Linux: /proc/self/fd; elsewhere: the real path of ``path``, accepted
+    only if it is the very inode that was opened)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = os.path.realpath(path)
+        try:
+            again = os.stat(real)
+        except OSError:
+            return "(unknown)"
+        return real if (again.st_dev, again.st_ino) == (st.st_dev, st.st_ino) else "(changed while opening)"
+
+
+def check_allowed(path: str, roots: Iterable[str]) -> None:
+    """A first check by name (for a clear message); :func:`read_file` checks the file it actually opened."""
+    roots = list(roots)
+    if not roots:
+        return
+    real = os.path.realpath(path)
+    if not _under(real, roots):
+        where = f" (resolves to {real})" if real != path else ""
+        raise PathNotAllowed(path, f"outside the allowed roots{where}; IMSIM_ALLOWED_ROOTS={','.join(roots)}")
+
+
+def read_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> FileBytes:
+    """Read one file whole and hash it. Raises an :class:`~imsim.errors.ImageError` naming the file.
+
+    The file is opened once (non-blocking, so a FIFO cannot hang the worker) and everything is checked on the
+    open descriptor: a regular file, its size, and, with ``allowed_roots``, the real path of what was opened, so a
+    symlink swapped between a check and the open can never make imsim read a file outside the roots. A hard link
+    inside a root is a file inside the root (see docs/operations.md, Security)."""
+    path = os.path.abspath(os.fspath(path))
+    check_path(path)
+    check_allowed(path, limits.allowed_roots)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError as exc:
+        raise ImageNotFound(path, "no such file") from exc
+    except PermissionError as exc:
+        raise ImageUnreadable(path, "permission denied") from exc
+    except OSError as exc:  # ELOOP, EIO ...
+        raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageUnreadable(path, "not a regular file")
+        if limits.allowed_roots:
+            opened = _opened_path(fd, path, st)
+            if not _under(opened, limits.allowed_roots):
+                raise PathNotAllowed(
+                    path,
+                    f"outside the allowed roots (the file opened is {opened}); "
+                    f"IMSIM_ALLOWED_ROOTS={','.join(limits.allowed_roots)}",
+                )
+        if st.st_size > limits.max_bytes:
+            raise ImageTooLarge(
+                path, f"file is {st.st_size:,} bytes, over the limit of {limits.max_bytes:,} (IMSIM_MAX_FILE_BYTES)"
+            )
+        chunks, size = [], 0
+        while True:
+            block = os.read(fd, max(1 << 20, st.st_size - size + 1))
+            if not block:
+                break
+            chunks.append(block)
+            size += len(block)
+            if size > limits.max_bytes:
+                raise ImageTooLarge(
+                    path, f"file grew past the limit of {limits.max_bytes:,} bytes while read (IMSIM_MAX_FILE_BYTES)"
+                )
+        data = b"".join(chunks)
+    except ImageError:
+        raise
+    except OSError as exc:  # EISDIR, EIO ...
+        raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
+    finally:
+        os.close(fd)
+    return FileBytes(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), mtime=st.st_mtime, data=data)
+
+
+# --- decoding ----------------------------------------------------------------------------------
+def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited over white."""
     if im.mode == "RGB":
         return im
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
+        arr = np.asarray(im, dtype=np.float32)
         hi = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         if im.mode == "F":
             lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
@@ -124,117 +202,254 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+@dataclass(frozen=True)
+class Header:
+    """What the first bytes of an image say: format, size (as stored, before EXIF orientation), EXIF orientation."""
+
+    format: str
+    width: int
+    height: int
+    orientation: int = 1
+    mode: str = ""  # Pillow's mode from the header: RGB, L, CMYK, P ...
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as shown, after the EXIF orientation."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
+
+
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})  # MPO: a phone's multi-picture JPEG; its first picture decodes like a JPEG
+DECODERS = ("pillow", "simplejpeg")
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def jpeg_draft_scale(header: Header, min_size: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) Pillow's ``draft`` picks for a JPEG asked to keep both sides >= ``min_size``;
+    1 for other formats. Two models whose scales are equal share one decode, bit for bit."""
+    if header.format not in JPEG_FORMATS or min_size <= 0:
+        return 1
+    scale = min(header.width // min_size, header.height // min_size)
+    return next(a for a in (8, 4, 2, 1) if scale >= a or a == 1)
+
+
+def _exif_orientation(data: bytes) -> int | None:
+    """The EXIF orientation of a JPEG from its first APP1 Exif segment (1 when it has none), or None when the
+    markers cannot be read (then Pillow reads the header)."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: no Exif before the pixels
+            return 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+            return _tiff_orientation(data[i + 10 : i + 2 + length])
+        i += 2 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int | None:
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+    try:
+        (offset,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[offset : offset + 2])
+        for k in range(count):
+            entry = tiff[offset + 2 + 12 * k : offset + 14 + 12 * k]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag == 0x0112:
+                return int(struct.unpack(order + "H", entry[8:10])[0]) if kind == 3 else None
+    except struct.error:
+        return None
+    return 1
+
+
+_TURBO_MODES = {"Gray": "L", "YCbCr": "RGB", "RGB": "RGB", "CMYK": "CMYK", "YCCK": "CMYK"}
+
+
+def _jpeg_header(data: bytes) -> Header | None:
+    """A JPEG's header read by libjpeg-turbo (simplejpeg) and the orientation by :func:`_exif_orientation`: about a
+    tenth of Pillow's cost per file; None (Pillow reads it) for anything unusual."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    try:
+        import simplejpeg
+
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except (ImportError, ValueError, RuntimeError):
+        return None
+    orientation = _exif_orientation(data)
+    if orientation is None or colorspace not in _TURBO_MODES:
+        return None
+    return Header("JPEG", int(width), int(height), orientation if orientation in _TRANSPOSE else 1, _TURBO_MODES[colorspace])
+
+
+def read_header(data: bytes, path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+    """Format and size from the header only (no pixels decoded); the pixel limit is checked here."""
+    if not data:
+        raise ImageDecodeError(path, "empty file (0 bytes)")
+    fast = _jpeg_header(data)
+    if fast is not None:
+        if fast.width * fast.height > max_pixels:
+            raise ImageTooLarge(
+                path,
+                f"{fast.width}x{fast.height} = {fast.width * fast.height:,} pixels exceeds the limit of "
+                f"{max_pixels:,} (IMSIM_MAX_IMAGE_PIXELS)",
+            )
+        return fast
+    return _pillow_header(data, path, max_pixels)
+
+
+def _pillow_header(data: bytes, path: str, max_pixels: int) -> Header:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height, fmt, mode = im.size[0], im.size[1], im.format or "", im.mode
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+    except Image.DecompressionBombError as exc:  # Pillow's own cap (2 × its MAX_IMAGE_PIXELS) fired first
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,} pixels" if found else "the image"
+        raise ImageTooLarge(
+            path,
+            f"{pixels} exceeds the limit of {min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)):,} "
+            "(IMSIM_MAX_IMAGE_PIXELS; Pillow refuses more than twice its own MAX_IMAGE_PIXELS)",
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(path, "not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
+        raise ImageDecodeError(path, f"cannot decode image: {exc}") from exc
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            path, f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} (IMSIM_MAX_IMAGE_PIXELS)"
+        )
+    if width < 1 or height < 1:
+        raise ImageDecodeError(path, f"degenerate image size {width}x{height}")
+    return Header(fmt, width, height, orientation if orientation in _TRANSPOSE else 1, mode)
+
+
+def resolve_decoder(decoder: str) -> str:
+    """``auto``: simplejpeg where it is installed (same pixels as Pillow, less CPU), else Pillow."""
+    if decoder not in ("auto", *DECODERS):
+        raise ValueError(f"unknown decoder {decoder!r}: use auto, {', '.join(DECODERS)}")
+    if decoder != "auto":
+        return decoder
+    try:
+        import simplejpeg  # noqa: F401
+    except ImportError:
+        return "pillow"
+    return "simplejpeg"
+
+
+def _decode_simplejpeg(data: bytes, header: Header, min_size: int | None) -> np.ndarray | None:
+    """libjpeg-turbo through simplejpeg at exactly Pillow's draft scale (the pixels are the same, tested), or None where
+    simplejpeg is not installed or cannot take the file (CMYK, 12-bit ...), so Pillow decodes it."""
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    scale = jpeg_draft_scale(header, min_size) if min_size else 1
+    try:
+        pixels = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_width=-(-header.width // scale), min_height=-(-header.height // scale)
+        )
+    except (ValueError, RuntimeError, OSError):
+        return None
+    if header.orientation in _TRANSPOSE:  # as ImageOps.exif_transpose does on the Pillow path
+        return np.asarray(Image.fromarray(pixels, "RGB").transpose(_TRANSPOSE[header.orientation]))
+    return np.asarray(pixels)
+
+
+def decode_array(
+    data: bytes,
+    path: str = "<bytes>",
+    *,
+    min_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    decoder: str = "pillow",
+    header: Header | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """Decode image bytes to an RGB HWC uint8 array. Returns (pixels, full width, full height) after orientation.
+
+    ``min_size``: JPEGs are decoded at the smallest DCT scale whose both sides stay >= it (``Image.draft``),
+    2-4x faster for large photos; the scale depends on ``min_size`` alone, so pass one model's own size.
+    ``decoder``: ``pillow``, or ``simplejpeg`` for JPEGs (the same pixels, less CPU; Pillow for everything else)."""
+    header = header or read_header(data, path, max_pixels)
+    width, height = header.display_size
+    try:
+        if decoder == "simplejpeg" and header.format in JPEG_FORMATS and header.mode in ("RGB", "L"):
+            fast = _decode_simplejpeg(data, header, min_size)
+            if fast is not None:
+                return fast, width, height
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im: Image.Image = Image.open(io.BytesIO(data))
+            if min_size and im.format in JPEG_FORMATS:
+                im.draft("RGB", (min_size, min_size))
+            im.seek(0)  # first frame of animations
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            return np.asarray(to_rgb(im), dtype=np.uint8), width, height
+    except MemoryError:
+        raise ImageTooLarge(
+            path, "out of memory while decoding (lower IMSIM_MAX_IMAGE_PIXELS or give the worker more memory)"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(path, f"decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(path, "not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
+        raise ImageDecodeError(path, f"cannot decode image: {exc}") from exc
+
+
 def decode_bytes(
     data: bytes,
     path: str = "<bytes>",
     *,
     min_size: int | None = None,
-    max_pixels: int = 178_956_970,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    decoder: str = "pillow",
 ) -> tuple[Image.Image, int, int]:
-    """Decode image bytes to RGB. Returns (image, full width, full height) after orientation.
-
-    ``min_size``: JPEGs are decoded at the smallest DCT scale whose both sides stay ≥ it
-    (``Image.draft``), which is 2-4× faster for large photos and invisible after a model's
-    own resize.
-    """
-    if not data:
-        raise ImageDecodeError(path, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    path, f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} (IMSIM_MAX_IMAGE_PIXELS)"
-                )
-            orientation = im.getexif().get(0x0112, 1)
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
-            if min_size and im.format == "JPEG":
-                im.draft("RGB", (min_size, min_size))
-            im.seek(0)  # first frame of animations
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
-            return _to_rgb(im), width, height
-    except ImageTooLarge:
-        raise
-    except Image.DecompressionBombError as exc:  # Pillow's own cap (2 × its MAX_IMAGE_PIXELS) fired first
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        pixels = f"{int(found.group(1)):,} pixels" if found else "the image"
-        raise ImageTooLarge(path, f"{pixels} exceeds the limit of {min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)):,} "
-                                  "(IMSIM_MAX_IMAGE_PIXELS; Pillow refuses more than twice its own MAX_IMAGE_PIXELS)") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError(path, "not a recognised image format") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        raise ImageDecodeError(path, f"cannot decode image: {exc}") from exc
+    """:func:`decode_array` as a PIL image (for display, edits, thumbnails)."""
+    pixels, width, height = decode_array(data, path, min_size=min_size, max_pixels=max_pixels, decoder=decoder)
+    return Image.fromarray(pixels, "RGB"), width, height
 
 
-@dataclass(frozen=True)
-class FileBytes(FileFacts):
-    """A file's bytes as read once, with the facts about the file."""
-
-    data: bytes
-
-
-def check_allowed(path: str, roots: Sequence[str]) -> None:
-    """Refuse ``path`` unless its real location (symlinks followed) lies under one of ``roots``; no roots = any path."""
-    if not roots:
-        return
-    real = os.path.realpath(path)
-    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
-        where = f" (resolves to {real})" if real != path else ""
-        raise PathNotAllowed(path, f"outside the allowed roots{where}; IMSIM_ALLOWED_ROOTS={','.join(roots)}")
-
-
-def read_file(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 1024, allowed_roots: Sequence[str] = ()) -> FileBytes:
-    """Read one file whole and hash it. Raises an :class:`~imsim.errors.ImageError` naming the file.
-
-    ``allowed_roots`` (real paths) confines reads to those directories (:func:`check_allowed`).
-    """
-    path = os.path.abspath(os.fspath(path))
-    check_allowed(path, allowed_roots)
-    try:
-        st = os.stat(path)
-        if not os.path.isfile(path):
-            raise ImageUnreadable(path, "not a regular file")
-        if st.st_size > max_bytes:
-            raise ImageTooLarge(path, f"file is {st.st_size:,} bytes, over the limit of {max_bytes:,} (IMSIM_MAX_FILE_BYTES)")
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError as exc:
-        raise ImageNotFound(path, "no such file") from exc
-    except PermissionError as exc:
-        raise ImageUnreadable(path, "permission denied") from exc
-    except OSError as exc:  # EISDIR, ELOOP, EIO ...
-        raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
-    return FileBytes(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=st.st_size, mtime=st.st_mtime, data=data)
-
-
-def decode_file(file: FileBytes, *, min_size: int | None = None, max_pixels: int = 178_956_970) -> DecodedImage:
+def decode_file(file: FileBytes, *, min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode bytes already read by :func:`read_file`."""
     image, width, height = decode_bytes(file.data, file.path, min_size=min_size, max_pixels=max_pixels)
-    return DecodedImage(path=file.path, image=image, sha256=file.sha256, width=width, height=height,
-                        file_size=file.file_size, mtime=file.mtime)
+    return DecodedImage(
+        path=file.path, image=image, sha256=file.sha256, width=width, height=height, file_size=file.file_size, mtime=file.mtime
+    )
 
 
-def load_image(
-    path: str | os.PathLike[str],
-    *,
-    min_size: int | None = None,
-    max_pixels: int = 178_956_970,
-    max_bytes: int = 512 * 1024 * 1024,
-) -> DecodedImage:
+def load_image(path: str | os.PathLike[str], *, min_size: int | None = None, limits: Limits = DEFAULT_LIMITS) -> DecodedImage:
     """Read and decode one image file. Raises an :class:`~imsim.errors.ImageError` naming the file."""
-    return decode_file(read_file(path, max_bytes=max_bytes), min_size=min_size, max_pixels=max_pixels)
+    return decode_file(read_file(path, limits), min_size=min_size, max_pixels=limits.max_pixels)
 
 
-def open_query_image(query: object, *, min_size: int | None = None, max_pixels: int = 178_956_970) -> Image.Image:
-    """Turn a query given as a path, raw bytes or a PIL image into an RGB image."""
-    if isinstance(query, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(query) or query)
-    if isinstance(query, (bytes, bytearray, memoryview)):
-        return decode_bytes(bytes(query), min_size=min_size, max_pixels=max_pixels)[0]
-    if isinstance(query, (str, os.PathLike)):
-        return load_image(query, min_size=min_size, max_pixels=max_pixels).image
-    raise TypeError(f"a query image must be a path, bytes or PIL.Image, not {type(query).__name__}")
+def open_image(source: object, *, min_size: int | None = None, limits: Limits = DEFAULT_LIMITS) -> Image.Image:
+    """An RGB image from a path, raw bytes or a PIL image, for display (thumbnails, galleries); the limits apply."""
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source) or source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_bytes(bytes(source), min_size=min_size, max_pixels=limits.max_pixels)[0]
+    if isinstance(source, (str, os.PathLike)):
+        return load_image(source, min_size=min_size, limits=limits).image
+    raise TypeError(f"an image must be a path, bytes or PIL.Image, not {type(source).__name__}")

@@ -1,182 +1,186 @@
-"""The ingest pipeline: read → decode → embed (every enabled model, same decoded batch) → upsert.
+"""The ingest pipeline: read → (skip what is stored unchanged) → decode → embed with every model → upsert.
 
-:class:`Ingestor` processes one chunk of paths, the unit of work a Celery task carries; a bad
-file fails alone and is returned with its reason, the rest are stored; files already stored
-with the same content hash and model revision are skipped before decoding. :func:`ingest_local`
-runs the same chunks in-process, for a laptop with no Redis. Each chunk reports the seconds
-spent reading, decoding, resizing, in each model and writing, so the slow stage is visible.
+:class:`Ingestor` processes one chunk of paths, the unit of work a Celery task carries. Inside a chunk, files
+stream in slices through the :class:`~imsim.embedding.EmbeddingStep` while a writer thread upserts the slice
+before, and ``on_progress`` is told after each slice (so a progress bar moves within a chunk). A bad file, or
+a row the store refuses, fails alone with its reason; the rest are stored. Files already stored with the same
+content hash and model version are skipped before decoding. :func:`ingest_local` runs the same chunks
+in-process, for a laptop with no Redis. Each chunk reports typed stage timings (:class:`~imsim.timing.StageTimes`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from types import TracebackType
+from typing import Any, Protocol
 
-import numpy as np
-
-from .errors import ImageError
-from .images import DecodedImage, FileBytes, decode_file, read_file
-from .models import Embedder, decode_size, load_models
+from .embedding import Embedded, EmbeddingStep
+from .images import FileBytes
+from .models import Embedder, ModelInfo, load_models
+from .paths import path_id
 from .settings import Settings
 from .store import VectorStore, make_row
+from .timing import StageTimes, timed
+from .util import chunked
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+Progress = Callable[[int], None]  # called with how many more files of the chunk are settled (stored, skipped or failed)
+
+
+class Sink(Protocol):
+    """What ingest needs from a store: :class:`~imsim.store.VectorStore`, or the benchmark's no-op sink."""
+
+    def ensure_collection(self, info: ModelInfo) -> str: ...
+
+    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]: ...
+
+    def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]: ...
+
+    def flush(self, name: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
 class ChunkResult:
-    """What happened to one chunk of paths."""
+    """What happened to one chunk of paths (or to a whole local ingest, merged)."""
 
     done: int = 0
     skipped: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
-    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    times: StageTimes = field(default_factory=StageTimes)
 
     def merge(self, other: ChunkResult) -> None:
         self.done += other.done
         self.skipped += other.skipped
         self.failures.update(other.failures)
-        for stage, seconds in other.timings.items():
-            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        self.times.merge(other.times)
 
-    def as_dict(self) -> dict[str, object]:
-        return {"done": self.done, "skipped": self.skipped, "failed": len(self.failures),
-                "failures": self.failures, "timings": {k: round(v, 4) for k, v in self.timings.items()}}
-
-
-def _successes(outcomes: Iterable[T | ImageError], failures: dict[str, str]) -> list[T]:
-    """Keep the successful outcomes; record each image error (path -> reason) in ``failures``."""
-    ok: list[T] = []
-    for outcome in outcomes:
-        if isinstance(outcome, ImageError):
-            failures[outcome.path] = outcome.reason
-        else:
-            ok.append(outcome)
-    return ok
-
-
-def chunked(items: Sequence[str], size: int) -> list[list[str]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": len(self.failures),
+            "failures": self.failures,
+            "times": self.times.as_dict(),
+        }
 
 
 class Ingestor:
     """Embeds chunks of image paths with every enabled model and upserts them into the store."""
 
-    def __init__(self, settings: Settings, models: dict[str, Embedder] | None = None, store: VectorStore | None = None):
+    def __init__(self, settings: Settings, embedders: Mapping[str, Embedder] | None = None, store: Sink | None = None):
         self.settings = settings
-        self.models = models if models is not None else load_models(settings)
-        self.store = store if store is not None else VectorStore(settings)
+        self.models = dict(embedders) if embedders is not None else load_models(settings)
+        self.store: Sink = store if store is not None else VectorStore(settings)
         self.collections = {name: self.store.ensure_collection(m.info) for name, m in self.models.items()}
-        self.draft_size = decode_size(settings, self.models.values())
-        self.allowed_roots = settings.allowed_root_paths
-        workers = settings.decode_workers or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imsim-decode")
+        self.step = EmbeddingStep.from_settings(settings, self.models)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imsim-write")
 
-    def _read(self, path: str) -> FileBytes | ImageError:
-        try:
-            return read_file(path, max_bytes=self.settings.max_file_bytes, allowed_roots=self.allowed_roots)
-        except ImageError as exc:
-            return exc
+    def __enter__(self) -> Ingestor:
+        return self
 
-    def _decode(self, file: FileBytes) -> DecodedImage | ImageError:
-        try:
-            return decode_file(file, min_size=self.draft_size, max_pixels=self.settings.max_image_pixels)
-        except ImageError as exc:
-            return exc
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
-    def _stored(self, files: list[FileBytes]) -> dict[str, dict[str, dict]]:
-        """model -> id -> stored row (content hash, model revision, tags) for these files."""
-        ids = [f.id for f in files]
-        return {name: self.store.get(self.collections[name], ids, output_fields=["sha256", "model_revision", "tags"])
-                for name in self.models}
+    def _stored(self, ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """model -> id -> stored row (content hash, model revision, tags) for these ids."""
+        return {
+            name: self.store.get(self.collections[name], ids, output_fields=["sha256", "model_revision", "tags"])
+            for name in self.models
+        }
 
-    def _unchanged(self, files: list[FileBytes], stored: dict[str, dict[str, dict]], tags: dict[str, str] | None) -> set[str]:
-        """Ids whose row, in every model's collection, has this content hash, model revision (and tags, when given)."""
-        unchanged = {f.id for f in files}
-        for name, model in self.models.items():
-            unchanged &= {f.id for f in files if (row := stored[name].get(f.id)) and row["sha256"] == f.sha256
-                          and row["model_revision"] == model.info.revision and (tags is None or row.get("tags") == tags)}
-        return unchanged
+    def ingest(
+        self,
+        paths: Sequence[str],
+        job_id: str = "",
+        force: bool = False,
+        tags: dict[str, str] | None = None,
+        on_progress: Progress | None = None,
+    ) -> ChunkResult:
+        """Process one chunk. Image errors (and rows the store refuses) are recorded per file; outages raise.
 
-    def ingest(self, paths: Sequence[str], job_id: str = "", force: bool = False,
-               tags: dict[str, str] | None = None) -> ChunkResult:
-        """Process one chunk. Image errors are recorded per file; store or model errors raise.
-
-        Files already stored with the same content hash and model revision (and the same ``tags``,
-        when given) are skipped unless ``force`` (or ``IMSIM_SKIP_UNCHANGED=false``). ``tags`` are
-        stored with each row (filterable: ``tags["key"] == "value"``); a re-embedded file given no
-        tags keeps the tags it had.
-        """
+        Files already stored with the same content hash and model revision (and the same ``tags``, when given)
+        are skipped unless ``force`` (or ``IMSIM_SKIP_UNCHANGED=false``): the stored rows of a slice are fetched by
+        id (a hash of the path, known before reading), and each file is compared once read, before it is decoded.
+        ``tags`` are stored with each row (filterable: ``tags["key"] == "value"``); a re-embedded file given no
+        tags keeps the tags it had."""
         result = ChunkResult()
-        t0 = time.perf_counter()
-        files: list[FileBytes] = _successes(self._pool.map(self._read, paths), result.failures)
-        stored = self._stored(files) if files else {}
-        if self.settings.skip_unchanged and not force and files:
-            unchanged = self._unchanged(files, stored, tags)
-            result.skipped = len(unchanged)
-            files = [f for f in files if f.id not in unchanged]
-        row_tags = {f.id: tags if tags is not None else next((rows[f.id]["tags"] for rows in stored.values()
-                                                               if f.id in rows and rows[f.id].get("tags")), None) for f in files}
-        result.timings["read"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        decoded: list[DecodedImage] = _successes(self._pool.map(self._decode, files), result.failures)
-        result.timings["decode"] = time.perf_counter() - t0
-        if not decoded:
-            return result
-        writes = []
-        for name, model, vectors in self._embed_each(decoded, result.timings):
-            # The write runs on the writer thread while the next model computes.
-            writes.append(self._writer.submit(self._write, name, model, decoded, vectors, job_id, row_tags))
-        for future in writes:  # the chunk is done (and may be acknowledged) only once every row is stored
-            name, seconds = future.result()
-            result.timings[f"write:{name}"] = seconds
-        result.done = len(decoded)
-        log.info("chunk of %d: %d stored, %d unchanged, %d failed; %s", len(paths), result.done, result.skipped, len(result.failures),
-                 ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+        stored: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.models}
+        progress = on_progress or (lambda n: None)
+        skip = self.settings.skip_unchanged and not force
+
+        def slices() -> Iterator[list[str]]:
+            for part in chunked(paths, self.step.slice_size):
+                found = self._stored([path_id(p) for p in part])
+                for name, rows in found.items():
+                    stored[name].update(rows)
+                yield part
+
+        def keep(file: FileBytes) -> bool:
+            """Whether ``file`` must be embedded: not every model's row has this content, revision (and tags)."""
+            for name, model in self.models.items():
+                row = stored[name].get(file.id)
+                if not row or row["sha256"] != file.sha256 or row["model_revision"] != model.info.revision:
+                    return True
+                if tags is not None and (row.get("tags") or {}) != tags:
+                    return True
+            return False
+
+        writes: list[tuple[Future[dict[str, str]], int]] = []
+        for embedded in self.step.stream(slices(), result.times, keep=keep if skip else None):
+            result.failures.update(embedded.failures)
+            result.skipped += len(embedded.skipped)
+            if embedded.failures or embedded.skipped:
+                progress(len(embedded.failures) + len(embedded.skipped))
+            if embedded.images:  # written while the models run on the next slice
+                row_tags = {
+                    image.id: tags if tags is not None else self._kept_tags(stored, image.id) for image in embedded.images
+                }
+                writes.append((self._writer.submit(self._write, embedded, job_id, row_tags, result.times), len(embedded.images)))
+            while writes and writes[0][0].done():
+                self._settle(*writes.pop(0), result, progress)
+        while writes:  # the chunk is done (and may be acknowledged) only once every row is stored
+            self._settle(*writes.pop(0), result, progress)
+        log.info(
+            "chunk of %d: %d stored, %d unchanged, %d failed; %s",
+            len(paths),
+            result.done,
+            result.skipped,
+            len(result.failures),
+            ", ".join(f"{label} {seconds:.2f}s" for label, seconds, _ in result.times.rows()),
+        )
         return result
 
-    def _embed_each(self, decoded: list[DecodedImage], timings: dict[str, float]) -> Iterator[tuple[str, Embedder, np.ndarray]]:
-        """(name, model, vectors) for each model in turn; pixels are resized once per distinct recipe."""
-        pixels_by_recipe: dict[object, list[np.ndarray]] = {}
+    @staticmethod
+    def _kept_tags(stored: dict[str, dict[str, dict[str, Any]]], image_id: str) -> dict[str, str] | None:
+        return next(
+            (rows[image_id].get("tags") for rows in stored.values() if image_id in rows and rows[image_id].get("tags")), None
+        )
+
+    @staticmethod
+    def _settle(write: Future[dict[str, str]], size: int, result: ChunkResult, progress: Progress) -> None:
+        refused = write.result()
+        result.failures.update(refused)
+        result.done += size - len(refused)
+        progress(size)
+
+    def _write(
+        self, embedded: Embedded, job_id: str, tags: dict[str, dict[str, str] | None], times: StageTimes
+    ) -> dict[str, str]:
+        """Upsert one slice into every model's collection; rows the store refuses come back as {path: reason}."""
+        refused: dict[str, str] = {}
         for name, model in self.models.items():
-            t = time.perf_counter()
-            pixels = pixels_by_recipe.get(model.preprocess)
-            if pixels is None:
-                pixels = list(self._pool.map(model.preprocess.to_uint8, (d.image for d in decoded)))
-                pixels_by_recipe[model.preprocess] = pixels
-            t_embed = time.perf_counter()
-            vectors = model.embed_arrays(pixels)
-            timings["resize"] = timings.get("resize", 0.0) + (t_embed - t)
-            timings[f"embed:{name}"] = timings.get(f"embed:{name}", 0.0) + time.perf_counter() - t_embed
-            yield name, model, vectors
-
-    def embed_files(self, paths: Sequence[str]) -> tuple[list[str], dict[str, np.ndarray], ChunkResult]:
-        """Read, decode and embed like :meth:`ingest`, but store nothing: (paths embedded, model -> vectors, outcome).
-
-        The decode path is the ingest one, so a query image and a stored image are treated identically."""
-        result = ChunkResult()
-        t0 = time.perf_counter()
-        files: list[FileBytes] = _successes(self._pool.map(self._read, paths), result.failures)
-        decoded: list[DecodedImage] = _successes(self._pool.map(self._decode, files), result.failures)
-        result.timings["read+decode"] = time.perf_counter() - t0
-        vectors = {name: vecs for name, _, vecs in self._embed_each(decoded, result.timings)} if decoded else {
-            name: np.zeros((0, m.dim), np.float32) for name, m in self.models.items()}
-        result.done = len(decoded)
-        return [d.path for d in decoded], vectors, result
-
-    def _write(self, name: str, model: Embedder, decoded: list[DecodedImage], vectors: np.ndarray, job_id: str,
-               tags: dict[str, dict | None]):
-        t = time.perf_counter()
-        rows = [make_row(model.info, image, vec, job_id, tags.get(image.id)) for image, vec in zip(decoded, vectors)]
-        self.store.upsert(self.collections[name], rows)
-        return name, time.perf_counter() - t
+            with timed(times, "write", name):
+                rows = [
+                    make_row(model.info, image, vec, job_id, tags.get(image.id))
+                    for image, vec in zip(embedded.images, embedded.vectors[name], strict=True)
+                ]
+                refused.update(self.store.upsert_each(self.collections[name], rows))
+        return refused
 
     def seal(self) -> None:
         """At the end of a job: flush every collection written to, so the new rows are indexed for search."""
@@ -184,7 +188,7 @@ class Ingestor:
             self.store.flush(collection)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        self.step.close()
         self._writer.shutdown(wait=True)
 
 
@@ -196,21 +200,19 @@ def ingest_local(
     job_id: str = "",
     force: bool = False,
     tags: dict[str, str] | None = None,
-    on_chunk: Callable[[ChunkResult, int], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> ChunkResult:
     """Run the whole ingest in this process, chunk by chunk (no Redis, no Celery)."""
     own = ingestor is None
-    ingestor = ingestor or Ingestor(settings)
+    worker = ingestor or Ingestor(settings)
     total = ChunkResult()
     try:
         for chunk in chunked(list(paths), settings.chunk_size):
-            part = ingestor.ingest(chunk, job_id=job_id, force=force, tags=tags)
-            total.merge(part)
-            if on_chunk:
-                on_chunk(part, len(chunk))
+            total.merge(worker.ingest(chunk, job_id=job_id, force=force, tags=tags, on_progress=on_progress))
         if total.done:
-            ingestor.seal()
+            worker.seal()
     finally:
         if own:
-            ingestor.close()
+            worker.close()
+            worker.store.close()
     return total

@@ -1,32 +1,41 @@
 """The query side: embed once per model → search each model's collection → fuse.
 
-:class:`Client` is the Python API a user holds; the CLI is a thin layer over it. Results are
-typed: each :class:`SearchHit` carries the fused score and every model's own score and rank.
-Queries follow each model's alias (``imsim models activate``): the client searches the active
-version's collection and loads the very model that collection was written with (its settings are
-stored on it), so switching versions never needs a re-ingest. Models load lazily, on the first
-query that needs them; a switch made by another process is picked up within ``ALIAS_TTL`` seconds.
+:class:`Client` is the Python API a user holds; the CLI is a thin layer over it. Results are typed: each
+:class:`SearchHit` carries the fused score and every model's own score and rank. Queries follow each
+model's alias (``imsim models activate``): the client reads which version is active, then loads that
+version's model from the config stored on its collection (once), so switching versions never needs a
+re-ingest and never pairs one model's query vectors with another's stored ones. A switch made by another
+process is picked up within ``ALIAS_TTL`` seconds. Path filters return exactly k results when k exist:
+the client deepens the search until enough rows pass the exact check (within the server's top-k cap).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import fusion as fusion_maths
-from .errors import ImsimError, ModelError, StoreError
+from . import models as registry
+from .embedding import EmbeddingStep
+from .errors import ImsimError, ModelError, QueueError, StoreError
 from .expr import Where, both
-from .images import open_query_image
-from .models import Embedder, decode_size, load_model
+from .models import Embedder
 from .settings import Settings, get_settings
-from .store import VectorStore
+from .store import StoredHit, VectorStore, open_store
 
+if TYPE_CHECKING:
+    from .jobs import JobStatus
+
+log = logging.getLogger(__name__)
 ALIAS_TTL = 10.0  # seconds a resolved alias is trusted before it is read again
+DEEPEN = 4  # each deeper search asks for this many times more rows, when exact path checks dropped some
 
 
 @dataclass(frozen=True)
@@ -39,106 +48,134 @@ class SearchHit:
 
 
 class Client:
-    """Search the per-model collections and fuse the results.
+    """Search the per-model collections and fuse the results; queue and follow ingest jobs.
 
-    >>> client = Client()                                       # settings from IMSIM_* variables
+    >>> client = Client(models="clip")                          # any setting as a keyword, validated
     >>> hits = client.search("query.jpg", k=10, fusion="rrf")   # doctest: +SKIP
     """
 
-    def __init__(self, settings: Settings | None = None, *, models: dict[str, Embedder] | None = None,
-                 store: VectorStore | None = None, **overrides: Any):
-        """``models`` given here are used as they are, each searching its own version's collection;
-        other models follow their alias and load the version it points at."""
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedders: Mapping[str, Embedder] | None = None,
+        store: VectorStore | None = None,
+        **overrides: Any,
+    ):
+        """``overrides`` are settings by keyword name (``milvus_uri=``, ``models="clip"``, ``dinov2_pooling=``);
+        an unknown name or a bad value is a :class:`~imsim.errors.ConfigError`. ``embedders`` given here are
+        used as they are, each searching its own version's collection; other models follow their alias."""
         base = settings or get_settings()
-        self.settings = base.model_copy(update=overrides) if overrides else base
-        self._pinned: dict[str, Embedder] = dict(models or {})
+        self.settings = base.replace(**overrides) if overrides else base
+        self._pinned: dict[str, Embedder] = dict(embedders or {})
         self._models: dict[str, Embedder] = {}
-        self._collections: dict[str, tuple[str, float]] = {}  # model -> (collection, when resolved)
+        self._aliases: dict[str, tuple[str | None, float]] = {}  # model -> (active collection or None, when read)
+        self._steps: dict[tuple[str, ...], tuple[tuple[int, ...], EmbeddingStep]] = {}
         self._store = store
+        self._own_store = store is None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imsim-search")  # threads start on first use
 
-    # --- plumbing ----------------------------------------------------------------------
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- which models, which collections ----------------------------------------------------------
     @property
     def store(self) -> VectorStore:
         if self._store is None:
-            self._store = VectorStore(self.settings)
+            self._store = open_store(self.settings)
         return self._store
 
-    def collection(self, name: str) -> str:
-        """The collection queries for model ``name`` use: its active version (alias), else the configured version."""
-        if name in self._pinned:
-            return self.store.collection_name(self._pinned[name].info)
-        cached = self._collections.get(name)
+    def names(self, models: Sequence[str] | str | None = None) -> list[str]:
+        """Model names from a list, a comma-separated string, or the settings."""
+        if isinstance(models, str):
+            models = [m.strip() for m in models.split(",") if m.strip()]
+        chosen = list(models or self.settings.model_names)
+        for name in chosen:
+            registry.family(name)  # an unknown name is a clear error
+        return chosen
+
+    def _active(self, name: str) -> str | None:
+        cached = self._aliases.get(name)
         if cached and time.monotonic() - cached[1] < ALIAS_TTL:
             return cached[0]
         active = self.store.active_collection(name)
-        if active is None:
-            active = self.store.collection_name(self._configured(name).info)
-        if cached and cached[0] != active:
-            self._models.pop(name, None)  # the alias moved: load the model of the new version
-        self._collections[name] = (active, time.monotonic())
+        self._aliases[name] = (active, time.monotonic())
         return active
 
-    def _configured(self, name: str) -> Embedder:
-        if name not in self._models:
-            self._models[name] = load_model(name, self.settings)
-        return self._models[name]
+    def collection(self, name: str) -> str:
+        """The collection queries for model ``name`` use: its active version (alias), else the configured version's."""
+        if name in self._pinned:
+            return self.store.collection_name(self._pinned[name].info)
+        active = self._active(name)
+        return active if active is not None else self.store.collection_name(self.model(name).info)
 
     def model(self, name: str) -> Embedder:
-        """The model that embeds queries for ``name``: the one its active collection was written with."""
+        """The model that embeds queries for ``name``: the one its active collection was written with, loaded once
+        from the config stored on that collection (identity first, weights once)."""
         if name in self._pinned:
             return self._pinned[name]
-        collection = self.collection(name)
-        if name in self._models and self.store.collection_name(self._models[name].info) == collection:
-            return self._models[name]
-        existing = set(self.store.collections())
-        overrides = self.store.model_settings(collection) if collection in existing else {}
-        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
-        model = load_model(name, settings)
-        if collection in existing and self.store.collection_name(model.info) != collection:
-            raise ModelError(f"the active version of {name!r} is {collection!r}, but its model now loads as "
-                             f"{model.info.source} revision {model.info.revision} (a different version): restore that model, "
-                             f"or `imsim models activate {name} ...` another version")
+        active = self._active(name)
+        cached = self._models.get(name)
+        if cached is not None and (active is None or self.store.collection_name(cached.info) == active):
+            return cached
+        if active is None:
+            model = registry.load_model(name, self.settings)
+        else:
+            config = self.store.model_config(active, registry.config_class(name)) or self.settings.family(name)
+            model = registry.load(name, config, self.settings.runtime)
+            if self.store.collection_name(model.info) != active:
+                raise ModelError(
+                    f"the active version of {name!r} is {active!r}, but its model now loads as {model.info.source} "
+                    f"revision {model.info.revision} (version {model.info.version_tag}): restore that model, "
+                    f"or `imsim models activate {name} ...` another version"
+                )
         self._models[name] = model
         return model
 
-    def _names(self, models: Sequence[str] | str | None) -> list[str]:
-        if isinstance(models, str):
-            models = [m.strip() for m in models.split(",") if m.strip()]
-        return list(models or self.settings.model_names)
+    def _step(self, names: Sequence[str]) -> EmbeddingStep:
+        models = {n: self.model(n) for n in names}
+        key = tuple(names)
+        ids = tuple(id(m) for m in models.values())
+        cached = self._steps.get(key)
+        if cached is None or cached[0] != ids:
+            if cached is not None:
+                cached[1].close()
+            self._steps[key] = (ids, EmbeddingStep.from_settings(self.settings, models))
+        return self._steps[key][1]
 
-    # --- API ---------------------------------------------------------------------------
+    # --- embedding --------------------------------------------------------------------------------
     def embed(self, image: Any, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """One normalised vector per model for a query image (path, bytes or PIL image)."""
         return {n: vectors[0] for n, vectors in self.embed_many([image], models).items()}
 
+    def embed_many(self, images: Sequence[Any], models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
+        """(len(images), dim) normalised vectors per model, decoded exactly as ingest decodes files."""
+        return self._step(self.names(models)).embed_queries(list(images))
+
     def compare(self, a: Any, b: Any, models: Sequence[str] | str | None = None) -> dict[str, float]:
         """Cosine similarity of two images per model."""
-        va, vb = self.embed(a, models), self.embed(b, models)
-        return {n: float(np.dot(va[n], vb[n])) for n in va}
-
-    def embed_many(self, images: Sequence[Any], models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
-        """(len(images), dim) normalised vectors per model, each model run once over the whole batch."""
-        names = self._names(models)
-        size = decode_size(self.settings, (self.model(n) for n in names))
-        pils = [open_query_image(im, min_size=size, max_pixels=self.settings.max_image_pixels) for im in images]
-        return {n: self.model(n).embed_images(pils) for n in names}
+        vectors = self.embed_many([a, b], models)
+        return {n: float(np.dot(v[0], v[1])) for n, v in vectors.items()}
 
     def stored_vectors(self, like: str, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """The stored vectors of one image, by row id or path, per model that has it (no re-embedding)."""
-        from .images import path_id
         from .maintenance import ROW_ID
+        from .paths import path_id
 
         row = like if ROW_ID.match(like) else path_id(like)
         found = {}
-        for n in self._names(models):
+        for n in self.names(models):
             vec = self.store.get_vectors(self.collection(n), [row], self.settings.search_consistency).get(row)
             if vec is not None:
                 found[n] = vec[None]
         if not found:
-            raise ImsimError(f"no stored image {like!r} in the collections of {', '.join(self._names(models))}: ingest it first")
+            raise ImsimError(f"no stored image {like!r} in the collections of {', '.join(self.names(models))}: ingest it first")
         return found
 
+    # --- search -----------------------------------------------------------------------------------
     def search(
         self,
         image: Any = None,
@@ -153,8 +190,8 @@ class Client:
     ) -> list[SearchHit]:
         """Search by an image (path, bytes, PIL image), by ``text`` (text-capable models only), or ``like`` a
         stored image (row id or path: its stored vectors, nothing re-embedded). ``where`` filters on metadata
-        and tags; ``filter`` is a raw Milvus expression ANDed with it."""
-        queries = self._queries(image, text, like, self._names(models))
+        and tags; ``filter`` is a raw Milvus expression ANDed with it (one balanced expression over known fields)."""
+        queries = self._queries(image, text, like, self.names(models))
         return self.search_batch(queries, k=k, fusion=fusion, where=where, filter=filter)[0]
 
     def _queries(self, image: Any, text: str | None, like: str | None, names: list[str]) -> dict[str, np.ndarray]:
@@ -170,63 +207,114 @@ class Client:
             return self.stored_vectors(like, names)
         return self.embed_many([image], names)
 
-    def search_iter(self, image: Any = None, *, text: str | None = None, like: str | None = None, model: str | None = None,
-                    where: Where | None = None, filter: str = "", batch: int = 1000) -> Iterator[SearchHit]:
-        """Every stored image by similarity to the query under one model, best first, fetched page by page with a
-        Milvus search iterator (no top-k cap): stop whenever you have enough."""
+    def search_iter(
+        self,
+        image: Any = None,
+        *,
+        text: str | None = None,
+        like: str | None = None,
+        model: str | None = None,
+        where: Where | None = None,
+        filter: str = "",
+        batch: int = 1000,
+    ) -> Iterator[SearchHit]:
+        """Every stored image by similarity to the query under one ``model``, best first, fetched page by page
+        (no top-k cap): stop whenever you have enough."""
         name = model or self.settings.model_names[0]
-        queries = self._queries(image, text, like, [name])
+        queries = self._queries(image, text, like, self.names([name]))
         if name not in queries:
             raise ModelError(f"model {name!r} cannot embed this query")
-        expression = both(where.expression() if where else "", filter)
+        collection = self.collection(name)
+        expression = self._expression(collection, where, filter)
         rank = 0
-        for hit in self.store.search_iter(self.collection(name), queries[name][0], filter=expression, batch=batch,
-                                          consistency=self.settings.search_consistency):
+        for hit in self.store.search_iter(
+            collection, queries[name][0], filter=expression, batch=batch, consistency=self.settings.search_consistency
+        ):
             path = str(hit.fields.get("path", ""))
             if where is not None and not where.accepts(path):
                 continue
             rank += 1
             yield SearchHit(id=hit.id, path=path, score=hit.score, scores={name: hit.score}, ranks={name: rank})
 
-    def search_many(self, images: Sequence[Any], *, k: int = 10, models: Sequence[str] | str | None = None,
-                    fusion: str | None = None, where: Where | None = None, filter: str = "") -> list[list[SearchHit]]:
+    def search_many(
+        self,
+        images: Sequence[Any],
+        *,
+        k: int = 10,
+        models: Sequence[str] | str | None = None,
+        fusion: str | None = None,
+        where: Where | None = None,
+        filter: str = "",
+    ) -> list[list[SearchHit]]:
         """One result list per query image; all queries embedded in one batch per model and searched in one call."""
         if not images:
             return []
         return self.search_batch(self.embed_many(images, models), k=k, fusion=fusion, where=where, filter=filter)
 
-    def search_vectors(self, queries: dict[str, np.ndarray], *, k: int = 10, fusion: str | None = None,
-                       where: Where | None = None, filter: str = "") -> list[SearchHit]:
+    def search_vectors(
+        self,
+        queries: dict[str, np.ndarray],
+        *,
+        k: int = 10,
+        fusion: str | None = None,
+        where: Where | None = None,
+        filter: str = "",
+    ) -> list[SearchHit]:
         """Search each model's collection with its (1-d) query vector and fuse the lists."""
-        return self.search_batch({n: np.asarray(v, np.float32).reshape(1, -1) for n, v in queries.items()},
-                                  k=k, fusion=fusion, where=where, filter=filter)[0]
+        return self.search_batch(
+            {n: np.asarray(v, np.float32).reshape(1, -1) for n, v in queries.items()},
+            k=k,
+            fusion=fusion,
+            where=where,
+            filter=filter,
+        )[0]
 
-    def search_batch(self, queries: dict[str, np.ndarray], *, k: int, fusion: str | None = None, where: Where | None = None,
-                     filter: str = "") -> list[list[SearchHit]]:
+    def _expression(self, collection: str, where: Where | None, filter: str) -> str:
+        checked = self.store.check_filter(collection, filter) if filter.strip() else ""
+        return both(where.expression(self.store.like_dialect) if where else "", checked)
+
+    def _top(self, collection: str, vectors: np.ndarray, k: int, expression: str, where: Where | None) -> list[list[StoredHit]]:
+        """Top k per query vector among rows passing ``where``'s exact path checks: deepens the search while the
+        LIKE pre-filter's extra rows crowd out real matches, up to the server's top-k cap."""
+        level = self.settings.search_consistency
+        fetch, cap = k, self.store.search_cap
+        while True:
+            hits = self.store.search(collection, vectors, fetch, filter=expression, consistency=level)
+            if where is None or not where.needs_exact_check:
+                return hits
+            kept = [[h for h in row if where.accepts(str(h.fields.get("path", "")))] for row in hits]
+            if all(len(good) >= k or len(row) < fetch for row, good in zip(hits, kept, strict=True)):
+                return [good[:k] for good in kept]
+            if cap is not None and fetch >= cap:
+                log.warning("fewer than %d matches of the path filter within Milvus's top-%d cap", k, cap)
+                return [good[:k] for good in kept]
+            fetch = fetch * DEEPEN if cap is None else min(fetch * DEEPEN, cap)
+
+    def search_batch(
+        self, queries: dict[str, np.ndarray], *, k: int, fusion: str | None = None, where: Where | None = None, filter: str = ""
+    ) -> list[list[SearchHit]]:
         """One fused result list per query row: ``queries`` maps each model to its (n, dim) query vectors."""
         method = fusion or self.settings.fusion
         if method not in fusion_maths.FUSIONS:
             raise ImsimError(f"unknown fusion {method!r}; use one of {', '.join(fusion_maths.FUSIONS)}")
+        if k < 1:
+            raise ImsimError(f"k must be at least 1, got {k}")
         names = list(queries)
         collections = {n: self.collection(n) for n in names}
-        expression = both(where.expression() if where else "", filter)
-        exact = where is not None and bool(where.path_prefix or where.path_glob)
-        fetch = k * 4 if exact else k  # LIKE is a superset: over-fetch, then check exactly (past 16,384: an iterator)
-        level = self.settings.search_consistency
-        results = self._per_model(
-            names, lambda n: self.store.search(collections[n], queries[n], fetch, filter=expression, consistency=level),
-            collections)
+        expressions = self._per_model(names, lambda n: self._expression(collections[n], where, filter), collections)
+        lists_by_model = self._per_model(
+            names, lambda n: self._top(collections[n], queries[n], k, expressions[n], where), collections
+        )
         count = len(next(iter(queries.values())))
-        lists = [{n: [h for h in results[n][q] if not exact or where.accepts(str(h.fields.get("path", "")))][:k]
-                  for n in names} for q in range(count)]
+        lists = [{n: lists_by_model[n][q] for n in names} for q in range(count)]
         # Each model's exact score for items only other models returned: one fetch per model for the whole batch.
         missing: dict[str, set[str]] = {n: set() for n in names}
         for per_model in lists:
             found = {h.id for hits in per_model.values() for h in hits}
             for n in names:
                 missing[n] |= found.difference(h.id for h in per_model[n])
-        vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(missing[n]), level),
-                                  collections)
+        level = self.settings.search_consistency
+        vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(missing[n]), level), collections)
         return [self._fuse(per_model, {n: queries[n][q] for n in names}, vectors, method, k) for q, per_model in enumerate(lists)]
 
     def _per_model(self, names: list[str], call: Callable[[str], Any], collections: dict[str, str]) -> dict[str, Any]:
@@ -242,11 +330,19 @@ class Client:
             existing = set(self.store.collections())
             for n in names:
                 if collections[n] not in existing:
-                    raise ImsimError(f"no collection {collections[n]!r} for model {n!r}: ingest images with this model first") from None
+                    raise ImsimError(
+                        f"no collection {collections[n]!r} for model {n!r}: ingest images with this model first"
+                    ) from None
             raise
 
-    def _fuse(self, per_model: dict[str, list[Any]], queries: dict[str, np.ndarray], vectors: dict[str, dict[str, np.ndarray]],
-              method: str, k: int) -> list[SearchHit]:
+    def _fuse(
+        self,
+        per_model: dict[str, list[StoredHit]],
+        queries: dict[str, np.ndarray],
+        vectors: dict[str, dict[str, np.ndarray]],
+        method: str,
+        k: int,
+    ) -> list[SearchHit]:
         names = list(per_model)
         paths = {h.id: str(h.fields.get("path", "")) for hits in per_model.values() for h in hits}
         ranks = {n: {h.id: r for r, h in enumerate(hits, 1)} for n, hits in per_model.items()}
@@ -262,8 +358,13 @@ class Client:
         else:  # "none": the first model's own ranking
             fused = {h.id: h.score for h in per_model[names[0]]}
         return [
-            SearchHit(id=i, path=paths[i], score=s, scores={n: scores[n][i] for n in names if i in scores[n]},
-                      ranks={n: ranks[n].get(i) for n in names})
+            SearchHit(
+                id=i,
+                path=paths[i],
+                score=s,
+                scores={n: scores[n][i] for n in names if i in scores[n]},
+                ranks={n: ranks[n].get(i) for n in names},
+            )
             for i, s in fusion_maths.order(fused, k)
         ]
 
@@ -272,28 +373,56 @@ class Client:
 
     # --- jobs and upkeep (thin: the work happens in workers, imsim.queue and imsim.maintenance) ---
     def ingest(self, paths: Sequence[str], *, force: bool = False, tags: dict[str, str] | None = None) -> str:
-        """Queue files, folders or globs for the workers; returns the job id (see :meth:`job`).
+        """Queue files, folders or globs for the workers; returns the job id (see :meth:`job`, :meth:`wait`).
 
         ``tags`` ({"key": "value"}) are stored with every image and usable in ``Where(tags=...)``."""
-        from .images import discover
+        from .paths import discover
         from .queue import enqueue
 
-        files = discover(paths)
-        if not files:
+        found = discover(paths)
+        if not found.files:
             raise ImsimError(f"no image files found in {', '.join(map(str, paths))}")
-        return enqueue(files, self.settings, inputs=[str(p) for p in paths], force=force, tags=tags)
+        return enqueue(
+            found.files,
+            self.settings,
+            inputs=[str(p) for p in paths],
+            force=force,
+            tags=tags,
+            skipped=found.skipped,
+            unmatched=found.unmatched,
+        )
 
-    def job(self, job_id: str) -> Any:
+    def job(self, job_id: str) -> JobStatus:
         """A job's :class:`~imsim.jobs.JobStatus`: totals, times, and every failed path with its reason."""
         from .jobs import JobStore
 
         return JobStore(self.settings.redis_url.get_secret_value()).get(job_id)
 
-    def retry(self, job_id: str) -> str:
-        """Queue the files that failed in ``job_id`` as a new job; returns its id."""
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobStatus:
+        """Block until the job has finished (or was cancelled); a :class:`QueueError` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.job(job_id)
+            if status.finished_at:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise QueueError(
+                    f"job {job_id} still {status.state} after {timeout:g}s ({status.settled}/{status.total} settled)"
+                )
+            time.sleep(poll)
+
+    def retry(self, job_id: str) -> str | None:
+        """Queue the files that failed in ``job_id`` as a new job and return its id; None when nothing failed.
+        A :class:`~imsim.errors.JobRunning` error while the job still runs (:meth:`wait` first)."""
         from .queue import retry
 
         return retry(job_id, self.settings)
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a job: its queued chunks are dropped, running ones finish; returns its status."""
+        from .queue import cancel
+
+        return cancel(job_id, self.settings)
 
     def delete(self, selectors: str | Sequence[str]) -> dict[str, int]:
         """Delete rows by id, path, folder or glob (one, or a list) from every collection; returns rows removed
@@ -305,5 +434,7 @@ class Client:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
-        if self._store is not None:
+        for _, step in self._steps.values():
+            step.close()
+        if self._store is not None and self._own_store:
             self._store.close()

@@ -1,45 +1,75 @@
 """Typed configuration: every knob imsim has, read from ``IMSIM_*`` environment variables.
 
-This module is the one place where configuration lives. Everything else receives a
-:class:`Settings` instance (or calls :func:`get_settings`) instead of reading the
-environment itself, so a worker, the CLI and the Python client agree by construction.
+This module is the one place where configuration is read. Everything else receives a
+:class:`Settings` instance (or calls :func:`get_settings`) instead of reading the environment
+itself, so a worker, the CLI and the Python client agree by construction.
+
+Settings are the platform's own fields (below) plus one config per model family, owned by the
+family's module (:class:`~imsim.models.base.FamilyConfig`): field ``pooling`` of family ``dinov2``
+is ``IMSIM_DINOV2_POOLING`` in the environment and ``dinov2_pooling=`` as a keyword. Values come
+from, highest first: keywords (``Settings(...)``, ``Client(...)``), the environment, the env file
+(``IMSIM_ENV_FILE``, default ``~/.imsim/imsim.env``: ``IMSIM_X=value`` lines, written e.g. by the
+quickstart), then the defaults. Every value is validated, also in :meth:`Settings.replace`; an
+unknown name is an error naming it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from . import models as registry
+from .errors import ConfigError
+from .models.base import FamilyConfig, Precision, Runtime
 
 DEFAULT_DATA_DIR = Path.home() / ".imsim"
+DEFAULT_ENV_FILE = DEFAULT_DATA_DIR / "imsim.env"
+PREFIX = "IMSIM_"
 
-Pooling = Literal["cls", "mean", "cls+mean", "cls+gem"]
 Fusion = Literal["rrf", "weighted", "none"]
 Consistency = Literal["Strong", "Bounded", "Session", "Eventually"]
 
 
-class Settings(BaseSettings):
-    """imsim settings; each field ``foo`` is read from ``IMSIM_FOO``."""
+def split_family_key(key: str) -> tuple[str, str] | None:
+    """``"dinov2_pooling"`` → ``("dinov2", "pooling")`` for a registered family (longest name first), else None."""
+    for name in sorted(registry.names(), key=len, reverse=True):
+        if key.startswith(name + "_") and len(key) > len(name) + 1:
+            return name, key[len(name) + 1 :]
+    return None
 
-    model_config = SettingsConfigDict(env_prefix="IMSIM_", extra="ignore", frozen=True)
+
+class Settings(BaseSettings):
+    """imsim settings; each field ``foo`` is read from ``IMSIM_FOO``; family fields from ``IMSIM_<FAMILY>_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", frozen=True)
 
     # --- storage -------------------------------------------------------------------
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where the embedded store and local state live.")
+    env_file: Path = Field(
+        DEFAULT_ENV_FILE,
+        description="A file of IMSIM_*=value lines, read under the environment (set this one in the environment only).",
+    )
     milvus_uri: str = Field(
         "",
         description=(
-            "Milvus URI. Empty: the Milvus Lite file DATA_DIR/milvus.db (one process at a time). "
-            "http://host:port: a Milvus server, or a Milvus Lite server started with `imsim store serve`."
+            "Milvus URI. Empty: the Milvus Lite store DATA_DIR/milvus.db (one process at a time; `imsim store serve` serves "
+            "the same store to several). http://host:port: a Milvus server, or the store served by `imsim store serve`."
         ),
     )
     milvus_token: SecretStr = Field(SecretStr(""), description="Milvus token or 'user:password'; never logged.")
     milvus_db: str = Field("", description="Milvus database name (server only; empty = default).")
-    collection_prefix: str = Field("imsim", description="Prefix of every collection imsim creates.")
+    collection_prefix: str = Field(
+        "imsim", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$", description="Prefix of every collection imsim creates."
+    )
     index_type: Literal["auto", "FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
         "auto", description="Vector index. auto: HNSW on a server and on Milvus Lite (Lite's HNSW beats FLAT past ~10k rows)."
     )
@@ -63,16 +93,33 @@ class Settings(BaseSettings):
     queue: str = Field("imsim", description="Celery queue the ingest tasks go to.")
     chunk_size: int = Field(256, ge=1, le=100_000, description="Images per queued task (one message = one chunk).")
     skip_unchanged: bool = Field(
-        True, description="Skip files whose content hash and model revision are already stored (cheap resume)."
+        True, description="Skip files whose content hash and model version are already stored (cheap resume)."
     )
     visibility_timeout: int = Field(
         3600, ge=10, description="Seconds before an unacknowledged chunk is redelivered; must exceed the longest chunk."
     )
     redelivery_check_interval: int = Field(
-        0, ge=0, description="Seconds between a worker's sweeps for chunks whose worker died; 0 = visibility_timeout/5, at most 60."
+        0,
+        ge=0,
+        description="Seconds between a worker's sweeps for chunks whose worker died; 0 = visibility_timeout/5, at most 60.",
     )
     task_max_retries: int = Field(
-        20, ge=0, description="Retries of a chunk while Milvus or Redis is unreachable (exponential backoff with jitter, at most 30 s apart)."
+        20,
+        ge=0,
+        description="Retries of a chunk while Milvus or Redis is unreachable "
+        "(exponential backoff with jitter, at most 30 s apart).",
+    )
+    task_events: bool = Field(
+        True,
+        description="Workers send task events and queued chunks a task-sent event, so Flower shows waiting and running "
+        "chunks (a few small messages per chunk).",
+    )
+    max_deliveries: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Deliveries of a chunk that never finished (its worker died: out of memory, killed) before it is split "
+        "in halves; a single file that still kills its worker is recorded as failed, so the job ends.",
     )
     allowed_roots: str = Field(
         "", description="Comma-separated directories workers may read; files elsewhere fail with a reason. Empty = any path."
@@ -80,75 +127,123 @@ class Settings(BaseSettings):
 
     # --- models ----------------------------------------------------------------------
     models: str = Field("clip,dinov2", description="Comma-separated registry names of the models to embed with.")
-    clip_model: str = Field("openai/clip-vit-base-patch32", description="CLIP hub id or local directory.")
-    clip_revision: str = Field("main", description="Hub revision (branch, tag or commit) of the CLIP model.")
-    dinov2_model: str = Field("facebook/dinov2-base", description="DINOv2 hub id or local directory.")
-    dinov2_revision: str = Field("main", description="Hub revision of the DINOv2 model.")
-    dinov2_pooling: Pooling = Field("cls", description="DINOv2 embedding: CLS token, mean of patch tokens, CLS+mean or CLS+GeM (p=3) concatenated.")
-    vit_model: str = Field("google/vit-large-patch16-224-in21k", description="ViT hub id or local directory.")
-    vit_revision: str = Field("main", description="Hub revision of the ViT model.")
-    vit_pooling: Literal["cls", "mean", "pooler"] = Field("cls", description="ViT embedding: CLS token (write-ups), mean of patch tokens, or the pooler.")
-    efficientnet_model: str = Field("google/efficientnet-b7", description="EfficientNet hub id or local directory.")
-    efficientnet_revision: str = Field("main", description="Hub revision of the EfficientNet model.")
-    efficientnet_pooling: Literal["mean", "max", "gem"] = Field("mean", description="EfficientNet embedding: mean, max or GeM over the last feature map.")
-    blip2_model: str = Field("Salesforce/blip2-opt-2.7b", description="BLIP-2 hub id or local directory (only the vision encoder and Q-Former are loaded).")
-    blip2_revision: str = Field("main", description="Hub revision of the BLIP-2 model.")
-    blip2_pooling: Literal["mean", "vision"] = Field("mean", description="BLIP-2 embedding: mean of the Q-Former query outputs, or the ViT-g pooled CLS.")
-    vgg16_model: str = Field("timm/vgg16.tv_in1k", description="VGG16 weights: a hub repo or local directory in timm's layout, or 'torchvision'.")
-    vgg16_revision: str = Field("main", description="Hub revision of the VGG16 weights.")
-    vgg16_pooling: Literal["fc7", "gap"] = Field("fc7", description="VGG16 embedding: fc7 after ReLU (4096-d) or global average of the last conv block (512-d).")
-    sscd_model: str = Field("https://dl.fbaipublicfiles.com/sscd-copy-detection/sscd_disc_mixup.torchscript.pt",
-                            description="SSCD TorchScript file: a URL (downloaded once into DATA_DIR/models) or a local path.")
-    sscd_resize: Literal["short288", "skew320"] = Field("short288", description="SSCD preprocessing: short edge 288 (documented) or a 320x320 square.")
-    onnx_model: str = Field("", description="Path of an ONNX image-embedding model (model name 'onnx').")
-    onnx_name: str = Field("", description="A label for the ONNX model (default: the file name).")
-    onnx_input_layout: Literal["nchw", "nhwc"] = Field("nchw", description="ONNX input layout.")
-    onnx_input_dtype: Literal["float32", "float16", "uint8"] = Field("float32", description="ONNX input dtype; uint8 = raw pixels, the graph normalises.")
-    onnx_resize: Literal["crop", "exact", "short"] = Field("crop", description="ONNX resize: short edge + centre crop, exact square, or short edge only.")
-    onnx_size: int = Field(224, ge=8, description="ONNX input side (crop or square), or the short edge for resize 'short'.")
-    onnx_resize_short: int = Field(0, ge=0, description="Short edge before the crop for resize 'crop' (0 = size x 8/7, e.g. 256 for 224).")
-    onnx_mean: str = Field("0.485,0.456,0.406", description="Per-channel mean for float inputs.")
-    onnx_std: str = Field("0.229,0.224,0.225", description="Per-channel std for float inputs.")
-    onnx_rescale: float = Field(1 / 255, gt=0, description="Pixel scale before mean/std for float inputs.")
-    onnx_input_name: str = Field("", description="ONNX input name (default: the first input).")
-    onnx_output_name: str = Field("", description="ONNX output name (default: the first output).")
     device: str = Field("auto", description="Torch device: auto (cuda if present, else cpu), cpu, cuda, cuda:1 ...")
-    batch_size: int = Field(64, ge=1, le=65_536, description="Images per model forward pass on a GPU.")
+    precision: Precision = Field("auto", description="Inference precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Images per model forward pass on a GPU (and per pipeline slice).")
     cpu_batch_size: int = Field(
         8, ge=1, le=65_536, description="Images per forward pass on CPU (ViTs run slower per image at 32 than at 4-8 on CPU)."
     )
-    decode_workers: int = Field(0, ge=0, le=256, description="Threads decoding images; 0 = one per CPU core.")
+    decode_workers: int = Field(
+        0, ge=0, le=256, description="Threads reading, decoding and resizing images; 0 = one per CPU core."
+    )
+    decoder: Literal["auto", "pillow", "simplejpeg"] = Field(
+        "auto",
+        description="JPEG decoder: simplejpeg (libjpeg-turbo; the same pixels as Pillow at the same DCT scale, tested; less CPU) "
+        "or pillow; auto = simplejpeg where installed. Other formats always decode with Pillow.",
+    )
+    families: dict[str, SerializeAsAny[FamilyConfig]] = Field(
+        default_factory=dict, description="Each model family's own settings (IMSIM_<FAMILY>_<FIELD>), from the family's module."
+    )
 
     # --- images ----------------------------------------------------------------------
     max_image_pixels: int = Field(
         178_956_970, ge=1, description="Refuse images with more pixels than this (decompression-bomb guard)."
     )
-    decode_size: int = Field(
-        256, ge=32, description="JPEGs are decoded at the smallest scale whose short edge stays >= this (and >= every model's input)."
-    )
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse files larger than this many bytes.")
+    max_aspect_ratio: float = Field(
+        32.0,
+        ge=1.0,
+        description="Refuse images more elongated than this for models that keep the aspect ratio without a crop (SSCD): "
+        "their input would grow with the ratio (a 50000x1 PNG would become gigabytes).",
+    )
 
     # --- query -----------------------------------------------------------------------
     fusion: Fusion = Field("rrf", description="Default fusion of per-model results: rrf, weighted or none.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k.")
     fusion_weights: str = Field("", description="Weights for weighted fusion, e.g. 'clip=0.3,dinov2=0.7' (default equal).")
 
-    @field_validator("data_dir")
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file = Path(os.environ.get(PREFIX + "ENV_FILE") or DEFAULT_ENV_FILE).expanduser()
+        return (
+            init_settings,
+            _VariablesSource(settings_cls, dict(os.environ), "the environment"),
+            _VariablesSource(settings_cls, read_env_file(file), str(file)),
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_configs(cls, data: Any) -> Any:
+        """Fold ``family_field`` keys into each family's config and validate every family by its own class."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        raw: dict[str, dict[str, Any]] = {}
+        for name, value in dict(data.pop("families", None) or {}).items():
+            raw[name] = value.model_dump() if isinstance(value, FamilyConfig) else dict(value)
+        for key in [k for k in data if k not in cls.model_fields]:
+            found = split_family_key(key)
+            if found:
+                raw.setdefault(found[0], {})[found[1]] = data.pop(key)
+        unknown = set(raw) - set(registry.names())
+        if unknown:
+            raise ValueError(f"unknown model famil{'ies' if len(unknown) > 1 else 'y'}: {', '.join(sorted(unknown))}")
+        built: dict[str, FamilyConfig] = {}
+        for name in registry.names():
+            config_cls = registry.config_class(name)
+            try:
+                built[name] = config_cls.model_validate(raw.get(name, {}))
+            except ValidationError as exc:
+                raise ValueError("; ".join(_describe(err, name) for err in exc.errors())) from None
+        data["families"] = built
+        return data
+
+    @field_validator("data_dir", "env_file")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("models")
+    @field_validator("models", mode="before")
     @classmethod
-    def _models_not_empty(cls, value: str) -> str:
-        if not [m for m in value.split(",") if m.strip()]:
-            raise ValueError("IMSIM_MODELS must name at least one model")
+    def _models_list(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        if isinstance(value, str):
+            names = [m.strip() for m in value.split(",") if m.strip()]
+            if not names:
+                raise ValueError("must name at least one model")
+            unknown = [n for n in names if n not in registry.names()]
+            if unknown:
+                raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(registry.names())}")
         return value
 
     # --- derived -----------------------------------------------------------------------
     @property
     def model_names(self) -> list[str]:
         return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    def family(self, name: str) -> FamilyConfig:
+        """Family ``name``'s config (its defaults, for a family registered after these settings were made)."""
+        if name in self.families:
+            return self.families[name]
+        return registry.config_class(name)()
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(
+            device=self.device,
+            batch_size=self.batch_size,
+            cpu_batch_size=self.cpu_batch_size,
+            precision=self.precision,
+            cache_dir=self.data_dir / "models",
+        )
 
     @property
     def allowed_root_paths(self) -> list[str]:
@@ -166,7 +261,7 @@ class Settings(BaseSettings):
     @property
     def is_milvus_lite_file(self) -> bool:
         uri = self.resolved_milvus_uri
-        return not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        return not uri.startswith(("http://", "https://", "tcp://", "unix:", "grpc://"))
 
     @property
     def weights(self) -> dict[str, float]:
@@ -175,52 +270,192 @@ class Settings(BaseSettings):
         for part in filter(None, (p.strip() for p in self.fusion_weights.split(","))):
             name, sep, value = part.partition("=")
             if not sep:
-                raise ValueError(f"IMSIM_FUSION_WEIGHTS entry {part!r} is not name=weight")
-            out[name.strip()] = float(value)
+                raise ConfigError(f"IMSIM_FUSION_WEIGHTS entry {part!r} is not name=weight")
+            try:
+                out[name.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"IMSIM_FUSION_WEIGHTS entry {part!r}: {value!r} is not a number") from None
+        return out
+
+    # --- copies ------------------------------------------------------------------------
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its keyword name (``clip_model`` ...), values as typed (secrets stay SecretStr)."""
+        out = {name: getattr(self, name) for name in type(self).model_fields if name != "families"}
+        for family, config in self.families.items():
+            out.update({f"{family}_{key}": value for key, value in config.model_dump().items()})
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes`` (keyword names); an unknown name or a bad value is a :class:`ConfigError`."""
+        return load({**self.flat(), **changes})
+
+
+class _VariablesSource(PydanticBaseSettingsSource):
+    """``IMSIM_*`` variables (the environment, or the env file) as settings values, family fields nested."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str], where: str):
+        super().__init__(settings_cls)
+        self.variables, self.where = variables, where
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is read in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        families: dict[str, dict[str, Any]] = {}
+        for key, value in self.variables.items():
+            if not key.startswith(PREFIX) or key == PREFIX + "ENV_FILE":
+                continue
+            name = key[len(PREFIX) :].lower()
+            if name in Settings.model_fields and name != "families":
+                out[name] = value
+            elif found := split_family_key(name):
+                families.setdefault(found[0], {})[found[1]] = value
+        if families:
+            out["families"] = families
         return out
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """``IMSIM_X=value`` lines (``export`` and quotes allowed, ``#`` comments); a missing file is empty.
+
+    A name that is not a setting is an error naming the file and line: the file is imsim's own."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read the env file {path}: {exc.strerror or exc}") from None
+    out: dict[str, str] = {}
+    known = set(known_variables())
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            raise ConfigError(f"{path}:{number}: not a KEY=value line: {line!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if not key.startswith(PREFIX):
+            continue
+        if key not in known:
+            raise ConfigError(f"{path}:{number}: {key} is not an imsim setting{_did_you_mean(key, known)}")
+        out[key] = value
+    return out
+
+
+def known_variables() -> list[str]:
+    """Every ``IMSIM_*`` variable imsim reads."""
+    names = [PREFIX + n.upper() for n in Settings.model_fields if n != "families"]
+    for family in registry.names():
+        names += [f"{PREFIX}{family.upper()}_{f.upper()}" for f in registry.config_class(family).model_fields]
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``IMSIM_*`` variables in the environment that are no setting, each with a hint (``imsim doctor`` reports them)."""
+    known = set(known_variables())
+    return {
+        k: _did_you_mean(k, known)
+        for k in (environ if environ is not None else os.environ)
+        if k.startswith(PREFIX) and k not in known
+    }
+
+
+def _did_you_mean(name: str, known: set[str] | list[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _describe(error: Any, family: str = "") -> str:
+    """One pydantic error as ``IMSIM_NAME: message``."""
+    loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int)]
+    if loc and loc[0] == "families":
+        loc = loc[1:]
+    name = "_".join([family, *loc] if family else loc)
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        keywords = [v[len(PREFIX) :].lower() for v in known_variables()]
+        close = difflib.get_close_matches(name, keywords, n=1)
+        return f"unknown setting {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    return f"{PREFIX}{name.upper()}: {message}" if name else message
+
+
+def load(values: Mapping[str, Any] | None = None) -> Settings:
+    """:class:`Settings` from keyword ``values`` over the environment and env file; errors as one :class:`ConfigError`."""
+    try:
+        return Settings(**dict(values or {}))
+    except ValidationError as exc:
+        raise ConfigError("invalid settings: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``**`` (for messages and logs)."""
+    """``url`` with any password replaced by ``**`` (for messages, logs and ``imsim config``)."""
     return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1**@", url)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings read from the environment (cached)."""
-    return Settings()
+    """The process-wide settings read from the environment and the env file (cached)."""
+    return load()
 
 
 # --- configuration reference, generated from the fields above (deploy/.env.example, docs/configuration.md) ---
-def _default_text(name: str) -> str:
-    field = Settings.model_fields[name]
-    value = field.default
+def reference() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, the families' after the platform's."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        if name == "families":
+            continue
+        rows.append((PREFIX + name.upper(), _default_text(name, field.default), field.description or ""))
+    for family in registry.names():
+        for name, field in registry.config_class(family).model_fields.items():
+            rows.append((f"{PREFIX}{family.upper()}_{name.upper()}", _default_text(name, field.default), field.description or ""))
+    return rows
+
+
+def _default_text(name: str, value: Any) -> str:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     if name == "data_dir":
         return "~/.imsim"
+    if name == "env_file":
+        return "~/.imsim/imsim.env"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
     return "true" if value is True else "false" if value is False else str(value)
 
 
 def env_example() -> str:
     """Every setting as a commented ``IMSIM_*=default`` line (the text of deploy/.env.example)."""
-    lines = ["# Every imsim setting with its default, commented out. Generated by `imsim config --env`.",
-             "# Copy to .env, uncomment and edit the lines you change.", ""]
-    for name, field in Settings.model_fields.items():
-        lines.append(f"# {field.description}")
-        lines.append(f"# IMSIM_{name.upper()}={_default_text(name)}")
-        lines.append("")
+    lines = [
+        "# Every imsim setting with its default, commented out. Generated by `imsim config --env`.",
+        "# Copy to .env, uncomment and edit the lines you change.",
+        "",
+    ]
+    for variable, default, description in reference():
+        lines += [f"# {description}", f"# {variable}={default}", ""]
     return "\n".join(lines)
 
 
 def markdown_reference() -> str:
     """Every setting as a Markdown table (the text of docs/configuration.md)."""
-    rows = ["# Configuration reference", "",
-            "Every setting is an environment variable read by `imsim/settings.py` (docker compose passes",
-            "the lines of `deploy/.env` to its containers as variables). Generated by",
-            "`imsim config --markdown`; a test keeps this page and `deploy/.env.example` equal to the code.", "",
-            "| variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        default = _default_text(name) or "(empty)"
-        rows.append(f"| `IMSIM_{name.upper()}` | `{default}` | {field.description} |")
+    rows = [
+        "# Configuration reference",
+        "",
+        "Every setting is an environment variable read by `imsim/settings.py`; a model family's own settings",
+        "(`IMSIM_<FAMILY>_<FIELD>`) are declared next to its code in `imsim/models/<family>.py`. Values come from,",
+        "highest first: keyword arguments (`imsim.Client(milvus_uri=...)`), the environment, the env file",
+        "(`IMSIM_ENV_FILE`, default `~/.imsim/imsim.env`), the defaults. docker compose passes the lines of",
+        "`deploy/.env` to its containers. Generated by `imsim config --markdown`; a test keeps this page and",
+        "`deploy/.env.example` equal to the code.",
+        "",
+        "| variable | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for variable, default, description in reference():
+        rows.append(f"| `{variable}` | `{default or '(empty)'}` | {description} |")
     return "\n".join(rows) + "\n"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
 
-from .images import discover, load_image
+from .images import load_image
+from .paths import discover
 
 
 def variant(source: Image.Image, rng: random.Random, size: tuple[int, int]) -> Image.Image:
@@ -41,7 +42,7 @@ def write_variants(
     per_folder: int = 500,
 ) -> list[str]:
     """Write ``count`` JPEG variants of the images found in ``sources`` under ``dest`` (sub-folders of ``per_folder``)."""
-    paths = discover(sources)
+    paths = discover(sources).files
     if not paths:
         raise ValueError(f"no source images found in {', '.join(map(str, sources))}")
     images = [load_image(p, min_size=max(size)).image for p in paths]

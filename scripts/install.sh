@@ -23,8 +23,9 @@ if [ "$WITH_TEST" = 1 ]; then
   if [ -n "$MISSING" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     echo "installing$MISSING (Debian packages) for the integration tests" >&2
-    $SUDO apt-get update -qq >/dev/null
+    # wait for a dpkg lock another process holds (an unattended upgrade, a second test run) instead of failing
+    $SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq $MISSING >/dev/null
   fi
 fi

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Install everything the tests need (see install.sh --test) and run them. CI runs this.
+# Install everything the tests need (see install.sh --test), check lint, formatting and types, run the tests.
+# CI runs this. Arguments go to pytest: `bash scripts/test.sh -m "not integration"` is the fast unit tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
 . .venv/bin/activate
+echo "== ruff check" >&2 && ruff check .
+echo "== ruff format --check" >&2 && ruff format --check .
+echo "== mypy (imsim, workers)" >&2 && mypy
 exec python -m pytest -q "$@"

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imsim.images import discover, load_image, path_id
+from imsim.images import load_image
 from imsim.jobs import JobStore
+from imsim.paths import discover, path_id
 from imsim.query import Client
 from imsim.store import VectorStore
 
-from .conftest import ROOT, SAMPLES, make_settings
+from .support.servers import ROOT, SAMPLES
+from .support.settings import make_settings
 from .test_resilience import wait_finished
 
 PHOTO = SAMPLES / "photos" / "chelsea.jpg"
@@ -51,14 +53,19 @@ CASES: dict[str, tuple[str, str]] = {
 
 def png_bomb(path: Path, side: int) -> None:
     """A valid greyscale PNG of side×side pixels whose zlib stream is tiny (all zeros)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     compressor = zlib.compressobj(9)
     row = b"\x00" * (side + 1)  # filter byte + pixels
     body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
 
 
 def build_folder(root: Path, outside: Path) -> dict[str, str]:
@@ -93,24 +100,35 @@ def build_folder(root: Path, outside: Path) -> dict[str, str]:
 
 
 def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failures(
-        tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, models):
+    tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, models
+):
     root = tmp_path / "in"
     root.mkdir()
     paths = build_folder(root, tmp_path / "outside")
-    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus_uri, chunk_size=8,
-                             max_image_pixels=PIXEL_LIMIT, allowed_roots=str(root), queue="bad" + tmp_path.name[-8:])
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        chunk_size=8,
+        max_image_pixels=PIXEL_LIMIT,
+        allowed_roots=str(root),
+        queue="bad" + tmp_path.name[-8:],
+    )
     worker = start_worker(settings, "bad")
-    files = discover([root]) + [paths["missing path"]]
+    files = discover([root]).files + [paths["missing path"]]
     assert not any("/loop/" in f for f in files), "the directory loop was followed"
-    good = discover([root / "good"])
+    good = discover([root / "good"]).files
     assert len(good) == 24
 
-    client = Client(settings, models=models)
+    client = Client(settings, embedders=models)
     job_id = client.ingest(files)
     status = wait_finished(JobStore(redis_url), job_id)
     assert worker.proc.poll() is None, "the worker died"
 
-    expected_failures = {paths[c]: want for c, (_, want) in CASES.items() if c in paths and want not in ("stored", "not followed")}
+    expected_failures = {
+        paths[c]: want for c, (_, want) in CASES.items() if c in paths and want not in ("stored", "not followed")
+    }
     assert set(status.failures) == set(expected_failures)
     for path, want in expected_failures.items():
         assert want in status.failures[path], f"{path}: {status.failures[path]!r}"
@@ -138,8 +156,12 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     assert again.total == len(expected_failures) and again.done == 1 and again.failed == len(expected_failures) - 1
     assert again.retry_of == job_id and client.job(job_id).retried_by == retry_id
     assert paths["truncated JPEG"] not in again.failures
-    assert load_image(paths["truncated JPEG"]).sha256 == store.get(clip, [path_id(paths["truncated JPEG"])],
-                                                                   output_fields=["sha256"])[path_id(paths["truncated JPEG"])]["sha256"]
+    assert (
+        load_image(paths["truncated JPEG"]).sha256
+        == store.get(clip, [path_id(paths["truncated JPEG"])], output_fields=["sha256"])[path_id(paths["truncated JPEG"])][
+            "sha256"
+        ]
+    )
     store.close()
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imsim.settings import Settings, env_example, markdown_reference
+from imsim.settings import env_example, known_variables, markdown_reference
 
-from .conftest import ROOT
+from .support.servers import ROOT
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -114,8 +114,11 @@ def test_kubernetes_objects_reference_each_other():
     assert redis_args[redis_args.index("--appendonly") + 1] == "yes"
     for kind, name in [("Service", "attu"), ("Service", "flower"), ("Service", "redis")]:
         selector = docs[(kind, name)]["spec"]["selector"]
-        targets = [d for (k, _), d in docs.items() if k in ("Deployment", "StatefulSet")
-                   and d["spec"]["template"]["metadata"]["labels"] == selector]
+        targets = [
+            d
+            for (k, _), d in docs.items()
+            if k in ("Deployment", "StatefulSet") and d["spec"]["template"]["metadata"]["labels"] == selector
+        ]
         assert targets, f"{kind}/{name} selects no pods"
     values = yaml.safe_load((K8S / "milvus-values.yaml").read_text())
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
@@ -125,7 +128,7 @@ def test_kubernetes_objects_reference_each_other():
 
 
 def test_every_imsim_variable_in_deploy_files_is_a_setting_and_every_setting_is_in_env_example():
-    known = {f"IMSIM_{name.upper()}" for name in Settings.model_fields}
+    known = set(known_variables())
     named = set()
     for path in [DEPLOY / "docker-compose.yml", DEPLOY / ".env.example", DEPLOY / "Dockerfile", *K8S.glob("*.yaml")]:
         named |= set(re.findall(r"\bIMSIM_[A-Z0-9_]+", path.read_text()))
@@ -137,23 +140,27 @@ def test_every_imsim_variable_in_deploy_files_is_a_setting_and_every_setting_is_
 
 def test_generated_references_are_current():
     assert (DEPLOY / ".env.example").read_text() == env_example(), "run: imsim config --env > deploy/.env.example"
-    assert (ROOT / "docs" / "configuration.md").read_text() == markdown_reference(), \
+    assert (ROOT / "docs" / "configuration.md").read_text() == markdown_reference(), (
         "run: imsim config --markdown > docs/configuration.md"
+    )
 
 
-def test_doctor_reports_health_and_plain_words_for_each_problem(tiny_model_dirs, tmp_path, redis_url, milvus_uri, image_folder):
+def test_doctor_reports_health_and_plain_words_for_each_problem(
+    cli, tiny_model_dirs, tmp_path, redis_url, milvus_uri, image_folder
+):
     import json
 
     from imsim.models.testing import build_tiny_clip
 
-    from .conftest import free_port, make_settings, settings_env
-    from .test_cli import imsim
+    from .support.servers import free_port, settings_env
+    from .support.settings import make_settings
 
-    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus_uri,
-                             queue="doc" + tmp_path.name[-8:])
+    settings = make_settings(
+        tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus_uri, queue="doc" + tmp_path.name[-8:]
+    )
     env = settings_env(settings)
-    imsim(env, "ingest", "--local", str(image_folder / "flags"))
-    checks = {c["name"]: c for c in json.loads(imsim(env, "doctor", "--json").stdout)}
+    cli(env, "ingest", "--local", str(image_folder / "flags"))
+    checks = {c["name"]: c for c in json.loads(cli(env, "doctor", "--json").stdout)}
     assert all(c["status"] == "ok" for n, c in checks.items() if n not in ("redis persistence", "workers")), checks
     assert checks["redis persistence"]["status"] == "warn" and "--appendonly yes" in checks["redis persistence"]["detail"]
     assert checks["workers"]["status"] == "warn" and "no worker answered" in checks["workers"]["detail"]
@@ -161,9 +168,9 @@ def test_doctor_reports_health_and_plain_words_for_each_problem(tiny_model_dirs,
 
     # The same collection prefix with a CLIP of another dimension (a new version: its own collection, the stored
     # one untouched and still the one queries use), and Redis on a dead port.
-    other = build_tiny_clip(tmp_path / "other" / Path(settings.clip_model).name, projection_dim=24)
+    other = build_tiny_clip(tmp_path / "other" / Path(settings.family("clip").model).name, projection_dim=24)
     broken = {**env, "IMSIM_CLIP_MODEL": str(other), "IMSIM_REDIS_URL": f"redis://:pw@127.0.0.1:{free_port()}/0"}
-    proc = imsim(broken, "doctor", "--json", check=False)
+    proc = cli(broken, "doctor", "--json", check=False)
     assert proc.returncode == 1
     checks = {c["name"]: c for c in json.loads(proc.stdout)}
     assert checks["redis"]["status"] == "fail" and "unreachable" in checks["redis"]["detail"]
@@ -173,5 +180,5 @@ def test_doctor_reports_health_and_plain_words_for_each_problem(tiny_model_dirs,
     assert any(n.startswith("collection") and "not created yet" in c["detail"] for n, c in checks.items())
 
     lite = settings_env(make_settings(tiny_model_dirs, tmp_path / "lite"))
-    text = imsim({**lite, "COLUMNS": "200"}, "doctor", "--no-queue", "--no-models").stdout
+    text = cli({**lite, "COLUMNS": "200"}, "doctor", "--no-queue", "--no-models").stdout
     assert "Milvus Lite file can be open in one process only" in text

@@ -13,13 +13,13 @@ from imsim.duplicates import components, find_groups
 from imsim.errors import ImsimError
 from imsim.eval import calibration
 from imsim.expr import Where
-from imsim.images import discover
 from imsim.ingest import Ingestor, ingest_local
+from imsim.paths import discover
 from imsim.query import Client
 from imsim.store import VectorStore
 
-from .conftest import SAMPLES, make_settings, settings_env
-from .test_cli import imsim
+from .support.servers import SAMPLES, settings_env
+from .support.settings import make_settings
 
 
 def test_components_join_chains_and_drop_singletons():
@@ -50,7 +50,7 @@ def stored(tiny_model_dirs, tmp_path, copies):
     settings = make_settings(tiny_model_dirs, tmp_path / "data")
     store = VectorStore(settings)
     ingestor = Ingestor(settings, store=store)
-    ingest_local(discover([folder]), settings, ingestor=ingestor)
+    ingest_local(discover([folder]).files, settings, ingestor=ingestor)
     ingestor.close()
     yield Client(settings, store=store), expected
     store.close()
@@ -73,10 +73,14 @@ def test_calibrated_threshold_is_used_and_missing_ones_are_a_clear_error(stored)
     with pytest.raises(ImsimError, match="no threshold for dinov2@.*imsim eval run"):
         find_groups(client)  # IMSIM_MODELS=clip,dinov2: the copy-oriented default is dinov2
     version = client.store.properties(client.collection("dinov2"))["version"]
-    calibration.save(client.settings.data_dir, {calibration.version_key("dinov2", version): {
-        "threshold_p90": 0.99, "threshold_p95": 0.9999, "benchmark": "/bench/x"}})
+    calibration.save(
+        client.settings.data_dir,
+        {calibration.version_key("dinov2", version): {"threshold_p90": 0.99, "threshold_p95": 0.9999, "benchmark": "/bench/x"}},
+    )
     groups, used, model = find_groups(client)
-    assert model == "dinov2" and used.value == 0.9999 and "calibrated: 95 % precision on /bench/x" in used.source
+    assert (
+        model == "dinov2" and used.value == 0.9999 and "calibrated: 95 % precision" in used.source and "/bench/x" in used.source
+    )
     assert paths_of(groups) == expected
     looser, used, _ = find_groups(client, precision=0.9)
     assert used.value == 0.99 and sum(len(g.members) for g in looser) >= sum(len(g.members) for g in groups)
@@ -90,12 +94,12 @@ def test_filters_limit_the_groups(stored, copies):
     assert paths_of(groups) == [expected[0]]
 
 
-def test_cli_exports_csv_and_json(tiny_model_dirs, tmp_path, copies):
+def test_cli_exports_csv_and_json(cli, tiny_model_dirs, tmp_path, copies):
     folder, expected = copies
     env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
-    imsim(env, "ingest", "--local", str(folder))
+    cli(env, "ingest", "--local", str(folder))
     out_csv, out_json = tmp_path / "dups.csv", tmp_path / "dups.json"
-    proc = imsim(env, "duplicates", "--model", "fused", "--threshold", "0.9999", "--csv", str(out_csv), "--json-out", str(out_json))
+    proc = cli(env, "duplicates", "--model", "fused", "--threshold", "0.9999", "--csv", str(out_csv), "--json-out", str(out_json))
     assert "3 groups, 9 images" in proc.stderr and "threshold 0.9999 (given)" in proc.stderr
     rows = list(csv.DictReader(open(out_csv)))
     by_group: dict[str, list[str]] = {}
@@ -105,7 +109,7 @@ def test_cli_exports_csv_and_json(tiny_model_dirs, tmp_path, copies):
     assert sorted(sorted(g) for g in by_group.values()) == expected
     data = json.loads(out_json.read_text())
     assert data["model"] == "fused" and len(data["groups"]) == 3 and all(g["size"] == 3 for g in data["groups"])
-    proc = imsim(env, "duplicates", check=False)
+    proc = cli(env, "duplicates", check=False)
     assert proc.returncode == 2 and "no threshold for dinov2@" in proc.stderr
 
 
@@ -117,6 +121,6 @@ def test_family_defaults_are_the_documented_measurements():
     from imsim.duplicates import DEFAULT_THRESHOLDS
 
     doc = (Path(__file__).parents[1] / "docs" / "duplicates.md").read_text()
-    documented = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| `(\w+)` \| ([0-9.]+) \|", doc, re.M)}
+    documented = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| `([\w@]+)` \| ([0-9.]+) \|", doc, re.M)}
     assert documented == {name: value for name, (value, _) in DEFAULT_THRESHOLDS.items()}
-    assert "sscd" in documented
+    assert all("@" in key for key in DEFAULT_THRESHOLDS)  # each belongs to one model version, never to a family

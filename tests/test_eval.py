@@ -16,16 +16,22 @@ from imsim.eval import calibration, edits, metrics
 from imsim.eval.build import Benchmark, Groups, build_copydetect
 from imsim.eval.runner import Evaluation, parse_models, pca_whitening
 
-from .conftest import SAMPLES, make_settings, settings_env
-from .test_cli import imsim
+from .support.servers import SAMPLES, settings_env
+from .support.settings import make_settings
 
 # --- metrics on fixed rankings ---------------------------------------------------------------------
 
 
 def test_micro_ap_recall_at_precision_and_thresholds_by_hand():
     truth = {"q1": "r1", "q2": "r2", "q3": "r3"}  # q4 has no copy
-    predictions = [("q1", "r1", 0.9), ("q4", "r9", 0.8), ("q2", "r2", 0.7), ("q2", "r5", 0.6), ("q3", "r7", 0.5),
-                   ("q1", "r1", 0.4)]  # the repeated pair counts once, at its best score
+    predictions = [
+        ("q1", "r1", 0.9),
+        ("q4", "r9", 0.8),
+        ("q2", "r2", 0.7),
+        ("q2", "r5", 0.6),
+        ("q3", "r7", 0.5),
+        ("q1", "r1", 0.4),
+    ]  # the repeated pair counts once, at its best score
     curve = metrics.pr_curve(predictions, truth)
     # ranked: TP FP TP FP FP -> precision 1, 1/2, 2/3, 1/2, 2/5; recall 1/3, 1/3, 2/3, 2/3, 2/3
     np.testing.assert_allclose(curve.precision, [1, 0.5, 2 / 3, 0.5, 0.4])
@@ -70,9 +76,14 @@ def test_pca_whitening_decorrelates_the_training_set():
 def test_model_specs():
     specs = parse_models("clip, dinov2@dinov2_pooling=cls+gem;dinov2_revision=main, gem=dinov2@dinov2_pooling=cls+gem")
     assert [(s.label, s.name, s.overrides) for s in specs] == [
-        ("clip", "clip", {}), ("dinov2@dinov2_pooling=cls+gem;dinov2_revision=main", "dinov2",
-                               {"dinov2_pooling": "cls+gem", "dinov2_revision": "main"}),
-        ("gem", "dinov2", {"dinov2_pooling": "cls+gem"})]
+        ("clip", "clip", {}),
+        (
+            "dinov2@dinov2_pooling=cls+gem;dinov2_revision=main",
+            "dinov2",
+            {"dinov2_pooling": "cls+gem", "dinov2_revision": "main"},
+        ),
+        ("gem", "dinov2", {"dinov2_pooling": "cls+gem"}),
+    ]
     with pytest.raises(ImsimError, match="not SETTING=VALUE"):
         parse_models("dinov2@nonsense=1")
 
@@ -84,8 +95,20 @@ def test_model_specs():
 def test_every_edit_runs_and_is_reproducible(prefer_augly):
     photo = Image.open(SAMPLES / "photos" / "chelsea.jpg").convert("RGB")
     table = edits.edits(prefer_augly)
-    assert set(table) == {"crop", "resize", "rotate", "flip", "jitter", "grayscale", "blur", "jpeg", "pad", "text", "emoji",
-                          "screenshot"}
+    assert set(table) == {
+        "crop",
+        "resize",
+        "rotate",
+        "flip",
+        "jitter",
+        "grayscale",
+        "blur",
+        "jpeg",
+        "pad",
+        "text",
+        "emoji",
+        "screenshot",
+    }
     assert (table["emoji"] is edits.emoji_augly) == prefer_augly  # AugLy is installed with the test extras
     for name, edit in table.items():
         a, description = edit(photo, random.Random(5))
@@ -100,8 +123,12 @@ def sha(path) -> str:
 
 def test_build_copydetect_splits_and_reproduces(tmp_path):
     manifest = build_copydetect(SAMPLES, tmp_path / "b1", queries=12, negatives=6, background=3, seed=3)
-    assert (manifest["references"], manifest["queries_with_copy"], manifest["queries_without_copy"], manifest["background"]) \
-        == (38 - 6 - 3, 12, 6, 3)
+    assert (manifest["references"], manifest["queries_with_copy"], manifest["queries_without_copy"], manifest["background"]) == (
+        38 - 6 - 3,
+        12,
+        6,
+        3,
+    )
     bench = Benchmark.load(tmp_path / "b1")
     assert len(bench.queries) == 18 and len(bench.truth) == 12 and len(bench.references) == 29 and len(bench.background) == 3
     rows = list(csv.DictReader(open(tmp_path / "b1" / "queries.csv")))
@@ -118,7 +145,9 @@ def test_build_copydetect_splits_and_reproduces(tmp_path):
     assert gt[0] == ["query_id", "reference_id"] and len(gt) == 13
     build_copydetect(SAMPLES, tmp_path / "b2", queries=12, negatives=6, background=3, seed=3)
     for sub in ("queries", "references", "background"):
-        assert {p.name: sha(p) for p in (tmp_path / "b1" / sub).iterdir()} == {p.name: sha(p) for p in (tmp_path / "b2" / sub).iterdir()}
+        assert {p.name: sha(p) for p in (tmp_path / "b1" / sub).iterdir()} == {
+            p.name: sha(p) for p in (tmp_path / "b2" / sub).iterdir()
+        }
     with pytest.raises(ImsimError, match="not empty"):
         build_copydetect(SAMPLES, tmp_path / "b1", queries=2, negatives=1)
     with pytest.raises(ImsimError, match="too few"):
@@ -139,22 +168,31 @@ def exact_recall_at_1(settings, bench: Benchmark, name: str) -> float:
     """Independent of the runner: embed with the Client (PIL path) and search by numpy."""
     from imsim.query import Client
 
-    client = Client(settings.model_copy(update={"models": name}))
+    client = Client(settings.replace(models=name))
     refs = sorted(bench.references)
     ref_vecs = client.embed_many([bench.references[r] for r in refs], name)[name]
     queries = sorted(bench.truth)
     q_vecs = client.embed_many([bench.queries[q] for q in queries], name)[name]
     best = np.argmax(q_vecs @ ref_vecs.T, axis=1)
-    return float(np.mean([refs[j] == bench.truth[q] for q, j in zip(queries, best)]))
+    return float(np.mean([refs[j] == bench.truth[q] for q, j in zip(queries, best, strict=False)]))
 
 
 def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_path, small_bench):
     settings = make_settings(tiny_model_dirs, tmp_path / "data")
     evaluation = Evaluation(parse_models("clip,dinov2"), settings, tmp_path / "out")
-    results = {r.label: r for r in evaluation.copydetect(Benchmark.load(small_bench), ["rrf", "weighted"], whiten=True,
-                                                         score_norm=True)}
-    assert set(results) == {"clip", "dinov2", "fused:rrf", "fused:weighted", "clip+pcaw", "clip+norm", "dinov2+pcaw",
-                            "dinov2+norm"}
+    results = {
+        r.label: r for r in evaluation.copydetect(Benchmark.load(small_bench), ["rrf", "weighted"], whiten=True, score_norm=True)
+    }
+    assert set(results) == {
+        "clip",
+        "dinov2",
+        "fused:rrf",
+        "fused:weighted",
+        "clip+pcaw",
+        "clip+norm",
+        "dinov2+pcaw",
+        "dinov2+norm",
+    }
     bench = Benchmark.load(small_bench)
     for name in ("clip", "dinov2"):
         assert results[name].recall[1] == pytest.approx(exact_recall_at_1(settings, bench, name))
@@ -162,13 +200,14 @@ def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_
     for r in results.values():
         assert 0 <= r.recall[1] <= r.recall[3] <= r.recall[10] <= 1 and 0 <= r.micro_ap <= 1
     assert evaluation.report.throughput["clip"] > 0 and evaluation.report.throughput["ingest"] > 0
-    assert evaluation.save_calibration() == calibration.path(settings.data_dir)
-    stored = calibration.load(settings.data_dir)
+    assert evaluation.save_calibration() == calibration.path(tmp_path / "out")  # kept with the report until applied
+    assert not calibration.path(settings.data_dir).exists()
+    stored = calibration.load(tmp_path / "out")
     calibrated = [r for r in results.values() if r.calibration_key and r.thresholds["p95"] is not None]
     assert calibrated and {r.calibration_key for r in calibrated} <= set(stored)
     for r in calibrated:
         assert stored[r.calibration_key]["threshold_p95"] == r.thresholds["p95"]
-        assert calibration.threshold(settings.data_dir, r.calibration_key, 0.95)[0] == r.thresholds["p95"]
+        assert calibration.threshold(tmp_path / "out", r.calibration_key, 0.95)[0] == r.thresholds["p95"]
     assert not any(r.calibration_key for r in results.values() if r.kind == "variant" or r.label == "fused:rrf")
 
 
@@ -194,20 +233,45 @@ def test_group_run_matches_an_independent_map(tiny_model_dirs, tmp_path):
     from imsim.query import Client
 
     paths = sorted(groups.members)
-    vecs = Client(settings.model_copy(update={"models": "dinov2"})).embed_many(paths, "dinov2")["dinov2"]
+    vecs = Client(settings.replace(models="dinov2")).embed_many(paths, "dinov2")["dinov2"]
     order = np.argsort(-(vecs @ vecs.T), axis=1)
     rankings = {p: [paths[j] for j in order[i]] for i, p in enumerate(paths)}
     assert results["dinov2"].map == pytest.approx(metrics.mean_average_precision(rankings, groups.members), abs=1e-6)
 
 
-def test_cli_build_and_run_write_a_report_with_plots(tiny_model_dirs, tmp_path):
+def test_cli_build_and_run_write_a_report_with_plots(cli, tiny_model_dirs, tmp_path):
     env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
-    built = json.loads(imsim(env, "eval", "build-copydetect", "--refs", str(SAMPLES), "--out", str(tmp_path / "bench"),
-                             "--queries", "10", "--negatives", "5", "--no-augly").stdout)
+    built = json.loads(
+        cli(
+            env,
+            "eval",
+            "build-copydetect",
+            "--refs",
+            str(SAMPLES),
+            "--out",
+            str(tmp_path / "bench"),
+            "--queries",
+            "10",
+            "--negatives",
+            "5",
+            "--no-augly",
+        ).stdout
+    )
     assert built["edit_backend"] == "pillow" and built["queries_with_copy"] == 10
     out = tmp_path / "report"
-    imsim(env, "eval", "run", "--bench", str(tmp_path / "bench"), "--out", str(out), "--models", "clip,dinov2",
-          "--fusion", "rrf,weighted")
+    cli(
+        env,
+        "eval",
+        "run",
+        "--bench",
+        str(tmp_path / "bench"),
+        "--out",
+        str(out),
+        "--models",
+        "clip,dinov2",
+        "--fusion",
+        "rrf,weighted",
+    )
     text = (out / "report.md").read_text()
     assert "| fused:weighted |" in text and "µAP" in text and "![pr_curves.png](pr_curves.png)" in text
     data = json.loads((out / "report.json").read_text())
@@ -215,5 +279,5 @@ def test_cli_build_and_run_write_a_report_with_plots(tiny_model_dirs, tmp_path):
     assert data["command"].startswith("imsim eval run --bench")
     for plot in ("pr_curves.png", "recall_at_k.png"):
         assert Image.open(out / plot).size[0] > 500
-    proc = imsim(env, "eval", "run", "--out", str(out), check=False)
+    proc = cli(env, "eval", "run", "--out", str(out), check=False)
     assert proc.returncode == 2 and "--bench" in proc.stderr

@@ -12,12 +12,20 @@ from PIL import Image
 
 from imsim.gallery import FUSED_COLOUR, MODEL_COLOURS, THUMB, TRACK, bar_fraction
 
-from .conftest import make_settings, settings_env
-from .test_cli import imsim
+from .support.servers import settings_env
+from .support.settings import make_settings
 
 # Solid colours no part of the page uses (text is grey/black, bars and tracks have their own colours).
-COLOURS = {"red": (255, 0, 0), "green": (0, 200, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
-           "magenta": (255, 0, 255), "cyan": (0, 255, 255), "orange": (255, 140, 0), "purple": (120, 0, 160)}
+COLOURS = {
+    "red": (255, 0, 0),
+    "green": (0, 200, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "magenta": (255, 0, 255),
+    "cyan": (0, 255, 255),
+    "orange": (255, 140, 0),
+    "purple": (120, 0, 160),
+}
 
 
 def rgb(hex_colour: str) -> tuple[int, int, int]:
@@ -62,7 +70,7 @@ def bar_width(image: np.ndarray, block: tuple[int, int, int, int], colour: tuple
     centre = (x0 + x1) // 2
     region = image[y1 : y1 + 140, max(0, centre - THUMB // 2 - 12) : centre + THUMB // 2 + 12]
     mask = np.all(np.abs(region.astype(int) - colour) <= 2, axis=2)
-    return max((r - l for row in mask for l, r in runs(row)), default=0)
+    return max((right - left for row in mask for left, right in runs(row)), default=0)
 
 
 def check_gallery(shot: np.ndarray, hits: list[dict], colour_of: dict[str, tuple], query_colour: tuple, fusion: str) -> None:
@@ -79,7 +87,7 @@ def check_gallery(shot: np.ndarray, hits: list[dict], colour_of: dict[str, tuple
         assert max(block[2] - block[0], block[3] - block[1]) == THUMB  # fitted in the thumbnail box
         want = round(bar_fraction(hit["score"], fused=True, fusion=fusion, models=2, rrf_k=60) * TRACK)
         assert abs(bar_width(shot, block, rgb(FUSED_COLOUR)) - want) <= 1, f"fused bar of hit {rank + 1}"
-        for model, colour in zip(["clip", "dinov2"], MODEL_COLOURS):
+        for model, colour in zip(["clip", "dinov2"], MODEL_COLOURS, strict=False):
             want = round(bar_fraction(hit["scores"][model], fused=False, fusion=fusion, models=2, rrf_k=60) * TRACK)
             assert abs(bar_width(shot, block, rgb(colour)) - want) <= 1, f"{model} bar of hit {rank + 1}"
     assert reading_order(placed) == placed, "thumbnails are not in rank order"
@@ -94,25 +102,43 @@ def colour_folder(tmp_path):
     return folder
 
 
-def test_gallery_html_in_chromium_and_png_show_thumbnails_in_rank_order_with_scaled_bars(tiny_model_dirs, tmp_path,
-                                                                                          colour_folder):
+def test_gallery_html_in_chromium_and_png_show_thumbnails_in_rank_order_with_scaled_bars(
+    cli, tiny_model_dirs, tmp_path, colour_folder
+):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.fail("chromium is not installed: run `bash scripts/install.sh --test`")
     env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
-    imsim(env, "ingest", "--local", str(colour_folder))
+    cli(env, "ingest", "--local", str(colour_folder))
     query = str(colour_folder / "red.png")
     page, sheet = tmp_path / "gallery.html", tmp_path / "gallery.png"
-    hits = json.loads(imsim(env, "search", query, "-k", "6", "--html", str(page), "--png", str(sheet), "--json").stdout)
+    hits = json.loads(cli(env, "search", query, "-k", "6", "--html", str(page), "--png", str(sheet), "--json").stdout)
     assert len(hits) == 6 and hits[0]["path"] == query
     html_text = page.read_text()
     assert "<script" not in html_text and "http" not in html_text.split("<body>", 1)[1]  # self-contained
 
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--force-device-scale-factor=1", "--window-size=1400,1400", f"--screenshot={shot}",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                           f"--user-data-dir={tmp_path / 'profile'}", page.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--window-size=1400,1400",
+            f"--screenshot={shot}",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
     colour_of = {str(colour_folder / f"{name}.png"): c for name, c in COLOURS.items()}
     check_gallery(np.asarray(Image.open(shot).convert("RGB")), hits, colour_of, COLOURS["red"], "rrf")
@@ -127,10 +153,10 @@ def test_bar_scales():
     assert bar_fraction(1.2, fused=False, fusion="rrf", models=2, rrf_k=60) == 1.0
 
 
-def test_text_query_gallery_names_the_text(tiny_model_dirs, tmp_path, colour_folder):
+def test_text_query_gallery_names_the_text(cli, tiny_model_dirs, tmp_path, colour_folder):
     env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
-    imsim(env, "ingest", "--local", str(colour_folder))
+    cli(env, "ingest", "--local", str(colour_folder))
     page = tmp_path / "text.html"
-    imsim(env, "search", "--text", "a <red> square", "-k", "3", "--html", str(page))
+    cli(env, "search", "--text", "a <red> square", "-k", "3", "--html", str(page))
     text = page.read_text()
     assert "a &lt;red&gt; square" in text and 'alt="query"' not in text and text.count('class="card"') == 3

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from imsim.errors import ImageDecodeError, ImageNotFound, ImageTooLarge, ImageUnreadable
-from imsim.images import decode_bytes, discover, load_image, path_id, read_path_list
+from imsim.images import Limits, decode_bytes, load_image
+from imsim.paths import discover, path_id, read_path_list
 
 
 def photo(w=320, h=200) -> Image.Image:
@@ -87,8 +88,13 @@ def test_bad_files_raise_typed_errors_naming_the_file(tmp_path):
     empty.write_bytes(b"")
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    cases = {truncated: ImageDecodeError, empty: ImageDecodeError, text: ImageDecodeError,
-             tmp_path / "missing.jpg": ImageNotFound, tmp_path: ImageUnreadable}
+    cases = {
+        truncated: ImageDecodeError,
+        empty: ImageDecodeError,
+        text: ImageDecodeError,
+        tmp_path / "missing.jpg": ImageNotFound,
+        tmp_path: ImageUnreadable,
+    }
     for path, error in cases.items():
         with pytest.raises(error) as info:
             load_image(path)
@@ -99,9 +105,9 @@ def test_pixel_limit_refuses_decompression_bomb(tmp_path):
     path = tmp_path / "bomb.png"
     Image.new("L", (4000, 4000)).save(path)
     with pytest.raises(ImageTooLarge, match="16,000,000 pixels"):
-        load_image(path, max_pixels=1_000_000)
+        load_image(path, limits=Limits(max_pixels=1_000_000))
     with pytest.raises(ImageTooLarge):
-        load_image(path, max_bytes=10)
+        load_image(path, limits=Limits(max_bytes=10))
     with pytest.raises(ImageDecodeError, match="<bytes>"):
         decode_bytes(b"")
 
@@ -135,10 +141,13 @@ def test_discover_folders_globs_lists_and_symlink_loops(tmp_path):
         (tmp_path / p).write_bytes(b"x")
     os.symlink(tmp_path / "a", tmp_path / "a" / "b" / "loop")  # a directory loop
     found = discover([tmp_path / "a"])
-    assert found == [str(tmp_path / "a/1.jpg"), str(tmp_path / "a/b/2.PNG")]
-    assert discover([str(tmp_path / "*.gif"), str(tmp_path / "a" / "1.jpg")]) == [str(tmp_path / "a/1.jpg"), str(tmp_path / "c.gif")]
-    assert discover([str(tmp_path / "nothing*.jpg")]) == []
-    assert discover([tmp_path / "gone.jpg"]) == [str(tmp_path / "gone.jpg")]  # kept: it fails visibly later
+    assert found.files == [str(tmp_path / "a/1.jpg"), str(tmp_path / "a/b/2.PNG")]
+    assert found.skipped == {"not an image type (.txt)": 1, "folder symlink (not followed)": 1}
+    both = discover([str(tmp_path / "*.gif"), str(tmp_path / "a" / "1.jpg")])
+    assert both.files == [str(tmp_path / "a/1.jpg"), str(tmp_path / "c.gif")] and both.unmatched == []
+    nothing = discover([str(tmp_path / "nothing*.jpg")])
+    assert nothing.files == [] and nothing.unmatched == [str(tmp_path / "nothing*.jpg")]
+    assert discover([tmp_path / "gone.jpg"]).files == [str(tmp_path / "gone.jpg")]  # kept: it fails visibly later
     listing = tmp_path / "list.txt"
     listing.write_text(f"# comment\n{tmp_path / 'c.gif'}\n\n")
     assert read_path_list(listing) == [str(tmp_path / "c.gif")]

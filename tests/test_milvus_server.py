@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from imsim.images import discover, path_id
-from imsim.ingest import Ingestor, ingest_local
-from imsim.query import Client
 from imsim.errors import StoreError
+from imsim.ingest import Ingestor, ingest_local
+from imsim.paths import discover, path_id
+from imsim.query import Client
 from imsim.store import SEARCH_CAP, VectorStore, has_iterator_v2
 
-from .conftest import make_settings
+from .support.settings import make_settings
 
 
 @pytest.fixture()
@@ -26,8 +26,8 @@ def server_settings(tiny_model_dirs, tmp_path, milvus_server_uri):
 def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, models, image_folder):
     store = VectorStore(server_settings)
     assert not store.is_lite and not store.lite_backend
-    ingestor = Ingestor(server_settings, models=models, store=store)
-    files = discover([image_folder])
+    ingestor = Ingestor(server_settings, embedders=models, store=store)
+    files = discover([image_folder]).files
     result = ingest_local(files, server_settings, ingestor=ingestor, job_id="server-1")
     assert result.done == 38 and not result.failures
     collections = dict(ingestor.collections)
@@ -35,12 +35,15 @@ def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, m
 
     # Self-describing in Attu: a server keeps what Lite drops.
     described = store.describe(collections["dinov2"])
-    assert "dinov2" in described["description"] and "revision" in described["description"]
+    info = models["dinov2"].info
+    assert described["description"].startswith(
+        f"dinov2 v{info.version_tag} · 48-d COSINE HNSW(M=16, efConstruction=200) · rev {info.revision} · {info.source}"
+    )
     fields = {f["name"]: f.get("description", "") for f in described["fields"]}
     assert fields["path"] and fields["vector"] and fields["sha256"]
     assert store.active_collection("clip") == collections["clip"]  # the alias exists on the server
 
-    client = Client(server_settings, models=models, store=store)
+    client = Client(server_settings, embedders=models, store=store)
     for path in files[:: len(files) // 6]:
         hits = client.search(path, k=3, fusion="rrf")
         assert hits[0].path == path and hits[0].ranks == {"clip": 1, "dinov2": 1}, (path, hits[:2])
@@ -59,9 +62,24 @@ def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, m
 
 
 def _rows(model, vectors: np.ndarray, tag: str) -> list[dict]:
-    return [{"id": f"{tag}{i:029d}"[:32], "path": f"/consistency/{tag}/{i}.jpg", "sha256": "", "width": 1, "height": 1,
-             "file_size": 1, "mtime": 0.0, "model_id": model.info.source, "model_revision": model.info.revision,
-             "ingested_at": 0, "job_id": "", "vector": v.tolist()} for i, v in enumerate(vectors)]
+    return [
+        {
+            "id": f"{tag}{i:029d}"[:32],
+            "path": f"/consistency/{tag}/{i}.jpg",
+            "sha256": "",
+            "width": 1,
+            "height": 1,
+            "file_size": 1,
+            "mtime": 0.0,
+            "model_id": model.info.source,
+            "model_revision": model.info.revision,
+            "ingested_at": 0,
+            "job_id": "",
+            "tags": {},
+            "vector": v.tolist(),
+        }
+        for i, v in enumerate(vectors)
+    ]
 
 
 def test_search_consistency_reaches_the_server(server_settings, models):
@@ -71,19 +89,19 @@ def test_search_consistency_reaches_the_server(server_settings, models):
     clip = models["clip"]
     collection = store.ensure_collection(clip.info)
     rng = np.random.default_rng(7)
-    vectors = rng.normal(size=(20, clip.dim)).astype(np.float32)
+    vectors = rng.normal(size=(20, clip.info.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
     def first_hit(client: Client, vector: np.ndarray) -> str:
         hits = client.search_vectors({"clip": vector}, k=1, fusion="none")
         return hits[0].path if hits else ""
 
-    strong = Client(server_settings.model_copy(update={"search_consistency": "Strong"}), models=models, store=store)
+    strong = Client(server_settings.replace(search_consistency="Strong"), embedders=models, store=store)
     for i, row in enumerate(_rows(clip, vectors[:10], "strong")):
         store.upsert(collection, [row])
         assert first_hit(strong, vectors[i]) == row["path"], f"Strong search missed the row written just before ({i})"
 
-    bounded = Client(server_settings.model_copy(update={"search_consistency": "Bounded"}), models=models, store=store)
+    bounded = Client(server_settings.replace(search_consistency="Bounded"), embedders=models, store=store)
     assert server_settings.search_consistency == "Bounded"  # the default
     missed = 0
     for i, row in enumerate(_rows(clip, vectors[10:], "bounded"), start=10):
@@ -91,7 +109,7 @@ def test_search_consistency_reaches_the_server(server_settings, models):
         missed += first_hit(bounded, vectors[i]) != row["path"]
     assert missed > 0, "every Bounded search saw a write made microseconds before: the level did not reach Milvus"
     deadline = time.time() + 10
-    while first_hit(bounded, vectors[19]) != f"/consistency/bounded/9.jpg" and time.time() < deadline:
+    while first_hit(bounded, vectors[19]) != "/consistency/bounded/9.jpg" and time.time() < deadline:
         time.sleep(0.1)
     assert first_hit(bounded, vectors[19]) == "/consistency/bounded/9.jpg"
     store.close()
@@ -103,10 +121,18 @@ def test_results_past_the_cap_on_a_server_without_iterator_v2_fail_clearly(serve
     store = VectorStore(server_settings)
     collection = store.ensure_collection(models["clip"].info)
     assert store.server_version.startswith("v2.3.5") and not store.has_search_iterator
-    query = np.ones((1, models["clip"].dim), np.float32)
-    with pytest.raises(StoreError, match=r"17,000 results asked for, past Milvus's top-k cap of 16,384: this server \(v2\.3\.5.*2\.5\.2"):
+    query = np.ones((1, models["clip"].info.dim), np.float32)
+    with pytest.raises(
+        StoreError, match=r"17,000 results asked for, past Milvus's top-k cap of 16,384: this server \(v2\.3\.5.*2\.5\.2"
+    ):
         store.search(collection, query, SEARCH_CAP + 616)
     assert store.search(collection, query, SEARCH_CAP) == [[]]  # at the cap: one plain search (empty collection)
     assert [has_iterator_v2(v) for v in ("v2.5.2", "v2.6.0", "2.5.10", "v2.5.1", "v2.4.15", "Zilliz Cloud")] == [
-        True, True, True, False, False, True]
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
     store.close()

@@ -17,19 +17,34 @@ ROWS = 20_000
 @pytest.fixture(scope="module")
 def big(tiny_model_dirs, tmp_path_factory, models):
     """20,000 rows of random unit vectors in the tiny CLIP's collection (one Milvus Lite file)."""
-    from .conftest import make_settings
+    from .support.settings import make_settings
 
     settings = make_settings(tiny_model_dirs, tmp_path_factory.mktemp("paging"), models="clip")
     store = VectorStore(settings)
     name = store.ensure_collection(models["clip"].info)
     rng = np.random.default_rng(7)
-    vectors = rng.normal(size=(ROWS, models["clip"].dim)).astype(np.float32)
+    vectors = rng.normal(size=(ROWS, models["clip"].info.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    rows = [{"id": f"{i:032x}", "path": f"/corpus/d{i % 10}/{i}.jpg", "sha256": "", "width": 1,
-             "height": 1, "file_size": 1, "mtime": 0.0, "model_id": "m", "model_revision": "r", "ingested_at": 0, "job_id": "",
-             "vector": v.tolist()} for i, v in enumerate(vectors)]
+    rows = [
+        {
+            "id": f"{i:032x}",
+            "path": f"/corpus/d{i % 10}/{i}.jpg",
+            "sha256": "",
+            "width": 1,
+            "height": 1,
+            "file_size": 1,
+            "mtime": 0.0,
+            "model_id": "m",
+            "model_revision": "r",
+            "ingested_at": 0,
+            "job_id": "",
+            "tags": {},
+            "vector": v.tolist(),
+        }
+        for i, v in enumerate(vectors)
+    ]
     store.upsert(name, rows, batch=5000)
-    client = Client(settings, models={"clip": models["clip"]}, store=store)
+    client = Client(settings, embedders={"clip": models["clip"]}, store=store)
     yield client, vectors
     store.close()
 
@@ -41,7 +56,7 @@ def test_search_past_the_cap_returns_every_requested_hit_in_order(big):
     ids = [h.id for h in hits]
     assert len(ids) == k == len(set(ids))
     scores = [h.score for h in hits]
-    assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:]))
+    assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:], strict=False))
     assert ids[0] == f"{0:032x}" and scores[0] == pytest.approx(1.0, abs=1e-5)
     exact = {f"{i:032x}" for i in np.argsort(-(vectors @ vectors[0]))[:k]}
     assert len(exact & set(ids)) / k > 0.99  # HNSW is approximate; the iterator must not skip or repeat pages
@@ -56,4 +71,4 @@ def test_search_iter_streams_a_filtered_collection_to_the_end(big):
     seen = [h.id for h in first + rest]
     assert len(seen) == len(set(seen)) == ROWS // 10 and all(h.path.startswith("/corpus/d3/") for h in first + rest)
     scores = [h.score for h in first + rest]
-    assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:]))
+    assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:], strict=False))

@@ -11,8 +11,8 @@ from PIL import Image
 
 from imsim.errors import ImsimError
 from imsim.expr import Where
-from imsim.images import discover, path_id
 from imsim.ingest import Ingestor, ingest_local
+from imsim.paths import discover, path_id
 from imsim.query import Client
 from imsim.store import VectorStore
 
@@ -21,13 +21,13 @@ from imsim.store import VectorStore
 def tagged(settings, models, image_folder):
     """Flags tagged kind=flag, photos tagged kind=photo (+ camera=skimage), in one Milvus Lite file."""
     store = VectorStore(settings)
-    ingestor = Ingestor(settings, models=models, store=store)
+    ingestor = Ingestor(settings, embedders=models, store=store)
     before = time.time()
-    flags = discover([image_folder / "flags"])
-    photos = discover([image_folder / "photos"])
+    flags = discover([image_folder / "flags"]).files
+    photos = discover([image_folder / "photos"]).files
     ingest_local(flags, settings, ingestor=ingestor, job_id="job-flags", tags={"kind": "flag"})
     ingest_local(photos, settings, ingestor=ingestor, job_id="job-photos", tags={"kind": "photo", "camera": 'sk"image'})
-    client = Client(settings, models=models, store=store)
+    client = Client(settings, embedders=models, store=store)
     yield client, flags, photos, before
     ingestor.close()
     store.close()
@@ -79,14 +79,14 @@ def test_search_many_equals_one_by_one(tagged):
     batched = client.search_many(queries, k=4)
     single = [client.search(q, k=4) for q in queries]
     assert [[h.id for h in hits] for hits in batched] == [[h.id for h in hits] for hits in single]
-    for got, want in zip(batched, single):
+    for got, want in zip(batched, single, strict=False):
         np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
     assert [hits[0].path for hits in batched] == queries
     assert client.search_many([]) == []
 
 
 def test_searching_a_model_with_no_collection_names_it(settings, models):
-    client = Client(settings, models=models)  # a fresh store: nothing ingested yet
+    client = Client(settings, embedders=models)  # a fresh store: nothing ingested yet
     with pytest.raises(ImsimError, match=r"no collection '\w+_clip_\w+' for model 'clip': ingest images with this model first"):
-        client.search_vectors({n: np.ones(m.dim, np.float32) for n, m in models.items()}, k=3)
+        client.search_vectors({n: np.ones(m.info.dim, np.float32) for n, m in models.items()}, k=3)
     client.close()

@@ -7,13 +7,13 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from imsim.images import discover
 from imsim.jobs import JobStore
+from imsim.paths import discover
 from imsim.query import Client
 from imsim.queue import celery_config, enqueue
 from imsim.store import VectorStore
 
-from .conftest import make_settings
+from .support.settings import make_settings
 
 
 def wait_finished(jobs: JobStore, job_id: str, timeout: float = 180):
@@ -38,23 +38,29 @@ def test_a_dead_sweeper_cannot_block_redelivery_for_long(settings, redis_url):
     (seen in the kill test: a chunk came back exactly 5 minutes late). Our expiry must reach the real channel."""
     from imsim.queue import make_celery, restore_lock_expiry
 
-    settings = settings.model_copy(update={"redis_url": SecretStr(redis_url), "visibility_timeout": 10})
+    settings = settings.replace(redis_url=SecretStr(redis_url), visibility_timeout=10)
     assert settings.redelivery_interval == 2 and restore_lock_expiry(settings) == 10
     app = make_celery(settings)
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         assert channel.unacked_mutex_expire == 10 and channel.unacked_restore_interval == 2
         assert channel.visibility_timeout == 10
-    slow = settings.model_copy(update={"visibility_timeout": 3600})
+    slow = settings.replace(visibility_timeout=3600)
     assert restore_lock_expiry(slow) == 3 * slow.redelivery_interval == 180 < 300
 
 
 def test_queued_job_end_to_end(tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, image_folder, models):
     (image_folder / "broken.png").write_text("definitely not a png")
-    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus_uri,
-                             chunk_size=8, queue="q" + tmp_path.name[-8:])
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        chunk_size=8,
+        queue="q" + tmp_path.name[-8:],
+    )
     start_worker(settings, "w1")
-    files = discover([image_folder])
+    files = discover([image_folder]).files
     jobs = JobStore(redis_url)
 
     job_id = enqueue(files, settings, inputs=[str(image_folder)])
@@ -64,7 +70,7 @@ def test_queued_job_end_to_end(tiny_model_dirs, tmp_path, redis_url, milvus_uri,
     assert "not a recognised image format" in status.failures[str(image_folder / "broken.png")]
 
     store = VectorStore(settings)
-    client = Client(settings, models=models, store=store)
+    client = Client(settings, embedders=models, store=store)
     names = store.collections()
     assert len(names) == 2 and all(store.count(n) == 38 for n in names)
     for path in files:

@@ -11,15 +11,14 @@ import os
 import re
 import signal
 import time
-from pathlib import Path
 
-from imsim.images import discover
 from imsim.jobs import JobStore
 from imsim.queue import enqueue
 from imsim.store import VectorStore
 from imsim.synth import write_variants
 
-from .conftest import SAMPLES, MilvusLiteServer, RedisServer, free_port, make_settings
+from .support.servers import SAMPLES, MilvusLiteServer, RedisServer, free_port
+from .support.settings import make_settings
 
 RECEIVED = re.compile(r"Task imsim\.embed_chunk\[[0-9a-f-]+\] received")
 SUCCEEDED = re.compile(r"Task imsim\.embed_chunk\[[0-9a-f-]+\] succeeded")
@@ -70,8 +69,15 @@ def assert_exactly_once(store: VectorStore, files: list[str]) -> None:
 def test_sigkilled_workers_lose_and_duplicate_nothing(tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker):
     """2,000 real-photo variants, two workers (prefork and solo), three SIGKILLs mid-chunk."""
     files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 2000, size=(64, 64), seed=7)
-    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus_uri,
-                             chunk_size=25, visibility_timeout=10, queue="kill" + tmp_path.name[-8:])
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        chunk_size=25,
+        visibility_timeout=10,
+        queue="kill" + tmp_path.name[-8:],
+    )
     a = start_worker(settings, "a", pool="prefork")
     b = start_worker(settings, "b", pool="solo")
     jobs = JobStore(redis_url)
@@ -103,18 +109,28 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(tiny_model_dirs, tmp_path,
     assert received >= chunks + 3, f"only {received} deliveries for {chunks} chunks: the killed chunks were not redelivered"
     store = VectorStore(settings)
     assert_exactly_once(store, files)
-    print(f"\nkill test: {len(files)} images, {chunks} chunks, 3 SIGKILLs, {received} deliveries, "
-          f"{ {n: store.count(n) for n in store.collections()} } rows, 0 duplicates, "
-          f"{status.done} embedded + {status.skipped} found stored on redelivery")
+    print(
+        f"\nkill test: {len(files)} images, {chunks} chunks, 3 SIGKILLs, {received} deliveries, "
+        f"{ {n: store.count(n) for n in store.collections()} } rows, 0 duplicates, "
+        f"{status.done} embedded + {status.skipped} found stored on redelivery"
+    )
     store.close()
 
 
-def test_milvus_outage_of_30s_is_retried_with_backoff_and_loses_nothing(tiny_model_dirs, tmp_path, redis_url, start_worker,
-                                                                        servers):
+def test_milvus_outage_of_30s_is_retried_with_backoff_and_loses_nothing(
+    tiny_model_dirs, tmp_path, redis_url, start_worker, servers
+):
     milvus = servers(MilvusLiteServer, tmp_path)
     files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 600, size=(64, 64), seed=11)
-    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus.uri, chunk_size=20,
-                             visibility_timeout=120, queue="milvus" + tmp_path.name[-8:])
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus.uri,
+        chunk_size=20,
+        visibility_timeout=120,
+        queue="milvus" + tmp_path.name[-8:],
+    )
     worker = start_worker(settings, "m")
     jobs = JobStore(redis_url)
     job_id = enqueue(files, settings)
@@ -136,21 +152,31 @@ def test_milvus_outage_of_30s_is_retried_with_backoff_and_loses_nothing(tiny_mod
     store = VectorStore(settings)
     assert_exactly_once(store, files)
     store.close()
-    print(f"\nMilvus outage: down {up_at - down_at:.1f}s, {retries} Celery retries, job finished {finished_at - up_at:.1f}s "
-          f"after Milvus came back; 600/600 stored once")
+    print(
+        f"\nMilvus outage: down {up_at - down_at:.1f}s, {retries} Celery retries, job finished {finished_at - up_at:.1f}s "
+        f"after Milvus came back; 600/600 stored once"
+    )
 
 
 SECRET_REDIS, SECRET_MILVUS = "Redis-pw-9f2c41", "Milvus-pw-77ab03"
 
 
-def test_redis_restart_loses_no_chunk_and_no_secret_is_logged_or_stored(tiny_model_dirs, tmp_path, milvus_uri, start_worker,
-                                                                         servers):
+def test_redis_restart_loses_no_chunk_and_no_secret_is_logged_or_stored(
+    tiny_model_dirs, tmp_path, milvus_uri, start_worker, servers
+):
     """Redis with AOF (appendfsync always), SIGKILLed mid-job and restarted on the same data: the job completes."""
     redis_server = servers(RedisServer, tmp_path, password=SECRET_REDIS, appendonly=True)
     files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 600, size=(64, 64), seed=13)
-    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_server.url, milvus_uri=milvus_uri,
-                             milvus_token=f"root:{SECRET_MILVUS}", chunk_size=20, visibility_timeout=10,
-                             queue="redis" + tmp_path.name[-8:])
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_server.url,
+        milvus_uri=milvus_uri,
+        milvus_token=f"root:{SECRET_MILVUS}",
+        chunk_size=20,
+        visibility_timeout=10,
+        queue="redis" + tmp_path.name[-8:],
+    )
     worker = start_worker(settings, "r")
     jobs = JobStore(redis_server.url)
     job_id = enqueue(files, settings)
@@ -177,13 +203,20 @@ def test_redis_restart_loses_no_chunk_and_no_secret_is_logged_or_stored(tiny_mod
     dump = []
     for key in r.scan_iter("*"):
         kind = r.type(key)
-        value = {"string": r.get, "hash": r.hgetall, "list": lambda k: r.lrange(k, 0, -1), "set": r.smembers,
-                 "zset": lambda k: r.zrange(k, 0, -1)}.get(kind, lambda k: "")(key)
+        value = {
+            "string": r.get,
+            "hash": r.hgetall,
+            "list": lambda k: r.lrange(k, 0, -1),
+            "set": r.smembers,
+            "zset": lambda k: r.zrange(k, 0, -1),
+        }.get(kind, lambda k: "")(key)
         dump.append(f"{key} {value}")
     text = "\n".join(dump)
     assert job_id in text and SECRET_REDIS not in text and SECRET_MILVUS not in text
-    print(f"\nRedis SIGKILL + restart after 5 s: job finished {took:.1f}s after the kill; 600/600 stored once "
-          f"({status.done} embedded, {status.skipped} found already stored on redelivery)")
+    print(
+        f"\nRedis SIGKILL + restart after 5 s: job finished {took:.1f}s after the kill; 600/600 stored once "
+        f"({status.done} embedded, {status.skipped} found already stored on redelivery)"
+    )
 
 
 def test_a_retry_that_cannot_be_published_requeues_its_chunk(tiny_model_dirs, tmp_path, redis_url, start_worker, servers):
@@ -197,15 +230,28 @@ def test_a_retry_that_cannot_be_published_requeues_its_chunk(tiny_model_dirs, tm
     """
     milvus = servers(MilvusLiteServer, tmp_path)
     files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 200, size=(64, 64), seed=17)
-    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus.uri, chunk_size=20,
-                             visibility_timeout=10, queue="publish" + tmp_path.name[-8:])
-    worker = start_worker(settings, "p", env={"CELERY_BROKER_WRITE_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus.uri,
+        chunk_size=20,
+        visibility_timeout=10,
+        queue="publish" + tmp_path.name[-8:],
+    )
+    # task events off: the worker would publish them through the dead write URL too, and never get ready
+    worker = start_worker(
+        settings, "p", env={"CELERY_BROKER_WRITE_URL": f"redis://127.0.0.1:{free_port()}/0", "IMSIM_TASK_EVENTS": "false"}
+    )
     jobs = JobStore(redis_url)
     job_id = enqueue(files, settings)
     wait_until(lambda: jobs.get(job_id).chunks_done >= 2, 120, "2 chunks done")
     milvus.stop()
-    wait_until(lambda: worker.log_path.read_text().count("could not queue the retry") >= 3, 90,
-               "three retries that could not be published")
+    wait_until(
+        lambda: worker.log_path.read_text().count("could not queue the retry") >= 3,
+        90,
+        "three retries that could not be published",
+    )
     during = jobs.get(job_id)
     milvus.start()
     status = wait_finished(jobs, job_id, timeout=120)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from imsim.errors import DimensionMismatch
-from imsim.store import _FIELDS, METADATA_FIELDS, VectorStore
+from imsim.store import FIELDS, METADATA_FIELDS, VectorStore
 
 
 def test_collection_is_self_describing(settings, models):
     store = VectorStore(settings)
     info = models["clip"].info
     name = store.ensure_collection(info)
-    assert name == f"{settings.collection_prefix}_clip_tiny_clip_{info.version_tag}"
+    assert name == f"{settings.collection_prefix}_clip_{info.version_tag}"  # the version tag within Attu's ~20 characters
     desc = store.describe(name)
     fields = {f["name"] for f in desc["fields"]}
     assert {"id", "vector", *METADATA_FIELDS} <= fields
@@ -23,15 +23,29 @@ def test_collection_is_self_describing(settings, models):
     assert props["model"] == "clip" and props["source"] == info.source and props["version"] == info.version_tag
     assert props["revision"] == info.revision and props["dim"] == "32" and props["metric"] == "COSINE"
     assert props["index"].startswith("HNSW")
-    assert store.model_settings(name) == {"clip_model": info.source, "clip_revision": "main"}
+    config = store.model_config(name, type(info.config))
+    assert config == info.config and config.model == info.source and config.revision == "main"
     assert store.collections() == [name]
     assert store.active_collection("clip") == name  # a model's first version becomes the active one
     store.close()
 
 
 def _row(i: int, dim: int) -> dict:
-    return {"id": f"id{i}", "path": f"/img/{i}.jpg", "sha256": "", "width": 1, "height": 1, "file_size": 1, "mtime": 0.0,
-            "model_id": "m", "model_revision": "r", "ingested_at": 0, "job_id": "", "vector": [1.0] + [0.0] * (dim - 1)}
+    return {
+        "id": f"id{i}",
+        "path": f"/img/{i}.jpg",
+        "sha256": "",
+        "width": 1,
+        "height": 1,
+        "file_size": 1,
+        "mtime": 0.0,
+        "model_id": "m",
+        "model_revision": "r",
+        "ingested_at": 0,
+        "job_id": "",
+        "tags": {},
+        "vector": [1.0] + [0.0] * (dim - 1),
+    }
 
 
 def test_a_new_dimension_is_a_new_version_and_the_old_collection_is_untouched(settings, models):
@@ -54,7 +68,7 @@ def test_a_foreign_collection_under_our_name_is_refused_and_kept(settings, model
     info = models["clip"].info
     name = store.collection_name(info)
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
-    for field, dtype, kwargs, _ in _FIELDS:
+    for field, dtype, kwargs, _ in FIELDS:
         schema.add_field(field, getattr(DataType, dtype), **kwargs)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=64)
     index = store.client.prepare_index_params()
@@ -74,8 +88,24 @@ def test_upsert_is_idempotent_and_search_finds_itself(settings, models):
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(20, 32)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    rows = [{"id": f"id{i}", "path": f"/img/{i}.jpg", "sha256": "", "width": 1, "height": 1, "file_size": 1, "mtime": 0.0,
-             "model_id": "m", "model_revision": "r", "ingested_at": 0, "job_id": "j", "vector": v.tolist()} for i, v in enumerate(vecs)]
+    rows = [
+        {
+            "id": f"id{i}",
+            "path": f"/img/{i}.jpg",
+            "sha256": "",
+            "width": 1,
+            "height": 1,
+            "file_size": 1,
+            "mtime": 0.0,
+            "model_id": "m",
+            "model_revision": "r",
+            "ingested_at": 0,
+            "job_id": "j",
+            "tags": {},
+            "vector": v.tolist(),
+        }
+        for i, v in enumerate(vecs)
+    ]
     store.upsert(name, rows)
     store.upsert(name, rows)
     assert store.count(name) == 20

@@ -1,19 +1,24 @@
 """Celery tasks: thin wrappers that hand a chunk of paths to :class:`imsim.ingest.Ingestor`.
 
-Models load lazily in the process that runs the task (after the prefork fork), never in the
-Celery parent, so CUDA is never initialised before a fork. Milvus or Redis being unreachable
-is retried by Celery itself (``autoretry_for`` with exponential backoff); a chunk that still
-fails after the last retry, or fails for a non-transient reason, is recorded on its job with
-the reason for every path in it, so the job always ends and ``imsim retry`` can re-queue it.
-A retry that cannot be published (Redis, the broker, is down) puts the chunk's own message back
-instead of dropping it: see :meth:`ChunkTask.retry`.
+Models load lazily in the process that runs the task (after the prefork fork), never in the Celery parent,
+so CUDA is never initialised before a fork. Milvus or Redis being unreachable is retried by Celery itself
+(``autoretry_for`` with exponential backoff); a chunk that still fails after the last retry, or fails for a
+non-transient reason, is recorded on its job with the reason for every path in it, so the job always ends
+and ``imsim retry`` can re-queue it. A retry that cannot be published (Redis, the broker, is down) puts the
+chunk's own message back instead of dropping it (:meth:`ChunkTask.retry`). A chunk whose attempts keep
+dying with their worker (out of memory, a crashing decoder) is split after ``IMSIM_MAX_DELIVERIES`` such
+attempts, down to the one file that is then recorded as failed, so one poison file never stalls a job.
+A cancelled job's chunks are dropped unread.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from functools import lru_cache
+from typing import Any
 
 import redis
 from celery import Task
@@ -22,7 +27,8 @@ from celery.exceptions import Reject
 from imsim.errors import StoreUnavailable
 from imsim.ingest import Ingestor
 from imsim.jobs import JobStore
-from imsim.queue import EMBED_CHUNK
+from imsim.paths import printable
+from imsim.queue import EMBED_CHUNK, split
 from imsim.settings import get_settings
 
 from .app import app
@@ -48,7 +54,7 @@ class ChunkTask(Task):
     retry_jitter = True
     max_retries = get_settings().task_max_retries
 
-    def retry(self, *args, **kwargs):
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, except that a retry which cannot be published requeues the chunk's message.
 
         Celery answers a failed publish with ``Reject(requeue=False)``, which acks (deletes) the message:
@@ -63,31 +69,79 @@ class ChunkTask(Task):
             if reject.requeue:
                 raise
             pause = min(float(kwargs.get("countdown") or 0), self.retry_backoff_max)
-            log.warning("could not queue the retry of task %s (%s): requeueing its message in %.1fs", self.request.id,
-                        reject.reason, pause)
+            log.warning(
+                "could not queue the retry of task %s (%s): requeueing its message in %.1fs",
+                self.request.id,
+                reject.reason,
+                pause,
+            )
             time.sleep(pause)
             raise Reject(reject.reason, requeue=True) from reject
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: ANN001 - Celery's signature
-        """Record every path of a chunk that will not be retried again as failed, with the reason."""
-        job_id, chunk_index, paths = (list(args) + [None, None, None])[:3]
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Record every path of a chunk that will not be retried again as failed, with the reason. Never raises."""
+        job_id, chunk, paths = (list(args) + [None, None, None])[:3]
         if job_id is None:
             return
         reason = f"chunk failed after {self.request.retries} retries: {type(exc).__name__}: {exc}"
         try:
-            jobs().record_chunk(job_id, chunk_index, 0, 0, {p: reason for p in paths})
-        except redis.RedisError:
-            log.error("could not record failed chunk %s of job %s: Redis unreachable", chunk_index, job_id)
+            jobs().record_chunk(job_id, str(chunk), 0, 0, {p: reason for p in paths or []})
+        except Exception:  # recording must never raise out of Celery's failure handler
+            log.exception("could not record failed chunk %s of job %s", chunk, printable(str(job_id)))
 
 
 @app.task(name=EMBED_CHUNK, bind=True, base=ChunkTask)
-def embed_chunk(self, job_id: str, chunk_index: int, paths: list[str], force: bool = False,
-                tags: dict[str, str] | None = None) -> dict:
+def embed_chunk(
+    self: ChunkTask, job_id: str, chunk: str | int, paths: list[str], force: bool = False, tags: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Embed and store one chunk, then count its outcome on the job (once, even if redelivered)."""
-    worker = ingestor()
-    jobs().mark_started(job_id, worker.collections)
-    result = worker.ingest(paths, job_id=job_id, force=force, tags=tags)
-    jobs().record_chunk(job_id, chunk_index, result.done, result.skipped, result.failures)
-    if jobs().is_finished(job_id):  # the job's last chunk: seal the new rows so searches use the index
-        worker.seal()
-    return result.as_dict()
+    key, settings, store = str(chunk), get_settings(), jobs()
+    if store.is_cancelled(job_id):
+        store.record_chunk(job_id, key, 0, 0, {}, cancelled=len(paths))
+        return {"cancelled": len(paths)}
+    died = store.begin_attempt(
+        job_id,
+        key,
+        {
+            "worker": self.request.hostname or socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.time(),
+            "files": len(paths),
+        },
+    )
+    try:
+        if died >= settings.max_deliveries:
+            return _poison(self, job_id, key, paths, died, force, tags)
+        worker = ingestor()
+        store.mark_started(job_id, worker.collections)
+
+        def progress(files: int) -> None:
+            try:
+                store.progress(job_id, key, files)
+            except redis.RedisError:  # progress is for display; the chunk's result is what counts
+                log.debug("could not record progress of chunk %s", key)
+
+        result = worker.ingest(paths, job_id=job_id, force=force, tags=tags, on_progress=progress)
+        store.record_chunk(job_id, key, result.done, result.skipped, result.failures)
+        if store.is_finished(job_id):  # the job's last chunk: seal the new rows so searches use the index
+            worker.seal()
+        return result.as_dict()
+    finally:
+        store.end_attempt(job_id, key)
+
+
+def _poison(
+    task: ChunkTask, job_id: str, key: str, paths: list[str], died: int, force: bool, tags: dict[str, str] | None
+) -> dict[str, Any]:
+    """A chunk whose worker died ``died`` times: split it, or fail its one file with the reason."""
+    if len(paths) == 1:
+        reason = (
+            f"its worker died {died} times while embedding this file (killed: out of memory? a crashing decoder?); "
+            f"not retried again (IMSIM_MAX_DELIVERIES={get_settings().max_deliveries})"
+        )
+        jobs().record_chunk(job_id, key, 0, 0, {paths[0]: reason})
+        log.error("chunk %s of job %s: %s: %s", key, job_id, printable(paths[0]), reason)
+        return {"failed": 1}
+    parts = split(task.app, get_settings(), job_id, key, paths, force=force, tags=tags)
+    log.warning("chunk %s of job %s killed its worker %d times: split into %s", key, job_id, died, ", ".join(parts))
+    return {"split": parts}

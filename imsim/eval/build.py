@@ -29,7 +29,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import ImsimError
-from ..images import discover, load_image
+from ..images import load_image
+from ..paths import discover
 from . import edits as edit_ops
 
 
@@ -48,7 +49,7 @@ class Benchmark:
             raise ImsimError(f"{root} is not a benchmark folder (no queries.csv); build one with `imsim eval build-copydetect`")
 
         def ids(folder: str) -> dict[str, str]:
-            return {Path(p).stem: p for p in discover([root / folder])} if (root / folder).is_dir() else {}
+            return {Path(p).stem: p for p in discover([root / folder]).files} if (root / folder).is_dir() else {}
 
         queries = ids("queries")
         truth = {}
@@ -68,11 +69,22 @@ def _save(image: Image.Image, path: Path, rng: random.Random) -> None:
     image.convert("RGB").save(path, "JPEG", quality=rng.randint(70, 95))
 
 
-def build_copydetect(refs: str | os.PathLike[str], out: str | os.PathLike[str], *, queries: int = 200, negatives: int = 100,
-                     references: int = 0, distractors: str | os.PathLike[str] | None = None, background: int = 0,
-                     max_edits: int = 3, seed: int = 0, prefer_augly: bool = True, max_side: int = 1024) -> dict:
+def build_copydetect(
+    refs: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    queries: int = 200,
+    negatives: int = 100,
+    references: int = 0,
+    distractors: str | os.PathLike[str] | None = None,
+    background: int = 0,
+    max_edits: int = 3,
+    seed: int = 0,
+    prefer_augly: bool = True,
+    max_side: int = 1024,
+) -> dict:
     """Write the benchmark; returns its manifest. ``references`` caps the reference set (0: every image left)."""
-    pool = discover([refs])
+    pool = discover([refs]).files
     if not pool:
         raise ImsimError(f"no images found in {refs}")
     rng = random.Random(seed)
@@ -82,8 +94,10 @@ def build_copydetect(refs: str | os.PathLike[str], out: str | os.PathLike[str], 
     bg, rest = rest[:background], rest[background:]
     refs_list = rest[:references] if references else rest
     if len(refs_list) < queries:
-        raise ImsimError(f"{refs} has {len(pool)} images: too few for {queries} queries with a copy, {negatives} without "
-                         f"and {background} background images (each query needs its own reference)")
+        raise ImsimError(
+            f"{refs} has {len(pool)} images: too few for {queries} queries with a copy, {negatives} without "
+            f"and {background} background images (each query needs its own reference)"
+        )
     root = Path(out)
     if root.exists() and any(root.iterdir()):
         raise ImsimError(f"{root} exists and is not empty; choose a new --out")
@@ -96,7 +110,7 @@ def build_copydetect(refs: str | os.PathLike[str], out: str | os.PathLike[str], 
         shutil.copyfile(path, root / "references" / (ref_ids[path] + Path(path).suffix.lower()))
     n_distractors = 0
     if distractors:
-        for path in discover([distractors]):
+        for path in discover([distractors]).files:
             shutil.copyfile(path, root / "references" / (_id("D", n_distractors) + Path(path).suffix.lower()))
             n_distractors += 1
     for i, path in enumerate(bg):
@@ -120,14 +134,22 @@ def build_copydetect(refs: str | os.PathLike[str], out: str | os.PathLike[str], 
         writer.writeheader()
         writer.writerows(rows)
     with open(root / "ground_truth.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["query_id", "reference_id"])
-        writer.writerows([r["query_id"], r["reference_id"]] for r in rows if r["reference_id"])
+        truth_writer = csv.writer(fh)
+        truth_writer.writerow(["query_id", "reference_id"])
+        truth_writer.writerows([r["query_id"], r["reference_id"]] for r in rows if r["reference_id"])
     manifest = {
-        "kind": "copydetect", "seed": seed, "source": os.path.abspath(refs), "pool": len(pool),
-        "references": len(refs_list), "distractors": n_distractors, "queries_with_copy": queries,
-        "queries_without_copy": len(held_out), "background": len(bg), "max_edits": max_edits,
-        "edit_backend": edit_ops.backend(prefer_augly), "augly": _augly_version(prefer_augly),
+        "kind": "copydetect",
+        "seed": seed,
+        "source": os.path.abspath(refs),
+        "pool": len(pool),
+        "references": len(refs_list),
+        "distractors": n_distractors,
+        "queries_with_copy": queries,
+        "queries_without_copy": len(held_out),
+        "background": len(bg),
+        "max_edits": max_edits,
+        "edit_backend": edit_ops.backend(prefer_augly),
+        "augly": _augly_version(prefer_augly),
         "source_digest": _digest(pool),
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

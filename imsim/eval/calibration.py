@@ -32,8 +32,14 @@ def path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / "calibration.json"
 
 
-def load(data_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    file = path(data_dir)
+def _file(where: str | os.PathLike[str]) -> Path:
+    """A calibration file, or the calibration.json inside a folder."""
+    where = Path(where)
+    return where if where.suffix == ".json" else path(where)
+
+
+def load(where: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    file = _file(where)
     if not file.is_file():
         return {}
     try:
@@ -42,11 +48,11 @@ def load(data_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def save(data_dir: str | os.PathLike[str], entries: Mapping[str, Mapping[str, Any]]) -> Path:
+def save(where: str | os.PathLike[str], entries: Mapping[str, Mapping[str, Any]]) -> Path:
     """Merge ``entries`` into the calibration file (a key measured again is replaced)."""
-    current = load(data_dir)
-    current.update({k: {**v, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")} for k, v in entries.items()})
-    file = path(data_dir)
+    current = load(where)
+    current.update({k: {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **v} for k, v in entries.items()})
+    file = _file(where)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp")
     tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
@@ -54,9 +60,9 @@ def save(data_dir: str | os.PathLike[str], entries: Mapping[str, Mapping[str, An
     return file
 
 
-def threshold(data_dir: str | os.PathLike[str], key: str, precision: float = 0.95) -> tuple[float, dict[str, Any]] | None:
+def threshold(where: str | os.PathLike[str], key: str, precision: float = 0.95) -> tuple[float, dict[str, Any]] | None:
     """(threshold, its record) for ``key`` at ``precision``, or None if never measured (or unreachable)."""
-    record = load(data_dir).get(key)
+    record = load(where).get(key)
     if not record:
         return None
     value = record.get(f"threshold_p{round(precision * 100)}")

@@ -53,8 +53,8 @@ def resize(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
 
 def rotate(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
     if rng.random() < 0.3:
-        angle = rng.choice([90, 180, 270])
-        return im.rotate(angle, expand=True), f"rotate {angle}"
+        quarter = rng.choice([90, 180, 270])
+        return im.rotate(quarter, expand=True), f"rotate {quarter}"
     angle = rng.uniform(-25, 25)
     return im.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=(0, 0, 0)), f"rotate {angle:.0f}"
 
@@ -107,7 +107,9 @@ def text_pillow(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
     text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
     size = int(min(im.size) * rng.uniform(0.08, 0.2))
     colour = tuple(rng.randint(0, 255) for _ in range(3))
-    ImageDraw.Draw(im).text((rng.uniform(0, 0.5) * im.width, rng.uniform(0, 0.85) * im.height), text, fill=colour, font=_font(size))
+    ImageDraw.Draw(im).text(
+        (rng.uniform(0, 0.5) * im.width, rng.uniform(0, 0.85) * im.height), text, fill=colour, font=_font(size)
+    )
     return im, f"text '{text}'"
 
 
@@ -152,8 +154,14 @@ def emoji_augly(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
     folder = utils.EMOJI_DIR
     group = rng.choice(sorted(os.listdir(folder)))
     name = rng.choice(sorted(f for f in os.listdir(os.path.join(folder, group)) if f.endswith(".png")))
-    out = imaugs.overlay_emoji(im.convert("RGB"), emoji_path=os.path.join(folder, group, name), opacity=rng.uniform(0.7, 1.0),
-                               emoji_size=rng.uniform(0.15, 0.4), x_pos=rng.uniform(0, 0.7), y_pos=rng.uniform(0, 0.7))
+    out = imaugs.overlay_emoji(
+        im.convert("RGB"),
+        emoji_path=os.path.join(folder, group, name),
+        opacity=rng.uniform(0.7, 1.0),
+        emoji_size=rng.uniform(0.15, 0.4),
+        x_pos=rng.uniform(0, 0.7),
+        y_pos=rng.uniform(0, 0.7),
+    )
     return out.convert("RGB"), f"emoji {group}/{name[:-4]} (augly)"
 
 
@@ -162,23 +170,43 @@ def text_augly(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
     fonts = sorted(f for f in os.listdir(utils.FONTS_DIR) if f.endswith(".ttf") and "Noto" not in f)
     font = rng.choice(fonts)
     text = [rng.randint(0, 60) for _ in range(rng.randint(4, 12))]
-    out = imaugs.overlay_text(im.convert("RGB"), text=text, font_file=os.path.join(utils.FONTS_DIR, font),
-                              font_size=rng.uniform(0.08, 0.2), opacity=rng.uniform(0.7, 1.0),
-                              color=tuple(rng.randint(0, 255) for _ in range(3)), x_pos=rng.uniform(0, 0.4), y_pos=rng.uniform(0, 0.8))
+    out = imaugs.overlay_text(
+        im.convert("RGB"),
+        text=text,
+        font_file=os.path.join(utils.FONTS_DIR, font),
+        font_size=rng.uniform(0.08, 0.2),
+        opacity=rng.uniform(0.7, 1.0),
+        color=tuple(rng.randint(0, 255) for _ in range(3)),
+        x_pos=rng.uniform(0, 0.4),
+        y_pos=rng.uniform(0, 0.8),
+    )
     return out.convert("RGB"), f"text {font[:-4]} (augly)"
 
 
 def screenshot_augly(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
     imaugs, utils = augly_image()
     template = rng.choice(["web.png", "mobile.png"])
-    out = imaugs.overlay_onto_screenshot(im.convert("RGB"), template_filepath=os.path.join(utils.SCREENSHOT_TEMPLATES_DIR, template),
-                                         crop_src_to_fit=rng.random() < 0.5)
+    out = imaugs.overlay_onto_screenshot(
+        im.convert("RGB"),
+        template_filepath=os.path.join(utils.SCREENSHOT_TEMPLATES_DIR, template),
+        crop_src_to_fit=rng.random() < 0.5,
+    )
     return out.convert("RGB"), f"screenshot {template[:-4]} (augly)"
 
 
 PILLOW_EDITS: dict[str, Edit] = {
-    "crop": crop, "resize": resize, "rotate": rotate, "flip": flip, "jitter": colour_jitter, "grayscale": grayscale,
-    "blur": blur, "jpeg": jpeg, "pad": pad, "text": text_pillow, "emoji": emoji_pillow, "screenshot": screenshot_pillow,
+    "crop": crop,
+    "resize": resize,
+    "rotate": rotate,
+    "flip": flip,
+    "jitter": colour_jitter,
+    "grayscale": grayscale,
+    "blur": blur,
+    "jpeg": jpeg,
+    "pad": pad,
+    "text": text_pillow,
+    "emoji": emoji_pillow,
+    "screenshot": screenshot_pillow,
 }
 AUGLY_OVERLAYS: dict[str, Edit] = {"text": text_augly, "emoji": emoji_augly, "screenshot": screenshot_augly}
 
@@ -191,7 +219,9 @@ def edits(prefer_augly: bool = True) -> dict[str, Edit]:
     return table
 
 
-def random_edit(im: Image.Image, rng: random.Random, *, max_edits: int = 3, prefer_augly: bool = True) -> tuple[Image.Image, list[str]]:
+def random_edit(
+    im: Image.Image, rng: random.Random, *, max_edits: int = 3, prefer_augly: bool = True
+) -> tuple[Image.Image, list[str]]:
     """1 to ``max_edits`` different edits in random order (DISC21 queries combine several); always ends as an RGB image."""
     table = edits(prefer_augly)
     names = rng.sample(sorted(table), rng.randint(1, max_edits))

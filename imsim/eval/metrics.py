@@ -58,8 +58,9 @@ def pr_curve(predictions: Iterable[Prediction], truth: Mapping[str, str | set[st
     hits = np.array([_is_match(truth, q, r) for (q, r), _ in ranked], dtype=float)
     tp = np.cumsum(hits)
     n = np.arange(1, len(hits) + 1)
-    return PRCurve(precision=tp / np.maximum(n, 1), recall=tp / max(positives, 1),
-                   scores=np.array([s for _, s in ranked], dtype=float))
+    return PRCurve(
+        precision=tp / np.maximum(n, 1), recall=tp / max(positives, 1), scores=np.array([s for _, s in ranked], dtype=float)
+    )
 
 
 def _is_match(truth: Mapping[str, str | set[str]], q: str, r: str) -> bool:

@@ -27,35 +27,61 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
     lines = ["# imsim evaluation", ""]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
-    lines += ["## Models", "", "| label | model | source | revision | version | dim | embed images/s |", "| --- | --- | --- | --- | --- | ---: | ---: |"]
+    lines += [
+        "## Models",
+        "",
+        "| label | model | source | revision | version | dim | embed images/s |",
+        "| --- | --- | --- | --- | --- | ---: | ---: |",
+    ]
     for label, m in report.models.items():
-        lines.append(f"| {label} | {m['name']} | {m['source']} | {m['revision']} | {m['version']} | {m['dim']} | "
-                     f"{report.throughput.get(label, 0):.1f} |")
+        lines.append(
+            f"| {label} | {m['name']} | {m['source']} | {m['revision']} | {m['version']} | {m['dim']} | "
+            f"{report.throughput.get(label, 0):.1f} |"
+        )
     if "ingest" in report.throughput:
         lines += ["", f"End-to-end ingest (read, decode, every model, store): {report.throughput['ingest']:.1f} images/s."]
     if report.copydetect:
         b = report.bench
-        lines += ["", "## Copy detection", "",
-                  f"Benchmark `{b.get('root', '')}`: {b.get('references', 0)} references, {b.get('queries', 0)} queries "
-                  f"({b.get('queries_with_copy', 0)} with a copy, {b.get('queries', 0) - b.get('queries_with_copy', 0)} without), "
-                  f"{b.get('background', 0)} background images.", "",
-                  "Recall@k per query (is the true reference in the top k); µAP over all (query, reference, score) "
-                  "predictions ranked together (top 10 per query, DISC21's metric); R@P90: recall where precision is still "
-                  "90 %; thresholds: the lowest score with 90 % / 95 % precision for \"is a copy\".", "",
-                  "| method | R@1 | R@3 | R@10 | µAP | R@P90 | threshold P90 | threshold P95 |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "## Copy detection",
+            "",
+            f"Benchmark `{b.get('root', '')}`: {b.get('references', 0)} references, {b.get('queries', 0)} queries "
+            f"({b.get('queries_with_copy', 0)} with a copy, {b.get('queries', 0) - b.get('queries_with_copy', 0)} without), "
+            f"{b.get('background', 0)} background images.",
+            "",
+            "Recall@k per query (is the true reference in the top k); µAP over all (query, reference, score) "
+            "predictions ranked together (top 10 per query, DISC21's metric); R@P90: recall where precision is still "
+            '90 %; thresholds: the lowest score with 90 % / 95 % precision for "is a copy".',
+            "",
+            "| method | R@1 | R@3 | R@10 | µAP | R@P90 | threshold P90 | threshold P95 |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in report.copydetect:
             th = {k: ("-" if v is None else f"{v:.4f}") for k, v in r.thresholds.items()}
-            lines.append(f"| {r.label} | {_pct(r.recall[1])} | {_pct(r.recall[3])} | {_pct(r.recall[10])} | {_pct(r.micro_ap)} | "
-                         f"{_pct(r.recall_at_p90)} | {th['p90']} | {th['p95']} |")
+            lines.append(
+                f"| {r.label} | {_pct(r.recall[1])} | {_pct(r.recall[3])} | {_pct(r.recall[10])} | {_pct(r.micro_ap)} | "
+                f"{_pct(r.recall_at_p90)} | {th['p90']} | {th['p95']} |"
+            )
     if report.groups:
         g = report.group_info
-        lines += ["", "## Group retrieval", "", f"{g.get('images', 0)} images in {g.get('groups', 0)} groups; every image queries "
-                  "all the others (itself excluded). mAP@{depth}: average precision over the top {depth} (members ranked lower count as "
-                  "not found), averaged over queries; R@k: a member of its group in the top k.".format(depth=g.get("depth", "all")), "",
-                  f"| method | mAP@{g.get('depth', '')} | R@1 | R@3 | R@10 |", "| --- | ---: | ---: | ---: | ---: |"]
-        for r in report.groups:
-            lines.append(f"| {r.label} | {_pct(r.map)} | {_pct(r.recall[1])} | {_pct(r.recall[3])} | {_pct(r.recall[10])} |")
+        lines += [
+            "",
+            "## Group retrieval",
+            "",
+            f"{g.get('images', 0)} images in {g.get('groups', 0)} groups; every image queries "
+            "all the others (itself excluded). mAP@{depth}: average precision over the top {depth} "
+            "(members ranked lower count as "
+            "not found), averaged over queries; R@k: a member of its group in the top k.".format(depth=g.get("depth", "all")),
+            "",
+            f"| method | mAP@{g.get('depth', '')} | R@1 | R@3 | R@10 |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for g_result in report.groups:
+            lines.append(
+                f"| {g_result.label} | {_pct(g_result.map)} | "
+                f"{_pct(g_result.recall[1])} | {_pct(g_result.recall[3])} | {_pct(g_result.recall[10])} |"
+            )
     if report.calibration_file:
         lines += ["", f"Thresholds saved to `{report.calibration_file}` (used by `imsim duplicates`)."]
     if report.failures:
@@ -76,27 +102,46 @@ def _plots(report: EvalReport, out: Path) -> list[Path]:
     if report.copydetect:
         fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
         colours = _colours(plt, len(report.copydetect))
-        for colour, r in zip(colours, report.copydetect):
+        for colour, r in zip(colours, report.copydetect, strict=False):
             if r.curve is not None and len(r.curve.recall):
-                ax.plot(r.curve.recall, r.curve.precision, label=f"{r.label} (µAP {100 * r.micro_ap:.1f})",
-                        linestyle="--" if r.kind != "model" else "-", color=colour)
+                ax.plot(
+                    r.curve.recall,
+                    r.curve.precision,
+                    label=f"{r.label} (µAP {100 * r.micro_ap:.1f})",
+                    linestyle="--" if r.kind != "model" else "-",
+                    color=colour,
+                )
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Copy detection: precision-recall")
         ax.axhline(0.9, color="grey", linewidth=0.6)
         ax.legend(fontsize=8, loc="lower left")
         ax.grid(alpha=0.3)
         files.append(_save(fig, out / "pr_curves.png"))
-        files.append(_bars(plt, [(r.label, [r.recall[k] for k in K_VALUES] + [r.micro_ap]) for r in report.copydetect],
-                           [f"R@{k}" for k in K_VALUES] + ["µAP"], "Copy detection", out / "recall_at_k.png"))
+        files.append(
+            _bars(
+                plt,
+                [(r.label, [r.recall[k] for k in K_VALUES] + [r.micro_ap]) for r in report.copydetect],
+                [f"R@{k}" for k in K_VALUES] + ["µAP"],
+                "Copy detection",
+                out / "recall_at_k.png",
+            )
+        )
     if report.groups:
-        files.append(_bars(plt, [(r.label, [r.map] + [r.recall[k] for k in K_VALUES]) for r in report.groups],
-                           ["mAP"] + [f"R@{k}" for k in K_VALUES], "Group retrieval", out / "groups.png"))
+        files.append(
+            _bars(
+                plt,
+                [(r.label, [r.map] + [r.recall[k] for k in K_VALUES]) for r in report.groups],
+                ["mAP"] + [f"R@{k}" for k in K_VALUES],
+                "Group retrieval",
+                out / "groups.png",
+            )
+        )
     return files
 
 
 def _bars(plt: Any, rows: list[tuple[str, list[float]]], metrics: list[str], title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) * len(metrics) / 3), 4.5), dpi=110)
     width = 0.8 / max(len(rows), 1)
-    for i, ((label, values), colour) in enumerate(zip(rows, _colours(plt, len(rows)))):
+    for i, ((label, values), colour) in enumerate(zip(rows, _colours(plt, len(rows)), strict=False)):
         positions = [j + i * width for j in range(len(metrics))]
         bars = ax.bar(positions, values, width=width, label=label, color=colour)
         ax.bar_label(bars, labels=[f"{100 * v:.0f}" for v in values], fontsize=7)

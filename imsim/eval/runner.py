@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImsimError
-from ..ingest import Ingestor, chunked, ingest_local
+from ..ingest import Ingestor, ingest_local
 from ..models import Embedder, load_model
 from ..query import Client, SearchHit
-from ..settings import Settings
+from ..settings import Settings, known_variables
 from ..store import VectorStore
+from ..util import chunked
 from . import calibration, metrics
 from .build import Benchmark, Groups
 
@@ -60,7 +61,7 @@ def parse_models(text: str) -> list[ModelSpec]:
         overrides = {}
         for item in filter(None, rest.split(";")):
             key, sep, value = item.partition("=")
-            if not sep or key.strip() not in Settings.model_fields:
+            if not sep or f"IMSIM_{key.strip().upper()}" not in known_variables():
                 raise ImsimError(f"model spec {part!r}: {item!r} is not SETTING=VALUE for a known setting")
             overrides[key.strip()] = value.strip()
         specs.append(ModelSpec(label, name.strip(), overrides))
@@ -74,7 +75,7 @@ def parse_models(text: str) -> list[ModelSpec]:
 def load_specs(specs: Sequence[ModelSpec], settings: Settings) -> dict[str, Embedder]:
     models = {}
     for spec in specs:
-        spec_settings = type(settings).model_validate({**settings.model_dump(), **spec.overrides}) if spec.overrides else settings
+        spec_settings = settings.replace(**spec.overrides) if spec.overrides else settings
         models[spec.label] = load_model(spec.name, spec_settings)
     return models
 
@@ -93,10 +94,15 @@ class MethodResult:
     calibration_key: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "kind": self.kind, "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
-                "micro_ap": round(self.micro_ap, 4), "recall_at_p90": round(self.recall_at_p90, 4),
-                "thresholds": {k: (round(v, 4) if v is not None else None) for k, v in self.thresholds.items()},
-                "calibration_key": self.calibration_key}
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
+            "micro_ap": round(self.micro_ap, 4),
+            "recall_at_p90": round(self.recall_at_p90, 4),
+            "thresholds": {k: (round(v, 4) if v is not None else None) for k, v in self.thresholds.items()},
+            "calibration_key": self.calibration_key,
+        }
 
 
 @dataclass
@@ -107,8 +113,12 @@ class GroupResult:
     recall: dict[int, float]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "kind": self.kind, "map": round(self.map, 4),
-                "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()}}
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "map": round(self.map, 4),
+            "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
+        }
 
 
 @dataclass
@@ -123,10 +133,16 @@ class EvalReport:
     calibration_file: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"models": self.models, "throughput": {k: round(v, 2) for k, v in self.throughput.items()},
-                "bench": self.bench, "copydetect": [m.as_dict() for m in self.copydetect],
-                "group_info": self.group_info, "groups": [g.as_dict() for g in self.groups],
-                "failures": self.failures, "calibration_file": self.calibration_file}
+        return {
+            "models": self.models,
+            "throughput": {k: round(v, 2) for k, v in self.throughput.items()},
+            "bench": self.bench,
+            "copydetect": [m.as_dict() for m in self.copydetect],
+            "group_info": self.group_info,
+            "groups": [g.as_dict() for g in self.groups],
+            "failures": self.failures,
+            "calibration_file": self.calibration_file,
+        }
 
 
 def score_method(label: str, kind: str, rankings: dict[str, list[tuple[str, float]]], truth: dict[str, str]) -> MethodResult:
@@ -135,9 +151,14 @@ def score_method(label: str, kind: str, rankings: dict[str, list[tuple[str, floa
     predictions = [(q, r, s) for q, ranked in rankings.items() for r, s in ranked[:PREDICTIONS_PER_QUERY]]
     curve = metrics.pr_curve(predictions, truth)
     return MethodResult(
-        label=label, kind=kind, recall={k: metrics.recall_at_k(ids, truth, k) for k in K_VALUES},
-        micro_ap=metrics.micro_ap(curve), recall_at_p90=curve.recall_at_precision(0.90),
-        thresholds={f"p{round(p * 100)}": curve.threshold_for_precision(p) for p in calibration.PRECISIONS}, curve=curve)
+        label=label,
+        kind=kind,
+        recall={k: metrics.recall_at_k(ids, truth, k) for k in K_VALUES},
+        micro_ap=metrics.micro_ap(curve),
+        recall_at_p90=curve.recall_at_precision(0.90),
+        thresholds={f"p{round(p * 100)}": curve.threshold_for_precision(p) for p in calibration.PRECISIONS},
+        curve=curve,
+    )
 
 
 def _stem(path: str) -> str:
@@ -145,7 +166,7 @@ def _stem(path: str) -> str:
 
 
 def _rankings(hits: list[list[SearchHit]], query_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
-    return {q: [(_stem(h.path), h.score) for h in row] for q, row in zip(query_ids, hits)}
+    return {q: [(_stem(h.path), h.score) for h in row] for q, row in zip(query_ids, hits, strict=True)}
 
 
 def _stored_matrix(store: VectorStore, collection: str) -> tuple[list[str], np.ndarray]:
@@ -176,8 +197,9 @@ def _apply(mean: np.ndarray, projection: np.ndarray, x: np.ndarray) -> np.ndarra
     return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
 
 
-def _exact_rankings(queries: np.ndarray, refs: np.ndarray, ref_ids: list[str], query_ids: list[str], depth: int,
-                    offsets: np.ndarray | None = None) -> dict[str, list[tuple[str, float]]]:
+def _exact_rankings(
+    queries: np.ndarray, refs: np.ndarray, ref_ids: list[str], query_ids: list[str], depth: int, offsets: np.ndarray | None = None
+) -> dict[str, list[tuple[str, float]]]:
     sims = queries @ refs.T
     if offsets is not None:
         sims = sims - offsets[:, None]
@@ -191,20 +213,41 @@ GROUP_DEPTH = 100  # ranks scored per group query (mAP@100): deep top-k searches
 class Evaluation:
     """One evaluation session: the models, an eval store of its own, and the numbers."""
 
-    def __init__(self, specs: Sequence[ModelSpec], settings: Settings, out: Path, *, milvus_uri: str = "",
-                 progress: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        settings: Settings,
+        out: Path,
+        *,
+        milvus_uri: str = "",
+        progress: Callable[[str], None] | None = None,
+    ):
         self.specs = list(specs)
         self.progress = progress or (lambda message: None)
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         self.base_settings = settings
-        self.settings = settings.model_copy(update={
-            "milvus_uri": milvus_uri or str(out / "eval.db"), "skip_unchanged": False, "collection_prefix": "imsimeval",
-            "search_consistency": "Strong"})  # queries follow the ingest at once: read every write
+        self.settings = settings.replace(  # queries follow the ingest at once: read every write
+            milvus_uri=milvus_uri or str(out / "eval.db"),
+            skip_unchanged=False,
+            collection_prefix="imsimeval",
+            search_consistency="Strong",
+        )
         self.models = load_specs(self.specs, self.settings)
-        self.report = EvalReport(models={label: {"name": m.info.name, "source": m.info.source, "revision": m.info.revision,
-                                                 "version": m.info.version_tag, "dim": m.dim, "variant": m.info.variant}
-                                         for label, m in self.models.items()}, throughput={})
+        self.report = EvalReport(
+            models={
+                label: {
+                    "name": m.info.name,
+                    "source": m.info.source,
+                    "revision": m.info.revision,
+                    "version": m.info.version_tag,
+                    "dim": m.info.dim,
+                    "variant": m.info.variant,
+                }
+                for label, m in self.models.items()
+            },
+            throughput={},
+        )
 
     @contextlib.contextmanager
     def _stage(self, what: str) -> Iterator[None]:
@@ -215,12 +258,12 @@ class Evaluation:
         self.progress(f"{what}: {time.perf_counter() - t0:.1f}s")
 
     def _session(self, prefix: str):
-        settings = self.settings.model_copy(update={"collection_prefix": prefix})
+        settings = self.settings.replace(collection_prefix=prefix)
         store = VectorStore(settings)
         for name in store.collections():  # a rerun into the same folder starts clean
-            store.client.drop_collection(name)
-        ingestor = Ingestor(settings, models=self.models, store=store)
-        client = Client(settings, models=self.models, store=store)
+            store.drop(name)
+        ingestor = Ingestor(settings, embedders=self.models, store=store)
+        client = Client(settings, embedders=self.models, store=store)
         return settings, store, ingestor, client
 
     def _ingest(self, ingestor: Ingestor, settings: Settings, paths: list[str], what: str) -> None:
@@ -231,36 +274,49 @@ class Evaluation:
         if result.done and "ingest" not in self.report.throughput:
             self.report.throughput["ingest"] = result.done / wall
             for label in self.models:
-                seconds = result.timings.get(f"embed:{label}", 0.0)
+                seconds = result.times.embed.get(label, 0.0)
                 self.report.throughput[label] = result.done / seconds if seconds else 0.0
 
     def _embed(self, ingestor: Ingestor, paths: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
-        done, parts = [], {label: [] for label in self.models}
+        done: list[str] = []
+        parts: dict[str, list[np.ndarray]] = {label: [] for label in self.models}
         for chunk in chunked(paths, 256):
-            embedded, vectors, result = ingestor.embed_files(chunk)
-            self.report.failures.update(result.failures)
-            done += embedded
+            embedded = ingestor.step.embed_paths(chunk)
+            self.report.failures.update(embedded.failures)
+            done += [image.path for image in embedded.images]
             for label in self.models:
-                parts[label].append(vectors[label])
-        return done, {label: np.concatenate(v) if v else np.zeros((0, self.models[label].dim), np.float32)
-                      for label, v in parts.items()}
+                parts[label].append(embedded.vectors[label])
+        return done, {
+            label: np.concatenate(v) if v else np.zeros((0, self.models[label].info.dim), np.float32)
+            for label, v in parts.items()
+        }
 
     def _stored_vectors(self, store: VectorStore, client: Client, paths: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
         """The stored vectors of ``paths`` (the ones every model has), in order: queries that need no second embedding."""
-        from ..images import path_id
+        from ..paths import path_id
 
         ids = {path_id(p): p for p in paths}
         found = {label: store.get_vectors(client.collection(label), list(ids)) for label in self.models}
         embedded = [p for i, p in ids.items() if all(i in f for f in found.values())]
-        return embedded, {label: np.stack([found[label][path_id(p)] for p in embedded]) if embedded
-                          else np.zeros((0, self.models[label].dim), np.float32) for label in self.models}
+        return embedded, {
+            label: np.stack([found[label][path_id(p)] for p in embedded])
+            if embedded
+            else np.zeros((0, self.models[label].info.dim), np.float32)
+            for label in self.models
+        }
 
     # --- copy detection --------------------------------------------------------------------------
-    def copydetect(self, bench: Benchmark, fusions: Sequence[str], *, whiten: bool = False, score_norm: bool = False,
-                   depth: int = 50) -> list[MethodResult]:
+    def copydetect(
+        self, bench: Benchmark, fusions: Sequence[str], *, whiten: bool = False, score_norm: bool = False, depth: int = 50
+    ) -> list[MethodResult]:
         settings, store, ingestor, client = self._session("imsimeval")
-        self.report.bench = {"root": str(bench.root), "references": len(bench.references), "queries": len(bench.queries),
-                             "queries_with_copy": len(bench.truth), "background": len(bench.background)}
+        self.report.bench = {
+            "root": str(bench.root),
+            "references": len(bench.references),
+            "queries": len(bench.queries),
+            "queries_with_copy": len(bench.truth),
+            "background": len(bench.background),
+        }
         try:
             with self._stage(f"copy detection: ingesting {len(bench.references)} references"):
                 self._ingest(ingestor, settings, sorted(bench.references.values()), "references")
@@ -281,19 +337,36 @@ class Evaluation:
                     result = score_method(f"fused:{method}", "fusion", _rankings(hits, query_ids), truth)
                     if method == "weighted":
                         result.calibration_key = calibration.fused_key(
-                            "weighted", [(m.info.name, m.info.version_tag) for m in self.models.values()], settings.weights or None)
+                            "weighted",
+                            [(m.info.name, m.info.version_tag) for m in self.models.values()],
+                            settings.weights or None,
+                        )
                     results.append(result)
             if whiten or score_norm:
                 with self._stage("copy detection: PCA-whitening / score-normalisation variants"):
-                    results += self._variants(store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth)
+                    results += self._variants(
+                        store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth
+                    )
         finally:
             ingestor.close()
             store.close()
         self.report.copydetect = results
         return results
 
-    def _variants(self, store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth):  # noqa: ANN001
-        background = {}
+    def _variants(
+        self,
+        store: VectorStore,
+        client: Client,
+        ingestor: Ingestor,
+        bench: Benchmark,
+        queries: dict[str, np.ndarray],
+        query_ids: list[str],
+        truth: dict[str, str],
+        whiten: bool,
+        score_norm: bool,
+        depth: int,
+    ) -> list[MethodResult]:
+        background: dict[str, np.ndarray] = {}
         if score_norm:
             if not bench.background:
                 raise ImsimError("--score-norm needs background images: build the benchmark with --background N")
@@ -308,7 +381,9 @@ class Evaluation:
                 out.append(score_method(f"{label}+pcaw", "variant", ranked, truth))
             if score_norm:
                 offsets = (q @ background[label].T).max(axis=1)  # similarity to the nearest background image
-                out.append(score_method(f"{label}+norm", "variant", _exact_rankings(q, refs, ref_ids, query_ids, depth, offsets), truth))
+                out.append(
+                    score_method(f"{label}+norm", "variant", _exact_rankings(q, refs, ref_ids, query_ids, depth, offsets), truth)
+                )
         return out
 
     def save_calibration(self) -> Path | None:
@@ -316,13 +391,16 @@ class Evaluation:
         for result in self.report.copydetect:
             if result.calibration_key and any(v is not None for v in result.thresholds.values()):
                 entries[result.calibration_key] = {
-                    "threshold_p90": result.thresholds["p90"], "threshold_p95": result.thresholds["p95"], "label": result.label,
-                    "micro_ap": round(result.micro_ap, 4), "benchmark": self.report.bench.get("root", ""),
-                    "queries": self.report.bench.get("queries", 0)}
+                    "threshold_p90": result.thresholds["p90"],
+                    "threshold_p95": result.thresholds["p95"],
+                    "label": result.label,
+                    "micro_ap": round(result.micro_ap, 4),
+                    "benchmark": self.report.bench.get("root", ""),
+                    "queries": self.report.bench.get("queries", 0),
+                }
         if not entries:
             return None
-        calibration.save(self.out, entries)
-        file = calibration.save(self.base_settings.data_dir, entries)
+        file = calibration.save(self.out, entries)  # applied only on request: `imsim eval apply` / --calibration
         self.report.calibration_file = str(file)
         return file
 
@@ -344,9 +422,15 @@ class Evaluation:
             for label, kind, queries, method in methods:
                 with self._stage(f"groups: top {depth + 1} of {len(embedded)} images with {label}"):
                     hits = client.search_batch(queries, k=min(depth + 1, len(embedded)), fusion=method)  # +1: itself
-                rankings = {p: [h.path for h in row] for p, row in zip(embedded, hits)}
-                results.append(GroupResult(label, kind, metrics.mean_average_precision(rankings, membership),
-                                           {k: metrics.group_recall_at_k(rankings, membership, k) for k in K_VALUES}))
+                rankings = {p: [h.path for h in row] for p, row in zip(embedded, hits, strict=True)}
+                results.append(
+                    GroupResult(
+                        label,
+                        kind,
+                        metrics.mean_average_precision(rankings, membership),
+                        {k: metrics.group_recall_at_k(rankings, membership, k) for k in K_VALUES},
+                    )
+                )
         finally:
             ingestor.close()
             store.close()

@@ -1,66 +1,101 @@
 """The model registry: models are chosen by name; each family lives in its own module.
 
-``load_model("clip", settings)`` imports the family lazily (torch and transformers load
-only when a model is needed, never in a Celery parent process) and returns an
-:class:`~imsim.models.base.Embedder`.
+A family module defines its config class (``IMSIM_<NAME>_<FIELD>`` settings), its embedder and a
+``FAMILY`` entry (:class:`~imsim.models.base.Family`). Adding a family is one module, one line in
+:data:`FAMILIES` and one row in docs/models.md (docs/contributing.md has the checklist); a family
+defined elsewhere (a plugin, a test) joins with :func:`register`. Family modules import torch lazily,
+so reading the registry or the settings never loads torch (never in a Celery parent process).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess, quiet_transformers
+from .base import Embedder, Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, embed_arrays, embed_images
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
-# name -> "module:Class" (architectures as data; imported on first use)
-REGISTRY: dict[str, str] = {
-    "clip": "imsim.models.clip:ClipEmbedder",
-    "dinov2": "imsim.models.dinov2:Dinov2Embedder",
-    "vit": "imsim.models.vit:VitEmbedder",
-    "efficientnet": "imsim.models.efficientnet:EfficientNetEmbedder",
-    "blip2": "imsim.models.blip2:Blip2Embedder",
-    "vgg16": "imsim.models.vgg16:Vgg16Embedder",
-    "sscd": "imsim.models.sscd:SscdEmbedder",
-    "onnx": "imsim.models.onnx:OnnxEmbedder",
+# name -> module defining FAMILY (architectures as data; imported on first use)
+FAMILIES: dict[str, str] = {
+    "clip": "imsim.models.clip",
+    "dinov2": "imsim.models.dinov2",
+    "vit": "imsim.models.vit",
+    "efficientnet": "imsim.models.efficientnet",
+    "blip2": "imsim.models.blip2",
+    "vgg16": "imsim.models.vgg16",
+    "sscd": "imsim.models.sscd",
+    "onnx": "imsim.models.onnx",
 }
+_registered: dict[str, Family[Any]] = {}
 
 
-def embedder_class(name: str) -> type[Embedder]:
-    try:
-        module, _, cls = REGISTRY[name].partition(":")
-    except KeyError:
-        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}") from None
-    return getattr(importlib.import_module(module), cls)
+def register(family: Family[Any]) -> None:
+    """Add a family defined outside this package (settings made after this call read its ``IMSIM_*`` fields)."""
+    if family.name in FAMILIES:
+        raise ModelError(f"a model family named {family.name!r} is already built in")
+    _registered[family.name] = family
+
+
+def names() -> list[str]:
+    """Every registered model name, in registry order."""
+    return [*FAMILIES, *(n for n in _registered if n not in FAMILIES)]
+
+
+def family(name: str) -> Family[Any]:
+    if name in _registered:
+        return _registered[name]
+    if name not in FAMILIES:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(names()))}")
+    entry: Family[Any] = importlib.import_module(FAMILIES[name]).FAMILY
+    return entry
+
+
+def config_class(name: str) -> type[FamilyConfig]:
+    return family(name).config
 
 
 def model_card(name: str) -> ModelCard:
     """The card of a registered model (no weights loaded)."""
-    return embedder_class(name).card
+    return family(name).card
+
+
+def load(name: str, config: FamilyConfig, runtime: Runtime) -> Embedder:
+    """Load model ``name`` as ``config`` describes it (a stored config of a collection, or the settings')."""
+    entry = family(name)
+    if not isinstance(config, entry.config):
+        config = entry.config.model_validate(config.model_dump())
+    return entry.load(config, runtime)
 
 
 def load_model(name: str, settings: Settings) -> Embedder:
-    cls = embedder_class(name)
-    quiet_transformers()
-    model = cls.from_settings(settings)
-    if model.device == "cpu":  # large batches are slower on CPU (activations fall out of cache)
-        model.batch_size = min(model.batch_size, settings.cpu_batch_size)
-    return model
+    return load(name, settings.family(name), settings.runtime)
 
 
-def decode_size(settings: Settings, models: Iterable[Embedder]) -> int:
-    """The one JPEG draft size used for ingest and query alike, so the same file decodes the same way."""
-    return max([settings.decode_size, *(m.preprocess.draft_size for m in models)])
+def load_models(settings: Settings, selected: list[str] | None = None) -> dict[str, Embedder]:
+    """Load the enabled models (or ``selected``), keyed by registry name, in settings order."""
+    return {name: load_model(name, settings) for name in (selected or settings.model_names)}
 
 
-def load_models(settings: Settings, names: list[str] | None = None) -> dict[str, Embedder]:
-    """Load the enabled models (or ``names``), keyed by registry name, in settings order."""
-    return {name: load_model(name, settings) for name in (names or settings.model_names)}
-
-
-__all__ = ["REGISTRY", "Embedder", "ModelCard", "ModelInfo", "Preprocess", "decode_size", "embedder_class", "load_model", "load_models",
-           "model_card"]
+__all__ = [
+    "FAMILIES",
+    "Embedder",
+    "Family",
+    "FamilyConfig",
+    "ModelCard",
+    "ModelInfo",
+    "Preprocess",
+    "Runtime",
+    "config_class",
+    "embed_arrays",
+    "embed_images",
+    "family",
+    "load",
+    "load_model",
+    "load_models",
+    "model_card",
+    "names",
+    "register",
+]

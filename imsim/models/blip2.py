@@ -12,16 +12,26 @@ Alternative pooling ``vision``: the ViT-g's pooled CLS token (1408-d), no Q-Form
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from .base import Embedder, ModelCard, ModelInfo, pinned
+from pydantic import Field
+
+from .base import Family, FamilyConfig, ModelCard, ModelInfo, Runtime
+from .torch_base import HFEmbedder, pinned_revision
 
 if TYPE_CHECKING:
     import torch
 
-    from ..settings import Settings
 
-POOLINGS = ("mean", "vision")
+class Blip2Config(FamilyConfig):
+    model: str = Field(
+        "Salesforce/blip2-opt-2.7b",
+        description="BLIP-2 hub id or local directory (only the vision encoder and Q-Former are loaded).",
+    )
+    revision: str = Field("main", description="Hub revision of the BLIP-2 model.")
+    pooling: Literal["mean", "vision"] = Field(
+        "mean", description="BLIP-2 embedding: mean of the Q-Former query outputs, or the ViT-g pooled CLS."
+    )
 
 
 @lru_cache(maxsize=1)
@@ -29,20 +39,21 @@ def vision_qformer_class() -> Any:
     """The model class, built on first use (torch and transformers import lazily)."""
     import torch
     from torch import nn
-    from transformers import Blip2Config
+    from transformers import Blip2Config as HFBlip2Config
     from transformers.models.blip_2.modeling_blip_2 import Blip2PreTrainedModel, Blip2QFormerModel, Blip2VisionModel
 
     class Blip2VisionQFormer(Blip2PreTrainedModel):
         """BLIP-2 without its language model: image → ViT-g tokens → Q-Former query outputs."""
 
-        config_class = Blip2Config
+        config_class = HFBlip2Config
         main_input_name = "pixel_values"
         _keep_in_fp32_modules = ["query_tokens", "qformer"]
 
-        def __init__(self, config: Blip2Config):
+        def __init__(self, config: HFBlip2Config):
             super().__init__(config)
             self.vision_model = Blip2VisionModel._from_config(config.vision_config)
-            self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
+            width = int(getattr(config.qformer_config, "hidden_size"))  # noqa: B009 - a config object, typed loosely upstream
+            self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, width))
             self.qformer = Blip2QFormerModel._from_config(config.qformer_config)
             self.post_init()
 
@@ -53,41 +64,53 @@ def vision_qformer_class() -> Any:
             image_embeds = vision.last_hidden_state.to(self.query_tokens.dtype)
             mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
             queries = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
-            out = self.qformer(query_embeds=queries, encoder_hidden_states=image_embeds, encoder_attention_mask=mask,
-                               return_dict=True)
+            out = self.qformer(
+                query_embeds=queries, encoder_hidden_states=image_embeds, encoder_attention_mask=mask, return_dict=True
+            )
             return out.last_hidden_state.mean(dim=1)
 
     return Blip2VisionQFormer
 
 
-class Blip2Embedder(Embedder):
-    family = "blip2"
-    card = ModelCard(
-        title="BLIP-2 (Salesforce): EVA ViT-g image encoder + Q-Former, without the language model",
-        default_source="Salesforce/blip2-opt-2.7b",
-        dim="768 (Q-Former query tokens, mean); 1408 (pooling 'vision': ViT-g CLS)",
-        licence="MIT (BLIP-2 checkpoint); the OPT language model stored in the same checkpoint (never loaded) is under Meta's OPT licence",
-        embedding="mean over the 32 Q-Former query outputs, as the write-ups (IMSIM_BLIP2_POOLING: mean, vision)",
-        good_for="semantic, caption-like similarity; heavy (1B-parameter vision encoder): use a GPU",
-        paper="Li et al. 2023, BLIP-2: Bootstrapping Language-Image Pre-training with Frozen Image Encoders and LLMs",
-    )
-
-    def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "mean"):
-        model = self._load_hf(vision_qformer_class(), source, revision, device, batch_size, "BLIP-2", pooling=pooling, poolings=POOLINGS)
-        dim = model.config.vision_config.hidden_size if pooling == "vision" else model.config.qformer_config.hidden_size
-        recorded, reload = pinned(source, revision, model)
+class Blip2Embedder(HFEmbedder):
+    def __init__(self, config: Blip2Config, runtime: Runtime):
+        super().__init__(runtime)
+        model = self._load_hf(vision_qformer_class(), config.model, config.revision, "BLIP-2", pooling=config.pooling)
+        dim = model.config.vision_config.hidden_size if config.pooling == "vision" else model.config.qformer_config.hidden_size
+        recorded, reload = pinned_revision(model, config.model, config.revision)
         self.info = ModelInfo(
-            name="blip2", source=source, revision=recorded, dim=int(dim), supports_text=False,
-            variant="" if pooling == "mean" else pooling,
-            description=("BLIP-2 Q-Former output, mean over the query tokens." if pooling == "mean"
-                         else "BLIP-2 ViT-g pooled CLS token (no Q-Former)."),
-            extra={"pooling": pooling},
-            config={"blip2_model": source, "blip2_revision": reload, "blip2_pooling": pooling},
+            name="blip2",
+            source=config.model,
+            revision=recorded,
+            dim=int(dim),
+            supports_text=False,
+            config=config.model_copy(update={"revision": reload}),
+            preprocess=self.preprocess,
+            variant="" if config.pooling == "mean" else config.pooling,
+            description=(
+                "BLIP-2 Q-Former output, mean over the query tokens."
+                if config.pooling == "mean"
+                else "BLIP-2 ViT-g pooled CLS token (no Q-Former)."
+            ),
+            extra={"pooling": config.pooling},
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Blip2Embedder:
-        return cls(settings.blip2_model, settings.blip2_revision, settings.device, settings.batch_size, settings.blip2_pooling)
 
     def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values, pooling=self.pooling)
+
+
+FAMILY = Family(
+    name="blip2",
+    config=Blip2Config,
+    load=Blip2Embedder,
+    card=ModelCard(
+        title="BLIP-2 (Salesforce): EVA ViT-g image encoder + Q-Former, without the language model",
+        default_source="Salesforce/blip2-opt-2.7b",
+        dim="768 (Q-Former query tokens, mean); 1408 (pooling 'vision': ViT-g CLS)",
+        licence="MIT (BLIP-2 checkpoint); the OPT language model stored in the same checkpoint (never loaded) "
+        "is under Meta's OPT licence",
+        embedding="mean over the 32 Q-Former query outputs, as the write-ups (IMSIM_BLIP2_POOLING: mean, vision)",
+        good_for="semantic, caption-like similarity; heavy (1B-parameter vision encoder): use a GPU",
+        paper="Li et al. 2023, BLIP-2: Bootstrapping Language-Image Pre-training with Frozen Image Encoders and LLMs",
+    ),
+)

@@ -8,17 +8,26 @@ the descriptor trick that helps copy detection).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from .base import Embedder, ModelCard, ModelInfo, pinned
+from pydantic import Field
+
+from .base import Family, FamilyConfig, ModelCard, ModelInfo, Runtime
+from .torch_base import HFEmbedder, pinned_revision
 
 if TYPE_CHECKING:
     import torch
 
-    from ..settings import Settings
-
-POOLINGS = ("cls", "mean", "cls+mean", "cls+gem")
+Pooling = Literal["cls", "mean", "cls+mean", "cls+gem"]
 GEM_P = 3.0
+
+
+class Dinov2Config(FamilyConfig):
+    model: str = Field("facebook/dinov2-base", description="DINOv2 hub id or local directory.")
+    revision: str = Field("main", description="Hub revision of the DINOv2 model.")
+    pooling: Pooling = Field(
+        "cls", description="DINOv2 embedding: CLS token, mean of patch tokens, CLS+mean or CLS+GeM (p=3) concatenated."
+    )
 
 
 def gem(tokens: torch.Tensor, p: float = GEM_P, eps: float = 1e-6) -> torch.Tensor:
@@ -26,39 +35,26 @@ def gem(tokens: torch.Tensor, p: float = GEM_P, eps: float = 1e-6) -> torch.Tens
     return tokens.float().clamp(min=eps).pow(p).mean(dim=1).pow(1.0 / p)
 
 
-class Dinov2Embedder(Embedder):
-    family = "dinov2"
-    card = ModelCard(
-        title="DINOv2 (Meta), self-supervised ViT",
-        default_source="facebook/dinov2-base",
-        dim="768 (base, cls or mean); 1536 (cls+mean, cls+gem); 384 small, 1024 large, 1536 giant",
-        licence="Apache-2.0",
-        embedding="CLS token of the final layer-normed tokens (IMSIM_DINOV2_POOLING: cls, mean, cls+mean, cls+gem)",
-        good_for="edited copies and near-duplicates (crops, colour changes, overlays); no text queries",
-        paper="Oquab et al. 2023, DINOv2: Learning Robust Visual Features without Supervision",
-    )
-
-    def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "cls"):
+class Dinov2Embedder(HFEmbedder):
+    def __init__(self, config: Dinov2Config, runtime: Runtime):
         from transformers import Dinov2Model
 
-        model = self._load_hf(Dinov2Model, source, revision, device, batch_size, "DINOv2", pooling=pooling, poolings=POOLINGS)
+        super().__init__(runtime)
+        model = self._load_hf(Dinov2Model, config.model, config.revision, "DINOv2", pooling=config.pooling)
         hidden = int(model.config.hidden_size)
-        recorded, reload = pinned(source, revision, model)
+        recorded, reload = pinned_revision(model, config.model, config.revision)
         self.info = ModelInfo(
             name="dinov2",
-            source=source,
+            source=config.model,
             revision=recorded,
-            dim=hidden if pooling in ("cls", "mean") else hidden * 2,
+            dim=hidden if config.pooling in ("cls", "mean") else hidden * 2,
             supports_text=False,
-            variant="" if pooling == "cls" else pooling.replace("+", "_"),
-            description=f"DINOv2 image embedding, {pooling} pooling of the final layer-normed tokens.",
-            extra={"pooling": pooling},
-            config={"dinov2_model": source, "dinov2_revision": reload, "dinov2_pooling": pooling},
+            config=config.model_copy(update={"revision": reload}),
+            preprocess=self.preprocess,
+            variant="" if config.pooling == "cls" else config.pooling.replace("+", "_"),
+            description=f"DINOv2 image embedding, {config.pooling} pooling of the final layer-normed tokens.",
+            extra={"pooling": config.pooling},
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Dinov2Embedder:
-        return cls(settings.dinov2_model, settings.dinov2_revision, settings.device, settings.batch_size, settings.dinov2_pooling)
 
     def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         import torch
@@ -73,3 +69,19 @@ class Dinov2Embedder(Embedder):
             return pooled
         normed = torch.nn.functional.normalize
         return torch.cat([normed(cls_token.float(), dim=-1), normed(pooled.float(), dim=-1)], dim=-1)
+
+
+FAMILY = Family(
+    name="dinov2",
+    config=Dinov2Config,
+    load=Dinov2Embedder,
+    card=ModelCard(
+        title="DINOv2 (Meta), self-supervised ViT",
+        default_source="facebook/dinov2-base",
+        dim="768 (base, cls or mean); 1536 (cls+mean, cls+gem); 384 small, 1024 large, 1536 giant",
+        licence="Apache-2.0",
+        embedding="CLS token of the final layer-normed tokens (IMSIM_DINOV2_POOLING: cls, mean, cls+mean, cls+gem)",
+        good_for="edited copies and near-duplicates (crops, colour changes, overlays); no text queries",
+        paper="Oquab et al. 2023, DINOv2: Learning Robust Visual Features without Supervision",
+    ),
+)

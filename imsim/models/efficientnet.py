@@ -9,47 +9,44 @@ over the same map. Preprocessing is the checkpoint's own (600×600 for B7, with 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from .base import Embedder, ModelCard, ModelInfo, pinned
+from pydantic import Field
+
+from .base import Family, FamilyConfig, ModelCard, ModelInfo, Runtime
+from .torch_base import HFEmbedder, pinned_revision
 
 if TYPE_CHECKING:
     import torch
 
-    from ..settings import Settings
 
-POOLINGS = ("mean", "max", "gem")
-
-
-class EfficientNetEmbedder(Embedder):
-    family = "efficientnet"
-    card = ModelCard(
-        title="EfficientNet (Google), supervised on ImageNet-1k",
-        default_source="google/efficientnet-b7",
-        dim="2560 (B7); 1280 (B0); the hidden_dim of the checkpoint",
-        licence="Apache-2.0",
-        embedding="spatial mean of the last hidden state (global average pooling); IMSIM_EFFICIENTNET_POOLING: mean, max, gem",
-        good_for="object/category similarity at high input resolution (600 px for B7); slow per image",
-        paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
+class EfficientNetConfig(FamilyConfig):
+    model: str = Field("google/efficientnet-b7", description="EfficientNet hub id or local directory.")
+    revision: str = Field("main", description="Hub revision of the EfficientNet model.")
+    pooling: Literal["mean", "max", "gem"] = Field(
+        "mean", description="EfficientNet embedding: mean, max or GeM over the last feature map."
     )
 
-    def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "mean"):
+
+class EfficientNetEmbedder(HFEmbedder):
+    def __init__(self, config: EfficientNetConfig, runtime: Runtime):
         from transformers import EfficientNetModel
 
-        model = self._load_hf(EfficientNetModel, source, revision, device, batch_size, "EfficientNet", pooling=pooling, poolings=POOLINGS)
-        recorded, reload = pinned(source, revision, model)
+        super().__init__(runtime)
+        model = self._load_hf(EfficientNetModel, config.model, config.revision, "EfficientNet", pooling=config.pooling)
+        recorded, reload = pinned_revision(model, config.model, config.revision)
         self.info = ModelInfo(
-            name="efficientnet", source=source, revision=recorded, dim=int(model.config.hidden_dim), supports_text=False,
-            variant="" if pooling == "mean" else pooling,
-            description=f"EfficientNet image embedding, {pooling} over the positions of the last feature map.",
-            extra={"pooling": pooling},
-            config={"efficientnet_model": source, "efficientnet_revision": reload, "efficientnet_pooling": pooling},
+            name="efficientnet",
+            source=config.model,
+            revision=recorded,
+            dim=int(model.config.hidden_dim),
+            supports_text=False,
+            config=config.model_copy(update={"revision": reload}),
+            preprocess=self.preprocess,
+            variant="" if config.pooling == "mean" else config.pooling,
+            description=f"EfficientNet image embedding, {config.pooling} over the positions of the last feature map.",
+            extra={"pooling": config.pooling},
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EfficientNetEmbedder:
-        return cls(settings.efficientnet_model, settings.efficientnet_revision, settings.device, settings.batch_size,
-                   settings.efficientnet_pooling)
 
     def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         fmap = self.model(pixel_values=pixel_values).last_hidden_state  # (N, C, H, W)
@@ -63,3 +60,19 @@ def spatial_pool(fmap: torch.Tensor, pooling: str, p: float = 3.0) -> torch.Tens
     if pooling == "max":
         return fmap.float().amax(dim=(2, 3))
     return fmap.float().clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+FAMILY = Family(
+    name="efficientnet",
+    config=EfficientNetConfig,
+    load=EfficientNetEmbedder,
+    card=ModelCard(
+        title="EfficientNet (Google), supervised on ImageNet-1k",
+        default_source="google/efficientnet-b7",
+        dim="2560 (B7); 1280 (B0); the hidden_dim of the checkpoint",
+        licence="Apache-2.0",
+        embedding="spatial mean of the last hidden state (global average pooling); IMSIM_EFFICIENTNET_POOLING: mean, max, gem",
+        good_for="object/category similarity at high input resolution (600 px for B7); slow per image",
+        paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
+    ),
+)

@@ -1,125 +1,136 @@
 """Any ONNX image-embedding model, run with onnxruntime (CPU, or CUDA where its provider is installed).
 
-ONNX files carry no preprocessing, so the settings declare it (``IMSIM_ONNX_*``): input layout
+ONNX files carry no preprocessing, so the config declares it (``IMSIM_ONNX_*``): input layout
 (NCHW or NHWC), dtype (float32, float16, or uint8 for graphs that normalise inside), resize
 (``crop``: short edge then centre crop; ``exact``: squash to a square; ``short``: short edge only,
 sizes vary and are batched by shape), mean/std/rescale for float inputs, and the input and output
-names (default: the first of each). Outputs of rank 3 (tokens) or 4 (feature maps, NCHW) are
-mean-pooled to one vector; every output is L2-normalised. A model whose batch dimension is fixed
-runs one image per call.
+names (default: the first of each). Every one of these is part of the model's version (the file's
+content hash is its revision), so two wirings of one file never share a collection. Outputs of rank 3
+(tokens) or 4 (feature maps, NCHW) are mean-pooled to one vector; every output is L2-normalised. A
+model whose batch dimension is fixed runs one image per call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BeforeValidator, Field
 
 from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess
-from .sscd import file_revision
+from .base import Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, file_revision, l2_normalise, no_text
 
-if TYPE_CHECKING:
-    import torch
-
-    from ..settings import Settings
-
-LAYOUTS = ("nchw", "nhwc")
 DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
-RESIZES = ("crop", "exact", "short")
 
 
-def floats(text: str, what: str) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise ModelError(f"IMSIM_ONNX_{what.upper()} must be three comma-separated numbers, got {text!r}")
-    return values  # type: ignore[return-value]
+def _three_floats(value: Any) -> Any:
+    """``"0.485,0.456,0.406"`` (as IMSIM_ONNX_MEAN is written) → a 3-tuple; other values pass to pydantic."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+        if len(parts) != 3:
+            raise ValueError(f"must be three comma-separated numbers, got {value!r}")
+        return tuple(parts)
+    return value
 
 
-def onnx_preprocess(resize: str, size: int, resize_short: int, mean: tuple, std: tuple, rescale: float) -> Preprocess:
-    if resize not in RESIZES:
-        raise ModelError(f"IMSIM_ONNX_RESIZE {resize!r} is not one of {', '.join(RESIZES)}")
-    if resize == "exact":
-        return Preprocess(0, size, size, mean, std, resample=3, rescale=rescale, exact=True)
-    if resize == "short":
-        return Preprocess(size, 0, 0, mean, std, resample=3, rescale=rescale)
-    return Preprocess(resize_short or round(size * 8 / 7), size, size, mean, std, resample=3, rescale=rescale)
+Triple = Annotated[tuple[float, float, float], BeforeValidator(_three_floats)]
 
 
-class OnnxEmbedder(Embedder):
-    family = "onnx"
-    card = ModelCard(
-        title="Any ONNX image-embedding model (onnxruntime)",
-        default_source="(IMSIM_ONNX_MODEL: your .onnx file)",
-        dim="the model's output width",
-        licence="the model's own",
-        embedding="the declared output (IMSIM_ONNX_OUTPUT_NAME), mean-pooled if it has token or spatial axes, L2-normalised",
-        good_for="bringing your own exported or quantised model (e.g. an int8 SSCD, a distilled student) without writing code",
+class OnnxConfig(FamilyConfig):
+    NOT_IN_VERSION: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    model: str = Field("", description="Path of an ONNX image-embedding model (model name 'onnx').")
+    name: str = Field("", description="A label for the ONNX model (default: the file name).")
+    input_layout: Literal["nchw", "nhwc"] = Field("nchw", description="ONNX input layout.")
+    input_dtype: Literal["float32", "float16", "uint8"] = Field(
+        "float32", description="ONNX input dtype; uint8 = raw pixels, the graph normalises."
     )
+    resize: Literal["crop", "exact", "short"] = Field(
+        "crop", description="ONNX resize: short edge + centre crop, exact square, or short edge only."
+    )
+    size: int = Field(224, ge=8, le=4096, description="ONNX input side (crop or square), or the short edge for resize 'short'.")
+    resize_short: int = Field(
+        0, ge=0, le=8192, description="Short edge before the crop for resize 'crop' (0 = size x 8/7, e.g. 256 for 224)."
+    )
+    mean: Triple = Field((0.485, 0.456, 0.406), description="Per-channel mean for float inputs.")
+    std: Triple = Field((0.229, 0.224, 0.225), description="Per-channel std for float inputs.")
+    rescale: float = Field(1 / 255, gt=0, description="Pixel scale before mean/std for float inputs.")
+    input_name: str = Field("", description="ONNX input name (default: the first input).")
+    output_name: str = Field("", description="ONNX output name (default: the first output).")
 
-    def __init__(self, path: str, *, name: str = "", layout: str = "nchw", dtype: str = "float32", resize: str = "crop",
-                 size: int = 224, resize_short: int = 0, mean: str = "0.485,0.456,0.406", std: str = "0.229,0.224,0.225",
-                 rescale: float = 1 / 255, input_name: str = "", output_name: str = "", device: str = "auto", batch_size: int = 64):
+    def preprocess(self) -> Preprocess:
+        if self.resize == "exact":
+            return Preprocess(0, self.size, self.size, self.mean, self.std, resample=3, rescale=self.rescale, exact=True)
+        if self.resize == "short":
+            return Preprocess(self.size, 0, 0, self.mean, self.std, resample=3, rescale=self.rescale)
+        return Preprocess(
+            self.resize_short or round(self.size * 8 / 7),
+            self.size,
+            self.size,
+            self.mean,
+            self.std,
+            resample=3,
+            rescale=self.rescale,
+        )
+
+
+class OnnxEmbedder:
+    """Implements the :class:`~imsim.models.base.Embedder` protocol directly on an onnxruntime session."""
+
+    def __init__(self, config: OnnxConfig, runtime: Runtime):
         import onnxruntime as ort
 
-        if not path:
+        if not config.model:
             raise ModelError("model 'onnx' needs IMSIM_ONNX_MODEL: the path of an .onnx file")
-        if layout not in LAYOUTS:
-            raise ModelError(f"IMSIM_ONNX_INPUT_LAYOUT {layout!r} is not one of {', '.join(LAYOUTS)}")
-        if dtype not in DTYPES:
-            raise ModelError(f"IMSIM_ONNX_INPUT_DTYPE {dtype!r} is not one of {', '.join(DTYPES)}")
-        file = Path(path).expanduser()
+        file = Path(config.model).expanduser()
         if not file.is_file():
-            raise ModelError(f"no ONNX model at {path!r}")
+            raise ModelError(f"no ONNX model at {config.model!r}")
         available = ort.get_available_providers()
+        device = runtime.device
         want_cuda = device.startswith("cuda") or (device == "auto" and "CUDAExecutionProvider" in available)
         if want_cuda and "CUDAExecutionProvider" not in available:
             raise ModelError(f"IMSIM_DEVICE={device!r} but onnxruntime has no CUDA provider (install onnxruntime-gpu)")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(file), providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ModelError(f"onnxruntime cannot load {path!r}: {exc}") from exc
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"onnxruntime cannot load {config.model!r}: {exc}") from exc
         self.device = "cuda" if want_cuda else "cpu"
-        self.batch_size = batch_size
-        self.layout, self.input_dtype = layout, DTYPES[dtype]
+        self.batch_size = runtime.batch_for(self.device)
+        self.input_dtype = DTYPES[config.input_dtype]
+        self.layout = config.input_layout
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        self.input_name = input_name or inputs[0].name
-        self.output_name = output_name or outputs[0].name
+        self.input_name = config.input_name or inputs[0].name
+        self.output_name = config.output_name or outputs[0].name
         if self.input_name not in {i.name for i in inputs}:
-            raise ModelError(f"{path!r} has no input {self.input_name!r} (inputs: {', '.join(i.name for i in inputs)})")
+            raise ModelError(f"{config.model!r} has no input {self.input_name!r} (inputs: {', '.join(i.name for i in inputs)})")
         if self.output_name not in {o.name for o in outputs}:
-            raise ModelError(f"{path!r} has no output {self.output_name!r} (outputs: {', '.join(o.name for o in outputs)})")
+            raise ModelError(
+                f"{config.model!r} has no output {self.output_name!r} (outputs: {', '.join(o.name for o in outputs)})"
+            )
         batch_dim = next(i.shape[0] for i in inputs if i.name == self.input_name)
         self.fixed_batch = isinstance(batch_dim, int)
-        self.preprocess = onnx_preprocess(resize, size, resize_short, floats(mean, "mean"), floats(std, "std"), rescale)
-        dim = int(self._run(np.zeros((1, *self._probe_shape()), np.uint8)).shape[-1])
-        label = name or file.stem
+        self.preprocess = config.preprocess()
+        side = self.preprocess.crop_height or self.preprocess.resize_short
+        dim = int(self._run(np.zeros((1, side, self.preprocess.crop_width or side, 3), np.uint8)).shape[-1])
+        label = config.name or file.stem
         self.info = ModelInfo(
-            name="onnx", source=str(file), revision=file_revision(file), dim=dim, supports_text=False, variant="",
-            description=f"ONNX model {label} ({layout}, {dtype}, {resize} {size}).",
-            extra={"label": label, "input": f"{self.input_name} {layout} {dtype}", "output": self.output_name},
-            config={"onnx_model": str(file), "onnx_name": name, "onnx_input_layout": layout, "onnx_input_dtype": dtype,
-                    "onnx_resize": resize, "onnx_size": str(size), "onnx_resize_short": str(resize_short), "onnx_mean": mean,
-                    "onnx_std": std, "onnx_rescale": repr(rescale), "onnx_input_name": input_name, "onnx_output_name": output_name},
+            name="onnx",
+            source=str(file),
+            revision=file_revision(file),
+            dim=dim,
+            supports_text=False,
+            config=config.model_copy(update={"model": str(file)}),
+            preprocess=self.preprocess,
+            description=f"ONNX model {label} ({config.input_layout}, {config.input_dtype}, {config.resize} {config.size}).",
+            extra={
+                "label": label,
+                "input": f"{self.input_name} {config.input_layout} {config.input_dtype}",
+                "output": self.output_name,
+            },
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OnnxEmbedder:
-        return cls(settings.onnx_model, name=settings.onnx_name, layout=settings.onnx_input_layout, dtype=settings.onnx_input_dtype,
-                   resize=settings.onnx_resize, size=settings.onnx_size, resize_short=settings.onnx_resize_short,
-                   mean=settings.onnx_mean, std=settings.onnx_std, rescale=settings.onnx_rescale,
-                   input_name=settings.onnx_input_name, output_name=settings.onnx_output_name, device=settings.device,
-                   batch_size=settings.batch_size)
-
-    def _probe_shape(self) -> tuple[int, int, int]:
-        p = self.preprocess
-        side = p.crop_height or p.resize_short
-        return (side, p.crop_width or side, 3)
 
     def _run(self, batch_uint8: np.ndarray) -> np.ndarray:
         """NHWC uint8 → (N, D) features (not yet normalised)."""
@@ -127,7 +138,9 @@ class OnnxEmbedder(Embedder):
         if self.input_dtype == np.uint8:
             x: Any = batch_uint8
         else:
-            x = (batch_uint8.astype(np.float32) * p.rescale + p.offset - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
+            x = (batch_uint8.astype(np.float32) * p.rescale + p.offset - np.asarray(p.mean, np.float32)) / np.asarray(
+                p.std, np.float32
+            )
         if self.layout == "nchw":
             x = x.transpose(0, 3, 1, 2)
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
@@ -140,13 +153,28 @@ class OnnxEmbedder(Embedder):
             out = out.mean(axis=(2, 3))
         return out.reshape(len(out), -1)
 
-    def embed_uint8(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        batch = np.asarray(batch.cpu() if hasattr(batch, "cpu") else batch, dtype=np.uint8)
+    def embed_uint8(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.uint8)
         if not len(batch):
-            return np.zeros((0, self.dim), np.float32)
-        out = np.concatenate([self._run(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)])
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+            return np.zeros((0, self.info.dim), np.float32)
+        return l2_normalise(
+            np.concatenate([self._run(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)])
+        )
 
-    def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        raise ModelError("the ONNX model takes uint8 images through embed_uint8, not normalised tensors")
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise no_text(self.info)
+
+
+FAMILY = Family(
+    name="onnx",
+    config=OnnxConfig,
+    load=OnnxEmbedder,
+    card=ModelCard(
+        title="Any ONNX image-embedding model (onnxruntime)",
+        default_source="(IMSIM_ONNX_MODEL: your .onnx file)",
+        dim="the model's output width",
+        licence="the model's own",
+        embedding="the declared output (IMSIM_ONNX_OUTPUT_NAME), mean-pooled if it has token or spatial axes, L2-normalised",
+        good_for="bringing your own exported or quantised model (e.g. an int8 SSCD, a distilled student) without writing code",
+    ),
+)

@@ -15,29 +15,29 @@ import os
 import re
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
 
 from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess, resolve_device
+from .base import Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, file_revision
+from .torch_base import TorchEmbedder
 
 if TYPE_CHECKING:
     import torch
 
-    from ..settings import Settings
-
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection/sscd_disc_mixup.torchscript.pt"
-RESIZES = ("short288", "skew320")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def file_revision(path: str | os.PathLike[str]) -> str:
-    """``sha256-`` + 12 hex digits of a weights file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256-" + digest.hexdigest()[:12]
+class SscdConfig(FamilyConfig):
+    model: str = Field(
+        OFFICIAL_URL, description="SSCD TorchScript file: a URL (downloaded once into DATA_DIR/models) or a local path."
+    )
+    resize: Literal["short288", "skew320"] = Field(
+        "short288", description="SSCD preprocessing: short edge 288 (documented) or a 320x320 square."
+    )
 
 
 def fetch(source: str, cache_dir: Path) -> Path:
@@ -55,7 +55,7 @@ def fetch(source: str, cache_dir: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             download_url_to_file(source, str(target), progress=False)
-        except Exception as exc:  # noqa: BLE001 - urllib raises many types; all mean "cannot download"
+        except Exception as exc:  # urllib raises many types; all mean "cannot download"
             raise ModelError(f"cannot download {source!r}: {exc}") from exc
     return target
 
@@ -63,51 +63,57 @@ def fetch(source: str, cache_dir: Path) -> Path:
 def sscd_preprocess(resize: str) -> Preprocess:
     if resize == "short288":  # torchvision Resize(288): bilinear, short edge 288, aspect ratio kept
         return Preprocess(resize_short=288, crop_height=0, crop_width=0, mean=IMAGENET_MEAN, std=IMAGENET_STD, resample=2)
-    if resize == "skew320":  # Resize([320, 320]): squashed to a square, so every batch stacks
-        return Preprocess(resize_short=0, crop_height=320, crop_width=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, resample=2,
-                          exact=True)
-    raise ModelError(f"SSCD resize {resize!r} is not one of {', '.join(RESIZES)}")
+    # skew320, Resize([320, 320]): squashed to a square, so every batch stacks
+    return Preprocess(
+        resize_short=0, crop_height=320, crop_width=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, resample=2, exact=True
+    )
 
 
-class SscdEmbedder(Embedder):
-    family = "sscd"
-    card = ModelCard(
+class SscdEmbedder(TorchEmbedder):
+    def __init__(self, config: SscdConfig, runtime: Runtime):
+        import torch
+
+        super().__init__(runtime)
+        self.preprocess = sscd_preprocess(config.resize)
+        path = fetch(config.model, runtime.cache_dir)
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{config.model!r} is not a TorchScript model: {exc}") from exc
+        self.model = model.to(self.device, self.dtype).eval()
+        with torch.inference_mode():  # the descriptor size, from the model itself
+            probe = torch.zeros(1, 3, 64, 64, device=self.device, dtype=self.dtype)
+            dim = int(self.model(probe).shape[-1])
+        self.info = ModelInfo(
+            name="sscd",
+            source=config.model,
+            revision=file_revision(path),
+            dim=dim,
+            supports_text=False,
+            config=config,
+            preprocess=self.preprocess,
+            variant="" if config.resize == "short288" else config.resize,
+            description=f"SSCD copy-detection descriptor ({config.resize}), L2-normalised.",
+            extra={"resize": config.resize},
+        )
+
+    def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values)
+
+
+FAMILY = Family(
+    name="sscd",
+    config=SscdConfig,
+    load=SscdEmbedder,
+    card=ModelCard(
         title="SSCD (Meta): self-supervised descriptor for image copy detection (sscd_disc_mixup)",
         default_source=OFFICIAL_URL,
         dim="512",
         licence="MIT (facebookresearch/sscd-copy-detection)",
         embedding="the model's 512-d descriptor (ResNet-50, GeM, projection), L2-normalised; input short edge 288",
         good_for="finding edited copies (crops, overlays, re-encodes, screenshots) and telling them from mere look-alikes: "
-                 "the model built for copy detection (DISC21 µAP 0.61 with this descriptor alone)",
+        "the model built for copy detection (DISC21 µAP 0.61 with this descriptor alone)",
         paper="Pizzi et al. 2022, A Self-Supervised Descriptor for Image Copy Detection",
-    )
-
-    def __init__(self, source: str = OFFICIAL_URL, device: str = "auto", batch_size: int = 64, resize: str = "short288",
-                 cache_dir: Path | None = None):
-        import torch
-
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.preprocess = sscd_preprocess(resize)
-        path = fetch(source, cache_dir or Path.home() / ".imsim" / "models")
-        try:
-            model = torch.jit.load(str(path), map_location="cpu")
-        except (RuntimeError, ValueError) as exc:
-            raise ModelError(f"{source!r} is not a TorchScript model: {exc}") from exc
-        self.model = model.to(self.device, self.dtype).eval()
-        with torch.inference_mode():  # the descriptor size, from the model itself
-            probe = torch.zeros(1, 3, 64, 64, device=self.device, dtype=self.dtype)
-            dim = int(self.model(probe).shape[-1])
-        self.info = ModelInfo(
-            name="sscd", source=source, revision=file_revision(path), dim=dim, supports_text=False,
-            variant="" if resize == "short288" else resize,
-            description=f"SSCD copy-detection descriptor ({resize}), L2-normalised.", extra={"resize": resize},
-            config={"sscd_model": source, "sscd_resize": resize},
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SscdEmbedder:
-        return cls(settings.sscd_model, settings.device, settings.batch_size, settings.sscd_resize, settings.data_dir / "models")
-
-    def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values)
+        duplicate_threshold="none published for this TorchScript wiring: calibrate with `imsim eval run` (docs/duplicates.md)",
+    ),
+)

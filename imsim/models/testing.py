@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -29,16 +30,24 @@ def _byte_vocab() -> dict[str, int]:
 
 
 # Architectures as data: "tiny" for tests, and the published sizes (random weights) for benchmarks.
-CLIP_SIZES = {
-    "tiny": dict(text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
-                 vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2), projection_dim=32),
+CLIP_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        projection_dim=32,
+    ),
     # openai/clip-vit-base-patch32 (text tower with a byte-level vocabulary instead of the 49,408 BPE tokens)
-    "b32": dict(text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
-                vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12), projection_dim=512),
+    "b32": dict(
+        text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        projection_dim=512,
+    ),
 }
-DINOV2_SIZES = {
+DINOV2_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=224),
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4, image_size=518),  # facebook/dinov2-base
+    "base": dict(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4, image_size=518
+    ),  # facebook/dinov2-base
 }
 
 
@@ -51,9 +60,14 @@ def build_tiny_clip(directory: str | Path, seed: int = 0, projection_dim: int | 
     vocab = _byte_vocab()
     arch = CLIP_SIZES[size]
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), max_position_embeddings=77, **arch["text"],
-                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                         pad_token_id=vocab["<|endoftext|>"]),
+        text_config=dict(
+            vocab_size=len(vocab),
+            max_position_embeddings=77,
+            **arch["text"],
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        ),
         vision_config=dict(image_size=224, patch_size=32, **arch["vision"]),
         projection_dim=projection_dim or arch["projection_dim"],
     )
@@ -75,14 +89,20 @@ def build_tiny_dinov2(directory: str | Path, seed: int = 0, size: str = "tiny") 
     config = Dinov2Config(patch_size=14, **DINOV2_SIZES[size])
     torch.manual_seed(seed)
     Dinov2Model(config).eval().save_pretrained(directory)
-    BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
-                      image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, resample=3).save_pretrained(directory)
+    BitImageProcessor(
+        size={"shortest_edge": 256},
+        crop_size={"height": 224, "width": 224},
+        do_center_crop=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+        resample=3,
+    ).save_pretrained(directory)
     return directory
 
 
 def build_tiny_models(root: str | Path) -> dict[str, Path]:
     """Build every tiny model under ``root``; returns registry name → directory."""
-    from .base import quiet_transformers
+    from .torch_base import quiet_transformers
 
     quiet_transformers()
     root = Path(root)
@@ -91,33 +111,41 @@ def build_tiny_models(root: str | Path) -> dict[str, Path]:
 
 def build_random_models(root: str | Path) -> dict[str, Path]:
     """CLIP ViT-B/32 and DINOv2 ViT-B/14 at their published sizes, random weights (for benchmarks)."""
-    from .base import quiet_transformers
+    from .torch_base import quiet_transformers
 
     quiet_transformers()
     root = Path(root)
-    return {"clip": build_tiny_clip(root / "random-clip-vit-b32", size="b32"),
-            "dinov2": build_tiny_dinov2(root / "random-dinov2-base", size="base")}
+    return {
+        "clip": build_tiny_clip(root / "random-clip-vit-b32", size="b32"),
+        "dinov2": build_tiny_dinov2(root / "random-dinov2-base", size="base"),
+    }
 
 
 # --- the other families: tiny for tests, "published" sizes (random weights) for the model benchmark ---
-VIT_SIZES = {
+VIT_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),  # vit-large-patch16-224-in21k
+    "large": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+    ),  # vit-large-patch16-224-in21k
 }
-EFFICIENTNET_SIZES = {
+EFFICIENTNET_SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(width_coefficient=0.1, depth_coefficient=0.25, hidden_dim=128, image_size=64),
     "b7": dict(),  # EfficientNetConfig's defaults are google/efficientnet-b7's (600 px, 2560-d)
 }
-BLIP2_SIZES = {
-    "tiny": dict(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
-                 qformer=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=128),
-                 text=dict(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=128, word_embed_proj_dim=32),
-                 queries=8),
+BLIP2_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        qformer=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=128),
+        text=dict(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=128, word_embed_proj_dim=32),
+        queries=8,
+    ),
     # Salesforce/blip2-opt-2.7b without its language model: EVA ViT-g/14 (39 layers, 1408) + Q-Former (12 layers, 768)
-    "opt-2.7b": dict(vision=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16),
-                     qformer=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-                     text=dict(hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=128, word_embed_proj_dim=32),
-                     queries=32),
+    "opt-2.7b": dict(
+        vision=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16),
+        qformer=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        text=dict(hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=128, word_embed_proj_dim=32),
+        queries=32,
+    ),
 }
 
 
@@ -147,10 +175,15 @@ def build_tiny_efficientnet(directory: str | Path, seed: int = 0, size: str = "t
             elif isinstance(module, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
     model.save_pretrained(directory)
-    side = config.image_size
+    side = int(config.image_size)  # type: ignore[arg-type]
     # google/efficientnet-b7's processor: exact resize, ImageNet mean, Keras' std, include_top (a second division by std)
-    EfficientNetImageProcessorPil(size={"height": side, "width": side}, image_mean=IMAGENET_MEAN,
-                                  image_std=[0.47853944, 0.4732864, 0.47434163], include_top=True, resample=0).save_pretrained(directory)
+    EfficientNetImageProcessorPil(
+        size={"height": side, "width": side},
+        image_mean=IMAGENET_MEAN,
+        image_std=[0.47853944, 0.4732864, 0.47434163],
+        include_top=True,
+        resample=0,
+    ).save_pretrained(directory)
     return directory
 
 
@@ -161,9 +194,12 @@ def build_tiny_blip2(directory: str | Path, seed: int = 0, size: str = "tiny") -
 
     directory = Path(directory)
     arch = BLIP2_SIZES[size]
-    config = Blip2Config(vision_config=dict(image_size=224, patch_size=14, **arch["vision"]),
-                         qformer_config=dict(encoder_hidden_size=arch["vision"]["hidden_size"], **arch["qformer"]),
-                         text_config=dict(model_type="opt", **arch["text"]), num_query_tokens=arch["queries"])
+    config = Blip2Config(
+        vision_config=dict(image_size=224, patch_size=14, **arch["vision"]),
+        qformer_config=dict(encoder_hidden_size=arch["vision"]["hidden_size"], **arch["qformer"]),
+        text_config=dict(model_type="opt", **arch["text"]),
+        num_query_tokens=arch["queries"],
+    )
     torch.manual_seed(seed)
     model = Blip2ForConditionalGeneration(config).eval()
     with torch.no_grad():  # trained-like scales: N(0, 0.02) everywhere makes the Q-Former's output ignore the image
@@ -203,10 +239,22 @@ def build_tiny_vgg16(directory: str | Path, seed: int = 0, width_divisor: int = 
     state["head.fc.weight"] = torch.randn(1000, hidden) * 0.01
     state["head.fc.bias"] = torch.zeros(1000)
     save_file(state, str(directory / "model.safetensors"))
-    config = {"architecture": "vgg16", "num_classes": 1000, "num_features": channels,
-              "model_args": {"width_divisor": width_divisor} if width_divisor > 1 else {},
-              "pretrained_cfg": {"tag": "tv_in1k", "input_size": [3, 224, 224], "interpolation": "bilinear", "crop_pct": 0.875,
-                                 "crop_mode": "center", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "license": "bsd-3-clause"}}
+    config = {
+        "architecture": "vgg16",
+        "num_classes": 1000,
+        "num_features": channels,
+        "model_args": {"width_divisor": width_divisor} if width_divisor > 1 else {},
+        "pretrained_cfg": {
+            "tag": "tv_in1k",
+            "input_size": [3, 224, 224],
+            "interpolation": "bilinear",
+            "crop_pct": 0.875,
+            "crop_mode": "center",
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "license": "bsd-3-clause",
+        },
+    }
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     return directory
 
@@ -255,8 +303,11 @@ def resnet50_sscd_module(dim: int = 512, seed: int = 0):
             self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
             self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(mid)
             self.conv3, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
-            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-                         if stride != 1 or cin != cout else nn.Identity())
+            self.down = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             y = torch.relu(self.bn1(self.conv1(x)))
@@ -266,8 +317,12 @@ def resnet50_sscd_module(dim: int = 512, seed: int = 0):
     class ResNet50GeM(nn.Module):
         def __init__(self):
             super().__init__()
-            layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                       nn.MaxPool2d(3, stride=2, padding=1)]
+            layers: list[nn.Module] = [
+                nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            ]
             cin = 64
             for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):  # ResNet-50: 3, 4, 6, 3
                 for b in range(blocks):
@@ -314,14 +369,21 @@ def export_onnx(module, path: str | Path, *, side: int = 64, nhwc_uint8: bool = 
 
         def forward(self, image: torch.Tensor) -> torch.Tensor:
             x = image.permute(0, 3, 1, 2).float()
-            return self.inner((x - self.mean) / self.std)
+            mean, std = self.get_buffer("mean"), self.get_buffer("std")
+            return self.inner((x - mean) / std)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = RawPixels(module).eval() if nhwc_uint8 else module.eval()
     example = torch.zeros(2, side, side, 3, dtype=torch.uint8) if nhwc_uint8 else torch.zeros(2, 3, side, side)
     axes = {0: "batch", 1: "height", 2: "width"} if nhwc_uint8 else {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(model, (example,), str(path), input_names=["image" if nhwc_uint8 else "pixel_values"],
-                      output_names=["embedding"], dynamic_axes={"image" if nhwc_uint8 else "pixel_values": axes, "embedding": {0: "batch"}},
-                      dynamo=False)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["image" if nhwc_uint8 else "pixel_values"],
+        output_names=["embedding"],
+        dynamic_axes={"image" if nhwc_uint8 else "pixel_values": axes, "embedding": {0: "batch"}},
+        dynamo=False,
+    )
     return path

@@ -18,17 +18,18 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from ..errors import ModelError
-from .base import Embedder, ModelCard, ModelInfo, Preprocess, local_revision, resolve_device
+from .base import Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, local_revision
+from .torch_base import TorchEmbedder, hub_reachable
 
 if TYPE_CHECKING:
     import torch
 
-    from ..settings import Settings
 
-POOLINGS = ("fc7", "gap")
 CFGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -38,6 +39,16 @@ CFGS: dict[str, list[int | str]] = {
 HIDDEN = 4096
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Vgg16Config(FamilyConfig):
+    model: str = Field(
+        "timm/vgg16.tv_in1k", description="VGG16 weights: a hub repo or local directory in timm's layout, or 'torchvision'."
+    )
+    revision: str = Field("main", description="Hub revision of the VGG16 weights.")
+    pooling: Literal["fc7", "gap"] = Field(
+        "fc7", description="VGG16 embedding: fc7 after ReLU (4096-d) or global average of the last conv block (512-d)."
+    )
 
 
 @lru_cache(maxsize=1)
@@ -84,8 +95,10 @@ def convert_state_dict(state: dict[str, Any], channels: int) -> dict[str, Any]:
         elif re.match(r"(pre_logits\.fc2|classifier\.3)\.", key):
             out["fc7." + key.rsplit(".", 1)[1]] = value.reshape(value.shape[0], -1) if key.endswith("weight") else value
     if "fc6.weight" in out and out["fc6.weight"].shape[1] != channels * 49:
-        raise ModelError(f"VGG weights do not fit the architecture: fc6 takes {out['fc6.weight'].shape[1]} inputs, "
-                         f"the conv blocks give {channels} × 7 × 7")
+        raise ModelError(
+            f"VGG weights do not fit the architecture: fc6 takes {out['fc6.weight'].shape[1]} inputs, "
+            f"the conv blocks give {channels} × 7 × 7"
+        )
     return out
 
 
@@ -97,12 +110,22 @@ def read_checkpoint(source: str, revision: str) -> tuple[dict[str, Any], dict[st
         try:
             import torchvision
         except ImportError:
-            raise ModelError("IMSIM_VGG16_MODEL=torchvision but torchvision is not installed; use the hub id "
-                             "timm/vgg16.tv_in1k (the same weights)") from None
+            raise ModelError(
+                "IMSIM_VGG16_MODEL=torchvision but torchvision is not installed; use the hub id "
+                "timm/vgg16.tv_in1k (the same weights)"
+            ) from None
         weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
         model = torchvision.models.vgg16(weights=weights)
-        config = {"architecture": "vgg16", "pretrained_cfg": {"input_size": [3, 224, 224], "crop_pct": 0.875,
-                                                              "interpolation": "bilinear", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
+        config = {
+            "architecture": "vgg16",
+            "pretrained_cfg": {
+                "input_size": [3, 224, 224],
+                "crop_pct": 0.875,
+                "interpolation": "bilinear",
+                "mean": IMAGENET_MEAN,
+                "std": IMAGENET_STD,
+            },
+        }
         return config, model.state_dict(), f"torchvision-{torchvision.__version__}-{weights.name}"
     if os.path.isdir(source):
         directory = Path(source)
@@ -110,6 +133,8 @@ def read_checkpoint(source: str, revision: str) -> tuple[dict[str, Any], dict[st
     else:
         try:
             from huggingface_hub import hf_hub_download
+
+            hub_reachable()  # decided once: offline, the download reads the local cache at once
 
             config_path = hf_hub_download(source, "config.json", revision=revision)
             hf_hub_download(source, "model.safetensors", revision=revision)
@@ -121,14 +146,63 @@ def read_checkpoint(source: str, revision: str) -> tuple[dict[str, Any], dict[st
         config = json.loads((directory / "config.json").read_text())
         state = load_file(str(directory / "model.safetensors"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load VGG weights from {source!r}: {exc} (expected timm's config.json and "
-                         "model.safetensors)") from exc
+        raise ModelError(
+            f"cannot load VGG weights from {source!r}: {exc} (expected timm's config.json and model.safetensors)"
+        ) from exc
     return config, state, resolved
 
 
-class Vgg16Embedder(Embedder):
-    family = "vgg16"
-    card = ModelCard(
+class Vgg16Embedder(TorchEmbedder):
+    def __init__(self, config: Vgg16Config, runtime: Runtime):
+        super().__init__(runtime)
+        self.pooling = config.pooling
+        config_json, state, resolved = read_checkpoint(config.model, config.revision)
+        arch = config_json.get("architecture", "vgg16").split(".")[0]
+        if arch not in CFGS:
+            raise ModelError(f"{config.model!r} holds a {arch!r}, not a VGG ({', '.join(CFGS)})")
+        args = config_json.get("model_args", {})
+        divisor = int(args.get("width_divisor", 1))  # >1 only for the tiny test models
+        cfg = [v if v == "M" else int(v) // divisor for v in CFGS[arch]]
+        model = vgg_class()(cfg, hidden=HIDDEN // divisor)
+        try:
+            model.load_state_dict(convert_state_dict(state, model.channels), strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"VGG weights in {config.model!r} do not match {arch}: {exc}") from exc
+        self.model = model.to(self.device, self.dtype).eval()
+        pre = config_json.get("pretrained_cfg", {})
+        side = int(pre.get("input_size", [3, 224, 224])[-1])
+        resample = {"bilinear": 2, "bicubic": 3, "nearest": 0}.get(pre.get("interpolation", "bilinear"), 2)
+        self.preprocess = Preprocess(
+            resize_short=int(side / float(pre.get("crop_pct", 0.875))),
+            crop_height=side,
+            crop_width=side,
+            mean=tuple(pre.get("mean", IMAGENET_MEAN)),
+            std=tuple(pre.get("std", IMAGENET_STD)),
+            resample=resample,
+        )
+        reload = config.revision if resolved.startswith("local-") else resolved
+        self.info = ModelInfo(
+            name="vgg16",
+            source=config.model,
+            revision=resolved,
+            dim=model.channels if config.pooling == "gap" else HIDDEN // divisor,
+            supports_text=False,
+            config=config.model_copy(update={"revision": reload}),
+            preprocess=self.preprocess,
+            variant="" if config.pooling == "fc7" else config.pooling,
+            description=f"VGG ({arch}) ImageNet features, {config.pooling}.",
+            extra={"pooling": config.pooling, "architecture": arch},
+        )
+
+    def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values, pooling=self.pooling)
+
+
+FAMILY = Family(
+    name="vgg16",
+    config=Vgg16Config,
+    load=Vgg16Embedder,
+    card=ModelCard(
         title="VGG16 (Oxford VGG), supervised on ImageNet-1k (torchvision weights via timm)",
         default_source="timm/vgg16.tv_in1k",
         dim="4096 (fc7); 512 (gap)",
@@ -136,44 +210,5 @@ class Vgg16Embedder(Embedder):
         embedding="fc7 after ReLU, 4096-d (IMSIM_VGG16_POOLING: fc7, gap)",
         good_for="a classic CNN baseline for category similarity; the oldest and weakest model here",
         paper="Simonyan & Zisserman 2015, Very Deep Convolutional Networks for Large-Scale Image Recognition",
-    )
-
-    def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "fc7"):
-        if pooling not in POOLINGS:
-            raise ModelError(f"VGG16 pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.pooling = pooling
-        config, state, resolved = read_checkpoint(source, revision)
-        arch = config.get("architecture", "vgg16").split(".")[0]
-        if arch not in CFGS:
-            raise ModelError(f"{source!r} holds a {arch!r}, not a VGG ({', '.join(CFGS)})")
-        args = config.get("model_args", {})
-        divisor = int(args.get("width_divisor", 1))  # >1 only for the tiny test models
-        cfg = [v if v == "M" else int(v) // divisor for v in CFGS[arch]]
-        model = vgg_class()(cfg, hidden=HIDDEN // divisor)
-        try:
-            model.load_state_dict(convert_state_dict(state, model.channels), strict=True)
-        except RuntimeError as exc:
-            raise ModelError(f"VGG weights in {source!r} do not match {arch}: {exc}") from exc
-        self.model = model.to(self.device, self.dtype).eval()
-        pre = config.get("pretrained_cfg", {})
-        side = int(pre.get("input_size", [3, 224, 224])[-1])
-        resample = {"bilinear": 2, "bicubic": 3, "nearest": 0}.get(pre.get("interpolation", "bilinear"), 2)
-        self.preprocess = Preprocess(resize_short=int(side / float(pre.get("crop_pct", 0.875))), crop_height=side, crop_width=side,
-                                     mean=tuple(pre.get("mean", IMAGENET_MEAN)), std=tuple(pre.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
-                                     resample=resample)
-        self.info = ModelInfo(
-            name="vgg16", source=source, revision=resolved, dim=model.channels if pooling == "gap" else HIDDEN // divisor,
-            supports_text=False, variant="" if pooling == "fc7" else pooling,
-            description=f"VGG ({arch}) ImageNet features, {pooling}.", extra={"pooling": pooling, "architecture": arch},
-            config={"vgg16_model": source, "vgg16_revision": revision if resolved.startswith("local-") else resolved,
-                    "vgg16_pooling": pooling},
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Vgg16Embedder:
-        return cls(settings.vgg16_model, settings.vgg16_revision, settings.device, settings.batch_size, settings.vgg16_pooling)
-
-    def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values, pooling=self.pooling)
+    ),
+)

@@ -7,46 +7,46 @@ checkpoint's dense+tanh pooler over the CLS token). No text tower.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from .base import Embedder, ModelCard, ModelInfo, pinned
+from pydantic import Field
+
+from .base import Family, FamilyConfig, ModelCard, ModelInfo, Runtime
+from .torch_base import HFEmbedder, pinned_revision
 
 if TYPE_CHECKING:
     import torch
 
-    from ..settings import Settings
 
-POOLINGS = ("cls", "mean", "pooler")
-
-
-class VitEmbedder(Embedder):
-    family = "vit"
-    card = ModelCard(
-        title="ViT (Google), supervised on ImageNet-21k",
-        default_source="google/vit-large-patch16-224-in21k",
-        dim="1024 (ViT-L/16); 768 (ViT-B/16)",
-        licence="Apache-2.0",
-        embedding="CLS token of the last hidden state, as the write-ups (IMSIM_VIT_POOLING: cls, mean, pooler)",
-        good_for="category-level similarity (same kind of object or scene); a baseline for the self-supervised models",
-        paper="Dosovitskiy et al. 2021, An Image is Worth 16x16 Words",
+class VitConfig(FamilyConfig):
+    model: str = Field("google/vit-large-patch16-224-in21k", description="ViT hub id or local directory.")
+    revision: str = Field("main", description="Hub revision of the ViT model.")
+    pooling: Literal["cls", "mean", "pooler"] = Field(
+        "cls", description="ViT embedding: CLS token (write-ups), mean of patch tokens, or the pooler."
     )
 
-    def __init__(self, source: str, revision: str = "main", device: str = "auto", batch_size: int = 64, pooling: str = "cls"):
+
+class VitEmbedder(HFEmbedder):
+    def __init__(self, config: VitConfig, runtime: Runtime):
         from transformers import ViTModel
 
-        model = self._load_hf(ViTModel, source, revision, device, batch_size, "ViT", pooling=pooling, poolings=POOLINGS, add_pooling_layer=pooling == "pooler")
-        recorded, reload = pinned(source, revision, model)
-        self.info = ModelInfo(
-            name="vit", source=source, revision=recorded, dim=int(model.config.hidden_size), supports_text=False,
-            variant="" if pooling == "cls" else pooling,
-            description=f"ViT image embedding, {pooling} of the last hidden state.",
-            extra={"pooling": pooling},
-            config={"vit_model": source, "vit_revision": reload, "vit_pooling": pooling},
+        super().__init__(runtime)
+        model = self._load_hf(
+            ViTModel, config.model, config.revision, "ViT", pooling=config.pooling, add_pooling_layer=config.pooling == "pooler"
         )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> VitEmbedder:
-        return cls(settings.vit_model, settings.vit_revision, settings.device, settings.batch_size, settings.vit_pooling)
+        recorded, reload = pinned_revision(model, config.model, config.revision)
+        self.info = ModelInfo(
+            name="vit",
+            source=config.model,
+            revision=recorded,
+            dim=int(model.config.hidden_size),
+            supports_text=False,
+            config=config.model_copy(update={"revision": reload}),
+            preprocess=self.preprocess,
+            variant="" if config.pooling == "cls" else config.pooling,
+            description=f"ViT image embedding, {config.pooling} of the last hidden state.",
+            extra={"pooling": config.pooling},
+        )
 
     def _forward_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=pixel_values)
@@ -54,3 +54,19 @@ class VitEmbedder(Embedder):
             return out.pooler_output
         tokens = out.last_hidden_state
         return tokens[:, 0] if self.pooling == "cls" else tokens[:, 1:].mean(dim=1)
+
+
+FAMILY = Family(
+    name="vit",
+    config=VitConfig,
+    load=VitEmbedder,
+    card=ModelCard(
+        title="ViT (Google), supervised on ImageNet-21k",
+        default_source="google/vit-large-patch16-224-in21k",
+        dim="1024 (ViT-L/16); 768 (ViT-B/16)",
+        licence="Apache-2.0",
+        embedding="CLS token of the last hidden state, as the write-ups (IMSIM_VIT_POOLING: cls, mean, pooler)",
+        good_for="category-level similarity (same kind of object or scene); a baseline for the self-supervised models",
+        paper="Dosovitskiy et al. 2021, An Image is Worth 16x16 Words",
+    ),
+)

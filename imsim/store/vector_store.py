@@ -1,12 +1,10 @@
-"""The vector store: one Milvus collection per model version, self-describing, keyed by image identity.
+"""The connection to Milvus and the operations imsim needs, the same on a Milvus Lite file, a Milvus Lite server
+and a real Milvus server.
 
-Owns the collection schema (field and collection descriptions that read well in Attu, the
-model's name/source/revision and the settings that reload it as collection properties), index
-choice per backend, the dimension check that protects existing data, model versions (each
-version its own collection ``PREFIX_SLUG_TAG``; the alias ``PREFIX_MODEL`` names the version
-queries use), and the small set of operations the rest of imsim needs (upsert, search, fetch
-vectors, count, list). Works the same on a Milvus Lite file, a Milvus Lite server and a real
-Milvus server.
+Owns index choice, the dimension check that protects existing data, model versions (each version its own
+collection ``PREFIX_MODEL_TAG``; the alias ``PREFIX_MODEL`` names the version queries use), the backend's
+filter dialect and top-k cap, paging past the cap, and turning every pymilvus error into a typed one
+(:mod:`imsim.store.failures`). The schema is :mod:`imsim.store.schema`.
 """
 
 from __future__ import annotations
@@ -19,52 +17,29 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from .errors import DimensionMismatch, StoreError, StoreUnavailable
-from .models.base import ModelInfo
-from .settings import Consistency, Settings, redact
-
-
+from .. import expr
+from ..errors import DimensionMismatch, ImsimError, StoreError, StoreUnavailable
+from ..models.base import FamilyConfig, ModelInfo
+from ..settings import Consistency, Settings, redact
+from .failures import is_released, is_transient, message, quiet_clients
+from .schema import FIELDS, METRIC, PK, PROPERTY_PREFIX, VECTOR, describe_version, vector_description, version_properties
 
 # gRPC's C core prints keepalive notices ("GOAWAY ... too_many_pings") from Milvus Lite's server to stderr;
 # failed calls still raise, so they are silenced unless the user asks for gRPC logs.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-
-def _quiet_pymilvus() -> None:
-    """pymilvus logs a traceback per failed call (we raise typed errors instead); its import resets logging config."""
-    import pymilvus  # noqa: F401 - imported for its logging side effect, which this undoes
-
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-
-PK = "id"
-VECTOR = "vector"
+log = logging.getLogger(__name__)
 SEARCH_CAP = 16_384  # Milvus's top-k limit per search; deeper result lists page with a search iterator
 ITERATOR_BATCH = 4_000  # hits per iterator page (larger pages were slower on Milvus Lite)
 ITERATOR_V2 = (2, 5, 2)  # first Milvus with the server-side search iterator; v1 (client-side range searches)
 # stopped early on HNSW: 2,718 of 17,000 hits on Milvus 2.3.5, measured
 GET_BATCH = 1_000  # ids per get request (a request carries an "id in [...]" expression)
-METRIC = "COSINE"
-PROPERTY_PREFIX = "imsim."
-METADATA_FIELDS = ["path", "sha256", "width", "height", "file_size", "mtime", "model_id", "model_revision", "ingested_at", "job_id"]
-
-# (name, type, kwargs, description) — the schema, as data.
-_FIELDS: list[tuple[str, str, dict[str, Any], str]] = [
-    (PK, "VARCHAR", {"max_length": 64, "is_primary": True}, "Image identity: first 32 hex digits of sha256(absolute path). Re-ingesting a path overwrites its row."),
-    ("path", "VARCHAR", {"max_length": 4096}, "Absolute path of the image file as the worker read it."),
-    ("sha256", "VARCHAR", {"max_length": 64}, "sha256 of the file's bytes when it was embedded (detects edits)."),
-    ("width", "INT32", {}, "Image width in pixels after EXIF orientation."),
-    ("height", "INT32", {}, "Image height in pixels after EXIF orientation."),
-    ("file_size", "INT64", {}, "File size in bytes."),
-    ("mtime", "DOUBLE", {}, "File modification time, Unix seconds."),
-    ("model_id", "VARCHAR", {"max_length": 512}, "Model that produced the vector: hub id or local directory."),
-    ("model_revision", "VARCHAR", {"max_length": 128}, "Model revision: hub commit, or content hash of a local model directory."),
-    ("ingested_at", "INT64", {}, "When the row was written, Unix seconds."),
-    ("job_id", "VARCHAR", {"max_length": 64}, "Ingest job that wrote the row ('' for direct calls)."),
-]
+UPSERT_BATCH = 1_000
 
 
 @dataclass(frozen=True)
@@ -84,27 +59,17 @@ class CollectionSummary:
     revision: str
     index: str
     variant: str = ""
+    version: str = ""
     active: bool = False  # the model's alias points at this collection: queries use it
 
 
-def _is_connection_failure(exc: Exception) -> bool:
-    code = getattr(exc, "code", None)
-    text = str(exc).lower()
-    return code == 2 or "unavailable" in text or "connect" in text or "deadline" in text
-
-
-def _is_released(exc: Exception) -> bool:
-    text = str(exc)
-    return "not loaded" in text or "state 'released'" in text or "call load()" in text
-
-
 class VectorStore:
-    """A connection to Milvus plus imsim's conventions for its collections."""
+    """A connection to Milvus plus imsim's conventions for its collections. Use it as a context manager."""
 
     def __init__(self, settings: Settings):
         from pymilvus import MilvusClient
 
-        _quiet_pymilvus()
+        quiet_clients()
         self.settings = settings
         self.uri = settings.resolved_milvus_uri  # may hold credentials: messages use self.where
         self.where = redact(self.uri)
@@ -123,37 +88,52 @@ class VectorStore:
                 break
             except Exception as exc:  # pymilvus raises several unrelated types here
                 if self.is_lite:
-                    raise StoreError(f"cannot open Milvus at {self.where}: {exc} (a Milvus Lite file can be open in one process "
-                                     "only: run `imsim store serve` and point IMSIM_MILVUS_URI at it)") from None
-                if delay is None or not _is_connection_failure(exc):
-                    raise (StoreUnavailable if _is_connection_failure(exc) else StoreError)(
-                        f"cannot open Milvus at {self.where}: {exc}") from None
+                    raise StoreError(
+                        f"cannot open the Milvus Lite store {self.where}: {message(exc)}. A Milvus Lite store "
+                        "can be open in one process only: is another imsim (a worker, `imsim store serve`) using "
+                        "it? Then point IMSIM_MILVUS_URI at that server."
+                    ) from None
+                if delay is None or not is_transient(exc):
+                    kind = StoreUnavailable if is_transient(exc) else StoreError
+                    raise kind(f"cannot open Milvus at {self.where}: {message(exc)}") from None
                 time.sleep(delay)
         self._loaded: set[str] = set()
         self._index_types: dict[str, str] = {}
+        self._fields: dict[str, frozenset[str]] = {}
         self._version: str | None = None
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
     def _call(self, operation: str, *args: Any, _reload: bool = True, **kwargs: Any) -> Any:
         """Run one MilvusClient call; its errors become :class:`StoreError` (or :class:`StoreUnavailable`)."""
-        from pymilvus.exceptions import MilvusException
-
         try:
             return getattr(self.client, operation)(*args, **kwargs)
-        except MilvusException as exc:
-            if _reload and _is_released(exc) and args and operation != "load_collection":
+        except Exception as exc:  # pymilvus and grpc errors; everything else is a bug and is re-raised below
+            import grpc
+            from pymilvus.exceptions import MilvusException
+
+            if not isinstance(exc, (MilvusException, grpc.RpcError)):
+                raise
+            if _reload and is_released(exc) and args and operation != "load_collection":
                 # A restarted Milvus (Lite especially) comes back with collections released: load, try once more.
                 self._loaded.discard(args[0])
                 self._load(args[0])
                 return self._call(operation, *args, _reload=False, **kwargs)
-            if _is_connection_failure(exc):
-                raise StoreUnavailable(f"Milvus at {self.where} is unreachable during {operation}: {exc.message}") from None
-            raise StoreError(f"Milvus refused {operation}: {exc.message}") from None
+            if is_transient(exc):
+                raise StoreUnavailable(
+                    f"Milvus at {self.where} is unreachable or restarting during {operation}: {message(exc)}"
+                ) from None
+            raise StoreError(f"Milvus refused {operation}: {message(exc)}") from None
 
     # --- collections and versions ---------------------------------------------------
     def collection_name(self, info: ModelInfo) -> str:
-        """The collection of one model version: ``PREFIX_SLUG_TAG`` (a new id, revision, pooling or dimension: a new name)."""
-        base = info.slug if info.slug.startswith(info.name) else f"{info.name}_{info.slug}"
-        return f"{self.settings.collection_prefix}_{base}_{info.version_tag}"
+        """The collection of one model version: ``PREFIX_MODEL_TAG``. The tag comes right after the model name, so
+        two versions differ within the first ~20 characters (what Attu's list shows)."""
+        return f"{self.settings.collection_prefix}_{info.name}_{info.version_tag}"
 
     def alias_name(self, model: str) -> str:
         """The alias that names the version of ``model`` queries use: ``PREFIX_MODEL``."""
@@ -161,14 +141,11 @@ class VectorStore:
 
     def active_collection(self, model: str) -> str | None:
         """The collection ``model``'s alias points at, or None when it has none yet."""
-        from pymilvus.exceptions import MilvusException
-
-        alias = self.alias_name(model)
         try:
-            return self.client.describe_alias(alias)["collection_name"]
-        except MilvusException as exc:
-            if _is_connection_failure(exc):
-                raise StoreUnavailable(f"Milvus at {self.where} is unreachable during describe_alias: {exc.message}") from None
+            return str(self._call("describe_alias", self.alias_name(model))["collection_name"])
+        except StoreUnavailable:
+            raise
+        except StoreError:
             return None  # no such alias
 
     def activate(self, model: str, collection: str) -> None:
@@ -205,28 +182,22 @@ class VectorStore:
             self._load(name)
             self._ensure_alias(info.name, name)
             return name
-        schema = MilvusClient.create_schema(
-            auto_id=False,
-            enable_dynamic_field=True,
-            description=f"imsim image embeddings from {info.name} ({info.source}, revision {info.revision}): {info.description}",
-        )
-        for field, dtype, kwargs, description in _FIELDS:
-            schema.add_field(field, getattr(DataType, dtype), description=description, **kwargs)
-        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=info.dim,
-                         description=f"L2-normalised {info.dim}-d {info.name} embedding; {METRIC} similarity.")
         index_type, params = self._index_params()
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=True, description=describe_version(info, index_type, params)
+        )
+        for field, dtype, kwargs, description in FIELDS:
+            schema.add_field(field, getattr(DataType, dtype), description=description, **kwargs)
+        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=info.dim, description=vector_description(info, index_type))
         index_params = self.client.prepare_index_params()
         index_params.add_index(field_name=VECTOR, index_type=index_type, metric_type=METRIC, params=params)
-        properties = {
-            "model": info.name, "source": info.source, "revision": info.revision, "dim": str(info.dim), "variant": info.variant,
-            "version": info.version_tag, "metric": METRIC, "index": f"{index_type} {params}",
-            "supports_text": str(info.supports_text).lower(), "settings": json.dumps(info.config, sort_keys=True),
-            "created_at": str(int(time.time())), **info.extra,
-        }
         self._call(
             "create_collection",
-            name, schema=schema, index_params=index_params, consistency_level="Strong",
-            properties={PROPERTY_PREFIX + k: v for k, v in properties.items()},
+            name,
+            schema=schema,
+            index_params=index_params,
+            consistency_level="Strong",
+            properties=version_properties(info, index_type, params),
         )
         self._load(name)
         self._ensure_alias(info.name, name)
@@ -241,13 +212,21 @@ class VectorStore:
                 if self.active_collection(model) is None:  # not a race with another process: a real failure
                     raise
 
-    def model_settings(self, collection: str) -> dict[str, str]:
-        """The IMSIM_* settings (field -> value) that reload the model ``collection`` was written with ({} if unknown)."""
-        raw = self.properties(collection).get("settings", "")
+    def model_config(self, collection: str, config_class: type[FamilyConfig]) -> FamilyConfig | None:
+        """The family config that reloads the model ``collection`` was written with (validated), or None if unknown.
+
+        Collections written before configs were per family stored flat ``IMSIM_*`` fields (``clip_model`` ...)."""
+        props = self.properties(collection)
         try:
-            return dict(json.loads(raw)) if raw else {}
-        except ValueError:
-            return {}
+            if props.get("config"):
+                return config_class.model_validate(json.loads(props["config"]))
+            if props.get("settings"):  # the older, flat form
+                model = props.get("model", "")
+                flat = json.loads(props["settings"])
+                return config_class.model_validate({k[len(model) + 1 :]: v for k, v in flat.items() if k.startswith(model + "_")})
+        except ValueError as exc:
+            raise StoreError(f"collection {collection!r} stores a model config imsim cannot read: {exc}") from None
+        return None
 
     def _load(self, name: str) -> None:
         if name not in self._loaded:
@@ -255,11 +234,17 @@ class VectorStore:
             self._loaded.add(name)
 
     def describe(self, name: str) -> dict[str, Any]:
-        return self._call("describe_collection", name)
+        return dict(self._call("describe_collection", name))
 
     def properties(self, name: str) -> dict[str, str]:
         props = self.describe(name).get("properties", {}) or {}
-        return {k[len(PROPERTY_PREFIX):]: v for k, v in props.items() if k.startswith(PROPERTY_PREFIX)}
+        return {k[len(PROPERTY_PREFIX) :]: v for k, v in props.items() if k.startswith(PROPERTY_PREFIX)}
+
+    def fields(self, name: str) -> frozenset[str]:
+        """The collection's field names (filters may name only these)."""
+        if name not in self._fields:
+            self._fields[name] = frozenset(f["name"] for f in self.describe(name)["fields"])
+        return self._fields[name]
 
     def dimension(self, name: str) -> int:
         for field in self.describe(name)["fields"]:
@@ -271,6 +256,16 @@ class VectorStore:
         prefix = self.settings.collection_prefix + "_"
         return sorted(c for c in self._call("list_collections") if c.startswith(prefix))
 
+    def drop(self, name: str) -> None:
+        """Drop one of imsim's collections (its alias, if it has one, first)."""
+        if not name.startswith(self.settings.collection_prefix + "_"):
+            raise StoreError(f"refusing to drop {name!r}: not one of this prefix's collections")
+        model = self.properties(name).get("model", "") if name in self.collections() else ""
+        if model and self.active_collection(model) == name:
+            self._call("drop_alias", self.alias_name(model))
+        self._call("drop_collection", name)
+        self._loaded.discard(name)
+
     def summaries(self) -> list[CollectionSummary]:
         """Every imsim collection (every model version) with its row count and whether queries use it."""
         out = []
@@ -280,19 +275,44 @@ class VectorStore:
             model = props.get("model", "?")
             if model not in active:
                 active[model] = self.active_collection(model)
-            out.append(CollectionSummary(name, self.count(name), self.dimension(name), model, props.get("source", "?"),
-                                         props.get("revision", "?"), props.get("index", "?"), props.get("variant", ""),
-                                         active[model] == name))
+            out.append(
+                CollectionSummary(
+                    name,
+                    self.count(name),
+                    self.dimension(name),
+                    model,
+                    props.get("source", "?"),
+                    props.get("revision", "?"),
+                    props.get("index", "?"),
+                    props.get("variant", ""),
+                    props.get("version", ""),
+                    active[model] == name,
+                )
+            )
         return out
 
     # --- rows --------------------------------------------------------------------
-    def upsert(self, name: str, rows: Sequence[dict[str, Any]], batch: int = 1000) -> int:
+    def upsert(self, name: str, rows: Sequence[dict[str, Any]], batch: int = UPSERT_BATCH) -> int:
         """Insert or overwrite rows by primary key (never a second row for the same image)."""
         written = 0
         for start in range(0, len(rows), batch):
             part = list(rows[start : start + batch])
             written += int(self._call("upsert", name, part)["upsert_count"])
         return written
+
+    def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+        """Upsert ``rows``; a batch Milvus refuses (not an outage) is split until the rows it refuses are found, so
+        one bad row fails alone. Returns {path: reason} for the rows not stored; outages raise StoreUnavailable."""
+        try:
+            self.upsert(name, rows)
+            return {}
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if len(rows) == 1:
+                return {str(rows[0].get("path", rows[0].get(PK))): f"the store refused the row: {exc}"}
+        half = len(rows) // 2
+        return {**self.upsert_each(name, rows[:half]), **self.upsert_each(name, rows[half:])}
 
     def count(self, name: str) -> int:
         self._load(name)
@@ -314,8 +334,28 @@ class VectorStore:
             self._version = str(self._call("get_server_version"))
         return self._version
 
+    @property
+    def like_dialect(self) -> expr.LikeDialect:
+        """How this backend reads LIKE: Milvus Lite and Milvus >= 2.4 take ``%``/``_`` wildcards with ``\\`` escapes;
+        Milvus 2.3 only a trailing ``%`` (prefix match), ``_`` literal, no escapes."""
+        if self.lite_backend:
+            return "escape"
+        found = re.match(r"v?(\d+)\.(\d+)", self.server_version)
+        return "prefix" if found and (int(found.group(1)), int(found.group(2))) < (2, 4) else "escape"
+
+    def check_filter(self, name: str, expression: str) -> str:
+        """A user's raw expression made safe to AND with imsim's own: one balanced expression naming only fields of
+        ``name`` (a :class:`FilterError` otherwise), returned parenthesised."""
+        return expr.check_raw(expression, self.fields(name) - {VECTOR})
+
     def search(
-        self, name: str, vectors: np.ndarray, k: int, *, filter: str = "", output_fields: Sequence[str] = ("path",),
+        self,
+        name: str,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        filter: str = "",
+        output_fields: Sequence[str] = ("path",),
         consistency: Consistency = "Strong",
     ) -> list[list[StoredHit]]:
         """Top-k rows per query vector, best first; ``score`` is the cosine similarity.
@@ -328,25 +368,42 @@ class VectorStore:
         if k > SEARCH_CAP and not self.lite_backend:
             if not self.has_search_iterator:
                 raise StoreError(self._past_cap(k))
-            return [list(self.search_iter(name, v, limit=k, filter=filter, output_fields=output_fields, consistency=consistency))
-                    for v in vectors]
+            return [
+                list(self.search_iter(name, v, limit=k, filter=filter, output_fields=output_fields, consistency=consistency))
+                for v in vectors
+            ]
         return self._search(name, vectors, k, filter, output_fields, consistency)
 
-    def _search(self, name: str, vectors: np.ndarray, k: int, filter: str, output_fields: Sequence[str],
-                consistency: Consistency) -> list[list[StoredHit]]:
+    def _search(
+        self, name: str, vectors: np.ndarray, k: int, filter: str, output_fields: Sequence[str], consistency: Consistency
+    ) -> list[list[StoredHit]]:
         params: dict[str, Any] = {"metric_type": METRIC}
         if self.describe_index_type(name) == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
         results = self._call(
             "search",
-            name, data=[v.tolist() for v in vectors], limit=k, filter=filter,
-            output_fields=list(output_fields), search_params=params, anns_field=VECTOR, consistency_level=consistency,
+            name,
+            data=[v.tolist() for v in vectors],
+            limit=k,
+            filter=filter,
+            output_fields=list(output_fields),
+            search_params=params,
+            anns_field=VECTOR,
+            consistency_level=consistency,
         )
         return [[StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in hits] for hits in results]
 
-    def search_iter(self, name: str, vector: np.ndarray, *, limit: int = -1, filter: str = "",
-                    output_fields: Sequence[str] = ("path",), batch: int = ITERATOR_BATCH,
-                    consistency: Consistency = "Strong") -> Iterator[StoredHit]:
+    def search_iter(
+        self,
+        name: str,
+        vector: np.ndarray,
+        *,
+        limit: int = -1,
+        filter: str = "",
+        output_fields: Sequence[str] = ("path",),
+        batch: int = ITERATOR_BATCH,
+        consistency: Consistency = "Strong",
+    ) -> Iterator[StoredHit]:
         """Every row (or the first ``limit``) by similarity to ``vector``, best first, fetched page by page:
         a Milvus search iterator on a server (v2: Milvus >= 2.5.2), deepening plain searches on Milvus Lite and
         on older servers (which stop with a clear error at the 16,384 cap rather than return a short list)."""
@@ -359,15 +416,33 @@ class VectorStore:
         params: dict[str, Any] = {"metric_type": METRIC}
         if self.describe_index_type(name) == "HNSW":
             params["params"] = {"ef": max(self.settings.hnsw_ef_search, min(batch, SEARCH_CAP))}
-        iterator = self._call("search_iterator", name, data=[vector.tolist()], batch_size=batch, limit=limit, filter=filter,
-                              output_fields=list(output_fields), anns_field=VECTOR, search_params=params,
-                              consistency_level=consistency)
+        iterator = self._call(
+            "search_iterator",
+            name,
+            data=[vector.tolist()],
+            batch_size=batch,
+            limit=limit,
+            filter=filter,
+            output_fields=list(output_fields),
+            anns_field=VECTOR,
+            search_params=params,
+            consistency_level=consistency,
+        )
         for page in _pages(iterator, f"Milvus search iterator over {name!r}"):
             for h in page:
                 yield StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {}))
 
-    def _deepening(self, name: str, vector: np.ndarray, limit: int, filter: str, output_fields: Sequence[str],
-                   batch: int, consistency: Consistency, cap: int | None) -> Iterator[StoredHit]:
+    def _deepening(
+        self,
+        name: str,
+        vector: np.ndarray,
+        limit: int,
+        filter: str,
+        output_fields: Sequence[str],
+        batch: int,
+        consistency: Consistency,
+        cap: int | None,
+    ) -> Iterator[StoredHit]:
         """Pages of plain searches: search to depth batch, 2 x batch, 4 x batch ... (at most ``cap``) and yield
         what is new."""
         depth, done = batch, 0
@@ -379,11 +454,15 @@ class VectorStore:
                 else:
                     raise StoreError(self._past_cap(limit))
             hits = self._search(name, vector[None], want, filter, output_fields, consistency)[0]
-            for hit in hits[done:]:
-                yield hit
+            yield from hits[done:]
             if len(hits) < want or (limit >= 0 and want >= limit):
                 return
             done, depth = len(hits), depth * 2
+
+    @property
+    def search_cap(self) -> int | None:
+        """The largest k one search may ask for (None: no cap, Milvus Lite)."""
+        return None if self.lite_backend else SEARCH_CAP
 
     @property
     def has_search_iterator(self) -> bool:
@@ -392,12 +471,14 @@ class VectorStore:
 
     def _past_cap(self, k: int) -> str:
         more = "every result" if k < 0 else f"{k:,} results"
-        return (f"{more} asked for, past Milvus's top-k cap of {SEARCH_CAP:,}: this server ({self.server_version}) "
-                f"has no search iterator v2 (Milvus >= {'.'.join(map(str, ITERATOR_V2))}); upgrade it, or ask for fewer")
+        return (
+            f"{more} asked for, past Milvus's top-k cap of {SEARCH_CAP:,}: this server ({self.server_version}) "
+            f"has no search iterator v2 (Milvus >= {'.'.join(map(str, ITERATOR_V2))}); upgrade it, or ask for fewer"
+        )
 
     def describe_index_type(self, name: str) -> str:
         if name not in self._index_types:
-            self._index_types[name] = self._call("describe_index", name, VECTOR).get("index_type", "")
+            self._index_types[name] = str(self._call("describe_index", name, VECTOR).get("index_type", ""))
         return self._index_types[name]
 
     def flush(self, name: str) -> None:
@@ -405,32 +486,36 @@ class VectorStore:
         brute force on Milvus Lite (2.5 s vs 0.26 s per search at 30k × 768 rows, measured)."""
         self._call("flush", name)
 
-    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",),
-            consistency: Consistency = "Strong") -> dict[str, dict[str, Any]]:
+    def get(
+        self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",), consistency: Consistency = "Strong"
+    ) -> dict[str, dict[str, Any]]:
         """Stored rows by primary key (absent ids are left out), read Strong unless told otherwise."""
         if not ids:
             return {}
         self._load(name)
-        ids, out = list(ids), {}
+        ids = list(ids)
+        out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), GET_BATCH):  # bounded requests, however many ids are asked for
-            rows = self._call("get", name, ids=ids[start : start + GET_BATCH], output_fields=list(output_fields),
-                              consistency_level=consistency)
+            rows = self._call(
+                "get", name, ids=ids[start : start + GET_BATCH], output_fields=list(output_fields), consistency_level=consistency
+            )
             out.update((str(r[PK]), dict(r)) for r in rows)
         return out
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         """Delete rows by primary key; returns how many ids were asked for (Lite and server report differently)."""
-        if not ids:
-            return 0
         for start in range(0, len(ids), 1000):
             self._call("delete", name, ids=list(ids[start : start + 1000]))
         return len(ids)
 
-    def iter_rows(self, name: str, filter: str = "", output_fields: Sequence[str] = ("path",), batch: int = 2000):
+    def iter_rows(
+        self, name: str, filter: str = "", output_fields: Sequence[str] = ("path",), batch: int = 2000
+    ) -> Iterator[list[dict[str, Any]]]:
         """Every row matching ``filter``, in batches of dicts (a query iterator: no top-k or offset cap)."""
         self._load(name)
-        iterator = self._call("query_iterator", name, batch_size=batch, filter=filter, output_fields=list(output_fields),
-                              consistency_level="Strong")
+        iterator = self._call(
+            "query_iterator", name, batch_size=batch, filter=filter, output_fields=list(output_fields), consistency_level="Strong"
+        )
         for rows in _pages(iterator, f"Milvus query over {name!r}"):
             yield [dict(r) for r in rows]
 
@@ -441,8 +526,8 @@ class VectorStore:
     def close(self) -> None:
         try:
             self.client.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection is not an error worth raising
-            pass
+        except Exception:  # closing a dead connection is not an error worth raising
+            log.debug("closing the Milvus client failed", exc_info=True)
 
 
 def has_iterator_v2(version: str) -> bool:
@@ -461,7 +546,8 @@ def _pages(iterator: Any, what: str) -> Iterator[list[Any]]:
             try:
                 page = iterator.next()
             except MilvusException as exc:
-                raise StoreError(f"{what} failed: {exc.message}") from None
+                kind = StoreUnavailable if is_transient(exc) else StoreError
+                raise kind(f"{what} failed: {exc.message}") from None
             if not page:
                 return
             yield page
@@ -469,22 +555,11 @@ def _pages(iterator: Any, what: str) -> Iterator[list[Any]]:
         iterator.close()
 
 
-def make_row(model: ModelInfo, image: Any, vector: np.ndarray, job_id: str, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """One store row for a decoded image (see :class:`imsim.images.DecodedImage`); ``tags`` go to the dynamic JSON field."""
-    row = {
-        PK: image.id,
-        "path": image.path,
-        "sha256": image.sha256,
-        "width": image.width,
-        "height": image.height,
-        "file_size": image.file_size,
-        "mtime": float(image.mtime),
-        "model_id": model.source,
-        "model_revision": model.revision,
-        "ingested_at": int(time.time()),
-        "job_id": job_id,
-        VECTOR: vector.tolist(),
-    }
-    if tags:
-        row["tags"] = dict(tags)
-    return row
+def open_store(settings: Settings) -> VectorStore:
+    """A :class:`VectorStore`, or the reason it cannot be opened as an :class:`~imsim.errors.ImsimError`."""
+    try:
+        return VectorStore(settings)
+    except ImsimError:
+        raise
+    except Exception as exc:  # a malformed URI and the like, from pymilvus's own checks
+        raise StoreError(f"cannot open Milvus at {redact(settings.resolved_milvus_uri)}: {message(exc)}") from None

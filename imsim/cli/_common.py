@@ -1,0 +1,85 @@
+"""What every command group shares: the consoles, the progress display, common options, exit codes, JSON output."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from ..query import Client
+from ..settings import Settings, get_settings
+
+console = Console()
+err = Console(stderr=True)
+
+# Exit codes, the same for every command (and in `imsim --help`)
+OK, SOME_FAILED, ERROR, INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = (
+    "Exit codes: 0 all done; 1 some files failed or an input matched no image (or a doctor check failed); "
+    "2 bad input, configuration or an unreachable service; 130 interrupted."
+)
+
+ModelsOpt = Annotated[str | None, typer.Option("--models", "-m", help="Comma-separated model names (default: IMSIM_MODELS).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
+
+
+class RateColumn(ProgressColumn):
+    """Images per second over the task's recent progress."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err,
+        transient=False,
+    )
+
+
+def settings_with(models: str | None = None) -> Settings:
+    settings = get_settings()
+    return settings.replace(models=models) if models else settings
+
+
+def client(models: str | None = None) -> Client:
+    return Client(settings_with(models))
+
+
+def print_json(payload: Any) -> None:
+    console.print_json(json.dumps(payload, default=str))
+
+
+def print_json_or(outcome: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(outcome)
+    else:
+        for key, value in outcome.items():
+            console.print(f"{key}: {len(value) if isinstance(value, list) else value}", highlight=False)
+
+
+def stamp(t: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"

@@ -1,0 +1,218 @@
+"""``imsim doctor``, ``config``, ``store serve`` and ``bench``: running and checking a deployment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ImsimError
+from ..settings import get_settings, redact
+from ._common import SOME_FAILED, JsonOpt, console, err, print_json
+
+app = typer.Typer()
+store_app = typer.Typer(help="The embedded Milvus Lite store.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print numbers.", no_args_is_help=True)
+
+
+@app.command()
+def doctor(
+    queue: Annotated[bool, typer.Option("--queue/--no-queue", help="Check Redis and the workers.")] = True,
+    models: Annotated[
+        bool, typer.Option("--models/--no-models", help="Load each model and compare it with its collection.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that Redis, Milvus and the models are reachable and consistent; exit 1 if anything failed."""
+    from ..doctor import run_checks
+
+    checks = run_checks(get_settings(), queue=queue, models=models)
+    if as_json:
+        print_json([c.as_dict() for c in checks])
+    else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            console.print(f"[{colour[c.status]}]{c.status:>4}[/] {c.name}: {c.detail}", highlight=False, soft_wrap=True)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(SOME_FAILED)
+
+
+@app.command()
+def config(
+    env: Annotated[bool, typer.Option("--env", help="Print every setting as IMSIM_*=default lines (.env.example).")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the configuration reference as Markdown.")] = False,
+) -> None:
+    """The effective settings (passwords and tokens masked, hosts shown), or the generated reference with --env / --markdown."""
+    from ..settings import env_example, markdown_reference
+
+    if env or markdown:
+        sys.stdout.write(env_example() if env else markdown_reference())
+        return
+    settings = get_settings()
+    for name, value in settings.flat().items():
+        if name == "redis_url":
+            shown = redact(value.get_secret_value())
+        elif hasattr(value, "get_secret_value"):
+            shown = "**" if value.get_secret_value() else ""
+        elif name == "milvus_uri":
+            shown = redact(str(value))
+        elif isinstance(value, tuple):
+            shown = ",".join(str(v) for v in value)
+        else:
+            shown = value
+        console.print(f"IMSIM_{name.upper()}={shown}", highlight=False, soft_wrap=True)
+    source = settings.env_file if settings.env_file.is_file() else "(none)"
+    err.print(f"env file: {source}", highlight=False)
+
+
+@store_app.command("serve")
+def store_serve(
+    port: Annotated[int, typer.Option(help="Port of the gRPC server.")] = 19530,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The Milvus Lite store to serve (default: the one `imsim ingest --local` uses, IMSIM_DATA_DIR/milvus.db)."
+        ),
+    ] = None,
+) -> None:
+    """Serve the embedded store to several processes (workers + CLI); then IMSIM_MILVUS_URI=http://HOST:PORT.
+
+    It serves the very store `imsim ingest --local` writes (a Milvus Lite store is a folder), so what was
+    ingested locally is searchable through the server and the other way round (one process at a time)."""
+    settings = get_settings()
+    directory = data_dir or Path(
+        settings.milvus_uri if settings.is_milvus_lite_file and settings.milvus_uri else settings.data_dir / "milvus.db"
+    )
+    exe = shutil.which("milvus-lite") or str(Path(sys.executable).parent / "milvus-lite")
+    err.print(f"Milvus Lite server on {host}:{port}, store {directory}; set IMSIM_MILVUS_URI=http://{host}:{port}")
+    os.execvp(exe, [exe, "server", "--data-dir", str(directory), "--host", host, "--port", str(port)])
+
+
+def _corpus(images: str | None, generate: int, size: str, quality: int) -> list[str]:
+    import tempfile
+
+    from .. import bench
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise ImsimError(f"--size {size!r} is not WIDTHxHEIGHT") from None
+    return bench.corpus(images, generate, (width, height), Path(tempfile.mkdtemp(prefix="imsim-bench-images-")), quality)
+
+
+ImagesOpt = Annotated[str | None, typer.Option(help="A folder of images (default: generate JPEGs from the bundled photos).")]
+GenerateOpt = Annotated[int, typer.Option(help="How many JPEGs to generate when --images is not given.")]
+SizeOpt = Annotated[str, typer.Option(help="Size of generated JPEGs, WxH (4032x3024 for camera-size photos).")]
+QualityOpt = Annotated[int, typer.Option(help="JPEG quality of generated files.")]
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    images: ImagesOpt = None,
+    generate: GenerateOpt = 512,
+    size: SizeOpt = "1024x768",
+    quality: QualityOpt = 90,
+    null_models: Annotated[
+        bool,
+        typer.Option(
+            "--null-models",
+            help="Null models shaped like CLIP B/32 and DINOv2 B/14: the host pipeline alone (a forward pass costs ~nothing).",
+        ),
+    ] = False,
+    random_weights: Annotated[
+        bool, typer.Option("--random-weights", help="CLIP B/32 + DINOv2 B/14 architectures with random weights (no hub needed).")
+    ] = False,
+    store: Annotated[
+        list[str] | None,
+        typer.Option("--store", help="none (no-op sink), lite (a Milvus Lite file) or a Milvus URI; repeat for one row each."),
+    ] = None,
+    baseline: Annotated[int, typer.Option(help="Images for the one-image-per-call loop (real models only; 0: skip).")] = 32,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest throughput through the real pipeline: images/s, CPU-ms per image per stage, per store; and the
+    one-image-per-call baseline on the same models and files."""
+    from .. import bench
+    from ..models import load_models
+
+    settings = get_settings()
+    files = _corpus(images, generate, size, quality)
+    if null_models:
+        models = bench.null_models([n for n in settings.model_names if n in bench.NULL_MODELS] or ["clip", "dinov2"])
+    else:
+        if random_weights:
+            from ..models.testing import build_random_models
+
+            cache = settings.data_dir / "bench-models"
+            dirs = {"clip": cache / "random-clip-vit-b32", "dinov2": cache / "random-dinov2-base"}
+            if not all((d / "config.json").exists() for d in dirs.values()):
+                dirs = build_random_models(cache)
+            settings = settings.replace(clip_model=str(dirs["clip"]), dinov2_model=str(dirs["dinov2"]))
+        models = load_models(settings)
+    rows = [bench.run_ingest(files, settings, models, sink=kind) for kind in (store or ["none"])]
+    base = bench.run_baseline(models, files[:baseline], settings) if baseline and not null_models else None
+    if as_json:
+        print_json(
+            {
+                "files": len(files),
+                "size": size,
+                "runs": [r.as_dict() for r in rows],
+                "baseline": asdict(base) | {"images_per_s": round(base.images_per_s, 2)} if base else None,
+            }
+        )
+        return
+    console.print(
+        f"{len(files)} files ({size if not images else images}); models {', '.join(models)}"
+        f"{' (null)' if null_models else ''}; device {next(iter(models.values())).device}",
+        highlight=False,
+    )
+    for r in rows:
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in r.stage_cpu_ms().items())
+        console.print(
+            f"[bold]{r.images_per_s:8.1f} images/s[/]  {r.cpu_ms_per_image:6.2f} CPU-ms/image  ({stages})  "
+            f"decoder {r.decoder}, {r.workers} threads, into {r.store}",
+            highlight=False,
+        )
+        console.print(
+            f"          projection, not a measurement: {r.projected_images_per_s:,.0f} images/s on "
+            f"{bench.PROJECTION_CORES} cores if the host side scaled linearly",
+            highlight=False,
+        )
+    if base:
+        console.print(
+            f"baseline (one image per call): {base.images_per_s:.2f} images/s; speed-up "
+            f"{rows[0].images_per_s / base.images_per_s if base.images_per_s else 0:.1f}x; min cosine per model "
+            + ", ".join(f"{k} {v:.4f}" for k, v in base.min_cosine.items()),
+            highlight=False,
+        )
+
+
+@bench_app.command("decode")
+def bench_decode(
+    images: ImagesOpt = None,
+    generate: GenerateOpt = 256,
+    size: SizeOpt = "1024x768",
+    quality: QualityOpt = 90,
+    decoders: Annotated[str, typer.Option(help="Decoders to compare, comma-separated.")] = "pillow,simplejpeg",
+    workers: Annotated[str, typer.Option(help="Thread counts to compare (0: one per core).")] = "1,0",
+    as_json: JsonOpt = False,
+) -> None:
+    """Decode + resize (null models) per decoder and thread count on the same files, each checked against Pillow's inputs."""
+    from .. import bench
+
+    files = _corpus(images, generate, size, quality)
+    runs = bench.compare_decoders(files, bench.null_models(), decoders.split(","), [int(w) for w in workers.split(",")])
+    if as_json:
+        print_json([r.as_dict() for r in runs])
+        return
+    for r in runs:
+        console.print(
+            f"{r.decoder:<11} {r.workers} threads: {r.images_per_s:8.1f} images/s, {r.cpu_ms_per_image:6.2f} CPU-ms/image; "
+            f"inputs identical to Pillow's for {r.identical}/{r.images}; min cosine {r.min_cosine:.6f}",
+            highlight=False,
+        )

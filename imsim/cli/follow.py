@@ -1,0 +1,96 @@
+"""Following a queued job and reporting an ingest's outcome: the progress display, its hints, and Ctrl-C."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from ..jobs import JobStatus, JobStore
+from ..paths import printable
+from ..settings import Settings, redact
+from ._common import INTERRUPTED, console, err, print_json, progress
+
+WAIT_HINT_AFTER = 5.0  # seconds a queued job may sit unstarted before the display checks for workers
+
+
+def follow(job_id: str, settings: Settings) -> JobStatus:
+    """Show a queued job's progress until it ends. Redis going away for a while is waited out; with no worker on
+    the queue the display says so; Ctrl-C leaves the job running and says how to follow or cancel it."""
+    import redis
+
+    jobs = JobStore(settings.redis_url.get_secret_value())
+    status = jobs.get(job_id)
+    since, workers_checked = time.monotonic(), False
+    try:
+        with progress() as bar:
+            task = bar.add_task(f"job {job_id}", total=status.total, note="queued")
+            while True:
+                try:
+                    status = jobs.get(job_id)
+                except redis.RedisError as exc:
+                    bar.update(
+                        task,
+                        note=f"[yellow]Redis at {redact(settings.redis_url.get_secret_value())} unreachable "
+                        f"({type(exc).__name__}); retrying[/]",
+                    )
+                    time.sleep(1.0)
+                    continue
+                note = _note(status)
+                if not status.started_at and not workers_checked and time.monotonic() - since > WAIT_HINT_AFTER:
+                    workers_checked = True
+                    if not _workers_answer(settings):
+                        note = (
+                            f"[yellow]waiting for a worker: none answers on queue '{settings.queue}' "
+                            "(start one: `imsim worker`)[/]"
+                        )
+                bar.update(task, completed=status.settled, note=note)
+                if status.finished_at:
+                    return status
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        err.print(
+            f"\njob {job_id} goes on in the workers: follow it with `imsim status {job_id}`, stop it with `imsim cancel {job_id}`"
+        )
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def _note(status: JobStatus) -> str:
+    parts = []
+    if status.failed:
+        parts.append(f"[red]{status.failed} failed[/]")
+    if status.skipped:
+        parts.append(f"{status.skipped} unchanged")
+    if status.cancelled_at:
+        parts.append("cancelling")
+    elif not status.started_at:
+        parts.append("queued")
+    return ", ".join(parts)
+
+
+def _workers_answer(settings: Settings) -> bool:
+    from ..queue import make_celery
+
+    try:
+        return bool(make_celery(settings).control.ping(timeout=1.0))
+    except Exception:  # any broker trouble means "no answer" here
+        return False
+
+
+def print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(outcome)
+        return
+    cancelled = f", cancelled {outcome['cancelled']}" if outcome.get("cancelled") else ""
+    console.print(
+        f"stored {outcome['done']}, skipped {outcome['skipped']} already stored unchanged, failed {outcome['failed']}"
+        f"{cancelled} of {outcome['total']}",
+        highlight=False,
+    )
+    for path, reason in (outcome.get("failures") or {}).items():
+        console.print(f"  [red]failed[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    for item in outcome.get("unmatched") or []:
+        console.print(f"  [yellow]no image in[/] {printable(item)}", highlight=False, soft_wrap=True)
+    for reason, count in sorted((outcome.get("skipped_files") or {}).items()):
+        console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)

@@ -1,0 +1,101 @@
+"""``imsim worker``, ``jobs`` and ``status``: the queue side."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Annotated
+
+import typer
+from rich.table import Column, Table
+
+from ..jobs import JobStore
+from ..settings import get_settings
+from ._common import JsonOpt, console, print_json, stamp
+
+app = typer.Typer()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Worker processes (one per GPU is usual).")] = 1,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo.")] = "prefork",
+    name: Annotated[
+        str, typer.Option("--name", "-n", help="The worker's name in Flower and `imsim doctor` (unique per host).")
+    ] = "imsim",
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Start a Celery worker that consumes ingest jobs (same as `celery -A workers worker -Q QUEUE -E`)."""
+    settings = get_settings()
+    celery = shutil.which("celery") or "celery"
+    args = [
+        celery,
+        "-A",
+        "workers",
+        "worker",
+        "-Q",
+        settings.queue,
+        "-c",
+        str(concurrency),
+        "-P",
+        pool,
+        "-n",
+        f"{name}@%h",
+        "-E",
+        "-l",
+        loglevel,
+    ]
+    os.execvp(args[0], args)
+
+
+def _jobs() -> JobStore:
+    store = JobStore(get_settings().redis_url.get_secret_value())
+    store.ping()
+    return store
+
+
+@app.command()
+def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20, as_json: JsonOpt = False) -> None:
+    """Recent jobs with done / failed / skipped / pending counts."""
+    found = _jobs().list(limit)
+    if as_json:
+        print_json([s.as_dict() for s in found])
+        return
+    table = Table(Column("job", no_wrap=True), "state", "total", "done", "failed", "skipped", "pending", "created")
+    for s in found:
+        table.add_row(s.id, s.state, *(str(x) for x in (s.total, s.done, s.failed, s.skipped, s.pending)), stamp(s.created_at))
+    console.print(table)
+
+
+@app.command()
+def status(job_id: str, as_json: JsonOpt = False) -> None:
+    """One job's counts, times, what its inputs left out, running chunks and every failure with its reason."""
+    s = _jobs().get(job_id)
+    if as_json:
+        print_json(s.as_dict())
+        return
+    console.print(
+        f"job {s.id}: {s.state}; total {s.total}, done {s.done}, failed {s.failed}, skipped {s.skipped}, "
+        f"cancelled {s.cancelled}, pending {s.pending} ({s.in_progress} settled in running chunks); "
+        f"chunks {s.chunks_done}/{s.chunks}" + (f", {s.splits} split" if s.splits else ""),
+        highlight=False,
+    )
+    console.print(
+        f"created {stamp(s.created_at)}, started {stamp(s.started_at)}, finished {stamp(s.finished_at)}"
+        + (f", cancelled {stamp(s.cancelled_at)}" if s.cancelled_at else "")
+        + (f"; retry of {s.retry_of}" if s.retry_of else "")
+        + (f"; retried by {s.retried_by}" if s.retried_by else ""),
+        highlight=False,
+    )
+    for chunk, info in sorted(s.running.items()):
+        console.print(
+            f"  running chunk {chunk}: {info.get('files')} files on {info.get('worker')} (pid {info.get('pid')}) "
+            f"since {stamp(info.get('started'))}",
+            highlight=False,
+        )
+    for item in s.unmatched:
+        console.print(f"  [yellow]no image in[/] {item}", highlight=False)
+    for reason, count in sorted(s.skipped_files.items()):
+        console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)
+    for path, reason in s.failures.items():
+        console.print(f"  [red]failed[/] {path}: {reason}", highlight=False, soft_wrap=True)

@@ -1,0 +1,226 @@
+"""``imsim search``, ``compare``, ``duplicates`` and ``collections``: asking questions of the stored images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import ImsimError
+from ..query import Client, SearchHit
+from ._common import JsonOpt, ModelsOpt, client, console, err, print_json
+
+app = typer.Typer()
+
+
+@app.command()
+def compare(a: Path, b: Path, models: ModelsOpt = None) -> None:
+    """Cosine similarity of two images per model, and the 0-1 score (cos+1)/2."""
+    with client(models) as c:
+        sims = c.compare(a, b)
+    table = Table("model", "cosine", "score (cos+1)/2")
+    for name, cos in sims.items():
+        table.add_row(name, f"{cos:.4f}", f"{(cos + 1) / 2:.4f}")
+    console.print(table)
+
+
+def _when(value: str | None) -> float | None:
+    """An ISO date or date-time (or Unix seconds) → Unix seconds."""
+    if not value:
+        return None
+    from datetime import datetime
+
+    try:
+        return float(value) if value.replace(".", "", 1).isdigit() else datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise ImsimError(f"not a date: {value!r} (use YYYY-MM-DD, YYYY-MM-DDTHH:MM or Unix seconds)") from None
+
+
+@app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="Query image path.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Search by text (CLIP models only).")] = None,
+    like: Annotated[
+        str | None, typer.Option("--like", help="A stored image (row id or path): search with its stored vectors.")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+    models: ModelsOpt = None,
+    fusion: Annotated[str | None, typer.Option(help="rrf, weighted or none (default: IMSIM_FUSION).")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only images ingested with this key=value tag (repeatable).")
+    ] = None,
+    path_prefix: Annotated[str, typer.Option("--under", help="Only images at or below this folder.")] = "",
+    glob: Annotated[
+        str, typer.Option("--glob", help="Only images whose path matches this glob (* stays in a folder, ** crosses).")
+    ] = "",
+    job: Annotated[str, typer.Option("--job", help="Only images written by this ingest job.")] = "",
+    min_width: Annotated[int | None, typer.Option("--min-width")] = None,
+    min_height: Annotated[int | None, typer.Option("--min-height")] = None,
+    after: Annotated[str | None, typer.Option("--after", help="Ingested at or after (YYYY-MM-DD[THH:MM]).")] = None,
+    before: Annotated[str | None, typer.Option("--before", help="Ingested before (YYYY-MM-DD[THH:MM]).")] = None,
+    filter: Annotated[
+        str, typer.Option("--filter", help="A raw Milvus expression over the stored fields, ANDed with the options above.")
+    ] = "",
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a gallery page (thumbnails embedded) to this file.")
+    ] = None,
+    png_out: Annotated[Path | None, typer.Option("--png", help="Write the gallery as a PNG contact sheet to this file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search by image, text or a stored image across the model collections, with metadata filters, and fuse."""
+    from ..expr import Where
+    from .ingest import _tags
+
+    where = Where(
+        path_prefix=path_prefix,
+        path_glob=glob,
+        job=job,
+        tags=_tags(tag) or {},
+        min_width=min_width,
+        min_height=min_height,
+        ingested_after=_when(after),
+        ingested_before=_when(before),
+    )
+    with client(models) as c:
+        hits = c.search(query, text=text, like=like, k=k, fusion=fusion, where=where, filter=filter)
+        if html_out or png_out:
+            _write_gallery(c, hits, query=query, text=text, like=like, fusion=fusion, html_out=html_out, png_out=png_out)
+    if as_json:
+        print_json([h.__dict__ for h in hits])
+        return
+    names = list(hits[0].scores) if hits else []
+    table = Table("#", "fused", *[f"{n} cos (rank)" for n in names])
+    table.add_column("path", overflow="fold")
+    for rank, h in enumerate(hits, 1):
+        per = [f"{h.scores[n]:.4f} ({h.ranks.get(n) or '-'})" if n in h.scores else "-" for n in names]
+        table.add_row(str(rank), f"{h.score:.4f}", *per, h.path)
+    console.print(table)
+
+
+def _write_gallery(
+    c: Client,
+    hits: list[SearchHit],
+    *,
+    query: str | None,
+    text: str | None,
+    like: str | None,
+    fusion: str | None,
+    html_out: Path | None,
+    png_out: Path | None,
+) -> None:
+    from .. import gallery
+
+    if text is not None:
+        q = gallery.Query(label=text)
+    else:
+        label = query or like or ""  # an image path, or a stored image's path or row id
+        q = gallery.Query(label=label, image=label if os.path.isfile(label) else None)
+    names = list(hits[0].scores) if hits else c.names(None)
+    method = fusion or c.settings.fusion
+    title = f"imsim: {q.label}"
+    if html_out:
+        html_out.write_text(
+            gallery.render_html(q, hits, models=names, fusion=method, rrf_k=c.settings.rrf_k, title=title), encoding="utf-8"
+        )
+        err.print(f"gallery written to {html_out}")
+    if png_out:
+        gallery.render_png(q, hits, models=names, fusion=method, rrf_k=c.settings.rrf_k, title=title).save(png_out)
+        err.print(f"gallery written to {png_out}")
+
+
+@app.command()
+def duplicates(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="A model, or 'fused' (weighted mean of every model's cosine). "
+            "Default: the copy-oriented model (sscd, else dinov2).",
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Similarity at or above which two images are duplicates.")
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration", help="A calibration.json written by `imsim eval run`: its threshold for this model version."
+        ),
+    ] = None,
+    precision: Annotated[float, typer.Option(help="Which calibrated threshold to use: 0.9 or 0.95.")] = 0.95,
+    neighbours: Annotated[int, typer.Option(help="Nearest images checked per image.")] = 16,
+    path_prefix: Annotated[str, typer.Option("--under", help="Only images under this folder.")] = "",
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write group,id,path,best_score rows to this file.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the groups (members and edges) as JSON to this file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,
+) -> None:
+    """Groups of near-duplicate stored images (connected components of pairs at or above the threshold).
+
+    The threshold: --threshold; else --calibration FILE; else one applied with `imsim eval apply`; else a
+    default measured for this exact model wiring (see `imsim models --info`); else an error."""
+    from ..duplicates import find_groups
+    from ..expr import Where
+
+    if precision not in (0.9, 0.95):
+        raise ImsimError("--precision must be 0.9 or 0.95 (the thresholds imsim eval run measures)")
+    with client() as c:
+        groups, used, model_used = find_groups(
+            c,
+            model=model,
+            threshold=threshold,
+            precision=precision,
+            neighbours=neighbours,
+            where=Where(path_prefix=path_prefix) if path_prefix else None,
+            calibration_file=calibration,
+        )
+    err.print(
+        f"model {model_used}, threshold {used.value:.4f} ({used.source}): {len(groups)} groups, "
+        f"{sum(len(g.members) for g in groups)} images",
+        highlight=False,
+    )
+    if csv_out:
+        with open(csv_out, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["group", "id", "path", "best_score"])
+            for n, g in enumerate(groups, 1):
+                for member_id, path in g.members:
+                    best = max((sc for a, b, sc in g.edges if member_id in (a, b)), default=0.0)
+                    writer.writerow([n, member_id, path, f"{best:.4f}"])
+    payload = {
+        "model": model_used,
+        "threshold": used.value,
+        "threshold_source": used.source,
+        "groups": [g.as_dict() for g in groups],
+    }
+    if json_out:
+        json_out.write_text(json.dumps(payload, indent=2))
+    if as_json:
+        print_json(payload)
+        return
+    for n, g in enumerate(groups, 1):
+        console.print(f"[bold]group {n}[/]: {len(g.members)} images, best {g.best:.4f}", highlight=False)
+        for _, path in g.members:
+            console.print(f"  {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def collections(as_json: JsonOpt = False) -> None:
+    """imsim's collections with their model, version, dimension and row count."""
+    with client() as c:
+        found = c.collections()
+    if as_json:
+        print_json([s.__dict__ for s in found])
+        return
+    table = Table("collection", "rows", "dim", "model", "version", "active", "revision", "source")
+    for s in found:
+        table.add_row(s.name, str(s.rows), str(s.dim), s.model, s.version, "yes" if s.active else "", s.revision, s.source)
+    for column in table.columns:
+        column.overflow = "fold"
+    console.print(table)

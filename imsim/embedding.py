@@ -1,0 +1,282 @@
+"""The one embedding step: files (or query images) → every model's vectors, the same way for ingest, query and eval.
+
+Built from the models and the :class:`~imsim.images.Limits` made from settings, it owns the worker pool, the
+read and decode limits, the decoder, the draft scale and the timing. Per file, each model's input is made from
+that model alone: a JPEG is DCT-decoded at the scale the model's own input size needs (models whose scales
+agree share one decode), then resized and cropped to uint8 (:meth:`~imsim.models.base.Preprocess.to_uint8`).
+So the vector a model version stores for a file never depends on which other models are enabled.
+
+Files stream through in slices (``slice_size`` images). One pool task per file reads it, hashes it, asks the
+caller whether it must be embedded at all (``keep``: ingest skips files stored unchanged) and then decodes and
+resizes it; while the models run on one slice, the pool is already on the next, and the caller (ingest) writes
+the previous one. A bad file fails alone with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import ImageError, ImageTooLarge
+from .images import (
+    DEFAULT_LIMITS,
+    FileBytes,
+    FileFacts,
+    Limits,
+    decode_array,
+    jpeg_draft_scale,
+    read_file,
+    read_header,
+    resolve_decoder,
+    to_rgb,
+)
+from .models.base import Embedder, Preprocess, embed_arrays
+from .timing import StageTimes, timed
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+LOOKAHEAD = 1  # slices read and decoded ahead of the one the models are running on
+Keep = Callable[[FileBytes], bool]  # False: the file need not be embedded (stored unchanged)
+
+
+@dataclass(frozen=True)
+class ImageRecord(FileFacts):
+    """An embedded image: the facts about its file and its full-resolution size after EXIF orientation."""
+
+    width: int
+    height: int
+
+
+@dataclass
+class Embedded:
+    """One slice (or several, merged): the images embedded, in order, each model's vectors for them, the files that
+    failed (path -> reason) and those ``keep`` left out (stored unchanged)."""
+
+    images: list[ImageRecord] = field(default_factory=list)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def extend(self, other: Embedded) -> None:
+        self.images += other.images
+        self.failures.update(other.failures)
+        self.skipped += other.skipped
+        for name, vecs in other.vectors.items():
+            self.vectors[name] = np.concatenate([self.vectors[name], vecs]) if name in self.vectors else vecs
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    record: ImageRecord
+    arrays: dict[str, np.ndarray]  # model -> HWC uint8 input
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    path: str
+
+
+def _one_torch_thread() -> None:
+    """Pool threads resize with torch one thread each (a per-thread OpenMP setting), so several pool threads never
+    share, and spin on, torch's intra-op pool; the models keep the main thread's setting."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class EmbeddingStep:
+    """Read, decode, resize and embed with every model; the only place images become vectors."""
+
+    def __init__(
+        self,
+        models: Mapping[str, Embedder],
+        limits: Limits = DEFAULT_LIMITS,
+        *,
+        workers: int = 0,
+        slice_size: int = 64,
+        decoder: str = "auto",
+    ):
+        self.models = dict(models)
+        self.limits = limits
+        self.slice_size = max(1, slice_size)
+        self.decoder = resolve_decoder(decoder)
+        self.workers = workers or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix="imsim-decode", initializer=_one_torch_thread
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, models: Mapping[str, Embedder]) -> EmbeddingStep:
+        return cls(
+            models,
+            Limits.from_settings(settings),
+            workers=settings.decode_workers,
+            slice_size=settings.batch_size,
+            decoder=settings.decoder,
+        )
+
+    # --- one file: read, decode, resize ------------------------------------------------------
+    def _inputs(
+        self,
+        image: np.ndarray,
+        scale: int,
+        model_names: Iterable[str],
+        times: StageTimes | None,
+        made: dict[tuple[Preprocess, int], np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        out = {}
+        for name in model_names:
+            recipe = self.models[name].preprocess
+            key = (recipe, scale)
+            if key not in made:  # models with one recipe at one scale share the array
+                with timed(times, "resize"):
+                    made[key] = recipe.to_uint8(image)
+            out[name] = made[key]
+        return out
+
+    def _check_aspect(self, path: str, width: int, height: int) -> None:
+        ratio = max(width, height) / max(1, min(width, height))
+        if ratio <= self.limits.max_aspect_ratio:
+            return
+        keeping = [n for n, m in self.models.items() if not m.preprocess.fixed_size and not m.preprocess.exact]
+        if keeping:
+            raise ImageTooLarge(
+                path,
+                f"aspect ratio {width}x{height} ({ratio:,.0f}:1) exceeds IMSIM_MAX_ASPECT_RATIO="
+                f"{self.limits.max_aspect_ratio:g} for {', '.join(keeping)}, which keep the aspect ratio "
+                "(the model input would grow with it)",
+            )
+
+    def _prepare(self, file: FileBytes, times: StageTimes | None) -> _Prepared | ImageError:
+        """One file → each model's uint8 input: decoded once per distinct JPEG draft scale, resized once per recipe."""
+        try:
+            with timed(times, "decode"):
+                header = read_header(file.data, file.path, self.limits.max_pixels)
+            by_scale: dict[int, list[str]] = {}
+            for name, model in self.models.items():
+                by_scale.setdefault(jpeg_draft_scale(header, model.preprocess.draft_size), []).append(name)
+            arrays: dict[str, np.ndarray] = {}
+            made: dict[tuple[Preprocess, int], np.ndarray] = {}
+            width = height = 0
+            for scale, names in by_scale.items():
+                with timed(times, "decode"):
+                    size = self.models[names[0]].preprocess.draft_size if scale > 1 else None
+                    image, width, height = decode_array(
+                        file.data,
+                        file.path,
+                        min_size=size,
+                        max_pixels=self.limits.max_pixels,
+                        decoder=self.decoder,
+                        header=header,
+                    )
+                self._check_aspect(file.path, width, height)
+                arrays.update(self._inputs(image, scale, names, times, made))
+                del image
+            record = ImageRecord(
+                path=file.path, sha256=file.sha256, file_size=file.file_size, mtime=file.mtime, width=width, height=height
+            )
+            return _Prepared(record, arrays)
+        except ImageError as exc:
+            return exc
+        except MemoryError:
+            return ImageTooLarge(file.path, "out of memory while decoding or resizing")
+
+    def _work(self, item: str | FileBytes, keep: Keep | None, times: StageTimes | None) -> _Prepared | _Skipped | ImageError:
+        """One pool task: read and hash the file (unless given its bytes), ask ``keep``, decode and resize."""
+        if isinstance(item, FileBytes):
+            file = item
+        else:
+            try:
+                with timed(times, "read"):
+                    file = read_file(item, self.limits)
+            except ImageError as exc:
+                return exc
+        if keep is not None and not keep(file):
+            return _Skipped(file.path)
+        return self._prepare(file, times)
+
+    # --- slices: the models ------------------------------------------------------------------
+    def _finish(self, futures: list[Future[_Prepared | _Skipped | ImageError]], times: StageTimes | None) -> Embedded:
+        out = Embedded()
+        prepared: list[_Prepared] = []
+        for future in futures:
+            outcome = future.result()
+            if isinstance(outcome, ImageError):
+                out.failures[outcome.path] = outcome.reason
+            elif isinstance(outcome, _Skipped):
+                out.skipped.append(outcome.path)
+            else:
+                prepared.append(outcome)
+        out.images = [p.record for p in prepared]
+        for name, model in self.models.items():
+            with timed(times, "embed", name):
+                out.vectors[name] = embed_arrays(model, [p.arrays[name] for p in prepared])
+        return out
+
+    def stream(
+        self, slices: Iterable[Sequence[str | FileBytes]], times: StageTimes | None = None, keep: Keep | None = None
+    ) -> Iterator[Embedded]:
+        """Embed slices of paths (or files already read) in order; the next slice is read and decoded on the pool
+        while the models run on this one. ``keep(file)`` False leaves a file out (reported in ``skipped``)."""
+        window: deque[list[Future[_Prepared | _Skipped | ImageError]]] = deque()
+        for items in slices:
+            window.append([self._pool.submit(self._work, item, keep, times) for item in items])
+            if len(window) > LOOKAHEAD:
+                yield self._finish(window.popleft(), times)
+        while window:
+            yield self._finish(window.popleft(), times)
+
+    def embed(self, items: Sequence[str | FileBytes], times: StageTimes | None = None) -> Embedded:
+        """Read (where given paths) and embed everything, nothing stored: the eval's and the query side's way in."""
+        total = Embedded(vectors={n: np.zeros((0, m.info.dim), np.float32) for n, m in self.models.items()})
+        for part in self.stream((items[i : i + self.slice_size] for i in range(0, len(items), self.slice_size)), times):
+            total.extend(part)
+        return total
+
+    def embed_paths(self, paths: Sequence[str], times: StageTimes | None = None) -> Embedded:
+        return self.embed(list(paths), times)
+
+    def embed_queries(self, queries: Sequence[Any], times: StageTimes | None = None) -> dict[str, np.ndarray]:
+        """(len(queries), dim) vectors per model for query images given as paths, bytes or PIL images; a bad query
+        raises its :class:`~imsim.errors.ImageError`. Paths and bytes take exactly the ingest path."""
+        files: list[FileBytes] = []
+        pils: dict[int, np.ndarray] = {}
+        for i, query in enumerate(queries):
+            if isinstance(query, Image.Image):
+                pils[i] = np.asarray(to_rgb(ImageOps.exif_transpose(query) or query), dtype=np.uint8)
+            elif isinstance(query, (bytes, bytearray, memoryview)):
+                data = bytes(query)
+                if len(data) > self.limits.max_bytes:
+                    raise ImageTooLarge(
+                        "<bytes>", f"{len(data):,} bytes, over the limit of {self.limits.max_bytes:,} (IMSIM_MAX_FILE_BYTES)"
+                    )
+                files.append(FileBytes(path=f"<query {i}: bytes>", sha256="", file_size=len(data), mtime=0.0, data=data))
+            elif isinstance(query, (str, os.PathLike)):
+                files.append(read_file(query, self.limits))
+            else:
+                raise TypeError(f"a query image must be a path, bytes or PIL.Image, not {type(query).__name__}")
+        embedded = self.embed(list(files), times)
+        if embedded.failures:
+            path, reason = next(iter(embedded.failures.items()))
+            raise ImageError(path, reason)
+        if not pils:
+            return embedded.vectors
+        from_files = iter(range(len(files)))
+        order = [("pil", i) if i in pils else ("file", next(from_files)) for i in range(len(queries))]
+        out = {}
+        for name, model in self.models.items():
+            arrays = {i: model.preprocess.to_uint8(im) for i, im in pils.items()}
+            pil_vectors = dict(zip(arrays, embed_arrays(model, list(arrays.values())), strict=True))
+            out[name] = np.stack([pil_vectors[i] if kind == "pil" else embedded.vectors[name][i] for kind, i in order])
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

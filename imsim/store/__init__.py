@@ -1,0 +1,27 @@
+"""The vector store: one Milvus collection per model version, self-describing, keyed by image identity.
+
+:mod:`~imsim.store.vector_store` is the connection and every operation, :mod:`~imsim.store.schema` the
+schema and rows, :mod:`~imsim.store.failures` how errors are classified. Nothing outside this package
+touches pymilvus.
+"""
+
+from .failures import is_transient
+from .schema import FIELD_NAMES, FIELDS, METADATA_FIELDS, PK, TAGS, VECTOR, make_row
+from .vector_store import SEARCH_CAP, CollectionSummary, StoredHit, VectorStore, has_iterator_v2, open_store
+
+__all__ = [
+    "FIELDS",
+    "FIELD_NAMES",
+    "METADATA_FIELDS",
+    "PK",
+    "SEARCH_CAP",
+    "TAGS",
+    "VECTOR",
+    "CollectionSummary",
+    "StoredHit",
+    "VectorStore",
+    "has_iterator_v2",
+    "is_transient",
+    "make_row",
+    "open_store",
+]
