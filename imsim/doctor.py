@@ -76,16 +76,16 @@ def check_redis(settings: Settings) -> list[Check]:
 
 
 def _check_workers(settings: Settings) -> Check:
-    from .queue import make_celery
+    from .queue import workers_on_queue
 
-    try:
-        replies = make_celery(settings).control.ping(timeout=1.5) or []
-    except Exception as exc:  # any broker failure means "no answer" here
-        return Check("workers", "warn", f"could not ask workers ({type(exc).__name__})")
-    if not replies:
-        return Check("workers", "warn", "no worker answered: queued jobs wait until one starts (`imsim worker`)")
-    names = sorted(name for reply in replies for name in reply)
-    return Check("workers", "ok", f"{len(names)} worker(s) answered: {', '.join(names)}")
+    names = workers_on_queue(settings, timeout=1.5)
+    if names is None:
+        return Check("workers", "warn", "could not ask the workers over the broker")
+    if not names:
+        return Check(
+            "workers", "warn", f"no worker consumes queue '{settings.queue}': queued jobs wait until one starts (`imsim worker`)"
+        )
+    return Check("workers", "ok", f"{len(names)} worker(s) on queue '{settings.queue}': {', '.join(names)}")
 
 
 def check_settings(settings: Settings) -> list[Check]:

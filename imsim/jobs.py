@@ -32,10 +32,11 @@ def new_job_id() -> str:
 
 
 _RECORD_CHUNK = """
--- KEYS: 1 job hash, 2 chunks hash, 3 failures hash, 4 progress hash
+-- KEYS: 1 job hash, 2 chunks hash, 3 failures hash, 4 progress hash, 5 running hash
 -- ARGV: 1 chunk key, 2 result json, 3 done, 4 skipped, 5 cancelled, 6 now, 7.. path,reason pairs
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'skipped', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'cancelled', ARGV[5])
@@ -54,9 +55,10 @@ return 1
 """
 
 _SPLIT_CHUNK = """
--- KEYS: 1 job hash, 2 chunks hash, 3 progress hash; ARGV: 1 chunk key, 2 number of parts it became
+-- KEYS: 1 job hash, 2 chunks hash, 3 progress hash, 4 running hash; ARGV: 1 chunk key, 2 number of parts it became
 if redis.call('HSETNX', KEYS[2], ARGV[1], 'split') == 0 then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'chunks', tonumber(ARGV[2]) - 1)
 redis.call('HINCRBY', KEYS[1], 'splits', 1)
 return 1
@@ -193,14 +195,20 @@ class JobStore:
         args: list[Any] = [str(chunk), payload, done, skipped, cancelled, time.time()]
         for path, reason in failures.items():
             args += [printable(path), printable(reason)]
-        return bool(self._record(keys=self._keys(job_id, "chunks", "failures", "progress"), args=args))
+        return bool(self._record(keys=self._keys(job_id, "chunks", "failures", "progress", "running"), args=args))
 
     def split_chunk(self, job_id: str, chunk: str, parts: int) -> bool:
         """Record that ``chunk`` was replaced by ``parts`` smaller chunks (False if it was already counted or split)."""
-        return bool(self._split(keys=self._keys(job_id, "chunks", "progress"), args=[chunk, parts]))
+        return bool(self._split(keys=self._keys(job_id, "chunks", "progress", "running"), args=[chunk, parts]))
+
+    def deaths(self, job_id: str, chunk: str) -> int:
+        """How many attempts at ``chunk`` started and never ended: their worker died (killed, out of memory)."""
+        key = job_key(job_id)
+        started, ended = self.redis.hget(key + ":attempts", chunk), self.redis.hget(key + ":ends", chunk)
+        return int(started or 0) - int(ended or 0)
 
     def begin_attempt(self, job_id: str, chunk: str, info: dict[str, Any]) -> int:
-        """Start an attempt at ``chunk``; returns how many earlier attempts started and never ended (died)."""
+        """Start an attempt at embedding ``chunk`` (shown in ``running``); returns the deaths before it."""
         keys = self._keys(job_id, "attempts", "ends", "progress", "running")[1:]
         return int(self._begin(keys=keys, args=[chunk, json.dumps(info)]))
 

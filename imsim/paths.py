@@ -60,14 +60,15 @@ def path_id(path: str | os.PathLike[str]) -> str:
 
 
 def printable(path: str) -> str:
-    """``path`` as text that always encodes (a byte that is not UTF-8 shows as ``\\xe9``): for messages and job records."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """``path`` as text that always encodes and prints (a byte that is not UTF-8 shows as ``\\xe9``, a NUL as
+    ``\\x00``): how a file is named in messages, job records and failure lists."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
 def check_path(path: str) -> None:
     """Refuse a path that cannot be stored losslessly: a NUL byte, bytes that are not UTF-8, over 4096 bytes."""
     if "\x00" in path:
-        raise BadPath(printable(path).replace("\x00", "\\x00"), "the path holds a NUL byte")
+        raise BadPath(printable(path), "the path holds a NUL byte")
     try:
         encoded = path.encode("utf-8")
     except UnicodeEncodeError:
@@ -77,9 +78,7 @@ def check_path(path: str) -> None:
             "rename it, e.g. with `convmv -f latin1 -t utf8`",
         ) from None
     if len(encoded) > MAX_PATH_BYTES:
-        raise BadPath(
-            path[:200] + "...", f"the path is {len(encoded):,} bytes of UTF-8, over the {MAX_PATH_BYTES} the store holds"
-        )
+        raise BadPath(path, f"the path is {len(encoded):,} bytes of UTF-8, over the {MAX_PATH_BYTES} the store holds")
 
 
 # --- globs: one semantics everywhere ------------------------------------------------------------

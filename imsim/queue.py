@@ -198,3 +198,14 @@ def cancel(job_id: str, settings: Settings) -> Any:
 def queue_length(settings: Settings) -> int:
     jobs = job_store(settings)
     return int(sum(jobs.redis.llen(q) for q in [settings.queue] + [f"{settings.queue}{PRIORITY_SEP}{n}" for n in range(10)]))
+
+
+def workers_on_queue(settings: Settings, timeout: float = 1.0) -> list[str] | None:
+    """Names of the workers that consume ``settings.queue`` (asked over the broker), or None if they cannot be asked.
+
+    A ping would also count workers of other queues on the same Redis; this asks each for its queues."""
+    try:
+        replies = make_celery(settings).control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # any broker failure means "cannot ask"
+        return None
+    return sorted(name for name, queues in replies.items() if any(q.get("name") == settings.queue for q in queues or []))

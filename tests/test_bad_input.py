@@ -20,7 +20,7 @@ from PIL import Image
 
 from imsim.images import load_image
 from imsim.jobs import JobStore
-from imsim.paths import discover, path_id
+from imsim.paths import discover, path_id, printable
 from imsim.query import Client
 from imsim.store import VectorStore
 
@@ -48,7 +48,15 @@ CASES: dict[str, tuple[str, str]] = {
     "extremely large valid image": ("large.jpg", "stored"),
     "symlink out of the allowed roots": ("escape.jpg", "outside the allowed roots"),
     "unreadable file (permissions)": ("", "permission denied"),  # needs a non-root worker: see test_images
+    "aspect-ratio bomb (230-byte 50000x1 PNG)": ("wide.png", "stored"),
+    "file name that is not UTF-8": (os.fsdecode(b"latin1-\xe9.jpg"), "not valid UTF-8"),
+    "NUL byte in a listed path": ("nul\x00byte.jpg", "NUL byte"),
+    "path longer than the store holds": ("long", "bytes of UTF-8"),
+    "FIFO named like an image": ("pipe.jpg", "not a regular file"),
+    "name with a trailing space": ("trailing.jpg ", "stored"),
+    ".avif file in a folder": ("modern.avif", "stored"),
 }
+LISTED_ONLY = ("missing path", "NUL byte in a listed path", "path longer than the store holds")
 
 
 def png_bomb(path: Path, side: int) -> None:
@@ -96,7 +104,14 @@ def build_folder(root: Path, outside: Path) -> dict[str, str]:
     outside.mkdir()
     shutil.copy(PHOTO, outside / "secret.jpg")
     os.symlink(outside / "secret.jpg", root / "escape.jpg")
-    return {case: str(root / name) for case, (name, _) in CASES.items() if name}
+    Image.new("RGB", (50_000, 1), (200, 30, 30)).save(root / "wide.png")
+    shutil.copy(PHOTO, os.path.join(os.fsencode(root), b"latin1-\xe9.jpg"))
+    os.mkfifo(root / "pipe.jpg")
+    shutil.copy(PHOTO, root / "trailing.jpg ")
+    photo.save(root / "modern.avif")
+    paths = {case: str(root / name) for case, (name, _) in CASES.items() if name}
+    paths["path longer than the store holds"] = str(root / ("é" * 2100))
+    return paths
 
 
 def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failures(
@@ -116,7 +131,7 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
         queue="bad" + tmp_path.name[-8:],
     )
     worker = start_worker(settings, "bad")
-    files = discover([root]).files + [paths["missing path"]]
+    files = discover([root]).files + [paths[c] for c in LISTED_ONLY]
     assert not any("/loop/" in f for f in files), "the directory loop was followed"
     good = discover([root / "good"]).files
     assert len(good) == 24
@@ -127,12 +142,13 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     assert worker.proc.poll() is None, "the worker died"
 
     expected_failures = {
-        paths[c]: want for c, (_, want) in CASES.items() if c in paths and want not in ("stored", "not followed")
+        printable(paths[c]): want for c, (_, want) in CASES.items() if c in paths and want not in ("stored", "not followed")
     }
     assert set(status.failures) == set(expected_failures)
     for path, want in expected_failures.items():
         assert want in status.failures[path], f"{path}: {status.failures[path]!r}"
     assert "resolves to" in status.failures[paths["symlink out of the allowed roots"]]
+    assert "\\x00" in printable(paths["NUL byte in a listed path"])  # named so it always prints
     stored = [paths[c] for c, (_, want) in CASES.items() if want == "stored"]
     assert status.done == len(good) + len(stored) and status.total == len(files)
     assert client.job(job_id).as_dict()["failures"] == status.failures

@@ -76,13 +76,36 @@ def test_compose_wiring():
     assert len(device_ids) == len(gpu_workers), "two workers share a GPU"
     assert services["worker-cpu"]["profiles"] == ["cpu"] and services["worker-cpu"]["environment"]["IMSIM_DEVICE"] == "cpu"
     assert services["worker-cpu"]["build"]["dockerfile"] == "deploy/Dockerfile"
+    names = [svc["command"][svc["command"].index("--name") + 1] for n, svc in services.items() if n.startswith("worker-")]
+    assert len(set(names)) == len(names) == 3  # readable, distinct worker names in Flower and `imsim doctor`
+
+
+def test_compose_publishes_nothing_beyond_this_machine_and_authenticates():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+    assert set(published) == {"milvus", "attu", "flower"}
+    for name, ports in published.items():
+        assert all(str(p).startswith("127.0.0.1:") for p in ports), f"{name} publishes on every interface: {ports}"
+    flower = services["flower"]
+    assert flower["command"][:4] == ["celery", "-A", "workers", "flower"]  # imsim's app: it knows the imsim queue
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")  # required, no default
+    assert "IMSIM_REDIS_URL" in flower["environment"]
+    mount = next(v for v in services["milvus"]["volumes"] if v.endswith(":/milvus/configs/user.yaml:ro"))
+    user_config = yaml.safe_load((DEPLOY / mount.split(":")[0]).read_text())
+    assert user_config["common"]["security"]["authorizationEnabled"] is True
+    for name, svc in services.items():
+        if name.startswith("worker-"):
+            assert svc["environment"]["IMSIM_MILVUS_TOKEN"].startswith("${IMSIM_MILVUS_TOKEN:-")
 
 
 def test_dockerfile_passes_hadolint_and_installs_the_project():
     proc = run(tool("hadolint"), str(DEPLOY / "Dockerfile"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = (DEPLOY / "Dockerfile").read_text()
-    assert "COPY pyproject.toml" in text and "pip install ." in text and re.search(r"^USER \d+", text, re.M)
+    assert (
+        "COPY pyproject.toml" in text and 'pip install . && pip install "flower==' in text and re.search(r"^USER \d+", text, re.M)
+    )
 
 
 def test_kubernetes_manifests_match_the_api_schemas():
@@ -163,7 +186,7 @@ def test_doctor_reports_health_and_plain_words_for_each_problem(
     checks = {c["name"]: c for c in json.loads(cli(env, "doctor", "--json").stdout)}
     assert all(c["status"] == "ok" for n, c in checks.items() if n not in ("redis persistence", "workers")), checks
     assert checks["redis persistence"]["status"] == "warn" and "--appendonly yes" in checks["redis persistence"]["detail"]
-    assert checks["workers"]["status"] == "warn" and "no worker answered" in checks["workers"]["detail"]
+    assert checks["workers"]["status"] == "warn" and "no worker consumes queue" in checks["workers"]["detail"]
     assert any("24 rows" in c["detail"] for c in checks.values())
 
     # The same collection prefix with a CLIP of another dimension (a new version: its own collection, the stored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -94,3 +95,130 @@ def test_redelivered_chunk_counts_once(redis_url):
     assert (s.done, s.failed, s.pending, s.state) == (3, 1, 0, "finished_with_failures")
     with pytest.raises(Exception, match="no job 'missing'"):
         jobs.get("missing")
+
+
+def test_cancel_drops_queued_chunks_and_lets_running_ones_finish(
+    cli, tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, image_folder
+):
+    from .support.servers import settings_env
+
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        chunk_size=4,
+        queue="cancel" + tmp_path.name[-8:],
+    )
+    env = settings_env(settings)
+    files = discover([image_folder / "flags"]).files  # 24 files: 6 chunks
+    jobs = JobStore(redis_url)
+    job_id = enqueue(files, settings)
+    out = json.loads(cli(env, "cancel", job_id, "--json").stdout)  # no worker yet: every chunk is still queued
+    assert (out["state"], out["cancelled"], out["done"]) == ("cancelled", 24, 0)
+    assert JobStore(redis_url).redis.llen(settings.queue) == 0
+
+    start_worker(settings, "cancel")
+    second = enqueue(files, settings)
+    wait_until_state = time.time() + 60
+    while not jobs.get(second).started_at:
+        assert time.time() < wait_until_state
+        time.sleep(0.05)
+    status = Client(settings).cancel(second)
+    final = wait_finished(jobs, second)
+    assert status.cancelled_at and final.state == "cancelled" and final.done + final.cancelled == 24
+    assert final.done >= 4 and final.cancelled >= 4  # the running chunk finished, the queued ones were dropped
+
+
+def test_ctrl_c_leaves_the_job_running_and_says_how_to_follow_or_cancel_it(
+    tiny_model_dirs, tmp_path, redis_url, milvus_uri, image_folder
+):
+    import signal
+    import subprocess
+    import sys
+
+    from .support.servers import ROOT, settings_env
+
+    settings = make_settings(
+        tiny_model_dirs, tmp_path / "data", redis_url=redis_url, milvus_uri=milvus_uri, queue="ctrlc" + tmp_path.name[-8:]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imsim.cli", "ingest", str(image_folder / "flags")],
+        cwd=ROOT,
+        env=settings_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not JobStore(redis_url).list(50) or not any(
+        j.inputs == [str(image_folder / "flags")] for j in JobStore(redis_url).list(50)
+    ):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(6.5)  # long enough for the "waiting for a worker" hint
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "imsim cancel" in stderr and "imsim status" in stderr and "Traceback" not in stderr
+    assert "none answers on queue" in stderr  # no worker was running: the display said so
+
+
+def test_redis_down_or_refusing_is_one_line_never_a_traceback(cli, tiny_model_dirs, tmp_path, servers):
+    from .support.servers import RedisServer, free_port, settings_env
+
+    down = settings_env(make_settings(tiny_model_dirs, tmp_path / "a", redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    for args in (["jobs"], ["status", "some-job"], ["ingest", str(tmp_path)]):
+        proc = cli(down, *args, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "Redis is unreachable" in cli(down, "jobs", check=False).stderr
+    redis_server = servers(RedisServer, tmp_path, password="right")
+    wrong = settings_env(make_settings(tiny_model_dirs, tmp_path / "b", redis_url=redis_server.url.replace("right", "wrong")))
+    proc = cli(wrong, "jobs", check=False)
+    assert proc.returncode == 2 and "refused the password" in proc.stderr and "Traceback" not in proc.stderr
+    malformed = settings_env(make_settings(tiny_model_dirs, tmp_path / "c", redis_url="redis//no-colon"))
+    proc = cli(malformed, "doctor", "--no-models", "--json", check=False)
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert proc.returncode == 1 and checks["redis"]["status"] == "fail" and "not a Redis URL" in checks["redis"]["detail"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_progress_display_rides_out_a_redis_restart(tiny_model_dirs, tmp_path, milvus_uri, start_worker, servers):
+    import subprocess
+    import sys
+
+    from imsim.synth import write_variants
+
+    from .support.servers import ROOT, SAMPLES, RedisServer, settings_env
+
+    redis_server = servers(RedisServer, tmp_path, appendonly=True)
+    corpus = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 300, size=(64, 64), seed=2)
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_server.url,
+        milvus_uri=milvus_uri,
+        chunk_size=20,
+        visibility_timeout=10,
+        queue="follow" + tmp_path.name[-8:],
+    )
+    start_worker(settings, "follow")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imsim.cli", "ingest", str(tmp_path / "corpus")],
+        cwd=ROOT,
+        env=settings_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (jobs := JobStore(redis_server.url).list(1)) or jobs[0].chunks_done < 3:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    redis_server.kill()
+    time.sleep(3)
+    redis_server.start()
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert f"failed 0 of {len(corpus)}" in stdout

@@ -262,3 +262,111 @@ def test_a_retry_that_cannot_be_published_requeues_its_chunk(tiny_model_dirs, tm
     store = VectorStore(settings)
     assert_exactly_once(store, files)
     store.close()
+
+
+def chunk_paths(key: str, chunks: list[list[str]]) -> list[str]:
+    """The paths of chunk ``key`` ("3", or "3.0.1" after splits: halves of halves), as imsim.queue.split makes them."""
+    first, *halves = key.split(".")
+    paths = chunks[int(first)]
+    for half in halves:
+        mid = len(paths) // 2
+        paths = paths[:mid] if half == "0" else paths[mid:]
+    return paths
+
+
+def test_a_chunk_that_keeps_killing_its_worker_is_split_down_to_the_one_file(
+    tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker
+):
+    """Whenever a worker runs a chunk holding ``poison.jpg``, this test SIGKILLs its pool process, as the kernel's
+    OOM killer would. After IMSIM_MAX_DELIVERIES deaths the chunk is split in halves, down to the one file, which is
+    recorded as failed with the reason; every other file is stored and the job ends (it used to be redelivered
+    forever, the job "running 0/40" for good)."""
+    from imsim.util import chunked
+
+    files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 16, size=(64, 64), seed=5)
+    poison = str(tmp_path / "corpus" / "0000" / "img0000003-poison.jpg")  # sorts into the first chunk of 8
+    from PIL import Image
+
+    Image.open(SAMPLES / "photos" / "coffee.jpg").resize((4000, 3000)).save(poison, quality=95)  # slow to decode
+    files = sorted([*files, poison])
+    assert files.index(poison) == 3  # "-" sorts before "."
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        chunk_size=8,
+        max_deliveries=2,
+        queue="poison" + tmp_path.name[-8:],
+    )
+    worker = start_worker(settings, "poison", pool="prefork")
+    jobs = JobStore(redis_url)
+    job_id = enqueue(files, settings)
+    chunks = chunked(files, 8)
+    killed: set[tuple[str, int]] = set()
+    deadline = time.time() + 240
+    while not jobs.get(job_id).finished_at:
+        assert time.time() < deadline, f"job never ended: {jobs.get(job_id)}"
+        for key, info in jobs.get(job_id).running.items():
+            pid = int(info["pid"])
+            if poison in chunk_paths(key, chunks) and (key, pid) not in killed and pid != worker.proc.pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add((key, pid))
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.02)
+    status = jobs.get(job_id)
+    assert list(status.failures) == [poison] and "its worker died 2 times" in status.failures[poison]
+    assert status.done + status.skipped == len(files) - 1 and status.splits >= 3
+    assert worker.proc.poll() is None
+    store = VectorStore(settings)
+    assert_exactly_once(store, [f for f in files if f != poison])
+    store.close()
+    print(
+        f"\npoison chunk: {len(killed)} kills, {status.splits} splits, {status.done} stored, 1 failed: {status.failures[poison]}"
+    )
+
+
+def test_a_real_milvus_server_stopped_and_killed_mid_job_is_waited_for(
+    tiny_model_dirs, tmp_path, redis_url, start_worker, servers
+):
+    """A Milvus 2.3.5 server stopped (SIGTERM) and later killed (SIGKILL) mid-job, each time restarted on the same
+    data: while it stops and starts it answers "find no available rootcoord" (legacy code 65535), which is an
+    outage to wait out, not a permanent error (a job of 38 once failed 38/38 in ~30 s). Rows == files, no duplicates."""
+    from .support.servers import MilvusServer
+
+    server = servers(MilvusServer, tmp_path)
+    files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 400, size=(64, 64), seed=21)
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=server.uri,
+        chunk_size=20,
+        visibility_timeout=300,
+        queue="restart" + tmp_path.name[-8:],
+    )
+    worker = start_worker(settings, "restart")
+    jobs = JobStore(redis_url)
+    job_id = enqueue(files, settings)
+    downtime = {}
+    for after, how in ((4, "stop"), (10, "kill")):
+        wait_until(lambda after=after: jobs.get(job_id).chunks_done >= after, 180, f"{after} chunks done")
+        down = time.time()
+        server.stop() if how == "stop" else server.kill()
+        time.sleep(3)
+        server.start()
+        downtime[how] = round(time.time() - down, 1)
+    status = wait_finished(jobs, job_id, timeout=300)
+    log = worker.log_path.read_text()
+    retries = log.count("Retry in")
+    assert (status.done + status.skipped, status.failed, status.chunks_done) == (400, 0, 20), status.failures
+    assert retries >= 1 and worker.proc.poll() is None
+    store = VectorStore(settings)
+    assert_exactly_once(store, files)
+    store.close()
+    print(
+        f"\nMilvus server restarts: down {downtime} s, {retries} Celery retries, 400/400 stored once, 0 duplicates, "
+        f"{status.skipped} found stored on redelivery"
+    )

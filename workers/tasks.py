@@ -99,7 +99,10 @@ def embed_chunk(
     if store.is_cancelled(job_id):
         store.record_chunk(job_id, key, 0, 0, {}, cancelled=len(paths))
         return {"cancelled": len(paths)}
-    died = store.begin_attempt(
+    died = store.deaths(job_id, key)
+    if died >= settings.max_deliveries:
+        return _poison(self, job_id, key, paths, died, force, tags)
+    store.begin_attempt(
         job_id,
         key,
         {
@@ -110,8 +113,6 @@ def embed_chunk(
         },
     )
     try:
-        if died >= settings.max_deliveries:
-            return _poison(self, job_id, key, paths, died, force, tags)
         worker = ingestor()
         store.mark_started(job_id, worker.collections)
 

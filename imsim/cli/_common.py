@@ -22,8 +22,8 @@ from rich.text import Text
 from ..query import Client
 from ..settings import Settings, get_settings
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # a message is never broken mid-line: paths and commands stay copyable
+err = Console(stderr=True, soft_wrap=True)
 
 # Exit codes, the same for every command (and in `imsim --help`)
 OK, SOME_FAILED, ERROR, INTERRUPTED = 0, 1, 2, 130

@@ -70,12 +70,9 @@ def _note(status: JobStatus) -> str:
 
 
 def _workers_answer(settings: Settings) -> bool:
-    from ..queue import make_celery
+    from ..queue import workers_on_queue
 
-    try:
-        return bool(make_celery(settings).control.ping(timeout=1.0))
-    except Exception:  # any broker trouble means "no answer" here
-        return False
+    return bool(workers_on_queue(settings))
 
 
 def print_outcome(outcome: dict[str, Any], as_json: bool) -> None:

@@ -1,0 +1,290 @@
+"""Hostile input, tried as an attacker would: a memory bomb by aspect ratio, a symlink swapped while a file is
+opened, a filter that tries to break out of the AND, globs that must not cross folders, path filters that must
+still return k results, names no store can hold, and credentials that must never be printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imsim import expr
+from imsim.errors import BadPath, FilterError, PathNotAllowed
+from imsim.images import Limits, read_file
+from imsim.ingest import ingest_local
+from imsim.paths import discover, glob_match, path_id, printable, read_path_list
+from imsim.query import Client
+from imsim.store import VectorStore
+
+from .support.servers import ROOT, SAMPLES, settings_env
+from .support.settings import make_settings
+
+PHOTO = SAMPLES / "photos" / "coffee.jpg"
+
+MEMORY_PROBE = r"""
+import json, resource, sys
+from imsim.ingest import Ingestor, ingest_local
+from imsim.settings import load
+settings = load(json.loads(sys.argv[1]))
+with Ingestor(settings) as ingestor:
+    ingestor.ingest([sys.argv[3]])  # warm-up: models, pools and first-call costs out of the measurement
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = ingest_local(sys.argv[2:], settings, ingestor=ingestor, force=True)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_before_kb": before, "peak_after_kb": after, "done": result.done, "failures": result.failures}))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("models", ["clip,dinov2", "clip,onnx"])
+def test_an_aspect_ratio_bomb_never_grows_memory_and_the_good_images_are_stored(family_dirs, tmp_path, models):
+    """A 230-byte 50000x1 PNG once grew to gigabytes in preprocessing (short edge scaled up, aspect kept) and got
+    the worker OOM-killed. Crop models now resample only what survives the crop; models that keep the aspect ratio
+    (the ONNX model here, resize 'short', like SSCD) refuse it with a reason. Measured in a fresh process."""
+    for size, name in [((50_000, 1), "wide.png"), ((1, 50_000), "tall.png")]:
+        Image.new("RGB", size, (200, 30, 30)).save(tmp_path / name)
+    assert (tmp_path / "wide.png").stat().st_size < 1000
+    good = [str(p) for p in sorted((SAMPLES / "photos").glob("*.jpg"))[:3]]
+    settings = make_settings(family_dirs, tmp_path / "data", models=models)
+    values = {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v) for k, v in settings.flat().items()}
+    values = {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMSIM_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, json.dumps(values), str(tmp_path / "wide.png"), str(tmp_path / "tall.png"), *good],
+        cwd=ROOT,
+        env={**env, "IMSIM_ENV_FILE": os.devnull},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    grown_mb = (out["peak_after_kb"] - out["peak_before_kb"]) / 1024
+    assert grown_mb < 150, f"the peak grew by {grown_mb:.0f} MB"
+    if "onnx" in models:
+        assert out["done"] == 3 and set(out["failures"]) == {str(tmp_path / "wide.png"), str(tmp_path / "tall.png")}
+        assert all("aspect ratio" in reason and "onnx" in reason for reason in out["failures"].values())
+    else:
+        assert out["done"] == 5 and not out["failures"]
+
+
+def test_crop_models_resample_only_the_crop_of_an_extreme_image(models):
+    clip = models["clip"].preprocess
+    wide = np.full((1, 50_000, 3), 120, np.uint8)
+    out = clip.to_uint8(wide)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8 and abs(int(out.mean()) - 120) <= 1
+
+
+def test_a_symlink_swapped_while_reading_never_yields_an_outside_file(tmp_path):
+    """The allowed-roots check is made on the file actually opened: a link flipped between an inside and an
+    outside target, as fast as a thread can, never makes read_file return the outside file's bytes."""
+    inside, outside = tmp_path / "root", tmp_path / "secret"
+    inside.mkdir()
+    outside.mkdir()
+    (inside / "ok.jpg").write_bytes(b"inside" * 100)
+    (outside / "secret.jpg").write_bytes(b"SECRET" * 100)
+    link = inside / "photo.jpg"
+    limits = Limits(allowed_roots=(os.path.realpath(inside),))
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            for target in (inside / "ok.jpg", outside / "secret.jpg"):
+                tmp = inside / ".swap"
+                try:
+                    os.symlink(target, tmp)
+                    os.replace(tmp, link)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=flip, daemon=True)
+    thread.start()
+    outcomes = {"inside": 0, "refused": 0}
+    try:
+        for _ in range(4000):
+            try:
+                data = read_file(link, limits).data
+            except PathNotAllowed:
+                outcomes["refused"] += 1
+                continue
+            except Exception:  # the link was mid-swap: missing for an instant
+                continue
+            assert b"SECRET" not in data, "read a file outside the allowed roots"
+            outcomes["inside"] += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert outcomes["inside"] > 0 and outcomes["refused"] > 0  # both targets were really seen
+
+
+def test_a_fifo_named_like_an_image_fails_without_hanging(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(Exception, match="not a regular file"):
+        read_file(fifo)
+
+
+def test_paths_the_store_cannot_hold_are_refused_one_by_one(tmp_path):
+    latin1 = os.fsdecode(b"latin1-\xe9.jpg")
+    with pytest.raises(BadPath, match="not valid UTF-8"):
+        read_file(tmp_path / latin1)
+    with pytest.raises(BadPath, match="NUL byte"):
+        read_file(str(tmp_path / "a\x00b.jpg"))
+    with pytest.raises(BadPath, match="bytes of UTF-8"):
+        read_file("/" + "é" * 2100)
+    assert printable(str(tmp_path / latin1)).endswith("latin1-\\xe9.jpg")  # how it is named in messages and records
+
+
+def test_a_non_utf8_name_fails_alone_in_a_local_run(settings, models, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(PHOTO, folder / "fine.jpg")
+    bad = os.path.join(os.fsencode(folder), b"latin1-\xe9.jpg")
+    shutil.copy(PHOTO, bad)
+    found = discover([folder])
+    assert len(found.files) == 2
+    result = ingest_local(found.files, settings)
+    assert result.done == 1 and list(result.failures) == [printable(os.fsdecode(bad))]  # named so it always prints
+    assert "not valid UTF-8" in next(iter(result.failures.values()))
+
+
+def test_walks_find_every_decodable_type_and_keep_names_byte_exact(tmp_path):
+    Image.open(PHOTO).save(tmp_path / "modern.avif")
+    shutil.copy(PHOTO, tmp_path / "trailing space.jpg ")
+    (tmp_path / "notes.txt").write_text("x")
+    found = discover([tmp_path])
+    assert found.files == [str(tmp_path / "modern.avif"), str(tmp_path / "trailing space.jpg ")]
+    assert found.skipped == {"not an image type (.txt)": 1}
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"# a comment\n" + os.fsencode(tmp_path / "trailing space.jpg ") + b"\r\n\n")
+    assert read_path_list(listing) == [str(tmp_path / "trailing space.jpg ")]  # the space kept, CRLF dropped
+    assert read_file(found.files[1]).file_size == PHOTO.stat().st_size
+
+
+def test_raw_filters_must_be_one_expression_over_known_fields():
+    fields = {"path", "width", "tags"}
+    assert expr.check_raw('path like "/a/%" and width > 3', fields) == '(path like "/a/%" and width > 3)'
+    assert expr.check_raw('tags["k"] == "v" or json_contains(tags["x"], 1)', fields)
+    assert expr.check_raw('path == "a) or (1==1"', fields)  # parentheses inside a string are text
+    for hostile in ["1==1) or (1==1", "width > 3)", "(width > 3", 'path == "unterminated', "width > 3 ]", "x > 1"]:
+        with pytest.raises(FilterError):
+            expr.check_raw(hostile, fields)
+    with pytest.raises(FilterError, match="no field 'colour'"):
+        expr.check_raw("colour == 1", fields)
+
+
+def test_a_hostile_filter_never_widens_the_other_conditions(settings, models, image_folder):
+    ingest_local(discover([image_folder / "flags"]).files, settings, tags={"owner": "bob"})
+    ingest_local(discover([image_folder / "photos"]).files, settings)
+    with Client(settings, embedders=models) as client:
+        query = str(image_folder / "photos" / "coffee.jpg")
+        hits = client.search(query, k=50, where=expr.Where(tags={"owner": "bob"}))
+        assert len(hits) == 24 and all("/flags/" in h.path for h in hits)
+        with pytest.raises(FilterError, match="unbalanced"):
+            client.search(query, k=50, where=expr.Where(tags={"owner": "bob"}), filter="1==1) or (1==1")
+        with pytest.raises(FilterError, match="no field 'colour'"):
+            client.search(query, k=5, filter='colour == "red"')
+
+
+def test_one_glob_semantics_for_ingest_search_and_delete(settings, models, tmp_path):
+    root = tmp_path / "pics"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    for rel in ["a.jpg", "b.jpg", "c.jpg", "sub/d.jpg", "sub/e.jpg", "sub/deeper/f.jpg"]:
+        shutil.copy(PHOTO, root / rel)
+    assert glob_match(f"{root}/*.jpg", f"{root}/a.jpg") and not glob_match(f"{root}/*.jpg", f"{root}/sub/d.jpg")
+    assert [Path(p).name for p in discover([f"{root}/*.jpg"]).files] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert len(discover([f"{root}/**/*.jpg"]).files) == 6
+    ingest_local(discover([root]).files, settings)
+    with Client(settings, embedders=models) as client:
+        hits = client.search(str(root / "a.jpg"), k=10, where=expr.Where(path_glob=f"{root}/*.jpg"))
+        assert sorted(Path(h.path).name for h in hits) == ["a.jpg", "b.jpg", "c.jpg"]
+        removed = client.delete(f"{root}/*.jpg")
+        assert set(removed.values()) == {3}
+        assert set(client.delete(f"{root}/**/f.jpg").values()) == {1}
+        left = sorted(Path(h.path).name for h in client.search(str(root / "sub" / "d.jpg"), k=10))
+        assert left == ["d.jpg", "e.jpg"]
+
+
+def _folder_rows(store: VectorStore, name: str, dim: int, folders: dict[str, int]) -> None:
+    rng = np.random.default_rng(3)
+    rows = []
+    for folder, count in folders.items():
+        for i in range(count):
+            v = rng.normal(size=dim).astype(np.float32)
+            path = f"{folder}/{i}.jpg"
+            rows.append(
+                {
+                    "id": path_id(path),
+                    "path": path,
+                    "sha256": "",
+                    "width": 1,
+                    "height": 1,
+                    "file_size": 1,
+                    "mtime": 0.0,
+                    "model_id": "m",
+                    "model_revision": "r",
+                    "ingested_at": 0,
+                    "job_id": "",
+                    "tags": {},
+                    "vector": (v / np.linalg.norm(v)).tolist(),
+                }
+            )
+    store.upsert(name, rows, batch=2000)
+    store.flush(name)
+
+
+def test_under_returns_exactly_k_when_k_exist_beside_look_alike_folders(settings, models):
+    """LIKE's ``_`` matches any character and a missing ``/`` matches sibling folders: ``u_x`` once filled the
+    over-fetch with ``uAx`` and ``u_x2`` rows and returned 1-2 of 10."""
+    store = VectorStore(settings)
+    name = store.ensure_collection(models["clip"].info)
+    _folder_rows(store, name, models["clip"].info.dim, {"/data/u_x": 12, "/data/uAx": 600, "/data/u_x2": 600})
+    with Client(settings, embedders={"clip": models["clip"]}, store=store) as client:
+        query = {"clip": np.ones(models["clip"].info.dim, np.float32)}
+        for k in (1, 10, 12):
+            hits = client.search_vectors(query, k=k, where=expr.Where(path_prefix="/data/u_x"))
+            assert len(hits) == k and all(h.path.startswith("/data/u_x/") for h in hits)
+        assert len(client.search_vectors(query, k=50, where=expr.Where(path_prefix="/data/u_x"))) == 12
+        hits = client.search_vectors(query, k=20, where=expr.Where(path_glob="/data/u?x/*.jpg"))
+        assert len(hits) == 20 and all(h.path.startswith(("/data/u_x/", "/data/uAx/")) for h in hits)
+    store.close()
+
+
+def test_under_with_a_large_k_stays_within_a_servers_top_k_cap(tiny_model_dirs, tmp_path, models, milvus_server_uri):
+    settings = make_settings(tiny_model_dirs, tmp_path / "data", milvus_uri=milvus_server_uri, search_consistency="Strong")
+    store = VectorStore(settings)
+    name = store.ensure_collection(models["clip"].info)
+    _folder_rows(store, name, models["clip"].info.dim, {"/srv/u_x": 5200, "/srv/uAx": 400})
+    assert store.like_dialect == "prefix"  # Milvus 2.3: a literal prefix, `_` not a wildcard
+    with Client(settings, embedders={"clip": models["clip"]}, store=store) as client:
+        hits = client.search_vectors(
+            {"clip": np.ones(models["clip"].info.dim, np.float32)}, k=5000, where=expr.Where(path_prefix="/srv/u_x")
+        )
+        assert len(hits) == 5000 and all(h.path.startswith("/srv/u_x/") for h in hits)
+    store.close()
+
+
+def test_config_shows_hosts_and_masks_every_credential(cli, settings):
+    env = {
+        **settings_env(
+            settings.replace(
+                milvus_uri="http://alice:s3cret@milvus.example:19530",
+                redis_url="redis://:hunter2@redis.example:6379/0",
+                milvus_token="root:t0ken",
+            )
+        )
+    }
+    out = cli(env, "config").stdout
+    assert "s3cret" not in out and "hunter2" not in out and "t0ken" not in out
+    assert "IMSIM_MILVUS_URI=http://alice:**@milvus.example:19530" in out
+    assert "IMSIM_REDIS_URL=redis://:**@redis.example:6379/0" in out and "IMSIM_MILVUS_TOKEN=**" in out
+    plain = cli(settings_env(settings.replace(redis_url="redis://cache.local:6380/2")), "config").stdout
+    assert "IMSIM_REDIS_URL=redis://cache.local:6380/2" in plain  # no password: nothing to hide
