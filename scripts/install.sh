@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch" 2>/dev/null || pip install -q "torch==${IMSIM_TORCH_VERSION:-2.13.0}"
 if [ "$WITH_TEST" = 1 ]; then pip install -q -e ".[test]"; else pip install -q -e .; fi
 
-# Debian packages the tests use: a real Redis server, and Chromium to render the search gallery.
+# Debian packages the tests use: a real Redis server, and Chromium to render the search gallery and drive Attu.
 if [ "$WITH_TEST" = 1 ]; then
   MISSING=""
   command -v redis-server >/dev/null 2>&1 || MISSING="$MISSING redis-server"
@@ -28,4 +28,11 @@ if [ "$WITH_TEST" = 1 ]; then
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq $MISSING >/dev/null
   fi
+fi
+
+# playwright-core (npm) drives Chromium through Milvus's Attu dashboard in tests/test_attu.py; kept in .cache/node.
+if [ "$WITH_TEST" = 1 ] && command -v npm >/dev/null 2>&1 && [ ! -d .cache/node/node_modules/playwright-core ]; then
+  mkdir -p .cache/node
+  npm install --prefix .cache/node --silent --no-audit --no-fund --no-save playwright-core@1.64.1 >/dev/null 2>&1 \
+    || echo "npm could not install playwright-core: the Attu test will be skipped" >&2
 fi

@@ -87,8 +87,8 @@ def servers() -> Iterator[Callable[..., Any]]:
         return server
 
     yield start
-    for server in started:
-        server.stop()
+    for server in started:  # the test is over and its data is temporary: no graceful stop needed
+        getattr(server, "kill", server.stop)()
 
 
 @pytest.fixture(scope="session")

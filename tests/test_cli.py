@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from .support.servers import settings_env
+from .support.servers import ROOT, settings_env
 from .support.settings import make_settings
 
 
@@ -34,8 +36,8 @@ def test_cli_local_ingest_search_compare_collections(cli, tiny_model_dirs, tmp_p
 
     cols = {c["model"]: c for c in json.loads(cli(env, "collections", "--json").stdout)}
     assert {m: (c["rows"], c["name"].rsplit("_", 2)[1], c["active"], len(c["version"])) for m, c in cols.items()} == {
-        "clip": (30, "clip", True, 8),
-        "dinov2": (30, "dinov2", True, 8),
+        "clip": (30, "clip", True, 6),
+        "dinov2": (30, "dinov2", True, 6),
     }
     assert "tiny-clip" in cli({**env, "COLUMNS": "250"}, "collections").stdout
 
@@ -94,3 +96,39 @@ def test_cli_tags_filters_and_search_like(cli, tiny_model_dirs, tmp_path, image_
     assert proc.returncode == 2 and "not key=value" in proc.stderr
     proc = cli(env, "search", coffee, "--after", "last tuesday", check=False)
     assert proc.returncode == 2 and "not a date" in proc.stderr
+
+
+def test_store_serve_serves_what_ingest_local_wrote_and_a_busy_store_is_one_line(cli, tiny_model_dirs, tmp_path, image_folder):
+    import time
+
+    from .support.servers import free_port, stop, wait_for_port
+
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    cli(env, "ingest", "--local", str(image_folder / "flags"))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "imsim.cli", "store", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, timeout=60, proc=server)
+        served = json.loads(cli({**env, "IMSIM_MILVUS_URI": f"http://127.0.0.1:{port}"}, "collections", "--json").stdout)
+        assert sorted(c["rows"] for c in served) == [24, 24]  # the very rows --local stored
+        busy = cli(env, "collections", check=False)  # the Lite store itself, while the server holds it
+        assert busy.returncode == 2 and "Traceback" not in busy.stderr
+        assert busy.stderr.strip().count("\n") == 0 and "open in one process" in busy.stderr
+    finally:
+        stop(server)
+    time.sleep(0.5)
+    assert json.loads(cli(env, "collections", "--json").stdout)  # free again once the server stopped
+
+
+def test_a_filter_on_a_field_that_does_not_exist_is_an_error_naming_it(cli, tiny_model_dirs, tmp_path, image_folder):
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    cli(env, "ingest", "--local", str(image_folder / "photos"))
+    proc = cli(env, "search", str(image_folder / "photos" / "coffee.jpg"), "--filter", 'colour == "red"', check=False)
+    assert proc.returncode == 2 and "no field 'colour'" in proc.stderr and "Traceback" not in proc.stderr

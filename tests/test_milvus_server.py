@@ -37,7 +37,7 @@ def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, m
     described = store.describe(collections["dinov2"])
     info = models["dinov2"].info
     assert described["description"].startswith(
-        f"dinov2 v{info.version_tag} · 48-d COSINE HNSW(M=16, efConstruction=200) · rev {info.revision} · {info.source}"
+        f"dinov2 · version {info.version_tag} · 48-d COSINE HNSW(M=16, efConstruction=200) · rev {info.revision} · {info.source}"
     )
     fields = {f["name"]: f.get("description", "") for f in described["fields"]}
     assert fields["path"] and fields["vector"] and fields["sha256"]

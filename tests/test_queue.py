@@ -156,7 +156,7 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_follow_or_cancel_it(
     ):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
-    time.sleep(6.5)  # long enough for the "waiting for a worker" hint
+    time.sleep(8.0)  # long enough for the "waiting for a worker" hint
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130
@@ -222,3 +222,28 @@ def test_the_progress_display_rides_out_a_redis_restart(tiny_model_dirs, tmp_pat
     assert proc.returncode == 0, stderr[-2000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     assert f"failed 0 of {len(corpus)}" in stdout
+
+
+def test_progress_moves_within_a_chunk(tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, image_folder):
+    """One chunk of 24 images in slices of 4: the job's settled count moves before the chunk is recorded."""
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        chunk_size=24,
+        batch_size=4,
+        queue="progress" + tmp_path.name[-8:],
+    )
+    start_worker(settings, "progress")
+    jobs = JobStore(redis_url)
+    job_id = enqueue(discover([image_folder / "flags"]).files, settings)
+    seen = set()
+    deadline = time.time() + 120
+    while not (status := jobs.get(job_id)).finished_at:
+        assert time.time() < deadline
+        if status.chunks_done == 0:
+            seen.add(status.settled)
+        time.sleep(0.005)
+    assert any(0 < n < 24 for n in seen), seen
+    assert status.settled == 24 and status.in_progress == 0

@@ -337,13 +337,13 @@ def test_a_real_milvus_server_stopped_and_killed_mid_job_is_waited_for(
     from .support.servers import MilvusServer
 
     server = servers(MilvusServer, tmp_path)
-    files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 400, size=(64, 64), seed=21)
+    files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 200, size=(64, 64), seed=21)
     settings = make_settings(
         tiny_model_dirs,
         tmp_path / "data",
         redis_url=redis_url,
         milvus_uri=server.uri,
-        chunk_size=20,
+        chunk_size=10,
         visibility_timeout=300,
         queue="restart" + tmp_path.name[-8:],
     )
@@ -361,12 +361,12 @@ def test_a_real_milvus_server_stopped_and_killed_mid_job_is_waited_for(
     status = wait_finished(jobs, job_id, timeout=300)
     log = worker.log_path.read_text()
     retries = log.count("Retry in")
-    assert (status.done + status.skipped, status.failed, status.chunks_done) == (400, 0, 20), status.failures
+    assert (status.done + status.skipped, status.failed, status.chunks_done) == (200, 0, 20), status.failures
     assert retries >= 1 and worker.proc.poll() is None
     store = VectorStore(settings)
     assert_exactly_once(store, files)
     store.close()
     print(
-        f"\nMilvus server restarts: down {downtime} s, {retries} Celery retries, 400/400 stored once, 0 duplicates, "
+        f"\nMilvus server restarts: down {downtime} s, {retries} Celery retries, 200/200 stored once, 0 duplicates, "
         f"{status.skipped} found stored on redelivery"
     )

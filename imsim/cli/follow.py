@@ -22,7 +22,7 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
 
     jobs = JobStore(settings.redis_url.get_secret_value())
     status = jobs.get(job_id)
-    since, workers_checked = time.monotonic(), False
+    since, workers_checked, no_worker = time.monotonic(), False, ""
     try:
         with progress() as bar:
             task = bar.add_task(f"job {job_id}", total=status.total, note="queued")
@@ -37,21 +37,23 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
                     )
                     time.sleep(1.0)
                     continue
-                note = _note(status)
                 if not status.started_at and not workers_checked and time.monotonic() - since > WAIT_HINT_AFTER:
                     workers_checked = True
                     if not _workers_answer(settings):
-                        note = (
+                        no_worker = (
                             f"[yellow]waiting for a worker: none answers on queue '{settings.queue}' "
                             "(start one: `imsim worker`)[/]"
                         )
+                # the hint stays until a worker starts the job
+                note = no_worker if no_worker and not status.started_at else _note(status)
                 bar.update(task, completed=status.settled, note=note)
                 if status.finished_at:
                     return status
                 time.sleep(0.5)
     except KeyboardInterrupt:
         err.print(
-            f"\njob {job_id} goes on in the workers: follow it with `imsim status {job_id}`, stop it with `imsim cancel {job_id}`"
+            f"\njob {job_id} goes on in the workers: follow it with `imsim status {job_id} --follow`, "
+            f"stop it with `imsim cancel {job_id}`"
         )
         raise typer.Exit(INTERRUPTED) from None
 

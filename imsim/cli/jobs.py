@@ -11,7 +11,7 @@ from rich.table import Column, Table
 
 from ..jobs import JobStore
 from ..settings import get_settings
-from ._common import JsonOpt, console, print_json, stamp
+from ._common import SOME_FAILED, JsonOpt, console, print_json, stamp
 
 app = typer.Typer()
 
@@ -68,9 +68,19 @@ def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20,
 
 
 @app.command()
-def status(job_id: str, as_json: JsonOpt = False) -> None:
+def status(
+    job_id: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Show the job's progress until it ends (exit 1 if a file failed).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """One job's counts, times, what its inputs left out, running chunks and every failure with its reason."""
     s = _jobs().get(job_id)
+    if follow and not s.finished_at:
+        from .follow import follow as follow_job
+
+        s = follow_job(job_id, get_settings())
     if as_json:
         print_json(s.as_dict())
         return
@@ -99,3 +109,5 @@ def status(job_id: str, as_json: JsonOpt = False) -> None:
         console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)
     for path, reason in s.failures.items():
         console.print(f"  [red]failed[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    if follow and s.failed:
+        raise typer.Exit(SOME_FAILED)

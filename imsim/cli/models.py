@@ -91,7 +91,7 @@ def models(
 @app.command("activate")
 def activate(
     model: Annotated[str, typer.Argument(help="Registry name, e.g. clip.")],
-    version: Annotated[str, typer.Argument(help="The collection, or its 8-hex version tag (see `imsim models`).")],
+    version: Annotated[str, typer.Argument(help="The collection, or its 6-hex version tag (see `imsim models`).")],
 ) -> None:
     """Make VERSION the collection (and model version) queries for MODEL use; nothing is re-ingested or deleted."""
     with open_store(get_settings()) as store:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ from ..errors import ModelError
 #   1: one JPEG draft size for all models (the largest any enabled model needed); Pillow resize
 #   2: each model's JPEG draft scale from that model's own input size alone; torch uint8 antialiased resize
 PIPELINE_VERSION = 2
+VERSION_TAG_LENGTH = 6
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
@@ -289,10 +291,12 @@ class ModelInfo:
             "pipeline": PIPELINE_VERSION,
         }
 
-    @property
+    @functools.cached_property
     def version_tag(self) -> str:
-        """8 hex digits naming this exact model version (a hash of :attr:`identity`)."""
-        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:8]
+        """6 hex digits naming this exact model version (a hash of :attr:`identity`): short enough that a collection
+        name ``imsim_dinov2_3f2a9c`` shows whole in Attu's list (which cuts names after ~19 characters). Computed once
+        per loaded model (every search names its collection by it)."""
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:VERSION_TAG_LENGTH]
 
 
 @runtime_checkable

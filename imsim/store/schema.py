@@ -68,7 +68,7 @@ def describe_version(info: ModelInfo, index_type: str, params: dict[str, Any]) -
     variant = f" {info.variant}" if info.variant else ""
     index = index_type + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
     return (
-        f"{info.name}{variant} v{info.version_tag} · {info.dim}-d {METRIC} {index} · rev {info.revision} · "
+        f"{info.name}{variant} · version {info.version_tag} · {info.dim}-d {METRIC} {index} · rev {info.revision} · "
         f"{info.source} · {info.description}"
     )
 

@@ -1,0 +1,68 @@
+"""The README runs as written: every shell and Python block, in order, in one shell, as a newcomer would.
+
+The run starts from the README's first command (`bash scripts/quickstart.sh`) with a fresh home directory, so
+what the quickstart leaves for "any new shell" (the store in ~/.imsim, the env file) is all the later blocks get.
+The only changes to the text are in :data:`MAPPING` (docs/contributing.md lists it): names a test run cannot
+share with the machine it runs on. The environment adds only what the README says must be there: a Redis at
+IMSIM_REDIS_URL (the test's own) and a machine that cannot reach the model hub (HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from .support.servers import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+README = ROOT / "README.md"
+NOT_RUN = {"bash scripts/test.sh": "it is the command that runs this test"}
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"^```(bash|python)\n(.*?)^```", README.read_text(), re.M | re.S)]
+
+
+def as_script(blocks: list[tuple[str, str]], mapping: dict[str, str]) -> str:
+    parts = ["set -euo pipefail", "trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null' EXIT"]
+    for lang, code in blocks:
+        if code.strip() in NOT_RUN:
+            continue
+        for name, replacement in mapping.items():
+            code = code.replace(name, replacement)
+        parts.append(code if lang == "bash" else f"python - <<'README_PYTHON'\n{code}README_PYTHON")
+        parts.append(f"echo '== block done: {code.splitlines()[0][:60].replace(chr(39), '')}' >&2")
+    return "\n".join(parts) + "\n"
+
+
+def test_every_block_of_the_readme_runs_as_written(tmp_path, redis_url):
+    blocks = readme_blocks()
+    assert [lang for lang, _ in blocks].count("python") == 1 and len(blocks) >= 5
+    assert blocks[0][1].strip() == "bash scripts/quickstart.sh" and blocks[1][1].strip() in NOT_RUN
+    home = tmp_path / "home"
+    home.mkdir()
+    mapping = {"/tmp/imsim-": f"{tmp_path}/out-", "19530": str(free_port())}  # output files; the served store's port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMSIM_") and k not in ("VIRTUAL_ENV",)}
+    env.update(
+        HOME=str(home),
+        IMSIM_REDIS_URL=redis_url,
+        HF_HUB_OFFLINE="1",
+        PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", os.path.expanduser("~/.cache/pip")),
+    )
+    script = tmp_path / "readme.sh"
+    script.write_text(as_script(blocks, mapping))
+    proc = subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    log = proc.stdout[-4000:] + "\n---- stderr ----\n" + proc.stderr[-6000:]
+    assert proc.returncode == 0, log
+    assert "Traceback" not in proc.stderr, log
+    assert proc.stderr.count("== block done") == len(blocks) - len(NOT_RUN), log
+    # the quickstart's store and offline models were found by every later block without an export
+    env_file = home / ".imsim" / "imsim.env"
+    assert env_file.is_file() and "IMSIM_CLIP_MODEL=" in env_file.read_text()
+    assert (home / ".imsim" / "milvus.db").is_dir()
+    assert (tmp_path / "out-gallery.html").stat().st_size > 1000 and (tmp_path / "out-dups.csv").is_file()
+    assert (tmp_path / "out-report" / "report.md").is_file() and (home / ".imsim" / "calibration.json").is_file()
+    assert "stored 24" in proc.stdout  # the queued flags job
