@@ -15,7 +15,7 @@ scale without a measurement is a guess (immich users report thousands of false d
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from .errors import ImsimError
 from .eval import calibration
 from .expr import Where
 from .query import Client
+from .store import VectorStore
 
 # Defaults, each measured on a labelled copy-detection set (docs/duplicates.md says how and what precision).
 # Keyed by model version (name@tag), because a threshold belongs to one exact wiring: weights, preprocessing, decode.
@@ -144,31 +145,63 @@ def find_groups(
     if model == "fused" and len(names) < 2:
         raise ImsimError("--model fused needs at least two models in IMSIM_MODELS")
     chosen = resolve_threshold(client, model, threshold, precision, calibration_file)
-    expression = where.expression(client.store.like_dialect) if where else ""
+    paths, edges = neighbour_edges(
+        client.store,
+        {name: client.collection(name) for name in names},
+        chosen.value,
+        fused=model == "fused",
+        weights=client.settings.weights or None,
+        neighbours=neighbours,
+        where=where,
+        batch=batch,
+    )
+    return groups_of(paths, edges), chosen, model
+
+
+def neighbour_edges(
+    store: VectorStore,
+    collections: Mapping[str, str],
+    threshold: float,
+    *,
+    fused: bool = False,
+    weights: Mapping[str, float] | None = None,
+    neighbours: int = 16,
+    where: Where | None = None,
+    batch: int = 256,
+) -> tuple[dict[str, str], list[tuple[str, str, float]]]:
+    """(id → path of every stored image seen, edges ``(id, id, score)`` at or above ``threshold``): the pairs
+    `imsim duplicates` links. Each stored image is searched for its ``neighbours`` nearest in each collection;
+    ``fused`` scores each candidate pair by the weighted mean of every collection's exact cosine. The evaluation
+    calibrates on exactly these pairs (``threshold=-inf``: every pair this search sees)."""
+    expression = where.expression(store.like_dialect) if where else ""
     paths: dict[str, str] = {}
     candidates: dict[tuple[str, str], float] = {}
-    for name in names:
-        collection = client.collection(name)
-        for rows in client.store.iter_rows(collection, filter=expression, output_fields=["path", "vector"], batch=batch):
+    for collection in collections.values():
+        for rows in store.iter_rows(collection, filter=expression, output_fields=["path", "vector"], batch=batch):
             rows = [r for r in rows if where is None or where.accepts(r["path"])]
             if not rows:
                 continue
             paths.update({r["id"]: r["path"] for r in rows})
             vectors = np.stack([np.asarray(r["vector"], np.float32) for r in rows])
-            found = client.store.search(collection, vectors, neighbours + 1, filter=expression)
+            found = store.search(collection, vectors, neighbours + 1, filter=expression)
             for row, hits in zip(rows, found, strict=True):
                 for hit in hits:
-                    if hit.id != row["id"] and hit.score >= chosen.value:
+                    if hit.id != row["id"] and (fused or hit.score >= threshold):
                         pair = (min(row["id"], hit.id), max(row["id"], hit.id))
                         candidates[pair] = max(candidates.get(pair, -1.0), hit.score)
                         paths.setdefault(hit.id, str(hit.fields.get("path", "")))
-    edges = (
-        _fused_edges(client, names, candidates, chosen.value)
-        if model == "fused"
-        else [(a, b, s) for (a, b), s in candidates.items()]
-    )
+    if fused:  # the fused mean never exceeds the largest cosine: candidates below the threshold everywhere cannot pass
+        candidates = {pair: s for pair, s in candidates.items() if s >= threshold}
+        edges = _fused_edges(store, collections, candidates, threshold, weights)
+    else:
+        edges = [(a, b, s) for (a, b), s in candidates.items()]
     if where is not None:
         edges = [(a, b, s) for a, b, s in edges if where.accepts(paths.get(a, "")) and where.accepts(paths.get(b, ""))]
+    return paths, edges
+
+
+def groups_of(paths: Mapping[str, str], edges: Sequence[tuple[str, str, float]]) -> list[Group]:
+    """The connected components of ``edges`` as groups, largest first; each keeps its own edges, best first."""
     by_member: dict[str, list[tuple[str, str, float]]] = {}
     for edge in edges:
         by_member.setdefault(edge[0], []).append(edge)
@@ -176,21 +209,26 @@ def find_groups(
     for members in components(paths, edges):
         group_edges = sorted({e for m in members for e in by_member.get(m, [])}, key=lambda e: -e[2])
         groups.append(Group(sorted(((m, paths[m]) for m in members), key=lambda mp: mp[1]), group_edges))
-    return groups, chosen, model
+    return groups
 
 
 def _fused_edges(
-    client: Client, names: Sequence[str], candidates: dict[tuple[str, str], float], threshold: float
+    store: VectorStore,
+    collections: Mapping[str, str],
+    candidates: dict[tuple[str, str], float],
+    threshold: float,
+    weights: Mapping[str, float] | None,
 ) -> list[tuple[str, str, float]]:
     """Score each candidate pair by the weighted mean of every model's exact cosine (stored vectors)."""
     ids = sorted({i for pair in candidates for i in pair})
-    vectors = {n: client.store.get_vectors(client.collection(n), ids) for n in names}
+    names = list(collections)
+    vectors = {n: store.get_vectors(collections[n], ids) for n in names}
     edges = []
     for a, b in candidates:
         scores = {n: {"pair": float(np.dot(vectors[n][a], vectors[n][b]))} for n in names if a in vectors[n] and b in vectors[n]}
         if len(scores) != len(names):
             continue  # a pair some model has not embedded cannot be fused
-        fused = fusion_maths.weighted(scores, client.settings.weights or None)["pair"]
+        fused = fusion_maths.weighted(scores, dict(weights) if weights else None)["pair"]
         if fused >= threshold:
             edges.append((a, b, fused))
     return edges

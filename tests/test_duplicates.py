@@ -113,6 +113,33 @@ def test_cli_exports_csv_and_json(cli, tiny_model_dirs, tmp_path, copies):
     assert proc.returncode == 2 and "no threshold for dinov2@" in proc.stderr
 
 
+def test_eval_thresholds_apply_only_when_asked_and_a_bad_benchmark_exits_2(cli, tiny_model_dirs, tmp_path, copies):
+    """`eval run` keeps thresholds in its output: `duplicates` uses them with --calibration FILE or after
+    `imsim eval apply FILE`, never before. A benchmark folder that breaks the format exits 2 naming the folder."""
+    folder, expected = copies
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    cli(env, "ingest", "--local", str(folder))
+    version = json.loads(cli(env, "collections", "--json").stdout)
+    dinov2 = next(c for c in version if c["model"] == "dinov2")["version"]
+    out = tmp_path / "eval-out"
+    out.mkdir()
+    entry = {calibration.version_key("dinov2", dinov2): {"threshold_p90": 0.99, "threshold_p95": 0.9999, "benchmark": "b"}}
+    (out / "calibration.json").write_text(json.dumps(entry))
+    assert cli(env, "duplicates", check=False).returncode == 2  # not applied yet
+    proc = cli(env, "duplicates", "--calibration", str(out / "calibration.json"), "--json")
+    assert sorted(sorted(m["path"] for m in g["members"]) for g in json.loads(proc.stdout)["groups"]) == expected
+    assert not (tmp_path / "data" / "calibration.json").exists()
+    cli(env, "eval", "apply", str(out / "calibration.json"))
+    proc = cli(env, "duplicates")
+    assert "threshold 0.9999 (calibrated" in proc.stderr and f"{len(expected)} groups" in proc.stderr
+    bad = tmp_path / "bench"
+    (bad / "refs").mkdir(parents=True)
+    (bad / "queries.csv").write_text("query_id,reference_id\n")
+    proc = cli(env, "eval", "run", "--bench", str(bad), "--out", str(tmp_path / "never"), check=False)
+    assert proc.returncode == 2 and str(bad) in proc.stderr and "no references/ folder" in proc.stderr, proc.stderr
+    assert not (tmp_path / "never").exists()  # nothing ingested, no output written
+
+
 def test_family_defaults_are_the_documented_measurements():
     """A default threshold exists only with its measurement in docs/duplicates.md (same value, same model)."""
     import re

@@ -13,7 +13,7 @@ from PIL import Image
 
 from imsim.errors import ImsimError
 from imsim.eval import calibration, edits, metrics
-from imsim.eval.build import Benchmark, Groups, build_copydetect
+from imsim.eval.build import Benchmark, BenchmarkError, Groups, build_copydetect
 from imsim.eval.runner import Evaluation, parse_models, pca_whitening
 
 from .support.servers import SAMPLES, settings_env
@@ -154,6 +154,48 @@ def test_build_copydetect_splits_and_reproduces(tmp_path):
         build_copydetect(SAMPLES, tmp_path / "b3", queries=40, negatives=1)
 
 
+def _bench_folder(root, rows, refs=("R1", "R2"), queries=("Q1", "Q2")):
+    """A hand-made benchmark folder: the real sample photos as references and queries, queries.csv from rows."""
+    photos = sorted((SAMPLES / "photos").glob("*.jpg"))
+    for folder, ids, offset in (("references", refs, 0), ("queries", queries, 5)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(ids):
+            (root / folder / f"{name}.jpg").write_bytes(photos[offset + i].read_bytes())
+    (root / "queries.csv").write_text(rows)
+    return root
+
+
+def test_a_benchmark_folder_that_breaks_the_format_is_an_error_naming_the_file_line_or_id(tmp_path):
+    good = _bench_folder(tmp_path / "good", "query_id,reference_id\nQ1,R1\nQ2,\n")
+    bench = Benchmark.load(good)
+    assert bench.truth == {"Q1": "R1"} and set(bench.queries) == {"Q1", "Q2"} and set(bench.references) == {"R1", "R2"}
+    # the user's layout from the issue: refs/ beside queries.csv used to run with 0 references and print zeros
+    wrong = _bench_folder(tmp_path / "refs-folder", "query_id,reference_id\nQ1,R1\nQ2,\n")
+    (wrong / "references").rename(wrong / "refs")
+    head = "query_id,reference_id\n"
+    cases = {
+        "refs-folder": (wrong, r"no references/ folder \(it has queries/, refs/\)"),
+        "unknown-ref": (_bench_folder(tmp_path / "u", head + "Q1,R9\nQ2,\n"), r"csv:2: reference 'R9' of query 'Q1' has no"),
+        "stray-query": (_bench_folder(tmp_path / "s", head + "Q1,R1\n"), r"Q2.jpg: not listed in .*queries.csv"),
+        "missing-query": (_bench_folder(tmp_path / "m", head + "Q1,R1\nQ2,\nQ3,R2\n"), r"queries.csv:4: query 'Q3' has no file"),
+        "twice": (_bench_folder(tmp_path / "t", head + "Q1,R1\nQ2,\nQ1,R2\n"), r"queries.csv:4: query 'Q1' is listed twice"),
+        "header": (_bench_folder(tmp_path / "h", "query,reference\nQ1,R1\n"), r"needs the columns query_id,reference_id"),
+        "no-rows": (_bench_folder(tmp_path / "n", head), r"queries.csv: no queries"),
+    }
+    dup = _bench_folder(tmp_path / "d", "query_id,reference_id\nQ1,R1\nQ2,\n")
+    (dup / "references" / "R1.png").write_bytes((SAMPLES / "flags" / "ar.png").read_bytes())
+    cases["duplicate-id"] = (dup, r"id 'R1' is also")
+    gt = _bench_folder(tmp_path / "g", "query_id,reference_id\nQ1,R1\nQ2,\n")
+    (gt / "ground_truth.csv").write_text("query_id,reference_id\nQ1,R2\n")
+    cases["ground-truth"] = (gt, r"ground_truth.csv disagrees with .*queries.csv on query 'Q1'")
+    empty = _bench_folder(tmp_path / "e", "query_id,reference_id\nQ1,\n", refs=(), queries=("Q1",))
+    cases["no-references"] = (empty, r"references: no images")
+    cases["no-folder"] = (tmp_path / "nothing", r"no such benchmark folder")
+    for folder, message in cases.values():
+        with pytest.raises(BenchmarkError, match=message):
+            Benchmark.load(folder)
+
+
 # --- full runs ----------------------------------------------------------------------------------------
 
 
@@ -203,12 +245,49 @@ def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_
     assert evaluation.save_calibration() == calibration.path(tmp_path / "out")  # kept with the report until applied
     assert not calibration.path(settings.data_dir).exists()
     stored = calibration.load(tmp_path / "out")
-    calibrated = [r for r in results.values() if r.calibration_key and r.thresholds["p95"] is not None]
-    assert calibrated and {r.calibration_key for r in calibrated} <= set(stored)
-    for r in calibrated:
-        assert stored[r.calibration_key]["threshold_p95"] == r.thresholds["p95"]
-        assert calibration.threshold(tmp_path / "out", r.calibration_key, 0.95)[0] == r.thresholds["p95"]
+    # the duplicate thresholds are calibrated on the pairs `imsim duplicates` links, not on query->reference rankings
+    duplicates = {d.label: d for d in evaluation.report.duplicates}
+    assert set(duplicates) == {"clip", "dinov2", "fused:weighted"}
+    assert set(stored) == {d.calibration_key for d in duplicates.values() if any(duplicates[d.label].thresholds.values())}
+    for d in duplicates.values():
+        assert d.images == len(bench.references) + len(bench.queries) and d.positives == len(bench.truth)
+        if d.calibration_key in stored:
+            assert stored[d.calibration_key]["threshold_p95"] == d.thresholds["p95"]
+            assert stored[d.calibration_key]["threshold_p90"] == d.thresholds["p90"]
     assert not any(r.calibration_key for r in results.values() if r.kind == "variant" or r.label == "fused:rrf")
+    assert duplicates["fused:weighted"].calibration_key == results["fused:weighted"].calibration_key
+    report = evaluation.report.as_dict()
+    rrf = next(r for r in report["copydetect"] if r["label"] == "fused:rrf")
+    assert rrf["score_kind"].startswith("rank-fusion") and report["copydetect"][0]["score_kind"] == "similarity"
+    per_query = report["copydetect"][0]["per_query"]  # every query's ranking with its scores, for machines
+    assert set(per_query) == set(bench.queries) and all(len(q["ranking"]) == 10 for q in per_query.values())
+    assert all(per_query[q]["reference"] == r for q, r in bench.truth.items())
+    assert per_query[sorted(bench.truth)[0]]["ranking"][0][1] >= per_query[sorted(bench.truth)[0]]["ranking"][1][1]
+
+    # what the report says `imsim duplicates` returns is what `imsim duplicates` returns, on the same stored images
+    from imsim.duplicates import find_groups
+    from imsim.paths import path_id
+    from imsim.query import Client
+
+    positives = {tuple(sorted((path_id(bench.queries[q]), path_id(bench.references[r])))) for q, r in bench.truth.items()}
+    eval_store = settings.replace(milvus_uri=str(tmp_path / "out" / "eval.db"), collection_prefix="imsimeval")
+    checked = 0
+    with Client(eval_store, embedders=evaluation.models) as client:
+        for label in ("clip", "dinov2"):
+            d = duplicates[label]
+            # a threshold the random tiny models reach, when they reach neither 90 % nor 95 % precision
+            points = {name: value for name, value in d.thresholds.items() if value is not None}
+            for name, value in points.items():
+                groups, used, _ = find_groups(client, model=label, threshold=value)
+                pairs = {
+                    tuple(sorted((a, b))) for g in groups for i, (a, _) in enumerate(g.members) for b, _ in g.members[i + 1 :]
+                }
+                right = len(pairs & positives)
+                assert used.value == value and len(groups) == d.at[name]["groups"]
+                assert d.at[name]["group_precision"] == pytest.approx(right / len(pairs))
+                assert d.at[name]["group_recall"] == pytest.approx(right / len(positives))
+                checked += 1
+    assert checked  # at least one model reached a calibrated threshold on this benchmark
 
 
 def test_group_run_matches_an_independent_map(tiny_model_dirs, tmp_path):

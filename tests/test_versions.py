@@ -138,3 +138,101 @@ def test_cli_models_lists_versions_activates_and_shows_cards(cli, tiny_model_dir
     assert proc.returncode == 2 and "names no stored collection" in proc.stderr
     proc = cli(env, "models", "--info", "nope", check=False)
     assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
+
+
+def large_jpeg(path, size=(4200, 2800)):
+    """A real photo as a large JPEG: big enough that each model's DCT draft scale differs."""
+    from PIL import Image
+
+    from .support.servers import SAMPLES
+
+    Image.open(SAMPLES / "photos" / "chelsea.jpg").resize(size, Image.Resampling.LANCZOS).save(path, quality=92)
+    return str(path)
+
+
+def test_one_file_one_model_version_one_vector_whatever_else_is_enabled(family_dirs, tmp_path, image_folder):
+    """The same file and the same clip version give bit-identical stored vectors with clip alone and with clip,sscd,
+    dinov2 enabled (the draft scale once was the largest any enabled model needed, so SSCD changed CLIP's vectors)."""
+    import numpy as np
+
+    from imsim.images import jpeg_draft_scale, read_header
+    from imsim.paths import path_id
+
+    files = discover([image_folder / "photos"]).files[:6] + [large_jpeg(tmp_path / "large.jpg")]
+    stored = {}
+    for models in ("clip", "clip,sscd,dinov2"):
+        settings = make_settings(family_dirs, tmp_path / models.replace(",", "-"), models=models)
+        store = VectorStore(settings)
+        ingestor = Ingestor(settings, store=store)
+        try:
+            assert ingest_local(files, settings, ingestor=ingestor).done == len(files)
+            stored[models] = store.get_vectors(ingestor.collections["clip"], [path_id(f) for f in files])
+            embedders = ingestor.models
+            header = read_header(open(files[-1], "rb").read(), files[-1])
+            scales = {name: jpeg_draft_scale(header, m.preprocess.draft_size) for name, m in embedders.items()}
+        finally:
+            ingestor.close()
+            store.close()
+    assert len(set(scales.values())) > 1, scales  # the models really decode the large file at different scales
+    alone, together = stored["clip"], stored["clip,sscd,dinov2"]
+    assert set(alone) == set(together) == {path_id(f) for f in files}
+    for key in alone:
+        assert np.array_equal(np.asarray(alone[key], np.float32), np.asarray(together[key], np.float32)), key
+
+
+def test_every_onnx_preprocessing_setting_is_part_of_its_version_and_a_change_re_embeds(tmp_path, image_folder):
+    """Two wirings of one .onnx file never share a collection: the file's hash, layout, dtype, resize, size, filter,
+    mean/std/rescale and input/output names are all in the version tag; the label is not."""
+    from imsim.models import load_model, testing
+
+    path = testing.export_onnx(testing.tiny_sscd_module(seed=2), tmp_path / "float.onnx")
+    other = testing.export_onnx(testing.tiny_sscd_module(seed=3), tmp_path / "other.onnx")
+    base = dict(onnx_input_layout="nchw", onnx_input_dtype="float32", onnx_resize="crop", onnx_size=64)
+    changes = {
+        "file": {"onnx": other},
+        "size": {"onnx_size": 72},
+        "resize exact": {"onnx_resize": "exact"},
+        "resize short": {"onnx_resize": "short"},
+        "resize_short": {"onnx_resize_short": 80},
+        "resample": {"onnx_resample": "bilinear"},
+        "mean": {"onnx_mean": "0.5,0.5,0.5"},
+        "std": {"onnx_std": "0.5,0.5,0.5"},
+        "rescale": {"onnx_rescale": 0.5},
+        "input name": {"onnx_input_name": "pixel_values"},
+        "output name": {"onnx_output_name": "embedding"},
+    }
+
+    def tag(**change):
+        model_dirs = {"onnx": change.pop("onnx", path)}
+        return load_model("onnx", make_settings(model_dirs, tmp_path / "d", **{**base, **change})).info.version_tag
+
+    tags = {name: tag(**change) for name, change in changes.items()}
+    first = tag()
+    assert first not in tags.values() and len(set(tags.values())) == len(tags), tags
+    assert tag(onnx_name="my label") == first
+    from imsim.models.onnx import OnnxConfig
+
+    assert {"input_layout", "input_dtype", "resize", "size", "resize_short", "resample", "mean", "std", "rescale"} | {
+        "input_name",
+        "output_name",
+    } <= set(OnnxConfig(model=str(path)).identity())
+    with pytest.raises(ModelError, match="float16.*float"):  # a wiring that cannot run is refused at load, by name
+        tag(onnx_input_dtype="float16")
+
+    files = discover([image_folder / "photos"]).files[:5]
+    data = tmp_path / "data"
+    v1 = make_settings({"onnx": path}, data, models="onnx", **base)
+    v2 = v1.replace(onnx_resample="bilinear")
+    store = VectorStore(v1)
+    try:
+        first_collection = ingest(v1, files, store)["onnx"]
+        result = ingest_local(files, v2, ingestor=(second := Ingestor(v2, store=store)))
+        second.close()
+        assert (result.done, result.skipped) == (len(files), 0)  # re-embedded, never "already stored unchanged"
+        second_collection = store.collection_name(load_model("onnx", v2).info)
+        assert second_collection != first_collection and store.count(second_collection) == len(files)
+        again = ingest_local(files, v1, ingestor=(third := Ingestor(v1, store=store)))
+        third.close()
+        assert (again.done, again.skipped) == (0, len(files))  # the first wiring's rows are still there, unchanged
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ImsimError
+from ..eval import BENCHMARK_FORMAT
 from ..settings import get_settings
 from ._common import JsonOpt, console, err, print_json
 
@@ -57,13 +58,25 @@ def build(
     print_json(manifest)
 
 
-@app.command("run")
+RUN_HELP = f"""Score models and fusions: recall@1/3/10, µAP, recall at 90% precision, duplicate thresholds, images/s.
+
+Writes a report and OUT/calibration.json; thresholds are used by `imsim duplicates` only once applied
+(`imsim eval apply OUT/calibration.json`, or `imsim duplicates --calibration OUT/calibration.json`).
+
+The --bench folder is checked before any model loads; a folder that breaks this layout is an error naming the
+file, line or id (exit 2).
+
+\b
+{BENCHMARK_FORMAT}"""
+
+
+@app.command("run", help=RUN_HELP)
 def run(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for report.md, report.json, plots, calibration.json and the eval store.")
     ],
     bench: Annotated[
-        Path | None, typer.Option("--bench", help="A benchmark folder (see docs/evaluation.md for its format).")
+        Path | None, typer.Option("--bench", help="A benchmark folder (layout above, and in docs/evaluation.md).")
     ] = None,
     groups: Annotated[Path | None, typer.Option("--groups", help="A path,group CSV of images that belong together.")] = None,
     models: Annotated[
@@ -79,10 +92,6 @@ def run(
     milvus_uri: Annotated[str, typer.Option(help="Run in this Milvus (prefix imsimeval) instead of a Lite file in --out.")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Score models and fusions: recall@1/3/10, µAP, recall at 90% precision, duplicate thresholds, images/s.
-
-    Writes a report and OUT/calibration.json; thresholds are used by `imsim duplicates` only once applied
-    (`imsim eval apply OUT/calibration.json`, or `imsim duplicates --calibration OUT/calibration.json`)."""
     from ..eval import report as eval_report
     from ..eval.build import Benchmark, Groups
     from ..eval.runner import Evaluation, parse_models

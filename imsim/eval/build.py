@@ -34,6 +34,10 @@ from ..paths import discover
 from . import edits as edit_ops
 
 
+class BenchmarkError(ImsimError):
+    """A benchmark folder that breaks :data:`BENCHMARK_FORMAT`; the message names the file, line or id."""
+
+
 @dataclass(frozen=True)
 class Benchmark:
     root: Path
@@ -44,20 +48,88 @@ class Benchmark:
 
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> Benchmark:
+        """Read and validate a benchmark folder (:data:`BENCHMARK_FORMAT`) before anything is ingested."""
         root = Path(root)
-        if not (root / "queries.csv").is_file():
-            raise ImsimError(f"{root} is not a benchmark folder (no queries.csv); build one with `imsim eval build-copydetect`")
-
-        def ids(folder: str) -> dict[str, str]:
-            return {Path(p).stem: p for p in discover([root / folder]).files} if (root / folder).is_dir() else {}
-
-        queries = ids("queries")
+        if not root.is_dir():
+            raise BenchmarkError(f"{root}: no such benchmark folder")
+        csv_path = root / "queries.csv"
+        if not csv_path.is_file():
+            raise BenchmarkError(
+                f"{root} is not a benchmark folder (no queries.csv); build one with `imsim eval build-copydetect`"
+            )
+        references = _ids(root, "references", required=True)
+        queries = _ids(root, "queries", required=True)
+        rows = _read_pairs(csv_path, allow_empty_reference=True)
+        listed: dict[str, int] = {}
         truth = {}
-        with open(root / "queries.csv", newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row["reference_id"]:
-                    truth[row["query_id"]] = row["reference_id"]
-        return cls(root, ids("references"), queries, truth, ids("background"))
+        for line, query_id, reference_id in rows:
+            if query_id in listed:
+                raise BenchmarkError(f"{csv_path}:{line}: query {query_id!r} is listed twice (first on line {listed[query_id]})")
+            listed[query_id] = line
+            if query_id not in queries:
+                raise BenchmarkError(f"{csv_path}:{line}: query {query_id!r} has no file in {root / 'queries'}")
+            if reference_id:
+                if reference_id not in references:
+                    raise BenchmarkError(
+                        f"{csv_path}:{line}: reference {reference_id!r} of query {query_id!r} has no file in "
+                        f"{root / 'references'}"
+                    )
+                truth[query_id] = reference_id
+        stray = sorted(set(queries) - set(listed))
+        if stray:
+            more = f" and {len(stray) - 1} more" if len(stray) > 1 else ""
+            raise BenchmarkError(
+                f"{queries[stray[0]]}{more}: not listed in {csv_path} (add a row, with an empty reference_id if it has no copy)"
+            )
+        gt_path = root / "ground_truth.csv"
+        if gt_path.is_file():
+            gt = {q: r for _, q, r in _read_pairs(gt_path, allow_empty_reference=False)}
+            if gt != truth:
+                diff = sorted(set(gt.items()) ^ set(truth.items()))[0]
+                raise BenchmarkError(f"{gt_path} disagrees with {csv_path} on query {diff[0]!r}")
+        return cls(root, references, queries, truth, _ids(root, "background", required=False))
+
+
+def _ids(root: Path, folder: str, *, required: bool) -> dict[str, str]:
+    """Id → path of the images in ``root/folder``; ids must be unique (``a.jpg`` and ``a.png`` are one id)."""
+    path = root / folder
+    if not path.is_dir():
+        if not required:
+            return {}
+        others = sorted(p.name + "/" for p in root.iterdir() if p.is_dir())
+        seen = f" (it has {', '.join(others)})" if others else ""
+        raise BenchmarkError(f"{root}: no {folder}/ folder{seen}; see `imsim eval run --help` for the layout")
+    ids: dict[str, str] = {}
+    for file in discover([path]).files:
+        stem = Path(file).stem
+        if stem in ids:
+            raise BenchmarkError(f"{file}: id {stem!r} is also {ids[stem]} (ids are file names without extension)")
+        ids[stem] = file
+    if required and not ids:
+        raise BenchmarkError(f"{path}: no images")
+    return ids
+
+
+def _read_pairs(csv_path: Path, *, allow_empty_reference: bool) -> list[tuple[int, str, str]]:
+    """(line, query_id, reference_id) rows of a queries.csv or ground_truth.csv, checked for its columns."""
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"query_id", "reference_id"} - set(reader.fieldnames or [])
+        if missing:
+            raise BenchmarkError(
+                f"{csv_path}: header needs the columns query_id,reference_id (missing {', '.join(sorted(missing))})"
+            )
+        rows = []
+        for row in reader:
+            query_id, reference_id = (row.get("query_id") or "").strip(), (row.get("reference_id") or "").strip()
+            if not query_id:
+                raise BenchmarkError(f"{csv_path}:{reader.line_num}: empty query_id")
+            if not reference_id and not allow_empty_reference:
+                raise BenchmarkError(f"{csv_path}:{reader.line_num}: empty reference_id")
+            rows.append((reader.line_num, query_id, reference_id))
+    if not rows and allow_empty_reference:
+        raise BenchmarkError(f"{csv_path}: no queries")
+    return rows
 
 
 def _id(prefix: str, index: int) -> str:

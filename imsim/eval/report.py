@@ -52,17 +52,52 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
             "",
             "Recall@k per query (is the true reference in the top k); µAP over all (query, reference, score) "
             "predictions ranked together (top 10 per query, DISC21's metric); R@P90: recall where precision is still "
-            '90 %; thresholds: the lowest score with 90 % / 95 % precision for "is a copy".',
+            "90 %; score @P90 / @P95: the lowest query→reference score with 90 % / 95 % precision (a similarity, "
+            "except for fused:rrf, whose scores are rank-fusion sums of 1/(60+rank), not similarities). These are "
+            "retrieval scores; the thresholds `imsim duplicates` uses are calibrated below, on the pairs it links.",
             "",
-            "| method | R@1 | R@3 | R@10 | µAP | R@P90 | threshold P90 | threshold P95 |",
+            "| method | R@1 | R@3 | R@10 | µAP | R@P90 | score @P90 | score @P95 |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in report.copydetect:
-            th = {k: ("-" if v is None else f"{v:.4f}") for k, v in r.thresholds.items()}
+            suffix = " (rrf)" if r.label == "fused:rrf" else ""
+            th = {k: ("-" if v is None else f"{v:.4f}{suffix}") for k, v in r.thresholds.items()}
             lines.append(
                 f"| {r.label} | {_pct(r.recall[1])} | {_pct(r.recall[3])} | {_pct(r.recall[10])} | {_pct(r.micro_ap)} | "
                 f"{_pct(r.recall_at_p90)} | {th['p90']} | {th['p95']} |"
             )
+    if report.duplicates:
+        d0 = report.duplicates[0]
+        lines += [
+            "",
+            "## Duplicates (`imsim duplicates` on the benchmark)",
+            "",
+            f"The references and the queries stored together ({d0.images} images); each image linked to its 16 nearest "
+            f"neighbours as `imsim duplicates` does. Positives: the {d0.positives} (query, reference) copy pairs of the "
+            "ground truth; every other pair is a negative (two queries edited with the same overlay, two references). "
+            "Threshold P90 / P95: the lowest score at which the links reach 90 % / 95 % precision (these go to "
+            "calibration.json). At each: the links' precision / recall, and the precision / recall of the groups "
+            "`imsim duplicates` returns (every pair inside a connected component, what a user is shown).",
+            "",
+            "| method | pairs seen | positives seen | threshold P90 | links P/R @P90 | groups P/R @P90 | threshold P95 "
+            "| links P/R @P95 | groups P/R @P95 | groups @P95 (largest) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for d in report.duplicates:
+            cells = []
+            for name in ("p90", "p95"):
+                at, value = d.at.get(name), d.thresholds.get(name)
+                if at is None or value is None:
+                    cells += ["-", "-", "-"]
+                    continue
+                cells += [
+                    f"{value:.4f}",
+                    f"{_pct(at['edge_precision'])} / {_pct(at['edge_recall'])}",
+                    f"{_pct(at['group_precision'])} / {_pct(at['group_recall'])}",
+                ]
+            p95 = d.at.get("p95")
+            size = f"{int(p95['groups'])} ({int(p95['largest_group'])})" if p95 else "-"
+            lines.append(f"| {d.label} | {d.pairs_seen} | {_pct(d.recall_seen)} | " + " | ".join(cells) + f" | {size} |")
     if report.groups:
         g = report.group_info
         lines += [
@@ -83,7 +118,11 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
                 f"{_pct(g_result.recall[1])} | {_pct(g_result.recall[3])} | {_pct(g_result.recall[10])} |"
             )
     if report.calibration_file:
-        lines += ["", f"Thresholds saved to `{report.calibration_file}` (used by `imsim duplicates`)."]
+        lines += [
+            "",
+            f"Duplicate thresholds saved to `{report.calibration_file}`; `imsim duplicates` uses them once applied "
+            f"(`imsim eval apply {report.calibration_file}`, or `imsim duplicates --calibration {report.calibration_file}`).",
+        ]
     if report.failures:
         lines += ["", f"## Files that failed ({len(report.failures)})", ""]
         lines += [f"- `{p}`: {why}" for p, why in sorted(report.failures.items())[:50]]

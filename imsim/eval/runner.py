@@ -92,6 +92,13 @@ class MethodResult:
     thresholds: dict[str, float | None]  # "p90" / "p95" -> score threshold
     curve: metrics.PRCurve | None = None
     calibration_key: str = ""
+    rankings: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # query -> top (reference, score)
+    truth: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def score_kind(self) -> str:
+        """What the scores (and so the thresholds) are: cosine similarities, or RRF's rank-fusion sums."""
+        return "rank-fusion score (sum of 1/(60+rank))" if self.label == "fused:rrf" else "similarity"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,9 +107,70 @@ class MethodResult:
             "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
             "micro_ap": round(self.micro_ap, 4),
             "recall_at_p90": round(self.recall_at_p90, 4),
-            "thresholds": {k: (round(v, 4) if v is not None else None) for k, v in self.thresholds.items()},
+            "score_kind": self.score_kind,
+            "thresholds": {k: (round(v, 6) if v is not None else None) for k, v in self.thresholds.items()},
             "calibration_key": self.calibration_key,
+            "per_query": {
+                q: {
+                    "reference": self.truth.get(q),
+                    "ranking": [[r, round(score, 6)] for r, score in ranked[:PREDICTIONS_PER_QUERY]],
+                }
+                for q, ranked in sorted(self.rankings.items())
+            },
         }
+
+
+@dataclass
+class DuplicateResult:
+    """How `imsim duplicates` does on the benchmark with one method: calibrated on the pairs it links (each stored
+    image's nearest neighbours among references and queries together), then measured at the chosen thresholds."""
+
+    label: str
+    kind: str  # "model" or "fusion"
+    calibration_key: str
+    images: int  # stored images (references + queries)
+    positives: int  # ground-truth copy pairs (query, its reference)
+    pairs_seen: int  # pairs the neighbour search proposes at any score
+    recall_seen: float  # share of the positives among them (the ceiling of any threshold)
+    thresholds: dict[str, float | None]  # "p90" / "p95" -> lowest score with that pair precision
+    at: dict[str, dict[str, float]] = field(default_factory=dict)  # "p90"/"p95" -> what `imsim duplicates` returns
+    curve: metrics.PRCurve | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "calibration_key": self.calibration_key,
+            "images": self.images,
+            "positives": self.positives,
+            "pairs_seen": self.pairs_seen,
+            "recall_seen": round(self.recall_seen, 4),
+            "thresholds": {k: (round(v, 6) if v is not None else None) for k, v in self.thresholds.items()},
+            "at": {k: {m: round(v, 4) for m, v in d.items()} for k, d in self.at.items()},
+        }
+
+
+def duplicate_quality(
+    edges: Sequence[tuple[str, str, float]], threshold: float, positives: set[tuple[str, str]], ids: Sequence[str]
+) -> dict[str, float]:
+    """Precision and recall of the links at ``threshold`` (edges) and of the groups they make (every pair inside a
+    connected component, which is what a user of `imsim duplicates` is shown), against the positive pairs."""
+    from ..duplicates import components
+
+    kept = [(a, b, s) for a, b, s in edges if s >= threshold]
+    edge_pairs = {(a, b) for a, b, _ in kept}
+    groups = components(ids, kept)
+    group_pairs = {(a, b) for g in groups for i, a in enumerate(g) for b in g[i + 1 :]}  # g is sorted: a < b
+    right_edges, right_groups = len(edge_pairs & positives), len(group_pairs & positives)
+    return {
+        "threshold": threshold,
+        "edge_precision": right_edges / len(edge_pairs) if edge_pairs else 0.0,
+        "edge_recall": right_edges / len(positives) if positives else 0.0,
+        "group_precision": right_groups / len(group_pairs) if group_pairs else 0.0,
+        "group_recall": right_groups / len(positives) if positives else 0.0,
+        "groups": float(len(groups)),
+        "largest_group": float(max((len(g) for g in groups), default=0)),
+    }
 
 
 @dataclass
@@ -127,6 +195,7 @@ class EvalReport:
     throughput: dict[str, float]  # label -> images/s (model forward), plus "ingest" (end to end)
     copydetect: list[MethodResult] = field(default_factory=list)
     groups: list[GroupResult] = field(default_factory=list)
+    duplicates: list[DuplicateResult] = field(default_factory=list)
     bench: dict[str, Any] = field(default_factory=dict)
     group_info: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
@@ -140,6 +209,7 @@ class EvalReport:
             "copydetect": [m.as_dict() for m in self.copydetect],
             "group_info": self.group_info,
             "groups": [g.as_dict() for g in self.groups],
+            "duplicates": [d.as_dict() for d in self.duplicates],
             "failures": self.failures,
             "calibration_file": self.calibration_file,
         }
@@ -158,6 +228,8 @@ def score_method(label: str, kind: str, rankings: dict[str, list[tuple[str, floa
         recall_at_p90=curve.recall_at_precision(0.90),
         thresholds={f"p{round(p * 100)}": curve.threshold_for_precision(p) for p in calibration.PRECISIONS},
         curve=curve,
+        rankings=rankings,
+        truth=dict(truth),
     )
 
 
@@ -347,6 +419,10 @@ class Evaluation:
                     results += self._variants(
                         store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth
                     )
+            self.report.copydetect = results
+            with self._stage(f"duplicates: storing the {len(bench.queries)} queries beside the references, linking pairs"):
+                self._ingest(ingestor, settings, sorted(bench.queries.values()), "queries")
+                self.report.duplicates = self._duplicates(store, client, settings, bench)
         finally:
             ingestor.close()
             store.close()
@@ -386,15 +462,70 @@ class Evaluation:
                 )
         return out
 
+    def _duplicates(
+        self, store: VectorStore, client: Client, settings: Settings, bench: Benchmark, neighbours: int = 16
+    ) -> list[DuplicateResult]:
+        """Calibrate and measure `imsim duplicates` itself: every stored image (references and queries) is linked to
+        its ``neighbours`` nearest, as `imsim duplicates` does (:func:`imsim.duplicates.neighbour_edges`); a pair is
+        a positive when the ground truth says one is an edited copy of the other, and every other pair (two queries
+        made with the same overlay template, two references) is a negative."""
+        from ..duplicates import neighbour_edges
+        from ..paths import path_id
+
+        positives = {
+            (min(a, b), max(a, b))
+            for a, b in ((path_id(bench.queries[q]), path_id(bench.references[r])) for q, r in bench.truth.items())
+        }
+        truth: dict[str, set[str]] = {}
+        for a, b in positives:
+            truth.setdefault(a, set()).add(b)
+        methods: list[tuple[str, str, dict[str, str], str]] = [
+            (label, "model", {label: client.collection(label)}, calibration.version_key(m.info.name, m.info.version_tag))
+            for label, m in self.models.items()
+        ]
+        if len(self.models) > 1:
+            key = calibration.fused_key(
+                "weighted", [(m.info.name, m.info.version_tag) for m in self.models.values()], settings.weights or None
+            )
+            methods.append(("fused:weighted", "fusion", {label: client.collection(label) for label in self.models}, key))
+        out = []
+        for label, kind, collections, key in methods:
+            paths, edges = neighbour_edges(
+                store, collections, float("-inf"), fused=kind == "fusion", weights=settings.weights or None, neighbours=neighbours
+            )
+            curve = metrics.pr_curve(edges, truth)
+            seen = {(a, b) for a, b, _ in edges}
+            result = DuplicateResult(
+                label=label,
+                kind=kind,
+                calibration_key=key,
+                images=len(paths),
+                positives=len(positives),
+                pairs_seen=len(seen),
+                recall_seen=len(seen & positives) / len(positives) if positives else 0.0,
+                thresholds={f"p{round(p * 100)}": curve.threshold_for_precision(p) for p in calibration.PRECISIONS},
+                curve=curve,
+            )
+            for name, value in result.thresholds.items():
+                if value is not None:
+                    result.at[name] = duplicate_quality(edges, value, positives, list(paths))
+            out.append(result)
+        return out
+
     def save_calibration(self) -> Path | None:
+        """Write the duplicate thresholds to OUT/calibration.json (never to the data dir: `imsim eval apply` does)."""
         entries = {}
-        for result in self.report.copydetect:
-            if result.calibration_key and any(v is not None for v in result.thresholds.values()):
+        for result in self.report.duplicates:
+            if any(v is not None for v in result.thresholds.values()):
+                p95 = result.at.get("p95", {})
                 entries[result.calibration_key] = {
                     "threshold_p90": result.thresholds["p90"],
                     "threshold_p95": result.thresholds["p95"],
                     "label": result.label,
-                    "micro_ap": round(result.micro_ap, 4),
+                    "calibrated_on": f"all pairs `imsim duplicates` links among {result.images} stored benchmark images "
+                    "(references and queries; the ground truth's copy pairs positive, every other pair negative)",
+                    "duplicates_precision_p95": p95.get("group_precision"),
+                    "duplicates_recall_p95": p95.get("group_recall"),
                     "benchmark": self.report.bench.get("root", ""),
                     "queries": self.report.bench.get("queries", 0),
                 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -36,7 +37,14 @@ from ..errors import ModelError
 # tag, so a change here writes new collections instead of mixing old and new vectors in one.
 #   1: one JPEG draft size for all models (the largest any enabled model needed); Pillow resize
 #   2: each model's JPEG draft scale from that model's own input size alone; torch uint8 antialiased resize
-PIPELINE_VERSION = 2
+#   3: the draft keeps at least DRAFT_GAP x the model's input size (v2 drafted down to 1x: worst cosine 0.95 to a
+#      full decode on real photos; 1.5x: 0.989, median 0.9996; 2x: 0.997 but a full decode of 1024x768 for 224 px)
+PIPELINE_VERSION = 3
+#: JPEGs are DCT-downscaled to no less than this many times a model's input size (Pillow's ``thumbnail`` uses 2.0):
+#: the antialiased resize that follows sees enough pixels that the input matches a full decode (cosine >= 0.995 in
+#: tests/test_real_weights.py; docs/benchmarks.md has the measurement) while a 1024x768 JPEG still decodes at 1/2
+#: scale and a 12-Mpx photo at 1/8 for a 224-px model: 2.0 would decode those at full and 1/4 scale.
+DRAFT_GAP = 1.5
 VERSION_TAG_LENGTH = 6
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -171,8 +179,8 @@ class Preprocess:
 
     @property
     def draft_size(self) -> int:
-        """The smallest short edge a decoder must deliver for this recipe."""
-        return max(self.crop_height, self.crop_width) if self.exact else self.resize_short
+        """The smallest short edge a JPEG is DCT-downscaled to for this recipe: :data:`DRAFT_GAP` x its input size."""
+        return math.ceil(DRAFT_GAP * (max(self.crop_height, self.crop_width) if self.exact else self.resize_short))
 
     def identity(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

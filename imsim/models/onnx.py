@@ -3,7 +3,7 @@
 ONNX files carry no preprocessing, so the config declares it (``IMSIM_ONNX_*``): input layout
 (NCHW or NHWC), dtype (float32, float16, or uint8 for graphs that normalise inside), resize
 (``crop``: short edge then centre crop; ``exact``: squash to a square; ``short``: short edge only,
-sizes vary and are batched by shape), mean/std/rescale for float inputs, and the input and output
+sizes vary and are batched by shape), the resize filter, mean/std/rescale for float inputs, and the input and output
 names (default: the first of each). Every one of these is part of the model's version (the file's
 content hash is its revision), so two wirings of one file never share a collection. Outputs of rank 3
 (tokens) or 4 (feature maps, NCHW) are mean-pooled to one vector; every output is L2-normalised. A
@@ -23,6 +23,7 @@ from ..errors import ModelError
 from .base import Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, file_revision, l2_normalise, no_text
 
 DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8}
+RESAMPLE = {"bilinear": 2, "bicubic": 3}  # Pillow's filter numbers, as Preprocess takes them
 
 
 def _three_floats(value: Any) -> Any:
@@ -54,6 +55,9 @@ class OnnxConfig(FamilyConfig):
     resize_short: int = Field(
         0, ge=0, le=8192, description="Short edge before the crop for resize 'crop' (0 = size x 8/7, e.g. 256 for 224)."
     )
+    resample: Literal["bilinear", "bicubic"] = Field(
+        "bicubic", description="ONNX resize filter (antialiased, as Pillow's): bicubic, or bilinear (SSCD's README)."
+    )
     mean: Triple = Field((0.485, 0.456, 0.406), description="Per-channel mean for float inputs.")
     std: Triple = Field((0.229, 0.224, 0.225), description="Per-channel std for float inputs.")
     rescale: float = Field(1 / 255, gt=0, description="Pixel scale before mean/std for float inputs.")
@@ -61,17 +65,18 @@ class OnnxConfig(FamilyConfig):
     output_name: str = Field("", description="ONNX output name (default: the first output).")
 
     def preprocess(self) -> Preprocess:
+        resample = RESAMPLE[self.resample]
         if self.resize == "exact":
-            return Preprocess(0, self.size, self.size, self.mean, self.std, resample=3, rescale=self.rescale, exact=True)
+            return Preprocess(0, self.size, self.size, self.mean, self.std, resample=resample, rescale=self.rescale, exact=True)
         if self.resize == "short":
-            return Preprocess(self.size, 0, 0, self.mean, self.std, resample=3, rescale=self.rescale)
+            return Preprocess(self.size, 0, 0, self.mean, self.std, resample=resample, rescale=self.rescale)
         return Preprocess(
             self.resize_short or round(self.size * 8 / 7),
             self.size,
             self.size,
             self.mean,
             self.std,
-            resample=3,
+            resample=resample,
             rescale=self.rescale,
         )
 
@@ -114,7 +119,13 @@ class OnnxEmbedder:
         self.fixed_batch = isinstance(batch_dim, int)
         self.preprocess = config.preprocess()
         side = self.preprocess.crop_height or self.preprocess.resize_short
-        dim = int(self._run(np.zeros((1, side, self.preprocess.crop_width or side, 3), np.uint8)).shape[-1])
+        try:  # a probe image: the output width, and a wiring that cannot run is refused now, by name
+            dim = int(self._run(np.zeros((1, side, self.preprocess.crop_width or side, 3), np.uint8)).shape[-1])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(
+                f"{config.model!r} does not run with input {config.input_layout} {config.input_dtype} "
+                f"({config.resize} {config.size}): {exc}"
+            ) from exc
         label = config.name or file.stem
         self.info = ModelInfo(
             name="onnx",
