@@ -481,6 +481,10 @@ class VectorStore:
             self._index_types[name] = str(self._call("describe_index", name, VECTOR).get("index_type", ""))
         return self._index_types[name]
 
+    def index_state(self, name: str) -> dict[str, Any]:
+        """The vector index's build state (``indexed_rows``, ``pending_index_rows``, ``total_rows`` on a server)."""
+        return dict(self._call("describe_index", name, VECTOR))
+
     def flush(self, name: str) -> None:
         """Seal the collection's growing segments so they are indexed: searches over unsealed rows are
         brute force on Milvus Lite (2.5 s vs 0.26 s per search at 30k × 768 rows, measured)."""
