@@ -200,31 +200,22 @@ def main() -> None:
         client.search_vectors({n: queries[n][i] for n in models}, k=args.k, fusion=args.fusion)
         raw_client.search(collections["clip"], data=[q_clip[i].tolist()], limit=args.k, search_params=params, anns_field=VECTOR)
     level = settings.search_consistency
+
+    def raw_search(name: str, i: int) -> object:
+        """One raw MilvusClient search of collection ``name`` with query ``i``: what imsim's paths are compared to."""
+        return raw_client.search(
+            collections[name],
+            data=[queries[name][i].tolist()],
+            limit=args.k,
+            search_params=params,
+            anns_field=VECTOR,
+            output_fields=["path"],
+            consistency_level=level,
+        )
+
     runs: dict[str, list[float]] = {
-        "raw": timed(
-            lambda i: raw_client.search(
-                collections["clip"],
-                data=[q_clip[i].tolist()],
-                limit=args.k,
-                search_params=params,
-                anns_field=VECTOR,
-                output_fields=["path"],
-                consistency_level=level,
-            ),
-            args.queries,
-        ),
-        "raw_dinov2": timed(
-            lambda i: raw_client.search(
-                collections["dinov2"],
-                data=[queries["dinov2"][i].tolist()],
-                limit=args.k,
-                search_params=params,
-                anns_field=VECTOR,
-                output_fields=["path"],
-                consistency_level=level,
-            ),
-            args.queries,
-        ),
+        "raw": timed(lambda i: raw_search("clip", i), args.queries),
+        "raw_dinov2": timed(lambda i: raw_search("dinov2", i), args.queries),
         "store": timed(lambda i: store.search(collections["clip"], q_clip[i : i + 1], args.k, consistency=level), args.queries),
         "fused": timed(
             lambda i: client.search_vectors({n: queries[n][i] for n in models}, k=args.k, fusion=args.fusion),
