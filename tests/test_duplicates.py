@@ -132,6 +132,17 @@ def test_eval_thresholds_apply_only_when_asked_and_a_bad_benchmark_exits_2(cli, 
     cli(env, "eval", "apply", str(out / "calibration.json"))
     proc = cli(env, "duplicates")
     assert "threshold 0.9999 (calibrated" in proc.stderr and f"{len(expected)} groups" in proc.stderr
+    # a later run whose links never reached the precision (null thresholds) applies nothing and loses nothing
+    unreached = {k: {**v, "threshold_p90": None, "threshold_p95": None} for k, v in entry.items()}
+    (out / "calibration.json").write_text(json.dumps(unreached))
+    proc = cli(env, "eval", "apply", str(out / "calibration.json"))
+    assert "nothing applied" in proc.stderr and "skipped dinov2@" in proc.stderr, proc.stderr
+    assert "threshold 0.9999 (calibrated" in cli(env, "duplicates").stderr
+    for broken in ("[1, 2]", '{"dinov2@x": {"threshold_p95": "high"}}', "{not json"):
+        (out / "calibration.json").write_text(broken)
+        proc = cli(env, "eval", "apply", str(out / "calibration.json"), check=False)
+        assert proc.returncode == 2 and f"cannot read calibration {out / 'calibration.json'}" in proc.stderr, proc.stderr
+    assert "threshold 0.9999 (calibrated" in cli(env, "duplicates").stderr
     bad = tmp_path / "bench"
     (bad / "refs").mkdir(parents=True)
     (bad / "queries.csv").write_text("query_id,reference_id\n")

@@ -125,8 +125,13 @@ def apply(calibration_file: Annotated[Path, typer.Argument(help="A calibration.j
     from ..eval import calibration
 
     try:
-        entries = json.loads(calibration_file.read_text())
+        usable, unreached = calibration.measured(json.loads(calibration_file.read_text()))
     except (OSError, ValueError) as exc:
         raise ImsimError(f"cannot read calibration {calibration_file}: {exc}") from None
-    target = calibration.save(get_settings().data_dir, entries)
-    err.print(f"{len(entries)} threshold(s) applied to {target}")
+    for key in unreached:
+        err.print(f"skipped {key}: its links never reached 90 % precision on that benchmark (no threshold measured)")
+    if not usable:
+        err.print(f"nothing applied from {calibration_file}: `imsim duplicates` keeps the thresholds it had")
+        return
+    target = calibration.save(get_settings().data_dir, usable)
+    err.print(f"{len(usable)} threshold(s) applied to {target}")

@@ -60,6 +60,29 @@ def save(where: str | os.PathLike[str], entries: Mapping[str, Mapping[str, Any]]
     return file
 
 
+def measured(entries: object) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Split a calibration's entries into those with a measured threshold and the keys without one.
+
+    ``entries`` is a parsed calibration.json; anything but an object of objects whose thresholds are numbers
+    or null raises ValueError naming the key."""
+    if not isinstance(entries, dict):
+        raise ValueError("not a calibration (expected a JSON object of model keys)")
+    usable: dict[str, dict[str, Any]] = {}
+    unreached: list[str] = []
+    for key, record in entries.items():
+        if not isinstance(record, dict):
+            raise ValueError(f"entry {key!r} is not an object")
+        values = [record.get(f"threshold_p{round(p * 100)}") for p in PRECISIONS]
+        for v in values:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"entry {key!r} has a threshold that is not a number: {v!r}")
+        if any(v is not None for v in values):
+            usable[key] = record
+        else:
+            unreached.append(key)
+    return usable, unreached
+
+
 def threshold(where: str | os.PathLike[str], key: str, precision: float = 0.95) -> tuple[float, dict[str, Any]] | None:
     """(threshold, its record) for ``key`` at ``precision``, or None if never measured (or unreachable)."""
     record = load(where).get(key)

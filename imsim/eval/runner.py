@@ -513,22 +513,24 @@ class Evaluation:
         return out
 
     def save_calibration(self) -> Path | None:
-        """Write the duplicate thresholds to OUT/calibration.json (never to the data dir: `imsim eval apply` does)."""
+        """Write the duplicate thresholds to OUT/calibration.json (never to the data dir: `imsim eval apply` does).
+
+        Every calibrated method gets an entry; one whose links never reach a precision has ``null`` there
+        (`imsim eval apply` skips those, so a threshold measured before is never replaced by "unreached")."""
         entries = {}
         for result in self.report.duplicates:
-            if any(v is not None for v in result.thresholds.values()):
-                p95 = result.at.get("p95", {})
-                entries[result.calibration_key] = {
-                    "threshold_p90": result.thresholds["p90"],
-                    "threshold_p95": result.thresholds["p95"],
-                    "label": result.label,
-                    "calibrated_on": f"all pairs `imsim duplicates` links among {result.images} stored benchmark images "
-                    "(references and queries; the ground truth's copy pairs positive, every other pair negative)",
-                    "duplicates_precision_p95": p95.get("group_precision"),
-                    "duplicates_recall_p95": p95.get("group_recall"),
-                    "benchmark": self.report.bench.get("root", ""),
-                    "queries": self.report.bench.get("queries", 0),
-                }
+            p95 = result.at.get("p95", {})
+            entries[result.calibration_key] = {
+                "threshold_p90": result.thresholds["p90"],
+                "threshold_p95": result.thresholds["p95"],
+                "label": result.label,
+                "calibrated_on": f"all pairs `imsim duplicates` links among {result.images} stored benchmark images "
+                "(references and queries; the ground truth's copy pairs positive, every other pair negative)",
+                "duplicates_precision_p95": p95.get("group_precision"),
+                "duplicates_recall_p95": p95.get("group_recall"),
+                "benchmark": self.report.bench.get("root", ""),
+                "queries": self.report.bench.get("queries", 0),
+            }
         if not entries:
             return None
         file = calibration.save(self.out, entries)  # applied only on request: `imsim eval apply` / --calibration
