@@ -31,10 +31,28 @@ INTEGRATION_FIXTURES = frozenset(
 )
 
 
+# about 2-4 minutes each on two cores (`pytest --durations=0`)
+LONGEST_MODULES = ("test_store_outages", "test_resilience", "test_readme", "test_attu", "test_cli")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+    # `scripts/test.sh` runs two pytest-xdist workers, one test module at a time each (`--dist loadfile`, so a module's
+    # costly fixtures are built once), in this order: the longest modules first, then the rest of the integration
+    # tier, then the unit tier; the run ends on short modules instead of one worker finishing a long one alone.
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if module in LONGEST_MODULES:
+            return LONGEST_MODULES.index(module)
+        return len(LONGEST_MODULES) + (0 if any(i.get_closest_marker("integration") for i in by_module[module]) else 1)
+
+    by_module: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py"), []).append(item)
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ each field's key fact in the first 40 characters of its description. Screenshots
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -76,13 +77,24 @@ def attu(milvus_server, tiny_model_dirs, tmp_path_factory):
         active = {model: store.active_collection(model) for model in ("clip", "dinov2")}
     port = free_port()
     log = open(tmp / "attu.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(ATTU), f"127.0.0.1:{milvus_server.port}", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    # The first start installs Attu's server dependencies into one folder per machine (~/.cache/attu-2.5.6): a second
+    # test run starting Attu at the same moment waits for that install instead of racing it.
+    lock_file = Path.home() / ".cache" / "imsim-attu-install.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command = [str(ATTU), f"127.0.0.1:{milvus_server.port}", str(port)]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port(port, timeout=600, proc=proc)
+        except BaseException:
+            stop(proc)
+            log.close()
+            raise
     try:
-        wait_for_port(port, timeout=600, proc=proc)  # the first start installs Attu's server dependencies
         yield {
             "url": f"http://127.0.0.1:{port}",
+            "milvus": f"127.0.0.1:{milvus_server.port}",
             "collections": collections,
             "active": active,
             "files": files,
@@ -101,6 +113,7 @@ def seen(attu):
     query = attu["files"][3]
     config = {
         "attu": attu["url"],
+        "milvus": attu["milvus"],
         "collections": attu["collections"],
         "shots": str(attu["tmp"]),
         "search": {"collection": attu["active"]["dinov2"], "id": path_id(query)},

@@ -24,9 +24,9 @@ from imsim.paths import discover, path_id, printable
 from imsim.query import Client
 from imsim.store import VectorStore
 
+from .support.faults import wait_finished
 from .support.servers import ROOT, SAMPLES
 from .support.settings import make_settings
-from .test_resilience import wait_finished
 
 PHOTO = SAMPLES / "photos" / "chelsea.jpg"
 PIXEL_LIMIT = 50_000_000

@@ -69,6 +69,7 @@ def test_an_aspect_ratio_bomb_never_grows_memory_and_the_good_images_are_stored(
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     grown_mb = (out["peak_after_kb"] - out["peak_before_kb"]) / 1024
     assert grown_mb < 150, f"the peak grew by {grown_mb:.0f} MB"
+    print(f"\naspect-ratio bombs 50000x1 + 1x50000 with 3 photos ({models}): the process peak grew {grown_mb:.1f} MB")
     if "onnx" in models:
         assert out["done"] == 3 and set(out["failures"]) == {str(tmp_path / "wide.png"), str(tmp_path / "tall.png")}
         assert all("aspect ratio" in reason and "onnx" in reason for reason in out["failures"].values())

@@ -9,11 +9,14 @@ IMSIM_REDIS_URL (the test's own) and a machine that cannot reach the model hub (
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 
 import pytest
+
+from imsim.eval import calibration
 
 from .support.servers import ROOT, free_port
 
@@ -64,5 +67,20 @@ def test_every_block_of_the_readme_runs_as_written(tmp_path, redis_url):
     assert env_file.is_file() and "IMSIM_CLIP_MODEL=" in env_file.read_text()
     assert (home / ".imsim" / "milvus.db").is_dir()
     assert (tmp_path / "out-gallery.html").stat().st_size > 1000 and (tmp_path / "out-dups.csv").is_file()
-    assert (tmp_path / "out-report" / "report.md").is_file() and (home / ".imsim" / "calibration.json").is_file()
+    # `imsim eval apply` copied exactly the thresholds the run measured (tiny random models often reach no
+    # precision at all on six queries: then it says so and writes nothing, never a threshold it did not measure)
+    assert (tmp_path / "out-report" / "report.md").is_file()
+    measured = json.loads((tmp_path / "out-report" / "calibration.json").read_text())
+    assert measured, "the eval run calibrated no method"
+    usable, unreached = calibration.measured(measured)
+    applied = home / ".imsim" / "calibration.json"
+    for key in unreached:
+        assert f"skipped {key}" in proc.stderr, log
+    if usable:
+        stored = json.loads(applied.read_text())
+        assert set(stored) == set(usable), log
+        assert all(stored[k]["threshold_p95"] == usable[k]["threshold_p95"] for k in usable), log
+        assert f"{len(usable)} threshold(s) applied" in proc.stderr, log
+    else:
+        assert not applied.exists() and "nothing applied from" in proc.stderr, log
     assert "stored 24" in proc.stdout  # the queued flags job

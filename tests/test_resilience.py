@@ -1,4 +1,5 @@
-"""Ingestion survives what production does to it: SIGKILLed workers, Milvus and Redis outages.
+"""Ingestion survives what production does to its workers and broker: SIGKILLed workers, a chunk that keeps killing
+its worker, Redis killed and restarted, a retry that cannot be published (store outages: tests/test_store_outages.py).
 
 Everything is real: redis-server, Milvus Lite's gRPC server, ``celery -A workers worker``
 subprocesses. "Exactly-once effect" is checked on the store itself: every collection holds
@@ -8,7 +9,6 @@ exactly one row per image, with no image missing.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 
@@ -17,53 +17,9 @@ from imsim.queue import enqueue
 from imsim.store import VectorStore
 from imsim.synth import write_variants
 
+from .support.faults import RECEIVED, assert_exactly_once, busy, wait_finished, wait_until
 from .support.servers import SAMPLES, MilvusLiteServer, RedisServer, free_port
 from .support.settings import make_settings
-
-RECEIVED = re.compile(r"Task imsim\.embed_chunk\[[0-9a-f-]+\] received")
-SUCCEEDED = re.compile(r"Task imsim\.embed_chunk\[[0-9a-f-]+\] succeeded")
-
-
-def wait_until(condition, timeout: float, what: str, poll: float = 0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-def wait_finished(jobs: JobStore, job_id: str, timeout: float = 300):
-    return wait_until(lambda: (s := jobs.get(job_id)).finished_at and s, timeout, f"job {job_id} to finish", poll=0.3)
-
-
-def busy(worker) -> bool:
-    """The worker has taken a chunk it has not finished yet (from its log)."""
-    text = worker.log_path.read_text()
-    return len(RECEIVED.findall(text)) > len(SUCCEEDED.findall(text))
-
-
-def rows_per_image(store: VectorStore) -> dict[str, dict[str, int]]:
-    """For each collection: path -> number of rows holding it (read back with a query iterator)."""
-    out: dict[str, dict[str, int]] = {}
-    for name in store.collections():
-        counts: dict[str, int] = {}
-        for batch in store.iter_rows(name, output_fields=["path"]):
-            for row in batch:
-                counts[row["path"]] = counts.get(row["path"], 0) + 1
-        out[name] = counts
-    return out
-
-
-def assert_exactly_once(store: VectorStore, files: list[str]) -> None:
-    per_collection = rows_per_image(store)
-    assert len(per_collection) == 2
-    for name, counts in per_collection.items():
-        duplicates = {p: n for p, n in counts.items() if n > 1}
-        assert not duplicates, f"{name}: duplicate rows {list(duplicates.items())[:5]}"
-        assert set(counts) == set(files), f"{name}: {len(set(files) - set(counts))} images missing"
-        assert store.count(name) == len(files)
 
 
 def test_sigkilled_workers_lose_and_duplicate_nothing(tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker):
@@ -115,47 +71,6 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(tiny_model_dirs, tmp_path,
         f"{status.done} embedded + {status.skipped} found stored on redelivery"
     )
     store.close()
-
-
-def test_milvus_outage_of_30s_is_retried_with_backoff_and_loses_nothing(
-    tiny_model_dirs, tmp_path, redis_url, start_worker, servers
-):
-    milvus = servers(MilvusLiteServer, tmp_path)
-    files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 600, size=(64, 64), seed=11)
-    settings = make_settings(
-        tiny_model_dirs,
-        tmp_path / "data",
-        redis_url=redis_url,
-        milvus_uri=milvus.uri,
-        chunk_size=20,
-        visibility_timeout=120,
-        queue="milvus" + tmp_path.name[-8:],
-    )
-    worker = start_worker(settings, "m")
-    jobs = JobStore(redis_url)
-    job_id = enqueue(files, settings)
-    wait_until(lambda: jobs.get(job_id).chunks_done >= 5, 120, "5 chunks done")
-    milvus.stop()  # unreachable from here on
-    down_at = time.time()
-    wait_until(lambda: "Retry in" in worker.log_path.read_text(), 30, "a Celery retry")
-    time.sleep(max(0.0, 30 - (time.time() - down_at)))
-    during = jobs.get(job_id)
-    milvus.start()
-    up_at = time.time()
-    status = wait_finished(jobs, job_id, timeout=240)
-    finished_at = time.time()
-
-    assert during.finished_at is None and during.failed == 0
-    assert (status.done, status.failed, status.chunks_done) == (600, 0, 30)
-    retries = worker.log_path.read_text().count("Retry in")
-    assert retries >= 2 and "StoreUnavailable" in worker.log_path.read_text()
-    store = VectorStore(settings)
-    assert_exactly_once(store, files)
-    store.close()
-    print(
-        f"\nMilvus outage: down {up_at - down_at:.1f}s, {retries} Celery retries, job finished {finished_at - up_at:.1f}s "
-        f"after Milvus came back; 600/600 stored once"
-    )
 
 
 SECRET_REDIS, SECRET_MILVUS = "Redis-pw-9f2c41", "Milvus-pw-77ab03"
@@ -325,48 +240,4 @@ def test_a_chunk_that_keeps_killing_its_worker_is_split_down_to_the_one_file(
     store.close()
     print(
         f"\npoison chunk: {len(killed)} kills, {status.splits} splits, {status.done} stored, 1 failed: {status.failures[poison]}"
-    )
-
-
-def test_a_real_milvus_server_stopped_and_killed_mid_job_is_waited_for(
-    tiny_model_dirs, tmp_path, redis_url, start_worker, servers
-):
-    """A Milvus 2.3.5 server stopped (SIGTERM) and later killed (SIGKILL) mid-job, each time restarted on the same
-    data: while it stops and starts it answers "find no available rootcoord" (legacy code 65535), which is an
-    outage to wait out, not a permanent error (a job of 38 once failed 38/38 in ~30 s). Rows == files, no duplicates."""
-    from .support.servers import MilvusServer
-
-    server = servers(MilvusServer, tmp_path)
-    files = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 200, size=(64, 64), seed=21)
-    settings = make_settings(
-        tiny_model_dirs,
-        tmp_path / "data",
-        redis_url=redis_url,
-        milvus_uri=server.uri,
-        chunk_size=10,
-        visibility_timeout=300,
-        queue="restart" + tmp_path.name[-8:],
-    )
-    worker = start_worker(settings, "restart")
-    jobs = JobStore(redis_url)
-    job_id = enqueue(files, settings)
-    downtime = {}
-    for after, how in ((4, "stop"), (10, "kill")):
-        wait_until(lambda after=after: jobs.get(job_id).chunks_done >= after, 180, f"{after} chunks done")
-        down = time.time()
-        server.stop() if how == "stop" else server.kill()
-        time.sleep(3)
-        server.start()
-        downtime[how] = round(time.time() - down, 1)
-    status = wait_finished(jobs, job_id, timeout=300)
-    log = worker.log_path.read_text()
-    retries = log.count("Retry in")
-    assert (status.done + status.skipped, status.failed, status.chunks_done) == (200, 0, 20), status.failures
-    assert retries >= 1 and worker.proc.poll() is None
-    store = VectorStore(settings)
-    assert_exactly_once(store, files)
-    store.close()
-    print(
-        f"\nMilvus server restarts: down {downtime} s, {retries} Celery retries, 200/200 stored once, 0 duplicates, "
-        f"{status.skipped} found stored on redelivery"
     )

@@ -1,5 +1,5 @@
 // Drive Milvus's Attu dashboard in headless Chromium the way a user does, and report what they read and see.
-//   node attu.js CONFIG.json   (CONFIG: {attu: URL, collections: [names], search: {collection, id}, shots: DIR})
+//   node attu.js CONFIG.json   (CONFIG: {attu: URL, milvus: HOST:PORT, collections: [names], search: {collection, id}, shots: DIR})
 // Prints one JSON object: per page, document.body.innerText (what a user reads), the collection list's name
 // cells with whether the browser cut them (an ellipsis), the schema tables' rows, the search results' rows;
 // screenshots (what a user sees) go to CONFIG.shots.
@@ -21,6 +21,8 @@ const tableRows = (page) => page.evaluate(() => [...document.querySelectorAll('t
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   const out = { schema: {} };
   await page.goto(`${config.attu}/#/connect`); await settle(page);
+  // type the server's address as a user does: Attu's prefilled default lives in its shared install folder
+  await page.fill('input[placeholder="Milvus Address"]', config.milvus);
   await page.click('button[type=submit]'); await settle(page);
   await page.goto(`${config.attu}/#/databases/default/collections`); await settle(page);
   out.list = await text(page);
