@@ -199,6 +199,8 @@ class Client:
         if sum(x is not None for x in (image, text, like)) != 1:
             raise ImsimError("give exactly one of an image, text, or like= (a stored id or path) to search by")
         if text is not None:
+            if not text.strip():
+                raise ImsimError("the text query is empty: give the words to search for")
             names = [n for n in names if self.model(n).info.supports_text]
             if not names:
                 raise ModelError("none of the selected models can embed text; include 'clip' in --models")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
-from .support.servers import ROOT, settings_env
+from .support.servers import ROOT, SAMPLES, settings_env
 from .support.settings import make_settings
 
 
@@ -57,6 +58,23 @@ def test_cli_errors_are_plain_and_name_the_input(cli, tiny_model_dirs, tmp_path)
     assert proc.returncode == 2 and "no image files found" in proc.stderr and "nothing-*.jpg" in proc.stderr
     proc = cli(env, "search", "--text", "x", "--models", "dinov2", check=False)
     assert proc.returncode == 2 and "can embed text" in proc.stderr
+
+
+def test_names_that_look_like_rich_markup_are_printed_as_they_are(cli, tiny_model_dirs, tmp_path):
+    """A path is never read as rich markup: "[red]cat.jpg" was printed without its tag, and a file in a folder named
+    "odd[" (path ".../odd[/]x.jpg") raised MarkupError while the failures were reported: a traceback, not the report."""
+    env = {**settings_env(make_settings(tiny_model_dirs, tmp_path / "data")), "COLUMNS": "400"}
+    folder = tmp_path / "odd["
+    folder.mkdir()
+    shutil.copy(SAMPLES / "photos" / "chelsea.jpg", folder / "[red]cat.jpg")
+    (folder / "]x.jpg").write_text("not an image")
+    proc = cli(env, "ingest", "--local", str(folder), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"failed {tmp_path}/odd[/]x.jpg: not a recognised image format" in proc.stdout, proc.stdout
+    proc = cli(env, "search", "--like", str(folder / "[red]cat.jpg"), "-k", "1")
+    assert f"{folder}/[red]cat.jpg" in proc.stdout, proc.stdout
+    proc = cli(env, "search", str(folder / "[/]gone.jpg"), check=False)
+    assert proc.returncode == 2 and f"{folder}/[/]gone.jpg" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_cli_queue_status_and_jobs(cli, tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, image_folder):

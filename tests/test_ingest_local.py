@@ -103,6 +103,9 @@ def test_text_search_and_errors(ingested, models):
         client.search(text="a cat", models=["dinov2"])
     with pytest.raises(ImsimError, match="exactly one"):
         client.search()
+    for blank in ("", "  \n"):  # CLIP embeds an empty string happily: the results would mean nothing
+        with pytest.raises(ImsimError, match="text query is empty"):
+            client.search(text=blank)
     with pytest.raises(ImsimError, match="unknown fusion"):
         client.search(text="x", fusion="borda")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from ..errors import ImsimError
 from . import admin, eval, ingest, jobs, models, search
@@ -32,15 +33,16 @@ def main() -> None:
     try:
         app()
     except ImsimError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(ERROR)
     except redis.AuthenticationError:
-        err.print("[red]error:[/] Redis refused the password in IMSIM_REDIS_URL", highlight=False)
+        err.print("[red]error:[/] Redis refused the password in IMSIM_REDIS_URL", markup=True, highlight=False)
         sys.exit(ERROR)
     except redis.RedisError as exc:  # the URL may hold a password: name only the error
         err.print(
-            f"[red]error:[/] Redis is unreachable ({type(exc).__name__}: {exc}); check IMSIM_REDIS_URL and that "
-            "redis-server runs",
+            f"[red]error:[/] Redis is unreachable ({type(exc).__name__}: {escape(str(exc))}); check IMSIM_REDIS_URL and "
+            "that redis-server runs",
+            markup=True,
             highlight=False,
             soft_wrap=True,
         )

@@ -22,8 +22,11 @@ from rich.text import Text
 from ..query import Client
 from ..settings import Settings, get_settings
 
-console = Console(soft_wrap=True)  # a message is never broken mid-line: paths and commands stay copyable
-err = Console(stderr=True, soft_wrap=True)
+# A message is never broken mid-line (paths and commands stay copyable), and nothing printed is read as rich markup
+# unless the call says markup=True and escapes what it interpolates: a file named "[red]x.jpg" or "a[/]b.jpg" is
+# printed as it is named (it used to lose its brackets, or raise MarkupError mid-report).
+console = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 # Exit codes, the same for every command (and in `imsim --help`)
 OK, SOME_FAILED, ERROR, INTERRUPTED = 0, 1, 2, 130
@@ -46,13 +49,13 @@ class RateColumn(ProgressColumn):
 
 def progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
         TimeRemainingColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[note]}"),
+        TextColumn("{task.fields[note]}"),  # notes are markup: follow.py escapes what it puts in them
         console=err,
         transient=False,
     )

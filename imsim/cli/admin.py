@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ..errors import ImsimError
 from ..settings import get_settings, redact
@@ -37,7 +38,8 @@ def doctor(
     else:
         colour = {"ok": "green", "warn": "yellow", "fail": "red"}
         for c in checks:
-            console.print(f"[{colour[c.status]}]{c.status:>4}[/] {c.name}: {c.detail}", highlight=False, soft_wrap=True)
+            line = f"[{colour[c.status]}]{c.status:>4}[/] {escape(c.name)}: {escape(c.detail)}"
+            console.print(line, markup=True, highlight=False, soft_wrap=True)
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(SOME_FAILED)
 
@@ -175,7 +177,8 @@ def bench_ingest(
         stages = ", ".join(f"{k} {v:.2f}" for k, v in r.stage_cpu_ms().items())
         console.print(
             f"[bold]{r.images_per_s:8.1f} images/s[/]  {r.cpu_ms_per_image:6.2f} CPU-ms/image  ({stages})  "
-            f"decoder {r.decoder}, {r.workers} threads, into {r.store}",
+            f"decoder {r.decoder}, {r.workers} threads, into {escape(r.store)}",
+            markup=True,
             highlight=False,
         )
         console.print(

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from ..jobs import JobStatus, JobStore
 from ..paths import printable
@@ -32,7 +33,7 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
                 except redis.RedisError as exc:
                     bar.update(
                         task,
-                        note=f"[yellow]Redis at {redact(settings.redis_url.get_secret_value())} unreachable "
+                        note=f"[yellow]Redis at {escape(redact(settings.redis_url.get_secret_value()))} unreachable "
                         f"({type(exc).__name__}); retrying[/]",
                     )
                     time.sleep(1.0)
@@ -41,7 +42,7 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
                     workers_checked = True
                     if not _workers_answer(settings):
                         no_worker = (
-                            f"[yellow]waiting for a worker: none answers on queue '{settings.queue}' "
+                            f"[yellow]waiting for a worker: none answers on queue '{escape(settings.queue)}' "
                             "(start one: `imsim worker`)[/]"
                         )
                 # the hint stays until a worker starts the job
@@ -88,8 +89,8 @@ def print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
         highlight=False,
     )
     for path, reason in (outcome.get("failures") or {}).items():
-        console.print(f"  [red]failed[/] {path}: {reason}", highlight=False, soft_wrap=True)
+        console.print(f"  [red]failed[/] {escape(path)}: {escape(reason)}", markup=True, highlight=False, soft_wrap=True)
     for item in outcome.get("unmatched") or []:
-        console.print(f"  [yellow]no image in[/] {printable(item)}", highlight=False, soft_wrap=True)
+        console.print(f"  [yellow]no image in[/] {escape(printable(item))}", markup=True, highlight=False, soft_wrap=True)
     for reason, count in sorted((outcome.get("skipped_files") or {}).items()):
         console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)

@@ -6,6 +6,7 @@ import os
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..errors import ImsimError
 from ..paths import Discovery, discover, printable, read_path_list
@@ -98,7 +99,9 @@ def run_ingest(
             unmatched=found.unmatched,
         )
         err.print(
-            f"queued job [bold]{job_id}[/]: {len(files)} images in chunks of {settings.chunk_size} on queue '{settings.queue}'",
+            f"queued job [bold]{job_id}[/]: {len(files)} images in chunks of {settings.chunk_size} "
+            f"on queue '{escape(settings.queue)}'",
+            markup=True,
             highlight=False,
         )
         if not wait:
@@ -208,7 +211,7 @@ def sync(
         f"{len(gone)} stored rows point to files that no longer exist" + ("" if dry_run else "; removed from every collection")
     )
     for path in sorted(gone.values())[:20]:
-        err.print(f"  [yellow]gone[/] {path}", highlight=False)
+        err.print(f"  [yellow]gone[/] {escape(path)}", markup=True, highlight=False)
     found = discover([p for p in paths if os.path.exists(p)])
     if dry_run or not found.files:
         print_json_or({"missing": sorted(gone.values()), "removed": removed, "to_ingest": len(found.files)}, as_json)

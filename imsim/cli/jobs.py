@@ -7,6 +7,7 @@ import shutil
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Column, Table
 
 from ..jobs import JobStore
@@ -104,10 +105,10 @@ def status(
             highlight=False,
         )
     for item in s.unmatched:
-        console.print(f"  [yellow]no image in[/] {item}", highlight=False)
+        console.print(f"  [yellow]no image in[/] {escape(item)}", markup=True, highlight=False)
     for reason, count in sorted(s.skipped_files.items()):
         console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)
     for path, reason in s.failures.items():
-        console.print(f"  [red]failed[/] {path}: {reason}", highlight=False, soft_wrap=True)
+        console.print(f"  [red]failed[/] {escape(path)}: {escape(reason)}", markup=True, highlight=False, soft_wrap=True)
     if follow and s.failed:
         raise typer.Exit(SOME_FAILED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .. import models as registry
@@ -40,7 +41,7 @@ def models(
         if as_json:
             print_json({"name": info, **card.__dict__, "configured": configured, "versions": mine})
             return
-        console.print(f"[bold]{info}[/]: {card.title}", highlight=False)
+        console.print(f"[bold]{escape(str(info))}[/]: {escape(card.title)}", markup=True, highlight=False)
         for label, value in [
             ("dimension", card.dim),
             ("default source", card.default_source),

@@ -205,7 +205,7 @@ def duplicates(
         print_json(payload)
         return
     for n, g in enumerate(groups, 1):
-        console.print(f"[bold]group {n}[/]: {len(g.members)} images, best {g.best:.4f}", highlight=False)
+        console.print(f"[bold]group {n}[/]: {len(g.members)} images, best {g.best:.4f}", markup=True, highlight=False)
         for _, path in g.members:
             console.print(f"  {path}", highlight=False, soft_wrap=True)
 
