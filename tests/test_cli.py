@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,28 @@ def test_names_that_look_like_rich_markup_are_printed_as_they_are(cli, tiny_mode
     assert f"{folder}/[red]cat.jpg" in proc.stdout, proc.stdout
     proc = cli(env, "search", str(folder / "[/]gone.jpg"), check=False)
     assert proc.returncode == 2 and f"{folder}/[/]gone.jpg" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_huge_k_returns_every_row_instead_of_exhausting_memory(cli, tiny_model_dirs, tmp_path):
+    """`-k 1000000000` on Milvus Lite asked the store for a billion results: it allocated for them until the kernel
+    killed the process. k is capped at the collection's row count (run under an 8 GB address-space limit, so the
+    old code fails here instead of taking the machine's memory)."""
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    cli(env, "ingest", "--local", str(SAMPLES / "photos"))
+    stored = len(list((SAMPLES / "photos").glob("*.jpg")))
+    limit = 8 << 30
+    proc = subprocess.run(
+        [sys.executable, "-m", "imsim.cli", "search", str(SAMPLES / "photos" / "coffee.jpg"), "-k", "1000000000", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    hits = json.loads(proc.stdout)
+    assert len(hits) == stored and hits[0]["path"] == str(SAMPLES / "photos" / "coffee.jpg")
 
 
 def test_cli_queue_status_and_jobs(cli, tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, image_folder):

@@ -365,6 +365,8 @@ class VectorStore:
         to Strong (read-your-writes); the query client passes ``IMSIM_SEARCH_CONSISTENCY``."""
         self._load(name)
         vectors = np.asarray(vectors, np.float32)
+        if k > SEARCH_CAP:  # never ask for more rows than there are: Milvus Lite allocates for k (k=1e9 was OOM-killed)
+            k = max(1, min(k, self.count(name)))
         if k > SEARCH_CAP and not self.lite_backend:
             if not self.has_search_iterator:
                 raise StoreError(self._past_cap(k))
