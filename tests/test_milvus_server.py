@@ -15,6 +15,7 @@ from imsim.paths import discover, path_id
 from imsim.query import Client
 from imsim.store import SEARCH_CAP, VectorStore, has_iterator_v2
 
+from .support.rows import random_rows
 from .support.settings import make_settings
 
 
@@ -122,11 +123,15 @@ def test_results_past_the_cap_on_a_server_without_iterator_v2_fail_clearly(serve
     collection = store.ensure_collection(models["clip"].info)
     assert store.server_version.startswith("v2.3.5") and not store.has_search_iterator
     query = np.ones((1, models["clip"].info.dim), np.float32)
+    assert store.search(collection, query, SEARCH_CAP) == [[]]  # at the cap: one plain search (empty collection)
+    # past the cap, but the collection holds fewer rows than the cap: one plain search returns them all, nothing lost
+    assert store.search(collection, query, SEARCH_CAP + 616) == [[]]
+    rows, _ = random_rows(SEARCH_CAP + 616, models["clip"].info.dim)
+    store.upsert(collection, rows, batch=5000)
     with pytest.raises(
         StoreError, match=r"17,000 results asked for, past Milvus's top-k cap of 16,384: this server \(v2\.3\.5.*2\.5\.2"
     ):
         store.search(collection, query, SEARCH_CAP + 616)
-    assert store.search(collection, query, SEARCH_CAP) == [[]]  # at the cap: one plain search (empty collection)
     assert [has_iterator_v2(v) for v in ("v2.5.2", "v2.6.0", "2.5.10", "v2.5.1", "v2.4.15", "Zilliz Cloud")] == [
         True,
         True,

@@ -11,6 +11,8 @@ from imsim.expr import Where
 from imsim.query import Client
 from imsim.store import SEARCH_CAP, VectorStore
 
+from .support.rows import random_rows
+
 ROWS = 20_000
 
 
@@ -22,27 +24,7 @@ def big(tiny_model_dirs, tmp_path_factory, models):
     settings = make_settings(tiny_model_dirs, tmp_path_factory.mktemp("paging"), models="clip")
     store = VectorStore(settings)
     name = store.ensure_collection(models["clip"].info)
-    rng = np.random.default_rng(7)
-    vectors = rng.normal(size=(ROWS, models["clip"].info.dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    rows = [
-        {
-            "id": f"{i:032x}",
-            "path": f"/corpus/d{i % 10}/{i}.jpg",
-            "sha256": "",
-            "width": 1,
-            "height": 1,
-            "file_size": 1,
-            "mtime": 0.0,
-            "model_id": "m",
-            "model_revision": "r",
-            "ingested_at": 0,
-            "job_id": "",
-            "tags": {},
-            "vector": v.tolist(),
-        }
-        for i, v in enumerate(vectors)
-    ]
+    rows, vectors = random_rows(ROWS, models["clip"].info.dim)
     store.upsert(name, rows, batch=5000)
     client = Client(settings, embedders={"clip": models["clip"]}, store=store)
     yield client, vectors
