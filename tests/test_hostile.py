@@ -24,6 +24,7 @@ from imsim.paths import discover, glob_match, path_id, printable, read_path_list
 from imsim.query import Client
 from imsim.store import VectorStore
 
+from .support.rows import row
 from .support.servers import ROOT, SAMPLES, settings_env
 from .support.settings import make_settings
 
@@ -221,23 +222,7 @@ def _folder_rows(store: VectorStore, name: str, dim: int, folders: dict[str, int
         for i in range(count):
             v = rng.normal(size=dim).astype(np.float32)
             path = f"{folder}/{i}.jpg"
-            rows.append(
-                {
-                    "id": path_id(path),
-                    "path": path,
-                    "sha256": "",
-                    "width": 1,
-                    "height": 1,
-                    "file_size": 1,
-                    "mtime": 0.0,
-                    "model_id": "m",
-                    "model_revision": "r",
-                    "ingested_at": 0,
-                    "job_id": "",
-                    "tags": {},
-                    "vector": (v / np.linalg.norm(v)).tolist(),
-                }
-            )
+            rows.append(row(path_id(path), path, v / np.linalg.norm(v)))
     store.upsert(name, rows, batch=2000)
     store.flush(name)
 

@@ -10,6 +10,8 @@ import pytest
 from imsim.errors import DimensionMismatch
 from imsim.store import FIELDS, METADATA_FIELDS, VectorStore
 
+from .support.rows import row
+
 
 def test_collection_is_self_describing(settings, models):
     store = VectorStore(settings)
@@ -31,21 +33,7 @@ def test_collection_is_self_describing(settings, models):
 
 
 def _row(i: int, dim: int) -> dict:
-    return {
-        "id": f"id{i}",
-        "path": f"/img/{i}.jpg",
-        "sha256": "",
-        "width": 1,
-        "height": 1,
-        "file_size": 1,
-        "mtime": 0.0,
-        "model_id": "m",
-        "model_revision": "r",
-        "ingested_at": 0,
-        "job_id": "",
-        "tags": {},
-        "vector": [1.0] + [0.0] * (dim - 1),
-    }
+    return row(f"id{i}", f"/img/{i}.jpg", [1.0] + [0.0] * (dim - 1))
 
 
 def test_a_new_dimension_is_a_new_version_and_the_old_collection_is_untouched(settings, models):
@@ -88,24 +76,7 @@ def test_upsert_is_idempotent_and_search_finds_itself(settings, models):
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(20, 32)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    rows = [
-        {
-            "id": f"id{i}",
-            "path": f"/img/{i}.jpg",
-            "sha256": "",
-            "width": 1,
-            "height": 1,
-            "file_size": 1,
-            "mtime": 0.0,
-            "model_id": "m",
-            "model_revision": "r",
-            "ingested_at": 0,
-            "job_id": "j",
-            "tags": {},
-            "vector": v.tolist(),
-        }
-        for i, v in enumerate(vecs)
-    ]
+    rows = [row(f"id{i}", f"/img/{i}.jpg", v, job_id="j") for i, v in enumerate(vecs)]
     store.upsert(name, rows)
     store.upsert(name, rows)
     assert store.count(name) == 20

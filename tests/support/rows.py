@@ -1,10 +1,30 @@
-"""Rows of random unit vectors, shaped as imsim stores them, for tests that need many rows without embedding images."""
+"""Rows shaped as imsim stores them, for tests that need rows without embedding images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+
+def row(row_id: str, path: str, vector: Sequence[float] | np.ndarray, job_id: str = "") -> dict[str, Any]:
+    """One row with placeholder file facts (1x1, 1 byte, mtime 0)."""
+    return {
+        "id": row_id,
+        "path": path,
+        "sha256": "",
+        "width": 1,
+        "height": 1,
+        "file_size": 1,
+        "mtime": 0.0,
+        "model_id": "m",
+        "model_revision": "r",
+        "ingested_at": 0,
+        "job_id": job_id,
+        "tags": {},
+        "vector": np.asarray(vector, np.float32).tolist(),
+    }
 
 
 def random_rows(count: int, dim: int, seed: int = 7) -> tuple[list[dict[str, Any]], np.ndarray]:
@@ -12,22 +32,4 @@ def random_rows(count: int, dim: int, seed: int = 7) -> tuple[list[dict[str, Any
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(count, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    rows = [
-        {
-            "id": f"{i:032x}",
-            "path": f"/corpus/d{i % 10}/{i}.jpg",
-            "sha256": "",
-            "width": 1,
-            "height": 1,
-            "file_size": 1,
-            "mtime": 0.0,
-            "model_id": "m",
-            "model_revision": "r",
-            "ingested_at": 0,
-            "job_id": "",
-            "tags": {},
-            "vector": v.tolist(),
-        }
-        for i, v in enumerate(vectors)
-    ]
-    return rows, vectors
+    return [row(f"{i:032x}", f"/corpus/d{i % 10}/{i}.jpg", v) for i, v in enumerate(vectors)], vectors
