@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +20,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ..paths import printable
 from ..query import Client
 from ..settings import Settings, get_settings
 
@@ -68,6 +70,17 @@ def settings_with(models: str | None = None) -> Settings:
 
 def client(models: str | None = None) -> Client:
     return Client(settings_with(models))
+
+
+def print_file_report(failures: dict[str, str], unmatched: list[str], skipped_files: dict[str, int]) -> None:
+    """What a job did not store, file by file: failures with their reasons, inputs that matched no image, and what
+    folder walks left out (by reason)."""
+    for path, reason in failures.items():
+        console.print(f"  [red]failed[/] {escape(path)}: {escape(reason)}", markup=True, highlight=False, soft_wrap=True)
+    for item in unmatched:
+        console.print(f"  [yellow]no image in[/] {escape(printable(item))}", markup=True, highlight=False, soft_wrap=True)
+    for reason, count in sorted(skipped_files.items()):
+        console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)
 
 
 def print_json(payload: Any) -> None:

@@ -9,9 +9,8 @@ import typer
 from rich.markup import escape
 
 from ..jobs import JobStatus, JobStore
-from ..paths import printable
 from ..settings import Settings, redact
-from ._common import INTERRUPTED, console, err, print_json, progress
+from ._common import INTERRUPTED, console, err, print_file_report, print_json, progress
 
 WAIT_HINT_AFTER = 5.0  # seconds a queued job may sit unstarted before the display checks for workers
 
@@ -88,9 +87,4 @@ def print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
         f"{cancelled} of {outcome['total']}",
         highlight=False,
     )
-    for path, reason in (outcome.get("failures") or {}).items():
-        console.print(f"  [red]failed[/] {escape(path)}: {escape(reason)}", markup=True, highlight=False, soft_wrap=True)
-    for item in outcome.get("unmatched") or []:
-        console.print(f"  [yellow]no image in[/] {escape(printable(item))}", markup=True, highlight=False, soft_wrap=True)
-    for reason, count in sorted((outcome.get("skipped_files") or {}).items()):
-        console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)
+    print_file_report(outcome.get("failures") or {}, outcome.get("unmatched") or [], outcome.get("skipped_files") or {})

@@ -7,12 +7,11 @@ import shutil
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Column, Table
 
 from ..jobs import JobStore
 from ..settings import get_settings
-from ._common import SOME_FAILED, JsonOpt, console, print_json, stamp
+from ._common import SOME_FAILED, JsonOpt, console, print_file_report, print_json, stamp
 
 app = typer.Typer()
 
@@ -104,11 +103,6 @@ def status(
             f"since {stamp(info.get('started'))}",
             highlight=False,
         )
-    for item in s.unmatched:
-        console.print(f"  [yellow]no image in[/] {escape(item)}", markup=True, highlight=False)
-    for reason, count in sorted(s.skipped_files.items()):
-        console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)
-    for path, reason in s.failures.items():
-        console.print(f"  [red]failed[/] {escape(path)}: {escape(reason)}", markup=True, highlight=False, soft_wrap=True)
+    print_file_report(s.failures, s.unmatched, s.skipped_files)
     if follow and s.failed:
         raise typer.Exit(SOME_FAILED)
