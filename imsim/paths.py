@@ -84,7 +84,8 @@ def check_path(path: str) -> None:
 # --- globs: one semantics everywhere ------------------------------------------------------------
 def glob_regex(pattern: str) -> re.Pattern[str]:
     """A regex for a path glob: ``*`` and ``?`` stay inside one folder, ``**`` crosses folders (``a/**/b`` also
-    matches ``a/b``), ``[...]`` is a character class (``[!...]`` negated). Dot files are matched like any other."""
+    matches ``a/b``), ``[...]`` is a character class (``[!...]`` or ``[^...]`` negated, never matching ``/``; ``[[]`` is a literal
+    ``[``). Dot files are matched like any other."""
     out, i, n = [], 0, len(pattern)
     while i < n:
         c = pattern[i]
@@ -102,7 +103,7 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
             out.append("[^/]")
         elif c == "[":
             j = i + 1
-            if j < n and pattern[j] == "!":
+            if j < n and pattern[j] in "!^":
                 j += 1
             if j < n and pattern[j] == "]":
                 j += 1
@@ -112,9 +113,11 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
                 out.append(re.escape(c))
             else:
                 body = pattern[i + 1 : j]
-                negate = body.startswith("!")
+                negate = body.startswith(("!", "^"))  # as in bash, [^...] negates like [!...]
                 body = body[1:] if negate else body
-                out.append("[" + ("^/" if negate else "") + body.replace("\\", "\\\\") + "]")
+                # in a regex class "\\" escapes, "]" (first, as in "[]]") closes, "[", "&&", "~~", "||" are (future) set syntax
+                body = re.sub(r"([\\\[\]&~|^])", r"\\\1", body)
+                out.append("[" + ("^/" if negate else "") + body + "]")
                 i = j
         else:
             out.append(re.escape(c))

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,22 @@ def test_a_hostile_filter_never_widens_the_other_conditions(settings, models, im
             client.search(query, k=50, where=expr.Where(tags={"owner": "bob"}), filter="1==1) or (1==1")
         with pytest.raises(FilterError, match="no field 'colour'"):
             client.search(query, k=5, filter='colour == "red"')
+
+
+def test_bracket_classes_take_their_characters_literally():
+    """``[[]x]`` names a literal "[x]" (the way to select a file whose name has brackets); it compiled with a
+    FutureWarning from re ("possible nested set") printed to the user, and ``[^a]``, unlike ``[!a]``, could match "/"
+    and so cross folders."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert glob_match("/d/[[]x]*.jpg", "/d/[x]*.jpg") and not glob_match("/d/[[]x]*.jpg", "/d/x.jpg")
+        ops = "/d/a[&&~|]b"
+        assert glob_match(ops, "/d/a&b") and glob_match(ops, "/d/a|b") and not glob_match(ops, "/d/a-b")
+        assert glob_match("/d/[\\]", "/d/\\") and not glob_match("/d/[\\]", "/d/x")
+        for negated in ("[!a]", "[^a]"):
+            assert glob_match(f"/d{negated}x", "/dbx") and not glob_match(f"/d{negated}x", "/dax")
+            assert not glob_match(f"/d{negated}x", "/d/x")  # a class never crosses a folder
+        assert glob_match("/d/[]]", "/d/]") and glob_match("/d/[!]]", "/d/a") and not glob_match("/d/[!]]", "/d/]")
 
 
 def test_one_glob_semantics_for_ingest_search_and_delete(settings, models, tmp_path):
