@@ -43,15 +43,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # `scripts/test.sh` runs two pytest-xdist workers, one test module at a time each (`--dist loadfile`, so a module's
     # costly fixtures are built once), in this order: the longest modules first, then the rest of the integration
     # tier, then the unit tier; the run ends on short modules instead of one worker finishing a long one alone.
+    integration_modules = {item.path.stem for item in items if item.get_closest_marker("integration")}
+
     def rank(item: pytest.Item) -> int:
-        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        module = item.path.stem
         if module in LONGEST_MODULES:
             return LONGEST_MODULES.index(module)
-        return len(LONGEST_MODULES) + (0 if any(i.get_closest_marker("integration") for i in by_module[module]) else 1)
+        return len(LONGEST_MODULES) + (module not in integration_modules)
 
-    by_module: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        by_module.setdefault(item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py"), []).append(item)
     items.sort(key=rank)
 
 
