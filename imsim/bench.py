@@ -110,7 +110,9 @@ class NullStore:
         self.rows.setdefault(name, {})
         return name
 
-    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]:
+    def get(
+        self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",), consistency: str = "Strong"
+    ) -> dict[str, dict[str, Any]]:
         return {i: self.rows[name][i] for i in ids if i in self.rows[name]}
 
     def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -140,6 +142,7 @@ class IngestRun:
     decoder: str
     workers: int
     failures: dict[str, str] = field(default_factory=dict)
+    store_cpu_seconds: float | None = None  # the store server's own CPU over the run (--store-pid), when measured
 
     @property
     def images_per_s(self) -> float:
@@ -154,8 +157,25 @@ class IngestRun:
         return {stage: 1000 * seconds / self.images for stage, seconds in self.times.cpu.items()} if self.images else {}
 
     @property
+    def wait_ms_per_image(self) -> float:
+        """Milliseconds per image the pipeline waited for the store to take a slice (the critical path's wait)."""
+        return 1000 * self.times.wait.get("write", 0.0) / self.images if self.images else 0.0
+
+    @property
+    def lookup_wait_ms_per_image(self) -> float:
+        """Milliseconds per image the read threads waited for a skip check's stored rows (summed over threads)."""
+        return 1000 * self.times.wait.get("lookup", 0.0) / self.images if self.images else 0.0
+
+    @property
+    def store_cpu_ms_per_image(self) -> float | None:
+        if self.store_cpu_seconds is None or not self.images:
+            return None
+        return 1000 * self.store_cpu_seconds / self.images
+
+    @property
     def projected_images_per_s(self) -> float:
-        """What :data:`PROJECTION_CORES` cores would do if the host side scaled linearly: a projection, not a measurement."""
+        """What :data:`PROJECTION_CORES` cores would do if the host side scaled linearly and the store never made the
+        pipeline wait: a projection, not a measurement (it ignores the store's latency and its own CPU)."""
         return PROJECTION_CORES * 1000 / self.cpu_ms_per_image if self.cpu_ms_per_image else 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -166,6 +186,9 @@ class IngestRun:
             "cpu_ms_per_image": round(self.cpu_ms_per_image, 3),
             "stage_cpu_ms_per_image": {k: round(v, 3) for k, v in self.stage_cpu_ms().items()},
             "stage_seconds": self.times.as_dict(),
+            "wait_ms_per_image": round(self.wait_ms_per_image, 3),
+            "lookup_wait_ms_per_image": round(self.lookup_wait_ms_per_image, 3),
+            "store_cpu_ms_per_image": None if self.store_cpu_ms_per_image is None else round(self.store_cpu_ms_per_image, 3),
             "store": self.store,
             "models": self.models,
             "decoder": self.decoder,
@@ -186,24 +209,42 @@ def make_sink(kind: str, settings: Settings, prefix: str = "bench") -> tuple[Any
     return store, f"{'Milvus Lite file' if kind == 'lite' else 'Milvus'} {store.where} ({store.server_version})"
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) and of its children that exited, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_ingest(
-    paths: Sequence[str], settings: Settings, models: Mapping[str, Embedder], sink: str = "none", warmup: int = 16
+    paths: Sequence[str],
+    settings: Settings,
+    models: Mapping[str, Embedder],
+    sink: str = "none",
+    warmup: int = 16,
+    store_pid: int | None = None,
 ) -> IngestRun:
-    """Ingest ``paths`` once (after ``warmup`` files to take first-call costs out) and time every stage."""
+    """Ingest ``paths`` once (after ``warmup`` files to take first-call costs out) and time every stage; ``store_pid``:
+    the store server's process, whose CPU over the run is reported beside the pipeline's."""
     settings = settings.replace(skip_unchanged=False)
     store, where = make_sink(sink, settings)
     try:
         with Ingestor(settings, embedders=models, store=store) as ingestor:
             if warmup:
                 ingestor.ingest(list(paths[:warmup]), job_id="bench-warmup")
+            server_cpu = process_cpu_seconds(store_pid) if store_pid else None
             wall, cpu = time.perf_counter(), time.process_time()
             result = ingest_local(list(paths), settings, ingestor=ingestor, job_id="bench")
             seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
+            if store_pid and server_cpu is not None:
+                server_cpu = process_cpu_seconds(store_pid) - server_cpu
             decoder = ingestor.step.decoder
             workers = ingestor.step._pool._max_workers
     finally:
         store.close()
-    return IngestRun(result.done, seconds, cpu_seconds, result.times, where, ",".join(models), decoder, workers, result.failures)
+    return IngestRun(
+        result.done, seconds, cpu_seconds, result.times, where, ",".join(models), decoder, workers, result.failures, server_cpu
+    )
 
 
 @dataclass

@@ -6,20 +6,21 @@ that model alone: a JPEG is DCT-decoded at the scale the model's own input size 
 agree share one decode), then resized and cropped to uint8 (:meth:`~imsim.models.base.Preprocess.to_uint8`).
 So the vector a model version stores for a file never depends on which other models are enabled.
 
-Files stream through in slices (``slice_size`` images). One pool task per file reads it, hashes it, asks the
-caller whether it must be embedded at all (``keep``: ingest skips files stored unchanged) and then decodes and
-resizes it; while the models run on one slice, the pool is already on the next, and the caller (ingest) writes
-the previous one. A bad file fails alone with its reason.
+Files stream through in slices (``slice_size`` images). One pool task per file opens it, asks the caller's
+:class:`SkipRule` whether it is stored unchanged (by size, mtime and inode: nothing read), reads and hashes it,
+asks again by content, and then decodes and resizes it; while the models run on one slice, the pool is already
+on the next, and the caller (ingest) writes the previous one. A bad file fails alone with its reason.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -29,9 +30,11 @@ from .images import (
     DEFAULT_LIMITS,
     FileBytes,
     FileFacts,
+    FileStat,
     Limits,
     decode_array,
     jpeg_draft_scale,
+    open_file,
     read_file,
     read_header,
     resolve_decoder,
@@ -44,7 +47,22 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 LOOKAHEAD = 1  # slices read and decoded ahead of the one the models are running on
-Keep = Callable[[FileBytes], bool]  # False: the file need not be embedded (stored unchanged)
+
+
+class Decision(enum.Enum):
+    """What to do with one file, asked before it is read (from its size, mtime and inode) and again once read."""
+
+    EMBED = "embed"  # read it (before reading), decode and embed it (after)
+    SKIP = "skip"  # stored unchanged: nothing to do
+    RESTAMP = "restamp"  # stored with the same content: rewrite the row's file facts and tags, keep its vector
+
+
+class SkipRule(Protocol):
+    """The caller's say on which files need embedding at all (ingest: those not stored unchanged)."""
+
+    def by_stat(self, stat: FileStat) -> Decision: ...
+
+    def by_content(self, file: FileBytes) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -58,17 +76,20 @@ class ImageRecord(FileFacts):
 @dataclass
 class Embedded:
     """One slice (or several, merged): the images embedded, in order, each model's vectors for them, the files that
-    failed (path -> reason) and those ``keep`` left out (stored unchanged)."""
+    failed (path -> reason), those the :class:`SkipRule` left out (stored unchanged) and those it marked for a
+    restamp (stored with the same content; ``sha256`` is empty where the file was not read)."""
 
     images: list[ImageRecord] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    restamp: list[FileFacts] = field(default_factory=list)
 
     def extend(self, other: Embedded) -> None:
         self.images += other.images
         self.failures.update(other.failures)
         self.skipped += other.skipped
+        self.restamp += other.restamp
         for name, vecs in other.vectors.items():
             self.vectors[name] = np.concatenate([self.vectors[name], vecs]) if name in self.vectors else vecs
 
@@ -82,6 +103,14 @@ class _Prepared:
 @dataclass(frozen=True)
 class _Skipped:
     path: str
+
+
+@dataclass(frozen=True)
+class _Restamp:
+    facts: FileFacts
+
+
+_Outcome = _Prepared | _Skipped | _Restamp | ImageError
 
 
 def _one_torch_thread() -> None:
@@ -181,7 +210,13 @@ class EmbeddingStep:
                 arrays.update(self._inputs(image, scale, names, times, made))
                 del image
             record = ImageRecord(
-                path=file.path, sha256=file.sha256, file_size=file.file_size, mtime=file.mtime, width=width, height=height
+                path=file.path,
+                sha256=file.sha256,
+                file_size=file.file_size,
+                mtime=file.mtime,
+                width=width,
+                height=height,
+                file_version=file.file_version,
             )
             return _Prepared(record, arrays)
         except ImageError as exc:
@@ -189,30 +224,48 @@ class EmbeddingStep:
         except MemoryError:
             return ImageTooLarge(file.path, "out of memory while decoding or resizing")
 
-    def _work(self, item: str | FileBytes, keep: Keep | None, times: StageTimes | None) -> _Prepared | _Skipped | ImageError:
-        """One pool task: read and hash the file (unless given its bytes), ask ``keep``, decode and resize."""
+    def _work(self, item: str | FileBytes, rule: SkipRule | None, times: StageTimes | None) -> _Outcome:
+        """One pool task: open the file, ask ``rule`` whether it is stored unchanged (before reading a byte), read and
+        hash it, ask again by content, then decode and resize. Any error of this one file fails this file alone."""
         if isinstance(item, FileBytes):
             file = item
         else:
             try:
-                with timed(times, "read"):
-                    file = read_file(item, self.limits)
+                with timed(times, "read"), open_file(item, self.limits) as opened:
+                    if rule is not None:
+                        decision = rule.by_stat(opened.stat)
+                        if decision is Decision.SKIP:
+                            return _Skipped(opened.path)
+                        if decision is Decision.RESTAMP:
+                            stat = opened.stat
+                            return _Restamp(FileFacts(stat.path, "", stat.file_size, stat.mtime, file_version=stat.file_version))
+                    file = opened.read()
+                if times is not None:
+                    times.count_read(len(file.data))
             except ImageError as exc:
                 return exc
-        if keep is not None and not keep(file):
-            return _Skipped(file.path)
+            except OSError as exc:  # anything the checks above did not name: still this file's failure alone
+                return ImageError(os.path.abspath(os.fspath(item)), f"cannot read: {exc.strerror or exc}")
+        if rule is not None:
+            decision = rule.by_content(file)
+            if decision is Decision.SKIP:
+                return _Skipped(file.path)
+            if decision is Decision.RESTAMP:
+                return _Restamp(FileFacts(file.path, file.sha256, file.file_size, file.mtime, file_version=file.file_version))
         return self._prepare(file, times)
 
     # --- slices: the models ------------------------------------------------------------------
-    def _finish(self, futures: list[Future[_Prepared | _Skipped | ImageError]], times: StageTimes | None) -> Embedded:
+    def _finish(self, futures: list[tuple[str | FileBytes, Future[_Outcome]]], times: StageTimes | None) -> Embedded:
         out = Embedded()
         prepared: list[_Prepared] = []
-        for future in futures:
+        for item, future in futures:
             outcome = future.result()
-            if isinstance(outcome, ImageError):
-                out.failures[outcome.path] = outcome.reason
+            if isinstance(outcome, ImageError):  # keyed by the path as given (byte-exact), not as the message prints it
+                out.failures[item.path if isinstance(item, FileBytes) else os.path.abspath(item)] = outcome.reason
             elif isinstance(outcome, _Skipped):
                 out.skipped.append(outcome.path)
+            elif isinstance(outcome, _Restamp):
+                out.restamp.append(outcome.facts)
             else:
                 prepared.append(outcome)
         out.images = [p.record for p in prepared]
@@ -222,13 +275,13 @@ class EmbeddingStep:
         return out
 
     def stream(
-        self, slices: Iterable[Sequence[str | FileBytes]], times: StageTimes | None = None, keep: Keep | None = None
+        self, slices: Iterable[Sequence[str | FileBytes]], times: StageTimes | None = None, rule: SkipRule | None = None
     ) -> Iterator[Embedded]:
         """Embed slices of paths (or files already read) in order; the next slice is read and decoded on the pool
-        while the models run on this one. ``keep(file)`` False leaves a file out (reported in ``skipped``)."""
-        window: deque[list[Future[_Prepared | _Skipped | ImageError]]] = deque()
+        while the models run on this one. ``rule`` leaves out files stored unchanged (``skipped``/``restamp``)."""
+        window: deque[list[tuple[str | FileBytes, Future[_Outcome]]]] = deque()
         for items in slices:
-            window.append([self._pool.submit(self._work, item, keep, times) for item in items])
+            window.append([(item, self._pool.submit(self._work, item, rule, times)) for item in items])
             if len(window) > LOOKAHEAD:
                 yield self._finish(window.popleft(), times)
         while window:

@@ -18,7 +18,7 @@ import stat
 import struct
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -67,12 +67,28 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class FileFacts:
-    """What the store records about an image's file."""
+    """What the store records about an image's file. ``file_version`` is how the source names this version of the
+    file beyond size and mtime (``ino:N`` for a local file): with them it lets a re-ingest skip the file unread."""
 
     path: str
     sha256: str
     file_size: int
     mtime: float
+    file_version: str = field(default="", kw_only=True)
+
+    @cached_property
+    def id(self) -> str:
+        return path_id(self.path)
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A file as opened, before a byte of it is read: enough to tell that it is the file already stored."""
+
+    path: str
+    file_size: int
+    mtime: float
+    file_version: str
 
     @cached_property
     def id(self) -> str:
@@ -124,23 +140,73 @@ def check_allowed(path: str, roots: Iterable[str]) -> None:
         raise PathNotAllowed(path, f"outside the allowed roots{where}; IMSIM_ALLOWED_ROOTS={','.join(roots)}")
 
 
-def read_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> FileBytes:
-    """Read one file whole and hash it. Raises an :class:`~imsim.errors.ImageError` naming the file.
+class OpenedFile:
+    """One file opened for reading and checked on its descriptor (a regular file, within the allowed roots and the byte
+    limit); :attr:`stat` says what it is before a byte is read, :meth:`read` reads and hashes it. Close it (``with``)."""
+
+    def __init__(self, path: str, fd: int, st: os.stat_result, limits: Limits):
+        self.path, self._fd, self._st, self._limits = path, fd, st, limits
+        self.stat = FileStat(path, st.st_size, st.st_mtime, f"ino:{st.st_ino}")
+
+    def read(self) -> FileBytes:
+        limits, path = self._limits, self.path
+        chunks, size = [], 0
+        try:
+            while True:
+                block = os.read(self._fd, max(1 << 20, self._st.st_size - size + 1))
+                if not block:
+                    break
+                chunks.append(block)
+                size += len(block)
+                if size > limits.max_bytes:
+                    raise ImageTooLarge(
+                        path, f"file grew past the limit of {limits.max_bytes:,} bytes while read (IMSIM_MAX_FILE_BYTES)"
+                    )
+        except OSError as exc:  # EISDIR, EIO ...
+            raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
+        data = b"".join(chunks)
+        return FileBytes(
+            path=path,
+            sha256=hashlib.sha256(data).hexdigest(),
+            file_size=len(data),
+            mtime=self._st.st_mtime,
+            data=data,
+            file_version=self.stat.file_version,
+        )
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> OpenedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> OpenedFile:
+    """Open one file for reading; raises an :class:`~imsim.errors.ImageError` naming the file.
 
     The file is opened once (non-blocking, so a FIFO cannot hang the worker) and everything is checked on the
     open descriptor: a regular file, its size, and, with ``allowed_roots``, the real path of what was opened, so a
     symlink swapped between a check and the open can never make imsim read a file outside the roots. A hard link
-    inside a root is a file inside the root (see docs/operations.md, Security)."""
+    inside a root is a file inside the root (see docs/operations.md, Security). Any ``OSError`` becomes this
+    file's error: a name check racing a rename fails the file, never its chunk."""
     path = os.path.abspath(os.fspath(path))
     check_path(path)
-    check_allowed(path, limits.allowed_roots)
+    try:
+        check_allowed(path, limits.allowed_roots)
+    except OSError as exc:  # realpath raises EINVAL when a component stops being a symlink mid-call
+        raise ImageUnreadable(path, f"cannot resolve the path: {exc.strerror or exc}") from exc
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError as exc:
         raise ImageNotFound(path, "no such file") from exc
     except PermissionError as exc:
         raise ImageUnreadable(path, "permission denied") from exc
-    except OSError as exc:  # ELOOP, EIO ...
+    except OSError as exc:  # ELOOP, EIO, ENAMETOOLONG ...
         raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
     try:
         st = os.fstat(fd)
@@ -158,25 +224,19 @@ def read_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
             raise ImageTooLarge(
                 path, f"file is {st.st_size:,} bytes, over the limit of {limits.max_bytes:,} (IMSIM_MAX_FILE_BYTES)"
             )
-        chunks, size = [], 0
-        while True:
-            block = os.read(fd, max(1 << 20, st.st_size - size + 1))
-            if not block:
-                break
-            chunks.append(block)
-            size += len(block)
-            if size > limits.max_bytes:
-                raise ImageTooLarge(
-                    path, f"file grew past the limit of {limits.max_bytes:,} bytes while read (IMSIM_MAX_FILE_BYTES)"
-                )
-        data = b"".join(chunks)
     except ImageError:
-        raise
-    except OSError as exc:  # EISDIR, EIO ...
-        raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
-    finally:
         os.close(fd)
-    return FileBytes(path=path, sha256=hashlib.sha256(data).hexdigest(), file_size=len(data), mtime=st.st_mtime, data=data)
+        raise
+    except OSError as exc:
+        os.close(fd)
+        raise ImageUnreadable(path, exc.strerror or str(exc)) from exc
+    return OpenedFile(path, fd, st, limits)
+
+
+def read_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> FileBytes:
+    """Read one file whole and hash it (:func:`open_file`, then :meth:`OpenedFile.read`)."""
+    with open_file(path, limits) as opened:
+        return opened.read()
 
 
 # --- decoding ----------------------------------------------------------------------------------

@@ -1,33 +1,49 @@
-"""The ingest pipeline: read → (skip what is stored unchanged) → decode → embed with every model → upsert.
+"""The ingest pipeline: open → (skip what is stored unchanged) → read → decode → embed with every model → upsert.
 
 :class:`Ingestor` processes one chunk of paths, the unit of work a Celery task carries. Inside a chunk, files
-stream in slices through the :class:`~imsim.embedding.EmbeddingStep` while a writer thread upserts the slice
-before, and ``on_progress`` is told after each slice (so a progress bar moves within a chunk). A bad file, or
-a row the store refuses, fails alone with its reason; the rest are stored. Files already stored with the same
-content hash and model version are skipped before decoding. :func:`ingest_local` runs the same chunks
-in-process, for a laptop with no Redis. Each chunk reports typed stage timings (:class:`~imsim.timing.StageTimes`).
+stream in slices through the :class:`~imsim.embedding.EmbeddingStep`; the stored rows a slice's skip check needs
+are fetched ahead, one Bounded read per model, issued concurrently before the slice's files are opened, so the
+check is off the critical path (a Strong read waits for a Milvus server's next time tick: ~0.2 s each). Writes run
+on a pool, one upsert per model and slice, several slices in flight, and ``on_progress`` is told as each slice is
+stored (so a progress bar moves within a chunk). A bad file, or a row the store refuses, fails alone with its
+reason; the rest are stored.
+
+Which files are embedded at all (:class:`UnchangedRule`), as rsync decides what to copy: a file whose size,
+mtime and inode equal the stored row's (for every model, at the same model revision) is skipped unread;
+otherwise it is read and hashed, and one whose content is unchanged is not embedded again: its row is rewritten
+with the new file facts and tags around the stored vector (a *restamp*). ``checksum`` always reads and hashes;
+``force`` re-embeds everything. :func:`ingest_local` runs the same chunks in-process, for a laptop with no Redis.
+Each chunk reports typed stage timings (:class:`~imsim.timing.StageTimes`), including the time the pipeline waits
+on the store.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
-from .embedding import Embedded, EmbeddingStep
-from .images import FileBytes
+from .embedding import Decision, Embedded, EmbeddingStep
+from .images import FileBytes, FileFacts, FileStat
 from .models import Embedder, ModelInfo, load_models
 from .paths import path_id
-from .settings import Settings
-from .store import VectorStore, make_row
+from .settings import Consistency, Settings
+from .store import VECTOR, VectorStore, make_row
 from .timing import StageTimes, timed
-from .util import chunked
+from .util import batched
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]  # called with how many more files of the chunk are settled (stored, skipped or failed)
+StopCheck = Callable[[], bool]  # True: stop before the next slice (the job was cancelled)
+LOOKUP_FIELDS = ("sha256", "model_revision", "tags", "file_size", "mtime", "file_version")
+LOOKUP_AHEAD = 2  # slices whose stored rows are being fetched ahead of the one being opened
+WRITES_IN_FLIGHT = 4  # slices being upserted at once before the pipeline waits for the oldest
+SKIP_CHECK_CONSISTENCY: Consistency = "Bounded"  # a row a Bounded read misses is re-embedded: harmless (upsert by id)
 
 
 class Sink(Protocol):
@@ -35,7 +51,9 @@ class Sink(Protocol):
 
     def ensure_collection(self, info: ModelInfo) -> str: ...
 
-    def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",)) -> dict[str, dict[str, Any]]: ...
+    def get(
+        self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",), consistency: Consistency = "Strong"
+    ) -> dict[str, dict[str, Any]]: ...
 
     def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]: ...
 
@@ -49,24 +67,113 @@ class ChunkResult:
     """What happened to one chunk of paths (or to a whole local ingest, merged)."""
 
     done: int = 0
-    skipped: int = 0
+    skipped: int = 0  # stored unchanged (content and model version): not embedded again
+    updated: int = 0  # of those, rows rewritten with new file facts or tags around the stored vector
+    cancelled: int = 0  # left unread because the job was cancelled
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
     times: StageTimes = field(default_factory=StageTimes)
 
     def merge(self, other: ChunkResult) -> None:
         self.done += other.done
         self.skipped += other.skipped
+        self.updated += other.updated
+        self.cancelled += other.cancelled
         self.failures.update(other.failures)
         self.times.merge(other.times)
+
+    @property
+    def read_bytes(self) -> int:
+        """File bytes read (0 when every file was skipped by size, mtime and inode)."""
+        return self.times.read_bytes
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "done": self.done,
             "skipped": self.skipped,
+            "updated": self.updated,
+            "cancelled": self.cancelled,
+            "read_bytes": self.read_bytes,
             "failed": len(self.failures),
             "failures": self.failures,
             "times": self.times.as_dict(),
         }
+
+
+Rows = dict[str, dict[str, Any]]  # id -> stored row
+
+
+class UnchangedRule:
+    """The skip rule of one chunk (:class:`~imsim.embedding.SkipRule`): the stored rows of each slice, fetched ahead,
+    compared with each file by size, mtime and inode before it is read, then by content hash once read."""
+
+    def __init__(
+        self, models: Mapping[str, Embedder], tags: dict[str, str] | None, checksum: bool, times: StageTimes, skip: bool = True
+    ) -> None:
+        self.revisions = {name: m.info.revision for name, m in models.items()}
+        self.tags, self.checksum, self.times, self.skip = tags, checksum, times, skip
+        self._pending: dict[str, Future[dict[str, Rows]]] = {}  # file id -> the lookup that holds its rows
+
+    def expect(self, ids: Sequence[str], lookup: Future[dict[str, Rows]]) -> None:
+        for i in ids:
+            self._pending[i] = lookup
+
+    def rows(self, image_id: str) -> dict[str, dict[str, Any] | None]:
+        """model -> the stored row of ``image_id`` (None where that model has none); waits for its lookup."""
+        lookup = self._pending[image_id]
+        if not lookup.done():
+            with timed(self.times, "wait", "lookup"):
+                found = lookup.result()
+        else:
+            found = lookup.result()
+        return {name: found[name].get(image_id) for name in self.revisions}
+
+    def _same_content(self, rows: Mapping[str, dict[str, Any] | None], sha256: str) -> bool:
+        return all(
+            row is not None and row.get("model_revision") == self.revisions[name] and row.get("sha256") == sha256
+            for name, row in rows.items()
+        )
+
+    def _tags_kept(self, rows: Mapping[str, dict[str, Any] | None]) -> bool:
+        if not self.tags:
+            return True
+        return all(
+            row is not None and (row.get("tags") or {}) == {**(row.get("tags") or {}), **self.tags} for row in rows.values()
+        )
+
+    def by_stat(self, stat: FileStat) -> Decision:
+        if self.checksum or not self.skip:
+            return Decision.EMBED
+        rows = self.rows(stat.id)
+        first = next(iter(rows.values()))
+        if first is None or not first.get("file_version"):
+            return Decision.EMBED
+        if not self._same_content(rows, str(first.get("sha256"))):
+            return Decision.EMBED
+        if not all(_same_stat(row, stat) for row in rows.values() if row is not None):
+            return Decision.EMBED
+        return Decision.SKIP if self._tags_kept(rows) else Decision.RESTAMP
+
+    def by_content(self, file: FileBytes) -> Decision:
+        if not self.skip:
+            return Decision.EMBED
+        rows = self.rows(file.id)
+        if not self._same_content(rows, file.sha256):
+            return Decision.EMBED
+        facts_kept = all(row is not None and _same_stat(row, file) for row in rows.values())
+        return Decision.SKIP if facts_kept and self._tags_kept(rows) else Decision.RESTAMP
+
+
+def _merged(stored: dict[str, str] | None, tags: dict[str, str] | None) -> dict[str, str]:
+    return {**(stored or {}), **(tags or {})}
+
+
+def _same_stat(row: Mapping[str, Any], file: FileStat | FileFacts) -> bool:
+    return bool(
+        row.get("file_size") == file.file_size
+        and row.get("mtime") == float(file.mtime)
+        and row.get("file_version") == file.file_version
+        and file.file_version
+    )
 
 
 class Ingestor:
@@ -78,7 +185,8 @@ class Ingestor:
         self.store: Sink = store if store is not None else VectorStore(settings)
         self.collections = {name: self.store.ensure_collection(m.info) for name, m in self.models.items()}
         self.step = EmbeddingStep.from_settings(settings, self.models)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imsim-write")
+        self._lookups = ThreadPoolExecutor(max_workers=max(2, len(self.models)), thread_name_prefix="imsim-lookup")
+        self._writer = ThreadPoolExecutor(max_workers=max(2, len(self.models)), thread_name_prefix="imsim-write")
 
     def __enter__(self) -> Ingestor:
         return self
@@ -86,12 +194,28 @@ class Ingestor:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def _stored(self, ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        """model -> id -> stored row (content hash, model revision, tags) for these ids."""
-        return {
-            name: self.store.get(self.collections[name], ids, output_fields=["sha256", "model_revision", "tags"])
+    def _lookup(self, ids: list[str]) -> Future[dict[str, Rows]]:
+        """The stored rows of ``ids`` in every model's collection, one Bounded read per model, all at once."""
+        reads = {
+            name: self._lookups.submit(
+                self.store.get, self.collections[name], ids, LOOKUP_FIELDS, consistency=SKIP_CHECK_CONSISTENCY
+            )
             for name in self.models
         }
+        combined: Future[dict[str, Rows]] = Future()
+
+        def settle(_: Future[Rows]) -> None:
+            if combined.done() or not all(r.done() for r in reads.values()):
+                return
+            try:
+                combined.set_result({name: r.result() for name, r in reads.items()})
+            except BaseException as exc:  # an outage: raised where the rows are awaited
+                if not combined.done():
+                    combined.set_exception(exc)
+
+        for read in reads.values():
+            read.add_done_callback(settle)
+        return combined
 
     def ingest(
         self,
@@ -100,87 +224,130 @@ class Ingestor:
         force: bool = False,
         tags: dict[str, str] | None = None,
         on_progress: Progress | None = None,
+        *,
+        checksum: bool = False,
+        should_stop: StopCheck | None = None,
     ) -> ChunkResult:
         """Process one chunk. Image errors (and rows the store refuses) are recorded per file; outages raise.
 
-        Files already stored with the same content hash and model revision (and the same ``tags``, when given)
-        are skipped unless ``force`` (or ``IMSIM_SKIP_UNCHANGED=false``): the stored rows of a slice are fetched by
-        id (a hash of the path, known before reading), and each file is compared once read, before it is decoded.
-        ``tags`` are stored with each row (filterable: ``tags["key"] == "value"``); a re-embedded file given no
-        tags keeps the tags it had."""
+        Unless ``force`` (or ``IMSIM_SKIP_UNCHANGED=false``), files stored unchanged are skipped (see the module doc;
+        ``checksum``: compare contents, never trust size and mtime). ``tags`` are merged into each row's tags (a
+        key given replaces that key's value; other keys stay), for stored rows too, without re-embedding them.
+        ``should_stop`` is asked before each slice: once it says yes, the rest of the chunk is left unread and
+        counted as cancelled."""
         result = ChunkResult()
-        stored: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.models}
         progress = on_progress or (lambda n: None)
         skip = self.settings.skip_unchanged and not force
+        rule = UnchangedRule(self.models, tags, checksum, result.times, skip=skip)  # its lookups also keep stored tags
+        stop = should_stop or (lambda: False)
+        parts = batched(paths, self.step.slice_size)
+        lookups: deque[tuple[list[str], Future[dict[str, Rows]]]] = deque()
+
+        def fetch_next() -> None:
+            part = next(parts, None)
+            if part is not None:
+                lookups.append((part, self._lookup([path_id(p) for p in part])))
 
         def slices() -> Iterator[list[str]]:
-            for part in chunked(paths, self.step.slice_size):
-                found = self._stored([path_id(p) for p in part])
-                for name, rows in found.items():
-                    stored[name].update(rows)
+            for _ in range(LOOKUP_AHEAD):
+                fetch_next()
+            while lookups:
+                if stop():
+                    result.cancelled = sum(len(p) for p, _ in lookups) + sum(len(p) for p in parts)
+                    return
+                part, lookup = lookups.popleft()
+                fetch_next()
+                rule.expect([path_id(p) for p in part], lookup)
                 yield part
 
-        def keep(file: FileBytes) -> bool:
-            """Whether ``file`` must be embedded: not every model's row has this content, revision (and tags)."""
-            for name, model in self.models.items():
-                row = stored[name].get(file.id)
-                if not row or row["sha256"] != file.sha256 or row["model_revision"] != model.info.revision:
-                    return True
-                if tags is not None and (row.get("tags") or {}) != tags:
-                    return True
-            return False
-
-        writes: list[tuple[Future[dict[str, str]], int]] = []
-        for embedded in self.step.stream(slices(), result.times, keep=keep if skip else None):
+        writes: deque[tuple[list[Future[dict[str, str]]], int]] = deque()
+        for embedded in self.step.stream(slices(), result.times, rule=rule):
             result.failures.update(embedded.failures)
-            result.skipped += len(embedded.skipped)
+            result.skipped += len(embedded.skipped) + len(embedded.restamp)
             if embedded.failures or embedded.skipped:
                 progress(len(embedded.failures) + len(embedded.skipped))
+            if embedded.restamp:
+                result.updated += self._restamp(embedded.restamp, tags, result)
+                progress(len(embedded.restamp))
             if embedded.images:  # written while the models run on the next slice
-                row_tags = {
-                    image.id: tags if tags is not None else self._kept_tags(stored, image.id) for image in embedded.images
-                }
-                writes.append((self._writer.submit(self._write, embedded, job_id, row_tags, result.times), len(embedded.images)))
-            while writes and writes[0][0].done():
-                self._settle(*writes.pop(0), result, progress)
+                row_tags = {image.id: self._row_tags(rule, image.id, tags) for image in embedded.images}
+                writes.append((self._write(embedded, job_id, row_tags, result.times), len(embedded.images)))
+            while writes and (all(f.done() for f in writes[0][0]) or len(writes) > WRITES_IN_FLIGHT):
+                self._settle(*writes.popleft(), result, progress)
         while writes:  # the chunk is done (and may be acknowledged) only once every row is stored
-            self._settle(*writes.pop(0), result, progress)
+            self._settle(*writes.popleft(), result, progress)
         log.info(
-            "chunk of %d: %d stored, %d unchanged, %d failed; %s",
+            "chunk of %d: %d stored, %d unchanged (%d restamped), %d failed, %d cancelled; %s",
             len(paths),
             result.done,
             result.skipped,
+            result.updated,
             len(result.failures),
+            result.cancelled,
             ", ".join(f"{label} {seconds:.2f}s" for label, seconds, _ in result.times.rows()),
         )
         return result
 
     @staticmethod
-    def _kept_tags(stored: dict[str, dict[str, dict[str, Any]]], image_id: str) -> dict[str, str] | None:
-        return next(
-            (rows[image_id].get("tags") for rows in stored.values() if image_id in rows and rows[image_id].get("tags")), None
-        )
+    def _row_tags(rule: UnchangedRule, image_id: str, tags: dict[str, str] | None) -> dict[str, str] | None:
+        """The tags a re-embedded row gets: its stored tags (from any model's row) with ``tags`` merged in."""
+        kept = next((dict(row["tags"]) for row in rule.rows(image_id).values() if row and row.get("tags")), {})
+        return _merged(kept, tags) or None
 
-    @staticmethod
-    def _settle(write: Future[dict[str, str]], size: int, result: ChunkResult, progress: Progress) -> None:
-        refused = write.result()
+    def _restamp(self, files: list[FileFacts], tags: dict[str, str] | None, result: ChunkResult) -> int:
+        """Rewrite the rows of files stored with the same content: new file facts and merged tags around the stored
+        vector (nothing embedded). Returns how many files were rewritten; a row the store refuses fails its file."""
+        ids = [f.id for f in files]
+        refused: dict[str, str] = {}
+        for name in self.models:
+            with timed(result.times, "write", name):
+                stored = self.store.get(self.collections[name], ids, ["*", VECTOR], consistency=SKIP_CHECK_CONSISTENCY)
+                rows = []
+                for facts in files:
+                    row = stored.get(facts.id)
+                    if row is None:  # gone since the check: nothing to rewrite in this collection
+                        continue
+                    row = {k: v for k, v in row.items() if not k.startswith("$")}
+                    row.update(
+                        file_size=facts.file_size,
+                        mtime=float(facts.mtime),
+                        file_version=facts.file_version,
+                        tags=_merged(row.get("tags"), tags),
+                    )
+                    if facts.sha256:
+                        row["sha256"] = facts.sha256
+                    rows.append(row)
+                refused.update(self.store.upsert_each(self.collections[name], rows))
+        result.failures.update(refused)
+        return len(files) - len(refused)
+
+    def _settle(self, writes: list[Future[dict[str, str]]], size: int, result: ChunkResult, progress: Progress) -> None:
+        refused: dict[str, str] = {}
+        started = time.perf_counter()
+        for write in writes:
+            refused.update(write.result())
+        result.times.add("wait", time.perf_counter() - started, 0.0, "write")
         result.failures.update(refused)
         result.done += size - len(refused)
         progress(size)
 
     def _write(
         self, embedded: Embedded, job_id: str, tags: dict[str, dict[str, str] | None], times: StageTimes
-    ) -> dict[str, str]:
-        """Upsert one slice into every model's collection; rows the store refuses come back as {path: reason}."""
-        refused: dict[str, str] = {}
+    ) -> list[Future[dict[str, str]]]:
+        """Upsert one slice into every model's collection, one write per model on the pool; each write's future holds
+        the rows the store refused as {path: reason}."""
+        futures = []
         for name, model in self.models.items():
-            with timed(times, "write", name):
-                rows = [
-                    make_row(model.info, image, vec, job_id, tags.get(image.id))
-                    for image, vec in zip(embedded.images, embedded.vectors[name], strict=True)
-                ]
-                refused.update(self.store.upsert_each(self.collections[name], rows))
-        return refused
+            rows = [
+                make_row(model.info, image, vec, job_id, tags.get(image.id))
+                for image, vec in zip(embedded.images, embedded.vectors[name], strict=True)
+            ]
+            futures.append(self._writer.submit(self._upsert, name, rows, times))
+        return futures
+
+    def _upsert(self, name: str, rows: list[dict[str, Any]], times: StageTimes) -> dict[str, str]:
+        with timed(times, "write", name):
+            return self.store.upsert_each(self.collections[name], rows)
 
     def seal(self) -> None:
         """At the end of a job: flush every collection written to, so the new rows are indexed for search."""
@@ -189,6 +356,7 @@ class Ingestor:
 
     def close(self) -> None:
         self.step.close()
+        self._lookups.shutdown(wait=True)
         self._writer.shutdown(wait=True)
 
 
@@ -199,17 +367,23 @@ def ingest_local(
     ingestor: Ingestor | None = None,
     job_id: str = "",
     force: bool = False,
+    checksum: bool = False,
     tags: dict[str, str] | None = None,
     on_progress: Progress | None = None,
+    on_chunk: Callable[[ChunkResult], None] | None = None,
 ) -> ChunkResult:
-    """Run the whole ingest in this process, chunk by chunk (no Redis, no Celery)."""
+    """Run the whole ingest in this process, chunk by chunk (no Redis, no Celery); ``paths`` is consumed lazily.
+    ``on_chunk`` is told each chunk's result as it ends (so an interrupted run can say what it stored)."""
     own = ingestor is None
     worker = ingestor or Ingestor(settings)
     total = ChunkResult()
     try:
-        for chunk in chunked(list(paths), settings.chunk_size):
-            total.merge(worker.ingest(chunk, job_id=job_id, force=force, tags=tags, on_progress=on_progress))
-        if total.done:
+        for chunk in batched(paths, settings.chunk_size):
+            part = worker.ingest(chunk, job_id=job_id, force=force, tags=tags, on_progress=on_progress, checksum=checksum)
+            total.merge(part)
+            if on_chunk is not None:
+                on_chunk(part)
+        if total.done or total.updated:
             worker.seal()
     finally:
         if own:

@@ -1,26 +1,50 @@
-"""Job records in Redis: totals, per-chunk results, failures with reasons, progress, start, end and cancel times.
+"""Job records in Redis: counts, per-chunk bookkeeping, failures with reasons (paged), progress, times, cancel.
 
 A job is the unit a user queues (``imsim ingest``); its chunks are the units workers take, each under a
 key (``"3"``, and ``"3.0"``/``"3.1"`` once a chunk that kept killing its worker is split). Every update is
 one atomic Lua script: a chunk's result is counted the first time it is recorded and ignored after that,
 so a redelivered chunk never counts twice. Attempts are counted too: an attempt that started and never
-ended (its worker died) is what :func:`imsim.queue` uses to stop redelivering a poison chunk. Every string
-written here is made encodable first (:func:`~imsim.images.printable`), so recording a failure never raises
-on an odd file name.
+ended (its worker died) is what :mod:`imsim.queue` uses to stop redelivering a poison chunk.
+
+Costs are bounded per job, whatever its size:
+
+- the job hash holds counts, times and flags only (small values: Redis keeps it in its compact encoding), and a
+  second hash (``:about``) short summaries of a few hundred bytes each (the first inputs, the list file's size
+  and digest, the first unmatched inputs), so reading a job's status (every poll of a progress display) is O(1)
+  and a finished job's record stays under 2 KB, failures aside;
+- failures live apart, as a list of ``reason-id TAB path`` entries beside a dictionary of distinct reasons (a
+  Milvus outage fails thousands of files with one reason), read in pages (:meth:`JobStore.failures`);
+- per-chunk bookkeeping (chunks counted, attempts, progress, running) is deleted when the job finishes, and the
+  job's remaining keys expire ``retention`` seconds later (``IMSIM_JOB_RETENTION``); the jobs index is trimmed
+  as they expire;
+- a job that is queued while its chunks are still being sent (a streamed enqueue) cannot finish before the
+  last chunk is sent: ``queuing`` holds it open.
+
+Every string written here is made encodable first (:func:`~imsim.paths.printable`), except a failed path,
+which is kept byte-exact (base64 when it is not UTF-8) so that ``imsim retry`` re-queues the very file.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import QueueError
 from .paths import printable
 
-JOBS_INDEX = "imsim:jobs"
+JOBS_INDEX = "imsim:jobs"  # job id -> created_at
+JOBS_EXPIRY = "imsim:jobs:expiry"  # finished job id -> when its keys expire (to trim the index)
+DEFAULT_RETENTION = 7 * 24 * 3600
+SUMMARY_ITEMS = 20  # inputs and unmatched inputs kept by name (the rest are counted) ...
+SUMMARY_BYTES = 300  # ... within this many bytes of JSON each
+OPEN = 1 << 62  # the chunk count of a job whose chunks are still being sent: never reached
+CHUNK_SUFFIXES = ("chunks", "attempts", "ends", "progress", "running")  # deleted when the job finishes
+KEPT_SUFFIXES = ("failures", "reasons", "about")  # expire with the job hash
 
 
 def job_key(job_id: str) -> str:
@@ -31,31 +55,93 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
 
 
-_RECORD_CHUNK = """
--- KEYS: 1 job hash, 2 chunks hash, 3 failures hash, 4 progress hash, 5 running hash
--- ARGV: 1 chunk key, 2 result json, 3 done, 4 skipped, 5 cancelled, 6 now, 7.. path,reason pairs
+def encode_path(path: str) -> str:
+    """A path as stored in a failure entry, byte-exact: ``u`` + the text, or ``b`` + base64 of its raw bytes when it
+    is not UTF-8 or holds a NUL (a name listed in a path file can hold both)."""
+    raw = path.encode("utf-8", "surrogateescape")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and "\x00" not in text:
+        return "u" + text
+    return "b" + base64.b64encode(raw).decode("ascii")
+
+
+def decode_path(stored: str) -> str:
+    if stored.startswith("b"):
+        return base64.b64decode(stored[1:]).decode("utf-8", "surrogateescape")
+    return stored[1:]
+
+
+# The finishing step shared by every script that can end a job: per-chunk bookkeeping deleted, the rest expiring.
+_FINISH = """
+local function finish(job, now, retention, index_expiry, job_id, base)
+  redis.call('HSET', job, 'finished_at', now)
+  for _, suffix in ipairs({'chunks', 'attempts', 'ends', 'progress', 'running'}) do
+    redis.call('DEL', base .. ':' .. suffix)
+  end
+  if tonumber(retention) > 0 then
+    for _, key in ipairs({job, base .. ':failures', base .. ':reasons', base .. ':about'}) do
+      redis.call('EXPIRE', key, retention)
+    end
+    redis.call('ZADD', index_expiry, tonumber(now) + tonumber(retention), job_id)
+  end
+end
+local function finished_now(job)
+  if redis.call('HEXISTS', job, 'queuing') == 1 or redis.call('HEXISTS', job, 'finished_at') == 1 then return false end
+  return tonumber(redis.call('HGET', job, 'chunks_done')) >= tonumber(redis.call('HGET', job, 'chunks'))
+end
+"""
+
+_RECORD_CHUNK = (
+    _FINISH
+    + """
+-- KEYS: 1 job hash, 2 chunks hash, 3 failures list, 4 reasons hash, 5 progress hash, 6 running hash, 7 index expiry
+-- ARGV: 1 chunk key, 2 result json, 3 done, 4 skipped, 5 cancelled, 6 now, 7 retention, 8 job id, 9 read bytes,
+--       10 updated, 11.. reason, encoded path pairs
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'skipped', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'cancelled', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'read_bytes', ARGV[9])
+redis.call('HINCRBY', KEYS[1], 'updated', ARGV[10])
 local nfailed = 0
-for i = 7, #ARGV, 2 do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+for i = 11, #ARGV, 2 do
+  local rid = redis.call('HGET', KEYS[4], 't:' .. ARGV[i])
+  if not rid then
+    rid = redis.call('HINCRBY', KEYS[4], 'next', 1)
+    redis.call('HSET', KEYS[4], 't:' .. ARGV[i], rid, 'n:' .. rid, ARGV[i])
+  end
+  redis.call('RPUSH', KEYS[3], rid .. '\t' .. ARGV[i + 1])
   nfailed = nfailed + 1
 end
 redis.call('HINCRBY', KEYS[1], 'failed', nfailed)
-local chunks_done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[6])
-if chunks_done >= tonumber(redis.call('HGET', KEYS[1], 'chunks')) then
-  redis.call('HSETNX', KEYS[1], 'finished_at', ARGV[6])
-end
+if finished_now(KEYS[1]) then finish(KEYS[1], ARGV[6], ARGV[7], KEYS[7], ARGV[8], KEYS[1]) end
 return 1
 """
+)
+
+_SEAL = (
+    _FINISH
+    + """
+-- KEYS: 1 job hash, 2 index expiry, 3 about hash; ARGV: 1 now, 2 retention, 3 job id, 4.. field, value pairs for about
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+redis.call('HDEL', KEYS[1], 'queuing')
+if finished_now(KEYS[1]) then finish(KEYS[1], ARGV[1], ARGV[2], KEYS[2], ARGV[3], KEYS[1]) end
+return 1
+"""
+)
 
 _SPLIT_CHUNK = """
 -- KEYS: 1 job hash, 2 chunks hash, 3 progress hash, 4 running hash; ARGV: 1 chunk key, 2 number of parts it became
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], 'split') == 0 then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
@@ -65,12 +151,26 @@ return 1
 """
 
 _BEGIN_ATTEMPT = """
--- KEYS: 1 attempts hash, 2 ends hash, 3 progress hash, 4 running hash; ARGV: 1 chunk key, 2 running json
-local started = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-local ended = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-redis.call('HSET', KEYS[3], ARGV[1], 0)
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+-- KEYS: 1 job hash, 2 attempts hash, 3 ends hash, 4 progress hash, 5 running hash, 6 chunks hash
+-- ARGV: 1 chunk key, 2 running json
+-- Returns the deaths before this attempt, or -1 when there is nothing to do: the job is unknown (expired), finished,
+-- or this chunk was already counted (a duplicate delivery).
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return -1 end
+if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return -1 end
+local started = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local ended = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+redis.call('HSET', KEYS[4], ARGV[1], 0)
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
 return started - 1 - ended
+"""
+
+_WHILE_OPEN = """
+-- KEYS: 1 job hash, 2 the hash to change; ARGV: 1 'incr' or 'end', 2 chunk key, 3 amount
+-- Progress and attempt ends, only while the job is open: a late write never recreates a finished job's bookkeeping.
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[1] == 'end' then redis.call('HDEL', KEYS[3], ARGV[2]) end
+return 1
 """
 
 
@@ -86,9 +186,9 @@ class JobStatus:
     created_at: float
     started_at: float | None
     finished_at: float | None
-    inputs: list[str]
+    inputs: list[str]  # the first inputs by name (``inputs_count`` in all)
     models: list[str]
-    failures: dict[str, str] = field(default_factory=dict)  # path -> reason
+    failures: dict[str, str] = field(default_factory=dict)  # path -> reason: the first failures read (see ``failed``)
     retry_of: str = ""  # the job whose failed files this job re-queued
     retried_by: str = ""  # the latest job that re-queued this job's failed files
     collections: dict[str, str] = field(default_factory=dict)  # model -> collection (model version) the workers wrote
@@ -96,9 +196,17 @@ class JobStatus:
     cancelled_at: float | None = None
     in_progress: int = 0  # files settled inside chunks not yet recorded (progress within a chunk)
     skipped_files: dict[str, int] = field(default_factory=dict)  # files left out when the inputs were expanded, by reason
-    unmatched: list[str] = field(default_factory=list)  # inputs that matched no image
+    unmatched: list[str] = field(default_factory=list)  # the first inputs that matched no image (``unmatched_count``)
     splits: int = 0  # chunks split because they kept killing their worker
     running: dict[str, dict[str, Any]] = field(default_factory=dict)  # chunk key -> worker, pid, started, files
+    inputs_count: int = 0
+    unmatched_count: int = 0
+    path_list: dict[str, Any] = field(default_factory=dict)  # --from-file: {"file", "lines", "sha256"}
+    queuing: bool = False  # chunks are still being sent
+    enqueue_error: str = ""  # why sending stopped early (the job holds only the chunks that went out)
+    read_bytes: int = 0  # file bytes read by the workers (0 for a re-ingest of unchanged files)
+    updated: int = 0  # of the skipped files, rows rewritten with new tags or file facts (no re-embedding)
+    expires_at: float | None = None  # when the record is deleted (finished jobs; IMSIM_JOB_RETENTION)
 
     @property
     def pending(self) -> int:
@@ -115,25 +223,45 @@ class JobStatus:
             return "cancelled" if self.finished_at else "cancelling"
         if self.finished_at:
             return "finished" if not self.failed else "finished_with_failures"
+        if self.queuing:
+            return "queuing"
         return "running" if self.started_at else "queued"
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "pending": self.pending, "state": self.state}
 
 
-class JobStore:
-    """Job bookkeeping on a Redis connection."""
+def _summary(items: Sequence[str]) -> str:
+    """The first items as JSON within :data:`SUMMARY_BYTES` (at least the first, cut if it alone is longer)."""
+    kept: list[str] = []
+    size = 2
+    for item in list(items)[:SUMMARY_ITEMS]:
+        text = printable(item)
+        if not kept and len(text) > SUMMARY_BYTES:
+            text = text[: SUMMARY_BYTES - 1] + "…"
+        size += len(json.dumps(text, ensure_ascii=False)) + 2
+        if kept and size > SUMMARY_BYTES:
+            break
+        kept.append(text)
+    return json.dumps(kept, ensure_ascii=False)
 
-    def __init__(self, redis_url: str):
+
+class JobStore:
+    """Job bookkeeping on a Redis connection. ``retention``: seconds a finished job's record is kept."""
+
+    def __init__(self, redis_url: str, retention: int = DEFAULT_RETENTION):
         import redis
 
         try:
             self.redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30)
         except ValueError as exc:  # a malformed URL: name the problem, never the URL (it may hold a password)
             raise QueueError(f"IMSIM_REDIS_URL is not a Redis URL: {exc}") from None
+        self.retention = retention
         self._record = self.redis.register_script(_RECORD_CHUNK)
+        self._seal = self.redis.register_script(_SEAL)
         self._split = self.redis.register_script(_SPLIT_CHUNK)
         self._begin = self.redis.register_script(_BEGIN_ATTEMPT)
+        self._while_open = self.redis.register_script(_WHILE_OPEN)
 
     def ping(self) -> None:
         import redis
@@ -145,57 +273,117 @@ class JobStore:
         except redis.RedisError as exc:  # the URL may hold a password: name only the error
             raise QueueError(f"Redis is unreachable ({type(exc).__name__}: {exc}); check IMSIM_REDIS_URL") from None
 
-    def create(
-        self,
-        job_id: str,
-        total: int,
-        chunks: int,
-        inputs: list[str],
-        models: list[str],
-        retry_of: str = "",
-        skipped: dict[str, int] | None = None,
-        unmatched: list[str] | None = None,
-    ) -> None:
-        now = time.time()
-        with self.redis.pipeline() as pipe:
-            pipe.hset(
-                job_key(job_id),
-                mapping={
-                    "total": total,
-                    "done": 0,
-                    "failed": 0,
-                    "skipped": 0,
-                    "cancelled": 0,
-                    "chunks": chunks,
-                    "chunks_done": 0,
-                    "created_at": now,
-                    "inputs": json.dumps([printable(i) for i in inputs]),
-                    "models": json.dumps(models),
-                    "retry_of": retry_of,
-                    "skipped_files": json.dumps(skipped or {}),
-                    "unmatched": json.dumps([printable(u) for u in unmatched or []]),
-                },
-            )
-            if retry_of:
-                pipe.hset(job_key(retry_of), "retried_by", job_id)
-            if chunks == 0:
-                pipe.hset(job_key(job_id), "finished_at", now)
-            pipe.zadd(JOBS_INDEX, {job_id: now})
-            pipe.execute()
-
     def _keys(self, job_id: str, *names: str) -> list[str]:
         key = job_key(job_id)
         return [key, *(f"{key}:{n}" for n in names)]
 
+    # --- a job's life ----------------------------------------------------------------------------
+    def create(
+        self,
+        job_id: str,
+        total: int = 0,
+        chunks: int = 0,
+        inputs: Sequence[str] = (),
+        models: Sequence[str] = (),
+        retry_of: str = "",
+        skipped: Mapping[str, int] | None = None,
+        unmatched: Sequence[str] = (),
+        *,
+        queuing: bool = False,
+        path_list: Mapping[str, Any] | None = None,
+        inputs_count: int | None = None,
+    ) -> None:
+        """Record a new job. ``queuing``: its chunks are about to be sent one by one (:meth:`add_chunks`), and it
+        cannot finish before :meth:`seal` says the last one went out; otherwise ``total`` and ``chunks`` are final."""
+        now = time.time()
+        self._trim_index(now)
+        mapping: dict[Any, Any] = {  # redis-py types its keys invariantly
+            "total": total,
+            "done": 0,
+            "failed": 0,
+            "skipped": 0,
+            "cancelled": 0,
+            "read_bytes": 0,
+            "chunks": chunks,
+            "chunks_done": 0,
+            "created_at": now,
+            "inputs_count": len(inputs) if inputs_count is None else inputs_count,
+            "models": json.dumps(list(models)),
+            "retry_of": retry_of,
+            "unmatched_count": len(unmatched),
+        }
+        about: dict[Any, Any] = {
+            "inputs": _summary(inputs),
+            "skipped_files": json.dumps(dict(skipped or {})),
+            "unmatched": _summary(unmatched),
+        }
+        if path_list:
+            about["path_list"] = _path_list(path_list)
+        if queuing:
+            mapping["queuing"] = 1
+        with self.redis.pipeline() as pipe:
+            pipe.hset(job_key(job_id), mapping=mapping)
+            pipe.hset(job_key(job_id) + ":about", mapping=about)
+            if retry_of:
+                pipe.hset(job_key(retry_of), "retried_by", job_id)
+            pipe.zadd(JOBS_INDEX, {job_id: now})
+            pipe.execute()
+        if not queuing:
+            self.seal(job_id)
+
+    def add_chunks(self, job_id: str, files: int, chunks: int = 1) -> None:
+        """``chunks`` more chunks holding ``files`` files went out (a job that is still queuing)."""
+        with self.redis.pipeline() as pipe:
+            pipe.hincrby(job_key(job_id), "total", files)
+            pipe.hincrby(job_key(job_id), "chunks", chunks)
+            pipe.execute()
+
+    def seal(
+        self,
+        job_id: str,
+        *,
+        skipped: Mapping[str, int] | None = None,
+        unmatched: Sequence[str] | None = None,
+        unmatched_count: int | None = None,
+        path_list: Mapping[str, Any] | None = None,
+        error: str = "",
+    ) -> None:
+        """Every chunk of the job went out (or, with ``error``, sending stopped and the job holds those that did): the
+        job may now finish; what the inputs' expansion left out is recorded. A job with no chunk finishes here."""
+        fields: dict[str, Any] = {}
+        if skipped is not None:
+            fields["skipped_files"] = json.dumps(dict(skipped))
+        if unmatched is not None:
+            fields["unmatched"] = _summary(unmatched)
+            self.redis.hset(job_key(job_id), "unmatched_count", len(unmatched) if unmatched_count is None else unmatched_count)
+        if path_list:
+            fields["path_list"] = _path_list(path_list)
+        if error:
+            fields["enqueue_error"] = printable(error)[:SUMMARY_BYTES]
+        args: list[Any] = [time.time(), self.retention, job_id]
+        for name, value in fields.items():
+            args += [name, value]
+        self._seal(keys=[job_key(job_id), JOBS_EXPIRY, job_key(job_id) + ":about"], args=args)
+
     def record_chunk(
-        self, job_id: str, chunk: str | int, done: int, skipped: int, failures: dict[str, str], cancelled: int = 0
+        self,
+        job_id: str,
+        chunk: str | int,
+        done: int,
+        skipped: int,
+        failures: Mapping[str, str],
+        cancelled: int = 0,
+        read_bytes: int = 0,
+        updated: int = 0,
     ) -> bool:
-        """Count a chunk's outcome once. Returns False when the chunk had already been counted."""
+        """Count a chunk's outcome once. Returns False when the chunk had already been counted (or the job is over)."""
         payload = json.dumps({"done": done, "skipped": skipped, "failed": len(failures), "cancelled": cancelled})
-        args: list[Any] = [str(chunk), payload, done, skipped, cancelled, time.time()]
+        args: list[Any] = [str(chunk), payload, done, skipped, cancelled, time.time(), self.retention, job_id, read_bytes]
+        args.append(updated)
         for path, reason in failures.items():
-            args += [printable(path), printable(reason)]
-        return bool(self._record(keys=self._keys(job_id, "chunks", "failures", "progress", "running"), args=args))
+            args += [printable(reason), encode_path(path)]
+        keys = self._keys(job_id, "chunks", "failures", "reasons", "progress", "running") + [JOBS_EXPIRY]
+        return bool(self._record(keys=keys, args=args))
 
     def split_chunk(self, job_id: str, chunk: str, parts: int) -> bool:
         """Record that ``chunk`` was replaced by ``parts`` smaller chunks (False if it was already counted or split)."""
@@ -207,32 +395,35 @@ class JobStore:
         started, ended = self.redis.hget(key + ":attempts", chunk), self.redis.hget(key + ":ends", chunk)
         return int(started or 0) - int(ended or 0)
 
-    def begin_attempt(self, job_id: str, chunk: str, info: dict[str, Any]) -> int:
-        """Start an attempt at embedding ``chunk`` (shown in ``running``); returns the deaths before it."""
-        keys = self._keys(job_id, "attempts", "ends", "progress", "running")[1:]
-        return int(self._begin(keys=keys, args=[chunk, json.dumps(info)]))
+    def begin_attempt(self, job_id: str, chunk: str, info: Mapping[str, Any]) -> int:
+        """Start an attempt at embedding ``chunk`` (shown in ``running``); returns the deaths before it, or -1 when
+        there is nothing to do (the job finished or expired, or this chunk was already counted)."""
+        keys = self._keys(job_id, "attempts", "ends", "progress", "running", "chunks")
+        return int(self._begin(keys=keys, args=[chunk, json.dumps(dict(info))]))
 
     def end_attempt(self, job_id: str, chunk: str) -> None:
         key = job_key(job_id)
-        with self.redis.pipeline() as pipe:
-            pipe.hincrby(key + ":ends", chunk, 1)
-            pipe.hdel(key + ":running", chunk)
-            pipe.execute()
+        self._while_open(keys=[key, key + ":ends", key + ":running"], args=["end", chunk, 1])
 
     def progress(self, job_id: str, chunk: str, files: int) -> None:
         """``files`` more files of a running chunk have an outcome (shown until the chunk is recorded)."""
-        self.redis.hincrby(job_key(job_id) + ":progress", chunk, files)
+        key = job_key(job_id)
+        self._while_open(keys=[key, key + ":progress", key + ":progress"], args=["incr", chunk, files])
 
-    def mark_started(self, job_id: str, collections: dict[str, str] | None = None) -> None:
+    def mark_started(self, job_id: str, collections: Mapping[str, str] | None = None) -> None:
         """The job has a worker on it; ``collections`` records which model versions it writes (for ``--activate``)."""
+        key = job_key(job_id)
+        if not self.redis.exists(key):
+            return
         with self.redis.pipeline() as pipe:
-            pipe.hsetnx(job_key(job_id), "started_at", time.time())
+            pipe.hsetnx(key, "started_at", time.time())
             if collections:
-                pipe.hsetnx(job_key(job_id), "collections", json.dumps(collections, sort_keys=True))
+                pipe.hsetnx(key + ":about", "collections", json.dumps(dict(collections), sort_keys=True))
             pipe.execute()
 
     def mark_cancelled(self, job_id: str) -> None:
-        self.get(job_id)  # an unknown job is an error
+        """O(1): set the flag workers read before each chunk and each slice; they drop what is left."""
+        self._exists(job_id)
         self.redis.hsetnx(job_key(job_id), "cancelled_at", time.time())
 
     def is_cancelled(self, job_id: str) -> bool:
@@ -242,43 +433,128 @@ class JobStore:
         """Every chunk of the job counted (one field read, whatever the job's size)."""
         return bool(self.redis.hget(job_key(job_id), "finished_at"))
 
-    def get(self, job_id: str) -> JobStatus:
+    def _exists(self, job_id: str) -> None:
+        if not self.redis.exists(job_key(job_id)):
+            raise QueueError(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
+
+    # --- reading ---------------------------------------------------------------------------------
+    def get(self, job_id: str, failures: int = 0) -> JobStatus:
+        """The job's counts and summaries (O(1) in its size), with its first ``failures`` failures."""
         key = job_key(job_id)
         with self.redis.pipeline() as pipe:
-            for suffix in ("", ":failures", ":progress", ":running"):
-                pipe.hgetall(key + suffix)
-            raw, failures, progress, running = pipe.execute()
+            _read(pipe, key)
+            raw, about, progress, running, ttl = pipe.execute()
         if not raw:
-            raise QueueError(f"no job {job_id!r} in Redis (see `imsim jobs`)")
+            raise QueueError(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
+        status = _status(job_id, {**about, **raw}, progress, running, ttl)
+        if failures:
+            status.failures = dict(self.failures(job_id, 0, failures))
+        return status
 
-        def opt(k: str) -> float | None:
-            return float(raw[k]) if raw.get(k) else None
+    def failures(self, job_id: str, start: int = 0, count: int = 100) -> list[tuple[str, str]]:
+        """(path, reason) of failures ``start`` .. ``start + count - 1``, in the order they were recorded; paths are
+        byte-exact (non-UTF-8 bytes as surrogates: print them with :func:`~imsim.paths.printable`)."""
+        if count <= 0:
+            return []
+        key = job_key(job_id)
+        entries = [str(e) for e in self.redis.lrange(key + ":failures", start, start + count - 1)]
+        if not entries:
+            return []
+        ids = sorted({e.split("\t", 1)[0] for e in entries})
+        texts = dict(zip(ids, self.redis.hmget(key + ":reasons", [f"n:{i}" for i in ids]), strict=True))
+        out = []
+        for entry in entries:
+            rid, _, path = entry.partition("\t")
+            out.append((decode_path(path), str(texts.get(rid) or "?")))
+        return out
 
-        return JobStatus(
-            id=job_id,
-            total=int(raw["total"]),
-            done=int(raw["done"]),
-            failed=int(raw["failed"]),
-            skipped=int(raw["skipped"]),
-            chunks=int(raw["chunks"]),
-            chunks_done=int(raw["chunks_done"]),
-            created_at=float(raw["created_at"]),
-            started_at=opt("started_at"),
-            finished_at=opt("finished_at"),
-            inputs=json.loads(raw.get("inputs", "[]")),
-            models=json.loads(raw.get("models", "[]")),
-            failures=failures,
-            retry_of=raw.get("retry_of", ""),
-            retried_by=raw.get("retried_by", ""),
-            collections=json.loads(raw.get("collections", "{}")),
-            cancelled=int(raw.get("cancelled", 0)),
-            cancelled_at=opt("cancelled_at"),
-            in_progress=sum(max(0, int(v)) for v in progress.values()),
-            skipped_files=json.loads(raw.get("skipped_files", "{}")),
-            unmatched=json.loads(raw.get("unmatched", "[]")),
-            splits=int(raw.get("splits", 0)),
-            running={k: json.loads(v) for k, v in running.items()},
-        )
+    def iter_failures(self, job_id: str, page: int = 10_000) -> Iterator[tuple[str, str]]:
+        """Every failure of the job, page by page (bounded memory, however many there are)."""
+        start = 0
+        while True:
+            batch = self.failures(job_id, start, page)
+            yield from batch
+            if len(batch) < page:
+                return
+            start += page
 
     def list(self, limit: int = 20) -> list[JobStatus]:
-        return [self.get(str(j)) for j in self.redis.zrevrange(JOBS_INDEX, 0, limit - 1)]
+        """The most recent jobs (one round trip for the page; records that expired are dropped from the index)."""
+        self._trim_index(time.time())
+        ids = [str(j) for j in self.redis.zrevrange(JOBS_INDEX, 0, max(0, limit - 1))]
+        if not ids:
+            return []
+        with self.redis.pipeline() as pipe:
+            for job_id in ids:
+                _read(pipe, job_key(job_id))
+            replies = pipe.execute()
+        found, gone = [], []
+        for n, job_id in enumerate(ids):
+            raw, about, progress, running, ttl = replies[5 * n : 5 * n + 5]
+            if raw:
+                found.append(_status(job_id, {**about, **raw}, progress, running, ttl))
+            else:
+                gone.append(job_id)
+        if gone:
+            self.redis.zrem(JOBS_INDEX, *gone)
+        return found
+
+    def _trim_index(self, now: float) -> None:
+        """Drop expired jobs from the index (bounded by how many expired since the last trim)."""
+        expired = self.redis.zrangebyscore(JOBS_EXPIRY, "-inf", now, start=0, num=1000)
+        if expired:
+            with self.redis.pipeline() as pipe:
+                pipe.zrem(JOBS_INDEX, *expired)
+                pipe.zrem(JOBS_EXPIRY, *expired)
+                pipe.execute()
+
+
+def _read(pipe: Any, key: str) -> None:
+    """Queue the reads of one job's status on a pipeline: its hash, its summaries, progress, running chunks, TTL."""
+    pipe.hgetall(key)
+    pipe.hgetall(key + ":about")
+    pipe.hgetall(key + ":progress")
+    pipe.hgetall(key + ":running")
+    pipe.ttl(key)
+
+
+def _path_list(path_list: Mapping[str, Any]) -> str:
+    return json.dumps({k: printable(v)[:SUMMARY_BYTES] if isinstance(v, str) else v for k, v in path_list.items()})
+
+
+def _status(job_id: str, raw: dict[str, str], progress: dict[str, str], running: dict[str, str], ttl: int) -> JobStatus:
+    def opt(k: str) -> float | None:
+        return float(raw[k]) if raw.get(k) else None
+
+    return JobStatus(
+        id=job_id,
+        total=int(raw.get("total", 0)),
+        done=int(raw.get("done", 0)),
+        failed=int(raw.get("failed", 0)),
+        skipped=int(raw.get("skipped", 0)),
+        chunks=int(raw.get("chunks", 0)),
+        chunks_done=int(raw.get("chunks_done", 0)),
+        created_at=float(raw.get("created_at", 0)),
+        started_at=opt("started_at"),
+        finished_at=opt("finished_at"),
+        inputs=json.loads(raw.get("inputs", "[]")),
+        models=json.loads(raw.get("models", "[]")),
+        retry_of=raw.get("retry_of", ""),
+        retried_by=raw.get("retried_by", ""),
+        collections=json.loads(raw.get("collections", "{}")),
+        cancelled=int(raw.get("cancelled", 0)),
+        cancelled_at=opt("cancelled_at"),
+        in_progress=sum(max(0, int(v)) for v in progress.values()),
+        skipped_files=json.loads(raw.get("skipped_files", "{}")),
+        unmatched=json.loads(raw.get("unmatched", "[]")),
+        splits=int(raw.get("splits", 0)),
+        running={k: json.loads(v) for k, v in running.items()},
+        inputs_count=int(raw.get("inputs_count", 0)),
+        unmatched_count=int(raw.get("unmatched_count", 0)),
+        path_list=json.loads(raw.get("path_list", "{}")),
+        queuing=bool(raw.get("queuing")),
+        enqueue_error=raw.get("enqueue_error", ""),
+        read_bytes=int(raw.get("read_bytes", 0)),
+        updated=int(raw.get("updated", 0)),
+        expires_at=time.time() + ttl if ttl and ttl > 0 else None,
+    )

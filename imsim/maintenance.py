@@ -1,61 +1,129 @@
-"""Keeping the store true to the disk: select rows by id, path, folder or glob; delete them; find rows whose file is gone.
+"""Keeping the store true to the disk: select rows by id, path, folder or glob; count, sample and delete them; find
+rows whose file is gone. Every operation streams: nothing holds every matching row.
 
-Rows of one image share its id (the path hash) across every model collection, so selection and deletion
-work over all of imsim's collections at once; a collection that lacks some rows (a model added later) is
-simply missing them. Globs follow :func:`imsim.images.glob_regex` — the semantics of ingest and search:
-``*`` stays inside a folder, ``**`` crosses folders. ``imsim delete`` and ``imsim sync`` are built on this.
+Rows of one image share its id (the path hash) across every model collection, so a selection applies to every
+imsim collection; a collection that lacks some rows (a model added later) is simply missing them. A selector
+is a row id, a path (that file's row and, if it is a folder, every row below it), or a glob. One rule decides
+between path and glob for every command (ingest, delete, sync): **a path that exists on disk, or has stored
+rows, is literal**, brackets and all (``photo[1].jpg``); otherwise ``*``, ``?`` and ``[`` make it a glob, matched
+with :func:`imsim.paths.glob_regex` (``*`` stays in a folder, ``**`` crosses folders).
+
+A folder or a literal path is selected by a Milvus filter expression that is exact on the backend, so it is
+counted, sampled and deleted by that expression, server-side. A glob is pre-filtered by a LIKE prefix and then
+matched exactly here, streaming ids; so is a folder on a backend whose LIKE is not exact for its name.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from . import expr
 from .paths import glob_base, glob_regex, is_glob
 from .store import VectorStore
 
 ROW_ID = re.compile(r"^[0-9a-f]{32}$")
+DELETE_BATCH = 1000
+SAMPLE = 10
 
 
-def _rows_under(store: VectorStore, folder_or_prefix: str, folder: bool) -> Iterator[dict[str, str]]:
-    condition = (
-        expr.folder_filter(folder_or_prefix, store.like_dialect)
-        if folder
-        else expr.like_prefix("path", folder_or_prefix, store.like_dialect)
-    )
+@dataclass(frozen=True)
+class Selector:
+    """One selector, resolved: a Milvus filter, and (when the filter may match more) the exact check on the path."""
+
+    text: str
+    filter: str
+    exact: re.Pattern[str] | None = None  # None: the filter is exact
+    under: str = ""  # a folder checked exactly in Python (the backend's LIKE cannot say it)
+
+    def accepts(self, path: str) -> bool:
+        if self.exact is not None and not self.exact.match(path):
+            return False
+        return not self.under or expr.path_under(path, self.under)
+
+    @property
+    def needs_check(self) -> bool:
+        return self.exact is not None or bool(self.under)
+
+
+def resolve(store: VectorStore, raw: str) -> Selector:
+    """A selector by the one rule (module doc): a row id; an existing or stored path, literally; else a glob."""
+    if ROW_ID.match(raw):
+        return Selector(raw, expr.eq("id", raw))
+    path = os.path.abspath(os.path.expanduser(raw))
+    dialect = store.like_dialect
+    if is_glob(raw) and not os.path.lexists(path) and not _stored(store, path):
+        return Selector(raw, expr.like_prefix("path", glob_base(path), dialect), exact=glob_regex(path))
+    exact_like = dialect == "escape" or "%" not in path
+    return Selector(raw, expr.folder_filter(path, dialect), under="" if exact_like else path)
+
+
+def _stored(store: VectorStore, path: str) -> bool:
+    """Whether some collection holds a row at exactly ``path`` (one bounded query per collection)."""
+    return any(store.query(name, expr.eq("path", path), limit=1) for name in store.collections())
+
+
+def select_ids(store: VectorStore, name: str, selectors: Sequence[Selector], batch: int = 2000) -> Iterator[list[str]]:
+    """Batches of the ids in collection ``name`` that any selector matches (streamed)."""
+    for selector in selectors:
+        for rows in store.iter_rows(name, selector.filter, output_fields=["path"], batch=batch):
+            ids = [r["id"] for r in rows if selector.accepts(r["path"])]
+            if ids:
+                yield ids
+
+
+def count(store: VectorStore, selectors: Sequence[Selector]) -> dict[str, int]:
+    """Rows matched per collection: a server-side count for an exact filter, a streamed count otherwise."""
+    out = {}
     for name in store.collections():
-        for batch in store.iter_rows(name, condition, output_fields=["path"]):
-            yield from batch
+        total = 0
+        for selector in selectors:
+            if selector.needs_check:
+                total += sum(len(ids) for ids in select_ids(store, name, [selector]))
+            else:
+                total += store.count(name, selector.filter)
+        out[name] = total
+    return out
 
 
-def select(store: VectorStore, selectors: Sequence[str]) -> dict[str, str]:
-    """Stored rows matched by any selector, as {id: path}.
-
-    A selector is a row id (32 hex digits), a glob (``*``, ``?``, ``[``; matched against the absolute stored
-    path), or a path: that file's row plus every row below it if it names a folder. Paths need not exist."""
-    found: dict[str, str] = {}
-    for raw in selectors:
-        if ROW_ID.match(raw):
-            for name in store.collections():
-                found.update({i: r["path"] for i, r in store.get(name, [raw], output_fields=["path"]).items()})
-            continue
-        pattern = os.path.abspath(os.path.expanduser(raw))
-        if is_glob(raw):
-            regex = glob_regex(pattern)
-            found.update(
-                {r["id"]: r["path"] for r in _rows_under(store, glob_base(pattern), folder=False) if regex.match(r["path"])}
-            )
-        else:
-            found.update(
-                {r["id"]: r["path"] for r in _rows_under(store, pattern, folder=True) if expr.path_under(r["path"], pattern)}
-            )
-    return found
+def sample(store: VectorStore, selectors: Sequence[Selector], size: int = SAMPLE) -> list[str]:
+    """Up to ``size`` matched paths (bounded queries; a glob streams until it has them)."""
+    paths: dict[str, None] = {}
+    for name in store.collections():
+        for selector in selectors:
+            if selector.needs_check:
+                for rows in store.iter_rows(name, selector.filter, output_fields=["path"], batch=200):
+                    paths.update((r["path"], None) for r in rows if selector.accepts(r["path"]))
+                    if len(paths) >= size:
+                        break
+            else:
+                paths.update((r["path"], None) for r in store.query(name, selector.filter, ["path"], limit=size))
+            if len(paths) >= size:
+                return sorted(paths)[:size]
+    return sorted(paths)
 
 
-def delete(store: VectorStore, ids: Iterable[str]) -> dict[str, int]:
-    """Delete the given row ids from every imsim collection; returns {collection: rows that were there}."""
+def delete(store: VectorStore, selectors: Sequence[Selector]) -> dict[str, int]:
+    """Delete every matched row from every imsim collection; returns {collection: rows deleted}. An exact filter is
+    deleted server-side by expression; otherwise ids stream out and are deleted in batches."""
+    removed: dict[str, int] = {}
+    for name in store.collections():
+        total = 0
+        for selector in selectors:
+            if selector.needs_check:
+                for ids in select_ids(store, name, [selector]):
+                    for start in range(0, len(ids), DELETE_BATCH):
+                        total += store.delete(name, ids[start : start + DELETE_BATCH])
+            else:
+                total += store.delete_where(name, selector.filter)
+        removed[name] = total
+    return removed
+
+
+def delete_ids(store: VectorStore, ids: Sequence[str]) -> dict[str, int]:
+    """Delete rows by id from every imsim collection; returns {collection: rows that were there}."""
     chosen = sorted(set(ids))
     removed: dict[str, int] = {}
     for name in store.collections():
@@ -66,7 +134,46 @@ def delete(store: VectorStore, ids: Iterable[str]) -> dict[str, int]:
     return removed
 
 
-def missing(store: VectorStore, roots: Sequence[str]) -> dict[str, str]:
-    """Rows stored under ``roots`` whose file no longer exists, as {id: path}."""
-    rows = select(store, [os.path.abspath(r) for r in roots])
-    return {i: p for i, p in rows.items() if not os.path.lexists(p)}
+def select(store: VectorStore, selectors: Sequence[str]) -> dict[str, str]:
+    """Stored rows matched by any selector, as {id: path} (for small selections: it holds them all)."""
+    resolved = [resolve(store, s) for s in selectors]
+    found: dict[str, str] = {}
+    for name in store.collections():
+        for selector in resolved:
+            for rows in store.iter_rows(name, selector.filter, output_fields=["path"]):
+                found.update((r["id"], r["path"]) for r in rows if selector.accepts(r["path"]))
+    return found
+
+
+@dataclass
+class Gone:
+    """Rows whose file no longer exists, found by :func:`remove_missing`: how many per collection, and a sample."""
+
+    rows: dict[str, int]
+    sample: list[str]
+
+    @property
+    def total(self) -> int:
+        return max(self.rows.values(), default=0)
+
+
+def remove_missing(store: VectorStore, roots: Sequence[str], *, dry_run: bool = False, batch: int = 2000) -> Gone:
+    """Rows stored under ``roots`` whose file no longer exists: deleted (unless ``dry_run``), collection by collection,
+    streaming (one ``lstat`` per row; nothing held but a sample of what was found)."""
+    selectors = [resolve(store, os.path.abspath(r)) for r in roots]
+    gone = Gone({}, [])
+    for name in store.collections():
+        total = 0
+        for selector in selectors:
+            for rows in store.iter_rows(name, selector.filter, output_fields=["path"], batch=batch):
+                missing = [r for r in rows if selector.accepts(r["path"]) and not os.path.lexists(r["path"])]
+                if not missing:
+                    continue
+                total += len(missing)
+                for r in missing:
+                    if len(gone.sample) < SAMPLE and r["path"] not in gone.sample:
+                        gone.sample.append(r["path"])
+                if not dry_run:
+                    store.delete(name, [r["id"] for r in missing])
+        gone.rows[name] = total
+    return gone

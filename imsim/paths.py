@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from PIL import Image, ImageFile
 
@@ -142,8 +141,8 @@ def is_glob(text: str) -> bool:
 # --- finding files -----------------------------------------------------------------------------
 @dataclass
 class Discovery:
-    """What a set of inputs expanded to: the image files, what was skipped (reason → count) and the inputs that
-    matched no image at all."""
+    """What a set of inputs expanded to: the image files (filled by :func:`discover`; a streamed expansion,
+    :func:`iter_files`, yields them instead), what was skipped (reason → count) and the inputs that matched no image."""
 
     files: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -153,9 +152,19 @@ class Discovery:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
+def _walk_error(found: Discovery) -> Callable[[OSError], None]:
+    """``os.walk``'s onerror: a folder it cannot list (permission, a path over the system's length limit) is counted,
+    never silently dropped."""
+
+    def report(error: OSError) -> None:
+        found.skip(f"folder not listed ({error.strerror or type(error).__name__})")
+
+    return report
+
+
 def _walk(root: str, found: Discovery) -> Iterator[str]:
     """Image files below ``root``; directory symlinks are not followed (counted), so link loops end."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=_walk_error(found)):
         dirnames.sort()
         for name in list(dirnames):
             if os.path.islink(os.path.join(dirpath, name)):
@@ -174,7 +183,7 @@ def _glob(pattern: str, found: Discovery) -> Iterator[str]:
     base = glob_base(pattern)
     if not os.path.isdir(base):
         return
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False, onerror=_walk_error(found)):
         dirnames.sort()
         for name in list(dirnames):
             full = os.path.join(dirpath, name)
@@ -190,38 +199,92 @@ def _glob(pattern: str, found: Discovery) -> Iterator[str]:
                     found.skip(f"not an image type ({os.path.splitext(name.rstrip())[1].lower() or 'no extension'})")
 
 
-def discover(inputs: Iterable[str | os.PathLike[str]]) -> Discovery:
-    """Expand files, folders (recursively) and globs into a sorted, de-duplicated list of absolute paths.
+def _expand(raw: str | os.PathLike[str], found: Discovery) -> Iterator[str]:
+    """One input: a folder (walked), a glob (expanded: a path that exists as named is literal, brackets and all), or a
+    file kept as given, so that a missing or bad file is recorded as a failure instead of vanishing."""
+    item = os.path.expanduser(os.fspath(raw))
+    if os.path.isdir(item):
+        yield from _walk(item, found)
+    elif is_glob(item) and not os.path.lexists(item):
+        yield from _glob(os.path.abspath(item), found)
+    else:
+        yield item
 
-    An explicit path is kept as given (its content decides whether it is an image), so a missing or bad file
-    is recorded as a failure instead of vanishing; a folder or glob with no image in it is ``unmatched``."""
-    found = Discovery()
-    paths: dict[str, None] = {}
+
+class Seen:
+    """Paths already yielded, as 16-byte digests (about a third of the memory of the paths themselves)."""
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+
+    def first(self, path: str) -> bool:
+        digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+        if digest in self._seen:
+            return False
+        self._seen.add(digest)
+        return True
+
+
+def iter_files(
+    inputs: Iterable[str | os.PathLike[str]], found: Discovery, *, literal: bool = False, seen: Seen | None = None
+) -> Iterator[str]:
+    """Absolute image paths from inputs, streamed (a folder of a million files is never one list), each once.
+
+    ``literal``: every input is a file (the lines of a path list): no folder walk or glob expansion, nothing probed
+    on disk (a million listed paths cost what reading the list costs). What was left out is counted in ``found``;
+    an input that yields nothing is appended to ``found.unmatched``. ``seen`` is shared by streams that must not
+    repeat each other's paths."""
+    seen = seen if seen is not None else Seen()
     for raw in inputs:
-        item = os.path.expanduser(os.fspath(raw))
-        if os.path.isdir(item):
-            candidates: Iterable[str] = _walk(item, found)
-        elif is_glob(item) and not os.path.lexists(item):
-            candidates = _glob(os.path.abspath(item), found)
-        else:
-            candidates = [item]
         matched = False
-        for path in candidates:
-            paths.setdefault(os.path.abspath(path), None)
+        for path in [os.fspath(raw)] if literal else _expand(raw, found):
+            path = os.path.abspath(os.path.expanduser(path) if not literal else path)
             matched = True
+            if seen.first(path):
+                yield path
         if not matched:
             found.unmatched.append(os.fspath(raw))
-    found.files = sorted(paths)
+
+
+def discover(inputs: Iterable[str | os.PathLike[str]]) -> Discovery:
+    """Expand files, folders (recursively) and globs into a sorted, de-duplicated list of absolute paths (for a few
+    inputs; large ones stream through :func:`iter_files`)."""
+    found = Discovery()
+    found.files = sorted(iter_files(inputs, found))
     return found
 
 
+@dataclass
+class PathList:
+    """A file of paths, one per line, read as a stream: byte-exact (only the line ending is removed: ``"x.jpg "``
+    keeps its space; bytes that are not UTF-8 are kept), blank lines and ``#`` comments skipped. Once read through,
+    ``lines`` and ``sha256`` describe it (what a job records instead of every path)."""
+
+    file: str
+    lines: int = 0
+    sha256: str = ""
+
+    def __iter__(self) -> Iterator[str]:
+        digest = hashlib.sha256()
+        self.lines = 0
+        try:
+            handle = open(self.file, "rb")  # noqa: SIM115 (closed below; the generator may stop early)
+        except OSError as exc:
+            raise ImsimError(f"cannot read path list {self.file!r}: {exc.strerror or exc}") from exc
+        with handle:
+            for raw in handle:
+                digest.update(raw)
+                line = raw.rstrip(b"\n").removesuffix(b"\r").decode("utf-8", "surrogateescape")
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                self.lines += 1
+                yield line
+        self.sha256 = digest.hexdigest()
+
+    def summary(self) -> dict[str, str | int]:
+        return {"file": os.path.abspath(self.file), "lines": self.lines, "sha256": self.sha256}
+
+
 def read_path_list(list_file: str | os.PathLike[str]) -> list[str]:
-    """Paths from a text file, one per line, byte-exact (only the line ending is removed: ``"x.jpg "`` keeps its
-    space); blank lines and lines starting with ``#`` are skipped. Bytes that are not UTF-8 are kept as they are."""
-    try:
-        data = Path(list_file).read_bytes()
-    except OSError as exc:
-        raise ImsimError(f"cannot read path list {os.fspath(list_file)!r}: {exc.strerror or exc}") from exc
-    text = os.fsdecode(data) if b"\0" not in data else data.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
-    return [line.removesuffix("\r") for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    """Every path of a path list (:class:`PathList`) as a list."""
+    return list(PathList(os.fspath(list_file)))

@@ -374,39 +374,44 @@ class Client:
         return self.store.summaries()
 
     # --- jobs and upkeep (thin: the work happens in workers, imsim.queue and imsim.maintenance) ---
-    def ingest(self, paths: Sequence[str], *, force: bool = False, tags: dict[str, str] | None = None) -> str:
-        """Queue files, folders or globs for the workers; returns the job id (see :meth:`job`, :meth:`wait`).
-
-        ``tags`` ({"key": "value"}) are stored with every image and usable in ``Where(tags=...)``."""
-        from .paths import discover
+    def ingest(
+        self, paths: Sequence[str], *, force: bool = False, checksum: bool = False, tags: dict[str, str] | None = None
+    ) -> str:
+        """Queue files, folders or globs for the workers (streamed into chunks as they are found); returns the job id
+        (see :meth:`job`, :meth:`wait`). ``tags`` ({"key": "value"}) are merged into every image's tags and usable in
+        ``Where(tags=...)``; images stored unchanged are re-tagged without being re-embedded."""
+        from .paths import Discovery, iter_files
         from .queue import enqueue
+        from .util import peeked
 
-        found = discover(paths)
-        if not found.files:
+        found = Discovery()
+        files = peeked(iter_files(paths, found))
+        if files is None:
             raise ImsimError(f"no image files found in {', '.join(map(str, paths))}")
-        return enqueue(
-            found.files,
-            self.settings,
-            inputs=[str(p) for p in paths],
-            force=force,
-            tags=tags,
-            skipped=found.skipped,
-            unmatched=found.unmatched,
-        )
+        inputs = [str(p) for p in paths]
+        return enqueue(files, self.settings, inputs=inputs, force=force, checksum=checksum, tags=tags, found=found)
 
-    def job(self, job_id: str) -> JobStatus:
-        """A job's :class:`~imsim.jobs.JobStatus`: totals, times, and every failed path with its reason."""
-        from .jobs import JobStore
+    def job(self, job_id: str, failures: int = 0) -> JobStatus:
+        """A job's :class:`~imsim.jobs.JobStatus`: counts and times (O(1) whatever the job's size), with its first
+        ``failures`` failures; :meth:`failures` pages through all of them."""
+        from .queue import job_store
 
-        return JobStore(self.settings.redis_url.get_secret_value()).get(job_id)
+        return job_store(self.settings).get(job_id, failures=failures)
 
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobStatus:
-        """Block until the job has finished (or was cancelled); a :class:`QueueError` after ``timeout`` seconds."""
+    def failures(self, job_id: str) -> Iterator[tuple[str, str]]:
+        """Every (path, reason) that failed in the job, streamed page by page."""
+        from .queue import job_store
+
+        return job_store(self.settings).iter_failures(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5, failures: int = 100) -> JobStatus:
+        """Block until the job has finished (or was cancelled); a :class:`QueueError` after ``timeout`` seconds. The
+        status it returns holds the first ``failures`` failures (:meth:`failures` streams them all)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status = self.job(job_id)
             if status.finished_at:
-                return status
+                return self.job(job_id, failures=failures) if status.failed and failures else status
             if deadline is not None and time.monotonic() > deadline:
                 raise QueueError(
                     f"job {job_id} still {status.state} after {timeout:g}s ({status.settled}/{status.total} settled)"
@@ -432,7 +437,7 @@ class Client:
         from . import maintenance
 
         chosen = [selectors] if isinstance(selectors, str) else list(selectors)
-        return maintenance.delete(self.store, maintenance.select(self.store, chosen))
+        return maintenance.delete(self.store, [maintenance.resolve(self.store, s) for s in chosen])
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

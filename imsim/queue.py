@@ -2,21 +2,23 @@
 cancelling a job, and splitting a chunk that keeps killing its worker.
 
 ``workers/`` builds its Celery app from :func:`celery_config`; the CLI and client queue jobs by task *name*
-(:data:`EMBED_CHUNK`), so the library never imports the worker package. One message carries one chunk of
-paths; the worker batches inside the task.
+(:data:`EMBED_CHUNK`), so the library never imports the worker package. One message carries one :class:`Chunk`
+of paths; the worker batches inside the task. A job's paths are streamed into chunks as they are found (a
+million files never make one list), and cancelling a job is one flag the workers read.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import JobRunning
-from .jobs import JobStore, new_job_id
+from .errors import JobRunning, QueueError
+from .jobs import SUMMARY_ITEMS, JobStatus, JobStore, new_job_id
+from .paths import Discovery, PathList
 from .settings import Settings
-from .util import chunked
+from .util import batched
 
 EMBED_CHUNK = "imsim.embed_chunk"
 PRIORITY_SEP = "\x06\x16"  # kombu's redis transport keeps priority levels in lists named QUEUE + this + level
@@ -40,7 +42,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "task_send_sent_event": settings.task_events,  # a queued chunk shows in Flower before a worker takes it
         "worker_send_task_events": settings.task_events,
-        "result_expires": 7 * 24 * 3600,
+        "result_expires": settings.job_retention or None,
         "broker_connection_retry_on_startup": True,
         # A chunk whose worker died (SIGKILL, node lost) stays "unacked" in Redis; every worker sweeps
         # for ones older than the visibility timeout each `redelivery_interval` seconds and re-queues them.
@@ -72,11 +74,45 @@ def make_celery(settings: Settings, main: str = "imsim") -> Any:
 
 
 def job_store(settings: Settings) -> JobStore:
-    return JobStore(settings.redis_url.get_secret_value())
+    return JobStore(settings.redis_url.get_secret_value(), retention=settings.job_retention)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a job: the unit of work one Celery message carries (paths, and how to ingest them)."""
+
+    job_id: str
+    key: str  # "3"; "3.0" and "3.1" once split
+    paths: list[str]
+    force: bool = False
+    checksum: bool = False
+    tags: dict[str, str] | None = None
+
+    def options(self) -> dict[str, Any]:
+        return {"force": self.force, "checksum": self.checksum, "tags": self.tags}
+
+    def halves(self) -> list[Chunk]:
+        half = len(self.paths) // 2
+        return [
+            replace(self, key=f"{self.key}.0", paths=self.paths[:half]),
+            replace(self, key=f"{self.key}.1", paths=self.paths[half:]),
+        ]
+
+
+def send_chunk(app: Any, settings: Settings, chunk: Chunk) -> None:
+    """Queue one chunk (by task name: the library never imports the workers), its body compressed: the paths of a
+    chunk share most of their bytes, and Redis holds every queued message."""
+    app.send_task(
+        EMBED_CHUNK,
+        args=[chunk.job_id, chunk.key, list(chunk.paths)],
+        kwargs=chunk.options(),
+        queue=settings.queue,
+        compression="zlib",
+    )
 
 
 def enqueue(
-    paths: Sequence[str],
+    paths: Iterable[str],
     settings: Settings,
     inputs: Sequence[str] = (),
     job_id: str | None = None,
@@ -85,113 +121,111 @@ def enqueue(
     tags: dict[str, str] | None = None,
     skipped: dict[str, int] | None = None,
     unmatched: Sequence[str] = (),
+    *,
+    checksum: bool = False,
+    found: Discovery | None = None,
+    path_list: PathList | None = None,
+    on_sent: Callable[[int], None] | None = None,
 ) -> str:
-    """Record a job in Redis and queue its chunks; returns the job id.
+    """Record a job in Redis and queue its chunks as ``paths`` streams in; returns the job id.
 
-    ``force`` re-embeds unchanged files; ``tags`` are stored with every row of the job; ``skipped`` (reason →
-    count) and ``unmatched`` record what the inputs' expansion left out."""
+    The job exists (state ``queuing``) from its first chunk on, so workers start while the rest is sent, and it cannot
+    finish before the last chunk went out. ``force`` re-embeds unchanged files, ``checksum`` compares contents instead
+    of trusting size and mtime; ``tags`` are merged into every row of the job. ``found`` (a streamed expansion) or
+    ``skipped``/``unmatched`` record what the inputs left out; ``path_list`` records a ``--from-file`` list by size
+    and digest. ``on_sent(files)`` is told after each chunk. Redis failing mid-way (full: ``maxmemory``) ends the job
+    with the chunks that went out and raises a :class:`QueueError` saying how many did.
+    An empty ``paths`` queues nothing and raises :class:`QueueError`."""
+    import redis
+    from kombu.exceptions import OperationalError
+
     jobs = job_store(settings)
     jobs.ping()
+    stream = iter(paths)
+    first = next(stream, None)
+    if first is None:
+        raise QueueError("no image files to queue")
     job_id = job_id or new_job_id()
-    chunks = chunked(list(paths), settings.chunk_size)
     jobs.create(
         job_id,
-        total=len(paths),
-        chunks=len(chunks),
-        inputs=list(inputs),
+        inputs=list(inputs)[:SUMMARY_ITEMS],
+        inputs_count=len(inputs),
         models=settings.model_names,
         retry_of=retry_of,
-        skipped=skipped,
-        unmatched=list(unmatched),
+        queuing=True,
     )
     app = make_celery(settings)
-    for index, chunk in enumerate(chunks):
-        send_chunk(app, settings, job_id, str(index), chunk, force=force, tags=tags)
+    sent = files = 0
+    try:
+        for index, part in enumerate(batched(itertools.chain([first], stream), settings.chunk_size)):
+            send_chunk(app, settings, Chunk(job_id, str(index), part, force=force, checksum=checksum, tags=tags))
+            jobs.add_chunks(job_id, len(part))
+            sent, files = sent + 1, files + len(part)
+            if on_sent is not None:
+                on_sent(len(part))
+    except (redis.RedisError, OSError, OperationalError) as exc:
+        why = _redis_why(exc)
+        try:
+            jobs.seal(job_id, error=f"queuing stopped after {sent} chunks ({files} files): {why}")
+        except redis.RedisError:
+            pass
+        raise QueueError(
+            f"queuing job {job_id} stopped after {sent} chunks ({files} files): {why}. Those chunks are queued and the "
+            f"job ends with them; re-run the same ingest once Redis has room: stored files are skipped"
+        ) from None
+    jobs.seal(
+        job_id,
+        skipped=found.skipped if found is not None else skipped,
+        unmatched=found.unmatched if found is not None else list(unmatched),
+        path_list=path_list.summary() if path_list is not None else None,
+    )
     return job_id
 
 
-def send_chunk(
-    app: Any,
-    settings: Settings,
-    job_id: str,
-    key: str,
-    paths: Sequence[str],
-    *,
-    force: bool = False,
-    tags: dict[str, str] | None = None,
-) -> None:
-    app.send_task(EMBED_CHUNK, args=[job_id, key, list(paths)], kwargs={"force": force, "tags": tags}, queue=settings.queue)
+def _redis_why(exc: BaseException) -> str:
+    text = str(exc)
+    if "OOM" in text or "maxmemory" in text:
+        return "Redis is full (maxmemory reached): free memory or raise maxmemory"
+    return f"{type(exc).__name__}: {text}"
 
 
-def split(
-    app: Any,
-    settings: Settings,
-    job_id: str,
-    key: str,
-    paths: Sequence[str],
-    *,
-    force: bool = False,
-    tags: dict[str, str] | None = None,
-) -> list[str]:
-    """Replace chunk ``key`` by its two halves (``key.0``, ``key.1``): queued first, then the split recorded, so a
-    crash in between leaves duplicates (counted once), never a lost half. Returns the new keys."""
-    half = len(paths) // 2
-    parts = {f"{key}.0": list(paths[:half]), f"{key}.1": list(paths[half:])}
-    for part_key, part in parts.items():
-        send_chunk(app, settings, job_id, part_key, part, force=force, tags=tags)
-    job_store(settings).split_chunk(job_id, key, len(parts))
-    return list(parts)
+def split(app: Any, settings: Settings, chunk: Chunk) -> list[str]:
+    """Replace a chunk by its two halves (``key.0``, ``key.1``): queued first, then the split recorded, so a crash in
+    between leaves duplicates (counted once), never a lost half. Returns the new keys."""
+    parts = chunk.halves()
+    for part in parts:
+        send_chunk(app, settings, part)
+    job_store(settings).split_chunk(chunk.job_id, chunk.key, len(parts))
+    return [p.key for p in parts]
 
 
-def failed_files(job_id: str, settings: Settings) -> list[str]:
-    """The paths that failed in ``job_id`` (empty when none did); :class:`JobRunning` while it still runs."""
-    status = job_store(settings).get(job_id)
+def failed_files(job_id: str, settings: Settings) -> Iterator[str]:
+    """The paths that failed in ``job_id``, byte-exact, streamed; :class:`JobRunning` while the job still runs."""
+    jobs = job_store(settings)
+    status = jobs.get(job_id)
     if not status.finished_at:
         raise JobRunning(
             f"job {job_id} is still {status.state} ({status.settled}/{status.total} files settled): wait "
             f"for it to finish (`imsim status {job_id}`, Client.wait) before retrying its failures"
         )
-    return sorted(status.failures)
+    return (path for path, _ in jobs.iter_failures(job_id))
 
 
 def retry(job_id: str, settings: Settings) -> str | None:
     """Queue a new job holding only the files that failed in ``job_id``; returns its id, or None if none failed."""
     failed = failed_files(job_id, settings)
-    if not failed:
+    if not job_store(settings).get(job_id).failed:
         return None
     return enqueue(failed, settings, inputs=[f"failed files of {job_id}"], retry_of=job_id)
 
 
-def _message_job(raw: str) -> tuple[str, str, int] | None:
-    """(job id, chunk key, number of files) of one queued Celery message of ours, or None."""
-    try:
-        message = json.loads(raw)
-        if message.get("headers", {}).get("task") != EMBED_CHUNK:
-            return None
-        body = (
-            json.loads(base64.b64decode(message["body"]))
-            if message.get("properties", {}).get("body_encoding") == "base64"
-            else json.loads(message["body"])
-        )
-        args = body[0]
-        return str(args[0]), str(args[1]), len(args[2])
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
-
-
-def cancel(job_id: str, settings: Settings) -> Any:
-    """Cancel a job: marked cancelled at once; its chunks still in the queue are removed and counted as cancelled;
-    chunks a worker already holds finish; a chunk a worker takes later is dropped unread. Returns the job's status."""
+def cancel(job_id: str, settings: Settings) -> JobStatus:
+    """Cancel a job in O(1): it is marked cancelled at once; workers check the mark before each chunk and each slice, so
+    queued chunks are dropped unread as workers reach them and running ones stop at their next slice. Returns the
+    job's status."""
     jobs = job_store(settings)
     jobs.ping()
     jobs.mark_cancelled(job_id)
-    queues = [settings.queue] + [f"{settings.queue}{PRIORITY_SEP}{level}" for level in range(10)]
-    for queue_name in queues:
-        for raw in jobs.redis.lrange(queue_name, 0, -1):
-            raw = raw if isinstance(raw, str) else raw.decode()
-            found = _message_job(raw)
-            if found and found[0] == job_id and jobs.redis.lrem(queue_name, 1, raw):
-                jobs.record_chunk(job_id, found[1], 0, 0, {}, cancelled=found[2])
     return jobs.get(job_id)
 
 

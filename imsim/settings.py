@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         description="Deliveries of a chunk that never finished (its worker died: out of memory, killed) before it is split "
         "in halves; a single file that still kills its worker is recorded as failed, so the job ends.",
     )
+    job_retention: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="How long a finished job's record (counts, failures) stays in Redis: seconds, or 90m, 12h, 7d. "
+        "0 keeps records forever (they grow with every job).",
+    )
     allowed_roots: str = Field(
         "", description="Comma-separated directories workers may read; files elsewhere fail with a reason. Empty = any path."
     )
@@ -204,6 +210,11 @@ class Settings(BaseSettings):
                 raise ValueError("; ".join(_describe(err, name) for err in exc.errors())) from None
         data["families"] = built
         return data
+
+    @field_validator("job_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("data_dir", "env_file")
     @classmethod
@@ -390,6 +401,18 @@ def load(values: Mapping[str, Any] | None = None) -> Settings:
         return Settings(**dict(values or {}))
     except ValidationError as exc:
         raise ConfigError("invalid settings: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """``"3600"``, ``"90m"``, ``"12h"``, ``"7d"``, ``"2w"`` → seconds; anything else is a ValueError."""
+    found = _DURATION.match(text)
+    if not found:
+        raise ValueError(f"{text!r} is not a duration: seconds, or a number with s, m, h, d or w (7d)")
+    return int(float(found.group(1)) * _SECONDS[found.group(2).lower()])
 
 
 def redact(url: str) -> str:

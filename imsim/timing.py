@@ -15,21 +15,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Stage = Literal["read", "decode", "resize", "embed", "write"]
-STAGES: tuple[Stage, ...] = ("read", "decode", "resize", "embed", "write")
-PER_MODEL: frozenset[Stage] = frozenset({"embed", "write"})
+Stage = Literal["read", "decode", "resize", "embed", "write", "wait"]
+STAGES: tuple[Stage, ...] = ("read", "decode", "resize", "embed", "write", "wait")
+PER_MODEL: frozenset[Stage] = frozenset({"embed", "write", "wait"})  # keyed: by model, or (wait) by what was waited for
 
 
 @dataclass
 class StageTimes:
-    """Busy seconds (and thread CPU seconds) per stage; ``embed`` and ``write`` per model name."""
+    """Busy seconds (and thread CPU seconds) per stage; ``embed`` and ``write`` per model name; ``wait`` per thing waited
+    on: ``lookup`` (pool threads waiting for the stored rows a skip check needs) and ``write`` (the pipeline waiting for
+    the store to take a slice before it can go on): time the pipeline spends on the store's latency, not its own work."""
 
     read: float = 0.0
     decode: float = 0.0
     resize: float = 0.0
     embed: dict[str, float] = field(default_factory=dict)
     write: dict[str, float] = field(default_factory=dict)
+    wait: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # stage -> CPU seconds (per-model stages summed)
+    read_bytes: int = 0  # what the read stage read: file bytes
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, stage: Stage, seconds: float, cpu: float = 0.0, model: str = "") -> None:
@@ -45,11 +49,16 @@ class StageTimes:
                 setattr(self, stage, getattr(self, stage) + seconds)
             self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu
 
+    def count_read(self, size: int) -> None:
+        with self._lock:
+            self.read_bytes += size
+
     def merge(self, other: StageTimes) -> None:
+        self.count_read(other.read_bytes)
         flat: tuple[Stage, ...] = ("read", "decode", "resize")
         for stage in flat:
             self.add(stage, getattr(other, stage), other.cpu.get(stage, 0.0))
-        per_model: tuple[Stage, ...] = ("embed", "write")
+        per_model: tuple[Stage, ...] = ("embed", "write", "wait")
         for stage in per_model:
             for model, seconds in getattr(other, stage).items():
                 self.add(stage, seconds, 0.0, model)
@@ -82,7 +91,9 @@ class StageTimes:
             "resize": round(self.resize, 4),
             "embed": {k: round(v, 4) for k, v in self.embed.items()},
             "write": {k: round(v, 4) for k, v in self.write.items()},
+            "wait": {k: round(v, 4) for k, v in self.wait.items()},
             "cpu": {k: round(v, 4) for k, v in self.cpu.items()},
+            "read_bytes": self.read_bytes,
         }
 
     @classmethod
@@ -93,7 +104,9 @@ class StageTimes:
             resize=float(data.get("resize", 0.0)),
             embed=dict(data.get("embed", {})),
             write=dict(data.get("write", {})),
+            wait=dict(data.get("wait", {})),
             cpu=dict(data.get("cpu", {})),
+            read_bytes=int(data.get("read_bytes", 0)),
         )
 
 

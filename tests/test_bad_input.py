@@ -139,6 +139,7 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     client = Client(settings, embedders=models)
     job_id = client.ingest(files)
     status = wait_finished(JobStore(redis_url), job_id)
+    status.failures = {printable(p): reason for p, reason in JobStore(redis_url).failures(job_id, 0, 1000)}
     assert worker.proc.poll() is None, "the worker died"
 
     expected_failures = {
@@ -151,7 +152,7 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     assert "\\x00" in printable(paths["NUL byte in a listed path"])  # named so it always prints
     stored = [paths[c] for c, (_, want) in CASES.items() if want == "stored"]
     assert status.done == len(good) + len(stored) and status.total == len(files)
-    assert client.job(job_id).as_dict()["failures"] == status.failures
+    assert {printable(p): r for p, r in client.job(job_id, failures=1000).as_dict()["failures"].items()} == status.failures
 
     store = VectorStore(settings)
     clip = store.collection_name(models["clip"].info)
@@ -171,7 +172,12 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     again = wait_finished(JobStore(redis_url), retry_id)
     assert again.total == len(expected_failures) and again.done == 1 and again.failed == len(expected_failures) - 1
     assert again.retry_of == job_id and client.job(job_id).retried_by == retry_id
-    assert paths["truncated JPEG"] not in again.failures
+    assert paths["truncated JPEG"] not in dict(client.failures(retry_id))
+    # every failure was re-queued by its raw bytes (the non-UTF-8 and NUL names included), not by its printable name
+    # (which would fail again as "no such file"): each fails again for its own reason
+    retried = {printable(p): reason for p, reason in client.failures(retry_id)}
+    assert set(retried) == set(expected_failures) - {printable(paths["truncated JPEG"])}
+    assert all(expected_failures[p] in reason for p, reason in retried.items()), retried
     assert (
         load_image(paths["truncated JPEG"]).sha256
         == store.get(clip, [path_id(paths["truncated JPEG"])], output_fields=["sha256"])[path_id(paths["truncated JPEG"])][

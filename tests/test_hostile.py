@@ -155,7 +155,8 @@ def test_a_non_utf8_name_fails_alone_in_a_local_run(settings, models, tmp_path):
     found = discover([folder])
     assert len(found.files) == 2
     result = ingest_local(found.files, settings)
-    assert result.done == 1 and list(result.failures) == [printable(os.fsdecode(bad))]  # named so it always prints
+    assert result.done == 1 and list(result.failures) == [os.fsdecode(bad)]  # byte-exact: `imsim retry` finds it again
+    assert printable(os.fsdecode(bad)).endswith("latin1-\\xe9.jpg")  # and named so that it always prints
     assert "not valid UTF-8" in next(iter(result.failures.values()))
 
 

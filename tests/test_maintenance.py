@@ -15,6 +15,7 @@ from imsim.paths import path_id
 from imsim.query import Client
 from imsim.store import VectorStore
 
+from .support.rows import row as make_row
 from .support.servers import SAMPLES, settings_env
 from .support.settings import make_settings
 
@@ -42,11 +43,13 @@ def test_sync_removes_rows_of_deleted_files_and_re_embeds_changed_ones(cli, tiny
     changed = image_folder / "photos" / "chelsea.jpg"
     shutil.copy(SAMPLES / "photos" / "astronaut.jpg", changed)
     plan = json.loads(cli(env, "sync", "--dry-run", "--json", str(image_folder)).stdout)
-    assert sorted(plan["missing"]) == sorted(map(str, gone)) and plan["removed"] == {}
+    assert plan["missing"] == 2 and sorted(plan["missing_sample"]) == sorted(map(str, gone))
+    assert set(plan["would_remove"].values()) == {2}
     assert rows(settings) == before  # a dry run changes nothing
 
     out = json.loads(cli(env, "sync", "--local", "--json", str(image_folder)).stdout)
     assert (out["done"], out["skipped"], out["failed"]) == (1, 35, 0)  # only the changed file is embedded again
+    assert out["read_bytes"] == changed.stat().st_size  # the unchanged ones were not even read
     after = rows(settings)
     assert all(paths == before[name] - set(map(str, gone)) for name, paths in after.items())
     store = VectorStore(settings)
@@ -120,21 +123,7 @@ def test_hostile_path_is_one_string_to_milvus(settings, models):
 
     store = VectorStore(settings)
     name = Ingestor(settings, embedders={"clip": models["clip"]}, store=store).collections["clip"]
-    row = {
-        "id": "x" * 32,
-        "path": '/x" or id != "',
-        "sha256": "",
-        "width": 1,
-        "height": 1,
-        "file_size": 1,
-        "mtime": 0.0,
-        "model_id": "",
-        "model_revision": "",
-        "ingested_at": 0,
-        "job_id": "",
-        "tags": {},
-        "vector": [1.0] + [0.0] * (models["clip"].info.dim - 1),
-    }
+    row = make_row("x" * 32, '/x" or id != "', [1.0] + [0.0] * (models["clip"].info.dim - 1))
     store.upsert(name, [row])
     other = dict(row, id="y" * 32, path="/y.jpg")
     store.upsert(name, [other])
@@ -157,3 +146,80 @@ def test_allowed_roots_follow_symlinks(tmp_path):
         with pytest.raises(PathNotAllowed, match="outside the allowed roots"):
             read_file(path, limits)
     assert read_file(outside / "secret.jpg").file_size > 0  # no roots: any path
+
+
+class RecordingStore(VectorStore):
+    """The real store on a real Milvus Lite file, recording how rows are read and deleted."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.calls: list[str] = []
+
+    def iter_rows(self, *args, **kwargs):
+        self.calls.append("iter_rows")
+        return super().iter_rows(*args, **kwargs)
+
+    def get(self, *args, **kwargs):
+        self.calls.append("get")
+        return super().get(*args, **kwargs)
+
+    def delete(self, name, ids):
+        self.calls.append(f"delete {len(ids)} ids")
+        return super().delete(name, ids)
+
+    def delete_where(self, name, filter):
+        self.calls.append("delete_where")
+        return super().delete_where(name, filter)
+
+
+def test_a_folder_is_counted_sampled_and_deleted_server_side_and_a_glob_streams(tiny_model_dirs, tmp_path, models):
+    """Deleting a folder held every matching row of every collection in one dict, sorted them all for a 10-line
+    sample and read every id again before deleting (100k rows: 155 s). Now a folder is one delete by expression per
+    collection, nothing streamed to the client; a glob streams ids in batches."""
+    from imsim import maintenance
+    from imsim.ingest import Ingestor
+
+    from .support.rows import random_rows
+
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    store = RecordingStore(settings)
+    ingestor = Ingestor(settings, embedders=models, store=store)
+    for model, collection in ingestor.collections.items():
+        store.upsert(collection, random_rows(3000, models[model].info.dim)[0])
+    store.calls.clear()
+    folder = [maintenance.resolve(store, "/corpus/d3")]
+    assert maintenance.count(store, folder) == {c: 300 for c in ingestor.collections.values()}
+    assert len(maintenance.sample(store, folder)) == maintenance.SAMPLE
+    assert maintenance.delete(store, folder) == {c: 300 for c in ingestor.collections.values()}
+    assert "iter_rows" not in store.calls and "get" not in store.calls
+    assert store.calls.count("delete_where") == 2
+    store.calls.clear()
+    glob = [maintenance.resolve(store, "/corpus/d[45]/1*.jpg")]
+    assert maintenance.delete(store, glob) == {c: 222 for c in ingestor.collections.values()}
+    assert all(c == "iter_rows" or c.startswith("delete ") for c in store.calls)
+    assert all(store.count(c) == 3000 - 300 - 222 for c in ingestor.collections.values())
+    ingestor.close()
+    store.close()
+
+
+def test_a_path_that_exists_or_is_stored_is_literal_brackets_and_all(cli, tiny_model_dirs, tmp_path):
+    """`imsim delete 'del/photo[1].jpg'` removed photo1.jpg's rows and kept photo[1].jpg's; `del/[2019] trip` matched
+    nothing. An existing (or stored) path is literal for every command; a glob is a glob only otherwise."""
+    folder = tmp_path / "del"
+    (folder / "[2019] trip").mkdir(parents=True)
+    for name in ("photo[1].jpg", "photo1.jpg", "[2019] trip/a.jpg", "[2019] trip/b.jpg"):
+        shutil.copy(SAMPLES / "photos" / "coffee.jpg", folder / name)
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    cli(env, "ingest", "--local", str(folder / "photo[1].jpg"), str(folder / "photo1.jpg"), str(folder / "[2019] trip"))
+    out = json.loads(cli(env, "delete", "--yes", "--json", str(folder / "photo[1].jpg")).stdout)
+    assert out["matched"] == 1
+    out = json.loads(cli(env, "delete", "--yes", "--json", str(folder / "[2019] trip")).stdout)
+    assert out["matched"] == 2
+    left = json.loads(cli(env, "delete", "--yes", "--json", str(folder)).stdout)
+    assert left["matched"] == 1  # photo1.jpg survived both
+    cli(env, "ingest", "--local", str(folder / "photo[1].jpg"), str(folder / "photo1.jpg"))
+    (folder / "photo[1].jpg").unlink()  # gone from disk but stored: still literal
+    out = json.loads(cli(env, "delete", "--yes", "--json", str(folder / "photo[1].jpg")).stdout)
+    assert out["matched"] == 1
+    out = json.loads(cli(env, "delete", "--yes", "--json", str(folder / "photo1.jpg")).stdout)
+    assert out["matched"] == 1  # photo1.jpg survived

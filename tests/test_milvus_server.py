@@ -16,6 +16,7 @@ from imsim.query import Client
 from imsim.store import SEARCH_CAP, VectorStore, has_iterator_v2
 
 from .support.rows import random_rows
+from .support.rows import row as make_row
 from .support.settings import make_settings
 
 
@@ -64,21 +65,7 @@ def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, m
 
 def _rows(model, vectors: np.ndarray, tag: str) -> list[dict]:
     return [
-        {
-            "id": f"{tag}{i:029d}"[:32],
-            "path": f"/consistency/{tag}/{i}.jpg",
-            "sha256": "",
-            "width": 1,
-            "height": 1,
-            "file_size": 1,
-            "mtime": 0.0,
-            "model_id": model.info.source,
-            "model_revision": model.info.revision,
-            "ingested_at": 0,
-            "job_id": "",
-            "tags": {},
-            "vector": v.tolist(),
-        }
+        dict(make_row(f"{tag}{i:029d}"[:32], f"/consistency/{tag}/{i}.jpg", v), model_id=model.info.source)
         for i, v in enumerate(vectors)
     ]
 

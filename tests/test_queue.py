@@ -68,7 +68,7 @@ def test_queued_job_end_to_end(tiny_model_dirs, tmp_path, redis_url, milvus_uri,
     status = wait_finished(jobs, job_id)
     assert (status.total, status.done, status.failed, status.pending) == (39, 38, 1, 0)
     assert status.chunks_done == status.chunks == 5 and status.state == "finished_with_failures"
-    assert "not a recognised image format" in status.failures[str(image_folder / "broken.png")]
+    assert "not a recognised image format" in dict(jobs.failures(job_id))[str(image_folder / "broken.png")]
 
     store = VectorStore(settings)
     client = Client(settings, embedders=models, store=store)
@@ -97,10 +97,12 @@ def test_redelivered_chunk_counts_once(redis_url):
         jobs.get("missing")
 
 
-def test_cancel_drops_queued_chunks_and_lets_running_ones_finish(
+def test_cancel_is_one_flag_queued_chunks_are_dropped_unread_and_a_running_chunk_stops_at_its_next_slice(
     cli, tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker, image_folder
 ):
-    from .support.servers import settings_env
+    from imsim.synth import write_variants
+
+    from .support.servers import SAMPLES, settings_env
 
     settings = make_settings(
         tiny_model_dirs,
@@ -114,20 +116,27 @@ def test_cancel_drops_queued_chunks_and_lets_running_ones_finish(
     files = discover([image_folder / "flags"]).files  # 24 files: 6 chunks
     jobs = JobStore(redis_url)
     job_id = enqueue(files, settings)
-    out = json.loads(cli(env, "cancel", job_id, "--json").stdout)  # no worker yet: every chunk is still queued
-    assert (out["state"], out["cancelled"], out["done"]) == ("cancelled", 24, 0)
-    assert JobStore(redis_url).redis.llen(settings.queue) == 0
-
+    # No worker yet: cancelling is one flag, whatever the queue holds (it never reads the queue).
+    out = json.loads(cli(env, "cancel", job_id, "--json").stdout)
+    assert (out["state"], out["cancelled"], out["done"]) == ("cancelling", 0, 0)
+    assert jobs.redis.llen(settings.queue) == 6
     start_worker(settings, "cancel")
-    second = enqueue(files, settings)
-    wait_until_state = time.time() + 60
-    while not jobs.get(second).started_at:
-        assert time.time() < wait_until_state
-        time.sleep(0.05)
-    status = Client(settings).cancel(second)
+    final = wait_finished(jobs, job_id)
+    assert (final.state, final.cancelled, final.done, final.read_bytes) == ("cancelled", 24, 0, 0)  # dropped unread
+    assert jobs.redis.llen(settings.queue) == 0
+
+    # One chunk of 300 files in slices of 4: the worker stops at the next slice, not at the end of the chunk.
+    corpus = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 300, size=(64, 64), seed=5)
+    one = settings.replace(chunk_size=1000, batch_size=4)
+    second = enqueue(sorted(map(str, corpus)), one)
+    deadline = time.time() + 60
+    while jobs.get(second).in_progress < 8:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    status = Client(one).cancel(second)
     final = wait_finished(jobs, second)
-    assert status.cancelled_at and final.state == "cancelled" and final.done + final.cancelled == 24
-    assert final.done >= 4 and final.cancelled >= 4  # the running chunk finished, the queued ones were dropped
+    assert status.cancelled_at and final.state == "cancelled" and final.chunks == 1
+    assert final.done + final.cancelled == 300 and final.done >= 8 and final.cancelled >= 150, final
 
 
 def test_ctrl_c_leaves_the_job_running_and_says_how_to_follow_or_cancel_it(

@@ -231,7 +231,7 @@ def test_a_chunk_that_keeps_killing_its_worker_is_split_down_to_the_one_file(
                 except ProcessLookupError:
                     pass
         time.sleep(0.02)
-    status = jobs.get(job_id)
+    status = jobs.get(job_id, failures=10)
     assert list(status.failures) == [poison] and "its worker died 2 times" in status.failures[poison]
     assert status.done + status.skipped == len(files) - 1 and status.splits >= 3
     assert worker.proc.poll() is None

@@ -28,7 +28,7 @@ from imsim.errors import StoreUnavailable
 from imsim.ingest import Ingestor
 from imsim.jobs import JobStore
 from imsim.paths import printable
-from imsim.queue import EMBED_CHUNK, split
+from imsim.queue import EMBED_CHUNK, Chunk, job_store, split
 from imsim.settings import get_settings
 
 from .app import app
@@ -44,7 +44,7 @@ def ingestor() -> Ingestor:
 
 @lru_cache(maxsize=1)
 def jobs() -> JobStore:
-    return JobStore(get_settings().redis_url.get_secret_value())
+    return job_store(get_settings())
 
 
 class ChunkTask(Task):
@@ -92,19 +92,27 @@ class ChunkTask(Task):
 
 @app.task(name=EMBED_CHUNK, bind=True, base=ChunkTask)
 def embed_chunk(
-    self: ChunkTask, job_id: str, chunk: str | int, paths: list[str], force: bool = False, tags: dict[str, str] | None = None
+    self: ChunkTask,
+    job_id: str,
+    chunk: str | int,
+    paths: list[str],
+    force: bool = False,
+    tags: dict[str, str] | None = None,
+    checksum: bool = False,
 ) -> dict[str, Any]:
-    """Embed and store one chunk, then count its outcome on the job (once, even if redelivered)."""
-    key, settings, store = str(chunk), get_settings(), jobs()
+    """Embed and store one chunk, then count its outcome on the job (once, even if redelivered). Returns counts only:
+    the failures are on the job record, not in a second copy in Celery's results."""
+    work = Chunk(job_id, str(chunk), list(paths), force=force, checksum=checksum, tags=tags)
+    settings, store = get_settings(), jobs()
     if store.is_cancelled(job_id):
-        store.record_chunk(job_id, key, 0, 0, {}, cancelled=len(paths))
+        store.record_chunk(job_id, work.key, 0, 0, {}, cancelled=len(paths))
         return {"cancelled": len(paths)}
-    died = store.deaths(job_id, key)
+    died = store.deaths(job_id, work.key)
     if died >= settings.max_deliveries:
-        return _poison(self, job_id, key, paths, died, force, tags)
-    store.begin_attempt(
+        return _poison(self, work, died)
+    before = store.begin_attempt(
         job_id,
-        key,
+        work.key,
         {
             "worker": self.request.hostname or socket.gethostname(),
             "pid": os.getpid(),
@@ -112,37 +120,55 @@ def embed_chunk(
             "files": len(paths),
         },
     )
+    if before < 0:  # a duplicate delivery of a chunk already counted, or of a job that ended or expired
+        log.info("chunk %s of job %s: already counted or the job is over; dropped", work.key, printable(job_id))
+        return {"dropped": len(paths)}
     try:
         worker = ingestor()
         store.mark_started(job_id, worker.collections)
 
         def progress(files: int) -> None:
             try:
-                store.progress(job_id, key, files)
+                store.progress(job_id, work.key, files)
             except redis.RedisError:  # progress is for display; the chunk's result is what counts
-                log.debug("could not record progress of chunk %s", key)
+                log.debug("could not record progress of chunk %s", work.key)
 
-        result = worker.ingest(paths, job_id=job_id, force=force, tags=tags, on_progress=progress)
-        store.record_chunk(job_id, key, result.done, result.skipped, result.failures)
+        result = worker.ingest(
+            work.paths,
+            job_id=job_id,
+            force=force,
+            tags=tags,
+            on_progress=progress,
+            checksum=checksum,
+            should_stop=lambda: store.is_cancelled(job_id),
+        )
+        store.record_chunk(
+            job_id,
+            work.key,
+            result.done,
+            result.skipped,
+            result.failures,
+            result.cancelled,
+            read_bytes=result.read_bytes,
+            updated=result.updated,
+        )
         if store.is_finished(job_id):  # the job's last chunk: seal the new rows so searches use the index
             worker.seal()
-        return result.as_dict()
+        return {k: v for k, v in result.as_dict().items() if k != "failures"}
     finally:
-        store.end_attempt(job_id, key)
+        store.end_attempt(job_id, work.key)
 
 
-def _poison(
-    task: ChunkTask, job_id: str, key: str, paths: list[str], died: int, force: bool, tags: dict[str, str] | None
-) -> dict[str, Any]:
+def _poison(task: ChunkTask, work: Chunk, died: int) -> dict[str, Any]:
     """A chunk whose worker died ``died`` times: split it, or fail its one file with the reason."""
-    if len(paths) == 1:
+    if len(work.paths) == 1:
         reason = (
             f"its worker died {died} times while embedding this file (killed: out of memory? a crashing decoder?); "
             f"not retried again (IMSIM_MAX_DELIVERIES={get_settings().max_deliveries})"
         )
-        jobs().record_chunk(job_id, key, 0, 0, {paths[0]: reason})
-        log.error("chunk %s of job %s: %s: %s", key, job_id, printable(paths[0]), reason)
+        jobs().record_chunk(work.job_id, work.key, 0, 0, {work.paths[0]: reason})
+        log.error("chunk %s of job %s: %s: %s", work.key, work.job_id, printable(work.paths[0]), reason)
         return {"failed": 1}
-    parts = split(task.app, get_settings(), job_id, key, paths, force=force, tags=tags)
-    log.warning("chunk %s of job %s killed its worker %d times: split into %s", key, job_id, died, ", ".join(parts))
+    parts = split(task.app, get_settings(), work)
+    log.warning("chunk %s of job %s killed its worker %d times: split into %s", work.key, work.job_id, died, ", ".join(parts))
     return {"split": parts}

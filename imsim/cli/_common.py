@@ -37,6 +37,8 @@ EXIT_CODES = (
     "2 bad input, configuration or an unreachable service; 130 interrupted."
 )
 
+FAILURES_SHOWN = 20  # failures printed with an outcome or a status (the rest: `imsim status JOB --failures all`)
+
 ModelsOpt = Annotated[str | None, typer.Option("--models", "-m", help="Comma-separated model names (default: IMSIM_MODELS).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")]
 
@@ -72,15 +74,35 @@ def client(models: str | None = None) -> Client:
     return Client(settings_with(models))
 
 
-def print_file_report(failures: dict[str, str], unmatched: list[str], skipped_files: dict[str, int]) -> None:
+def print_file_report(
+    failures: dict[str, str],
+    unmatched: list[str],
+    skipped_files: dict[str, int],
+    *,
+    failed: int | None = None,
+    unmatched_count: int | None = None,
+    more: str = "",
+) -> None:
     """What a job did not store, file by file: failures with their reasons, inputs that matched no image, and what
-    folder walks left out (by reason)."""
+    folder walks left out (by reason). ``failed``/``unmatched_count``: the totals, when only the first are given
+    (``more`` says how to see the rest)."""
     for path, reason in failures.items():
-        console.print(f"  [red]failed[/] {escape(path)}: {escape(reason)}", markup=True, highlight=False, soft_wrap=True)
+        console.print(
+            f"  [red]failed[/] {escape(printable(path))}: {escape(reason)}", markup=True, highlight=False, soft_wrap=True
+        )
+    if failed is not None and failed > len(failures):
+        console.print(f"  ... and {failed - len(failures):,} more failed{more}", highlight=False)
     for item in unmatched:
         console.print(f"  [yellow]no image in[/] {escape(printable(item))}", markup=True, highlight=False, soft_wrap=True)
+    if unmatched_count is not None and unmatched_count > len(unmatched):
+        console.print(f"  ... and {unmatched_count - len(unmatched):,} more inputs matched no image", highlight=False)
     for reason, count in sorted(skipped_files.items()):
         console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)
+
+
+def csv_cell(text: str) -> str:
+    """A CSV cell that a spreadsheet shows as text and never runs as a formula (a file named ``=HYPERLINK(...).jpg``)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def print_json(payload: Any) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from ..jobs import JobStatus, JobStore
+from ..jobs import JobStatus
+from ..paths import printable
 from ..settings import Settings, redact
 from ._common import INTERRUPTED, console, err, print_file_report, print_json, progress
 
@@ -20,7 +21,9 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
     the queue the display says so; Ctrl-C leaves the job running and says how to follow or cancel it."""
     import redis
 
-    jobs = JobStore(settings.redis_url.get_secret_value())
+    from ..queue import job_store
+
+    jobs = job_store(settings)
     status = jobs.get(job_id)
     since, workers_checked, no_worker = time.monotonic(), False, ""
     try:
@@ -78,13 +81,18 @@ def _workers_answer(settings: Settings) -> bool:
 
 
 def print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(outcome)
+    if as_json:  # paths as they print (a byte that is not UTF-8 as \xe9): JSON text is UTF-8
+        print_json(outcome | {"failures": {printable(p): r for p, r in (outcome.get("failures") or {}).items()}})
         return
     cancelled = f", cancelled {outcome['cancelled']}" if outcome.get("cancelled") else ""
+    updated = f" ({outcome['updated']} of them re-tagged or restamped)" if outcome.get("updated") else ""
     console.print(
-        f"stored {outcome['done']}, skipped {outcome['skipped']} already stored unchanged, failed {outcome['failed']}"
-        f"{cancelled} of {outcome['total']}",
+        f"stored {outcome['done']}, skipped {outcome['skipped']} already stored unchanged{updated}, "
+        f"failed {outcome['failed']}{cancelled} of {outcome['total']}",
         highlight=False,
     )
-    print_file_report(outcome.get("failures") or {}, outcome.get("unmatched") or [], outcome.get("skipped_files") or {})
+    failures = outcome.get("failures") or {}
+    more = f" (all of them: imsim status {outcome['id']} --failures all)" if outcome.get("id") else ""
+    print_file_report(
+        failures, outcome.get("unmatched") or [], outcome.get("skipped_files") or {}, failed=outcome["failed"], more=more
+    )

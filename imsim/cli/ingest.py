@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from ..errors import ImsimError
-from ..paths import Discovery, discover, printable, read_path_list
+from ..jobs import JobStatus
+from ..paths import Discovery, PathList, Seen, iter_files, printable
+from ..queue import job_store
 from ..settings import Settings, get_settings
-from ._common import OK, SOME_FAILED, JsonOpt, console, err, print_json, print_json_or, progress
+from ..util import peeked
+from ._common import FAILURES_SHOWN, INTERRUPTED, OK, SOME_FAILED, JsonOpt, console, err, print_json, print_json_or, progress
 from .follow import follow, print_outcome
 
 app = typer.Typer()
@@ -23,13 +28,32 @@ def ingest(
         list[str] | None, typer.Argument(help="Files, folders (recursive) or globs (* stays in a folder, ** crosses folders).")
     ] = None,
     from_file: Annotated[
-        str | None, typer.Option("--from-file", help="A text file with one path per line (kept byte-exact).")
+        str | None,
+        typer.Option(
+            "--from-file",
+            help="A text file with one file path per line (byte-exact; # comments and blank lines skipped), streamed.",
+        ),
     ] = None,
+    expand: Annotated[
+        bool, typer.Option("--expand", help="Read each --from-file line as an input: folders walked, globs expanded.")
+    ] = False,
     local: Annotated[bool, typer.Option("--local", help="Run in this process: no Redis or workers needed.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow a queued job's progress until it ends.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Re-embed files already stored unchanged.")] = False,
+    checksum: Annotated[
+        bool,
+        typer.Option(
+            "--checksum",
+            help="Read and hash every file to tell whether it changed, instead of trusting size, mtime and inode.",
+        ),
+    ] = False,
     tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="key=value stored with every image (repeatable); filter with search --tag.")
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            help="key=value stored with every image (repeatable). Merged into stored tags (a key given replaces its "
+            "value, other keys stay); stored images are re-tagged without being re-embedded. Filter: search --tag.",
+        ),
     ] = None,
     activate: Annotated[
         bool, typer.Option("--activate", help="When done, make the versions just written the ones queries use.")
@@ -38,18 +62,39 @@ def ingest(
 ) -> None:
     """Embed images with every enabled model and upsert them: queued to Celery workers, or --local.
 
-    Each model version writes to its own collection; the first version of a model becomes the one queries
-    use, later ones only with --activate or `imsim models activate`. Exit code 1 when any file failed or an
-    input matched no image (the rest are stored), 2 when nothing could be ingested at all."""
-    inputs = list(paths or []) + (read_path_list(from_file) if from_file else [])
-    if not inputs:
+    Files already stored unchanged (same size, mtime and inode, or the same content) are skipped without
+    being embedded again. Each model version writes to its own collection; the first version of a model
+    becomes the one queries use, later ones only with --activate or `imsim models activate`. Exit code 1
+    when any file failed or an input matched no image (the rest are stored), 2 when nothing could be
+    ingested at all."""
+    inputs = list(paths or [])
+    listed = PathList(from_file) if from_file else None
+    if not inputs and listed is None:
         raise ImsimError("nothing to ingest: give paths, folders, globs or --from-file")
-    found = discover(inputs)
-    if not found.files:
-        raise ImsimError(f"no image files found in {', '.join(printable(i) for i in inputs)}" + _skipped_note(found))
     if activate and not local and not wait:
         raise ImsimError("--activate needs the job to finish first: drop --no-wait, or run `imsim models activate` later")
-    code = run_ingest(found, inputs, local=local, wait=wait, force=force, as_json=as_json, tags=_tags(tag), activate=activate)
+    tags = _tags(tag)
+    found, seen = Discovery(), Seen()
+    stream = iter_files(inputs, found, seen=seen)
+    if listed is not None:
+        stream = itertools.chain(stream, iter_files(listed, found, literal=not expand, seen=seen))
+    files = peeked(stream)
+    if files is None:
+        described = [*map(printable, inputs)] + ([f"--from-file {printable(listed.file)}"] if listed is not None else [])
+        raise ImsimError(f"no image files found in {', '.join(described)}" + _skipped_note(found))
+    code = run_ingest(
+        files,
+        found,
+        inputs + ([f"--from-file {listed.file}"] if listed is not None else []),
+        local=local,
+        wait=wait,
+        force=force,
+        checksum=checksum,
+        as_json=as_json,
+        tags=tags,
+        activate=activate,
+        path_list=listed,
+    )
     raise typer.Exit(code)
 
 
@@ -69,6 +114,7 @@ def _tags(items: list[str] | None) -> dict[str, str] | None:
 
 
 def run_ingest(
+    files: Iterable[str],
     found: Discovery,
     inputs: list[str],
     *,
@@ -76,31 +122,38 @@ def run_ingest(
     wait: bool,
     force: bool,
     as_json: bool,
+    checksum: bool = False,
     retry_of: str = "",
     tags: dict[str, str] | None = None,
     activate: bool = False,
+    path_list: PathList | None = None,
 ) -> int:
-    """Ingest ``found.files`` in this process (``local``) or as a queued job, report the outcome; returns the exit code."""
+    """Ingest ``files`` (a stream) in this process (``local``) or as a queued job, report the outcome; returns the
+    exit code."""
     settings = get_settings()
-    files = found.files
     if local:
-        outcome = _ingest_here(files, settings, force=force, tags=tags, activate=activate)
+        outcome = _ingest_here(files, settings, force=force, checksum=checksum, tags=tags, activate=activate)
     else:
         from ..queue import enqueue
 
-        job_id = enqueue(
-            files,
-            settings,
-            inputs=inputs,
-            force=force,
-            retry_of=retry_of,
-            tags=tags,
-            skipped=found.skipped,
-            unmatched=found.unmatched,
-        )
+        with progress() as bar:
+            task = bar.add_task("queuing", total=None, note="")
+            job_id = enqueue(
+                files,
+                settings,
+                inputs=inputs,
+                force=force,
+                checksum=checksum,
+                retry_of=retry_of,
+                tags=tags,
+                found=found,
+                path_list=path_list,
+                on_sent=lambda n: bar.advance(task, n),
+            )
+            sent = int(bar.tasks[0].completed)
+            bar.update(task, total=sent)
         err.print(
-            f"queued job [bold]{job_id}[/]: {len(files)} images in chunks of {settings.chunk_size} "
-            f"on queue '{escape(settings.queue)}'",
+            f"queued job [bold]{job_id}[/]: {sent} images in chunks of {settings.chunk_size} on queue '{escape(settings.queue)}'",
             markup=True,
             highlight=False,
         )
@@ -113,7 +166,7 @@ def run_ingest(
 
             with VectorStore(settings) as store:
                 _activate(store, status.collections)
-        outcome = status.as_dict()
+        outcome = status_outcome(status, settings)
     outcome["unmatched"] = found.unmatched
     outcome["skipped_files"] = found.skipped
     print_outcome(outcome, as_json)
@@ -121,29 +174,57 @@ def run_ingest(
 
 
 def _ingest_here(
-    files: list[str], settings: Settings, *, force: bool, tags: dict[str, str] | None, activate: bool
+    files: Iterable[str], settings: Settings, *, force: bool, checksum: bool, tags: dict[str, str] | None, activate: bool
 ) -> dict[str, Any]:
-    from ..ingest import Ingestor, ingest_local
+    from ..ingest import ChunkResult, Ingestor, ingest_local
 
+    counted = ChunkResult()
     with progress() as bar:
-        task = bar.add_task("ingest", total=len(files), note=f"loading models ({settings.models})")
+        task = bar.add_task("ingest", total=None, note=f"loading models ({settings.models})")
+
+        def announced(stream: Iterable[str]) -> Iterator[str]:
+            """The files, growing the bar's total as they are found (the bar knows the total once they all are)."""
+            for n, path in enumerate(stream, 1):
+                bar.update(task, total=n)
+                yield path
+
         with Ingestor(settings) as ingestor:
             bar.update(task, note="")
             try:
                 result = ingest_local(
-                    files, settings, ingestor=ingestor, force=force, tags=tags, on_progress=lambda n: bar.advance(task, n)
+                    announced(files),
+                    settings,
+                    ingestor=ingestor,
+                    force=force,
+                    checksum=checksum,
+                    tags=tags,
+                    on_progress=lambda n: bar.advance(task, n),
+                    on_chunk=counted.merge,
                 )
                 if activate:
                     _activate(ingestor.store, ingestor.collections)
+            except KeyboardInterrupt:
+                bar.stop()
+                err.print(
+                    f"interrupted: {counted.done} stored, {counted.skipped} unchanged, {len(counted.failures)} failed "
+                    "before the last complete chunk; run the same command again to resume (stored files are skipped)"
+                )
+                raise typer.Exit(INTERRUPTED) from None
             finally:
                 ingestor.store.close()
-    return {"total": len(files), **result.as_dict()}
+        total = int(bar.tasks[0].total or 0)
+    return {"total": total, **result.as_dict()}
 
 
 def _activate(store: Any, collections: dict[str, str]) -> None:
     for model, collection in collections.items():
         store.activate(model, collection)
         err.print(f"queries for {model} now use {collection}")
+
+
+def status_outcome(status: JobStatus, settings: Settings) -> dict[str, Any]:
+    """A finished job as an ingest outcome: its counts and its first failures (every failure: `imsim status JOB`)."""
+    return status.as_dict() | {"failures": dict(job_store(settings).failures(status.id, 0, FAILURES_SHOWN))}
 
 
 @app.command()
@@ -158,12 +239,14 @@ def retry(
     Exit code 1 when a file fails again, 2 while JOB_ID is still running."""
     from ..queue import failed_files
 
-    failed = failed_files(job_id, get_settings())
-    if not failed:
+    settings = get_settings()
+    failed = peeked(failed_files(job_id, settings))
+    if failed is None:
         err.print(f"job {job_id} has no failed files: nothing to retry")
         raise typer.Exit(OK)
     code = run_ingest(
-        Discovery(files=failed),
+        failed,
+        Discovery(),
         [f"failed files of {job_id}"],
         local=local,
         wait=wait,
@@ -176,7 +259,8 @@ def retry(
 
 @app.command()
 def cancel(job_id: str, as_json: JsonOpt = False) -> None:
-    """Cancel a queued or running job: chunks still queued are dropped, chunks a worker holds finish."""
+    """Cancel a queued or running job at once: workers drop its queued chunks unread as they reach them, and running
+    chunks stop at their next slice (what they stored stays stored)."""
     from ..queue import cancel as cancel_job
 
     status = cancel_job(job_id, get_settings())
@@ -184,8 +268,8 @@ def cancel(job_id: str, as_json: JsonOpt = False) -> None:
         print_json(status.as_dict())
         return
     console.print(
-        f"job {job_id}: {status.state}; {status.cancelled} files dropped, {status.done} stored, "
-        f"{len(status.running)} chunk(s) still finishing",
+        f"job {job_id}: {status.state}; {status.cancelled} files dropped and {status.done} stored so far; "
+        f"{len(status.running)} chunk(s) running stop at their next slice, queued chunks are dropped as workers reach them",
         highlight=False,
     )
 
@@ -194,29 +278,41 @@ def cancel(job_id: str, as_json: JsonOpt = False) -> None:
 def sync(
     paths: Annotated[list[str], typer.Argument(help="Folders (or files) whose stored rows should match the disk.")],
     local: Annotated[bool, typer.Option("--local", help="Re-embed in this process instead of queueing.")] = False,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed and re-embedded.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the queued job's progress until it ends.")] = True,
+    checksum: Annotated[
+        bool, typer.Option("--checksum", help="Hash every file to find changes, instead of trusting size, mtime and inode.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed; ingest nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove rows for files under PATHS that no longer exist, then ingest PATHS.
 
-    Changed files are re-embedded, unchanged ones skipped."""
+    Changed files are re-embedded; unchanged ones (same size, mtime and inode) are skipped without reading them."""
     from .. import maintenance
     from ..store import open_store
 
     with open_store(get_settings()) as store:
-        gone = maintenance.missing(store, paths)
-        removed = {} if dry_run else maintenance.delete(store, gone)
+        gone = maintenance.remove_missing(store, paths, dry_run=dry_run)
     err.print(
-        f"{len(gone)} stored rows point to files that no longer exist" + ("" if dry_run else "; removed from every collection")
+        f"{gone.total} stored rows point to files that no longer exist"
+        + (" (dry run: nothing removed)" if dry_run else "; removed from every collection"),
+        highlight=False,
     )
-    for path in sorted(gone.values())[:20]:
-        err.print(f"  [yellow]gone[/] {escape(path)}", markup=True, highlight=False)
-    found = discover([p for p in paths if os.path.exists(p)])
-    if dry_run or not found.files:
-        print_json_or({"missing": sorted(gone.values()), "removed": removed, "to_ingest": len(found.files)}, as_json)
+    for path in gone.sample:
+        err.print(f"  [yellow]gone[/] {escape(printable(path))}", markup=True, highlight=False)
+    if gone.total > len(gone.sample):
+        err.print(f"  ... and {gone.total - len(gone.sample)} more", highlight=False)
+    existing = [p for p in paths if os.path.exists(p)]
+    found = Discovery()
+    files = peeked(iter_files(existing, found))
+    if dry_run or files is None:
+        outcome: dict[str, Any] = {"missing": gone.total, "missing_sample": gone.sample}
+        outcome["removed" if not dry_run else "would_remove"] = gone.rows
+        print_json_or(outcome, as_json)
         return
-    raise typer.Exit(run_ingest(found, list(paths), local=local, wait=wait, force=False, as_json=as_json))
+    raise typer.Exit(
+        run_ingest(files, found, list(paths), local=local, wait=wait, force=False, checksum=checksum, as_json=as_json)
+    )
 
 
 @app.command()
@@ -224,7 +320,8 @@ def delete(
     selectors: Annotated[
         list[str],
         typer.Argument(
-            help="Row ids, paths (a folder means everything below it) or globs (* stays in a folder, ** crosses folders)."
+            help="Row ids, paths (a folder means everything below it) or globs (* stays in a folder, ** crosses folders). "
+            "A path that exists, or has stored rows, is taken literally even if it holds * ? or [."
         ),
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
@@ -235,16 +332,21 @@ def delete(
     from ..store import open_store
 
     with open_store(get_settings()) as store:
-        rows = maintenance.select(store, selectors)
-        if not rows:
-            raise ImsimError(f"no stored rows match {', '.join(selectors)}")
-        sample = sorted(rows.values())
-        err.print(f"{len(rows)} image(s) match {', '.join(selectors)}:", highlight=False)
-        for path in sample[:10]:
-            err.print(f"  {path}", highlight=False, soft_wrap=True)
-        if len(sample) > 10:
-            err.print(f"  ... and {len(sample) - 10} more", highlight=False)
-        if not yes and not typer.confirm(f"delete these {len(rows)} images from every collection?", err=True):
+        chosen = [maintenance.resolve(store, s) for s in selectors]
+        counts = maintenance.count(store, chosen)
+        matched = max(counts.values(), default=0)
+        named = ", ".join(printable(s) for s in selectors)
+        if not matched:
+            raise ImsimError(f"no stored rows match {named}")
+        err.print(
+            f"{matched} image(s) match {named} (" + ", ".join(f"{n:,} in {name}" for name, n in counts.items()) + "):",
+            highlight=False,
+        )
+        for path in maintenance.sample(store, chosen):
+            err.print(f"  {printable(path)}", highlight=False, soft_wrap=True)
+        if matched > maintenance.SAMPLE:
+            err.print(f"  ... and {matched - maintenance.SAMPLE} more", highlight=False)
+        if not yes and not typer.confirm(f"delete these {matched} images from every collection?", err=True):
             raise typer.Exit(SOME_FAILED)
-        removed = maintenance.delete(store, rows)
-    print_json_or({"matched": len(rows), "removed": removed}, as_json)
+        removed = maintenance.delete(store, chosen)
+    print_json_or({"matched": matched, "removed": removed}, as_json)

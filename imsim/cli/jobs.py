@@ -9,9 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
+from ..errors import ImsimError
 from ..jobs import JobStore
+from ..paths import printable
+from ..queue import job_store
 from ..settings import get_settings
-from ._common import SOME_FAILED, JsonOpt, console, print_file_report, print_json, stamp
+from ._common import FAILURES_SHOWN, SOME_FAILED, JsonOpt, console, csv_cell, err, print_file_report, print_json, stamp
 
 app = typer.Typer()
 
@@ -49,7 +52,7 @@ def worker(
 
 
 def _jobs() -> JobStore:
-    store = JobStore(get_settings().redis_url.get_secret_value())
+    store = job_store(get_settings())
     store.ping()
     return store
 
@@ -73,14 +76,28 @@ def status(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Show the job's progress until it ends (exit 1 if a file failed).")
     ] = False,
+    failures: Annotated[
+        str, typer.Option("--failures", help=f"How many failures to print: a number, or all (default {FAILURES_SHOWN}).")
+    ] = str(FAILURES_SHOWN),
+    csv_file: Annotated[
+        str | None, typer.Option("--csv", help="Write every failure (path, reason) to this CSV file, streamed.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """One job's counts, times, what its inputs left out, running chunks and every failure with its reason."""
-    s = _jobs().get(job_id)
+    """One job's counts, times, what its inputs left out, running chunks and its failures with their reasons.
+
+    Reading a job costs the same whatever its size: counts are kept apart from failures, which are read in pages."""
+    shown = _how_many(failures)
+    jobs = _jobs()
+    s = jobs.get(job_id)
     if follow and not s.finished_at:
         from .follow import follow as follow_job
 
         s = follow_job(job_id, get_settings())
+    s.failures = {printable(p): reason for p, reason in jobs.failures(job_id, 0, shown)} if shown else {}
+    if csv_file:
+        written = _write_csv(jobs, job_id, csv_file)
+        err.print(f"{written:,} failures written to {printable(csv_file)}", highlight=False)
     if as_json:
         print_json(s.as_dict())
         return
@@ -94,15 +111,53 @@ def status(
         f"created {stamp(s.created_at)}, started {stamp(s.started_at)}, finished {stamp(s.finished_at)}"
         + (f", cancelled {stamp(s.cancelled_at)}" if s.cancelled_at else "")
         + (f"; retry of {s.retry_of}" if s.retry_of else "")
-        + (f"; retried by {s.retried_by}" if s.retried_by else ""),
+        + (f"; retried by {s.retried_by}" if s.retried_by else "")
+        + (f"; record kept until {stamp(s.expires_at)}" if s.expires_at else ""),
         highlight=False,
     )
+    if s.enqueue_error:
+        console.print(f"  queuing stopped early: {s.enqueue_error}", highlight=False, soft_wrap=True)
     for chunk, info in sorted(s.running.items()):
         console.print(
             f"  running chunk {chunk}: {info.get('files')} files on {info.get('worker')} (pid {info.get('pid')}) "
             f"since {stamp(info.get('started'))}",
             highlight=False,
         )
-    print_file_report(s.failures, s.unmatched, s.skipped_files)
+    print_file_report(
+        s.failures,
+        s.unmatched,
+        s.skipped_files,
+        failed=s.failed,
+        unmatched_count=s.unmatched_count,
+        more=f" (all of them: imsim status {job_id} --failures all, or --csv FILE)",
+    )
     if follow and s.failed:
         raise typer.Exit(SOME_FAILED)
+
+
+def _how_many(text: str) -> int:
+    if text.strip().lower() == "all":
+        return 1 << 62
+    try:
+        value = int(text)
+    except ValueError:
+        raise ImsimError(f"--failures {text!r}: give a number or all") from None
+    if value < 0:
+        raise ImsimError(f"--failures {text!r}: give a number >= 0 or all")
+    return value
+
+
+def _write_csv(jobs: JobStore, job_id: str, target: str) -> int:
+    import csv
+
+    written = 0
+    try:
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            out = csv.writer(handle)
+            out.writerow(["path", "reason"])
+            for path, reason in jobs.iter_failures(job_id):
+                out.writerow([csv_cell(printable(path)), csv_cell(reason)])
+                written += 1
+    except OSError as exc:
+        raise ImsimError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return written

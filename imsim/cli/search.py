@@ -12,8 +12,9 @@ import typer
 from rich.table import Table
 
 from ..errors import ImsimError
+from ..paths import printable
 from ..query import Client, SearchHit
-from ._common import JsonOpt, ModelsOpt, client, console, err, print_json
+from ._common import JsonOpt, ModelsOpt, client, console, csv_cell, err, print_json, progress
 
 app = typer.Typer()
 
@@ -170,7 +171,8 @@ def duplicates(
 
     if precision not in (0.9, 0.95):
         raise ImsimError("--precision must be 0.9 or 0.95 (the thresholds imsim eval run measures)")
-    with client() as c:
+    with client() as c, progress() as bar:
+        task = bar.add_task("duplicates", total=None, note="")
         groups, used, model_used = find_groups(
             c,
             model=model,
@@ -179,6 +181,7 @@ def duplicates(
             neighbours=neighbours,
             where=Where(path_prefix=path_prefix) if path_prefix else None,
             calibration_file=calibration,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     err.print(
         f"model {model_used}, threshold {used.value:.4f} ({used.source}): {len(groups)} groups, "
@@ -192,7 +195,7 @@ def duplicates(
             for n, g in enumerate(groups, 1):
                 for member_id, path in g.members:
                     best = max((sc for a, b, sc in g.edges if member_id in (a, b)), default=0.0)
-                    writer.writerow([n, member_id, path, f"{best:.4f}"])
+                    writer.writerow([n, member_id, csv_cell(printable(path)), f"{best:.4f}"])
     payload = {
         "model": model_used,
         "threshold": used.value,
@@ -213,8 +216,16 @@ def duplicates(
 @app.command()
 def collections(as_json: JsonOpt = False) -> None:
     """imsim's collections with their model, version, dimension and row count."""
+    from ..doctor import lite_envelope_warning
+
     with client() as c:
         found = c.collections()
+        lite = c.store.lite_backend
+    if not found:
+        err.print("nothing ingested yet: no imsim collection in this store (`imsim ingest ...` creates them)")
+    warning = lite_envelope_warning({s.name: s.rows for s in found}) if lite else None
+    if warning:
+        err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if as_json:
         print_json([s.__dict__ for s in found])
         return

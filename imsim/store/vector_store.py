@@ -172,8 +172,6 @@ class VectorStore:
 
     def ensure_collection(self, info: ModelInfo) -> str:
         """Create the model version's collection if needed (and the model's alias, if it has none); refuse a dimension clash."""
-        from pymilvus import DataType, MilvusClient
-
         name = self.collection_name(info)
         if self._call("has_collection", name):
             stored = self.dimension(name)
@@ -183,25 +181,46 @@ class VectorStore:
             self._ensure_alias(info.name, name)
             return name
         index_type, params = self._index_params()
-        schema = MilvusClient.create_schema(
-            auto_id=False, enable_dynamic_field=True, description=describe_version(info, index_type, params)
+        self.create_version(
+            name,
+            info.dim,
+            description=describe_version(info, index_type, params),
+            vector_doc=vector_description(info, index_type),
+            index=(index_type, params),
+            properties=version_properties(info, index_type, params),
         )
-        for field, dtype, kwargs, description in FIELDS:
-            schema.add_field(field, getattr(DataType, dtype), description=description, **kwargs)
-        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=info.dim, description=vector_description(info, index_type))
+        self._ensure_alias(info.name, name)
+        return name
+
+    def create_version(
+        self,
+        name: str,
+        dim: int,
+        *,
+        description: str,
+        vector_doc: str,
+        index: tuple[str, dict[str, Any]],
+        properties: dict[str, str],
+    ) -> None:
+        """Create one version's collection with imsim's schema (:data:`~imsim.store.schema.FIELDS` + the vector), its
+        description, index and ``imsim.*`` properties, and load it."""
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True, description=description)
+        for field, dtype, kwargs, field_doc in FIELDS:
+            schema.add_field(field, getattr(DataType, dtype), description=field_doc, **kwargs)
+        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim, description=vector_doc)
         index_params = self.client.prepare_index_params()
-        index_params.add_index(field_name=VECTOR, index_type=index_type, metric_type=METRIC, params=params)
+        index_params.add_index(field_name=VECTOR, index_type=index[0], metric_type=METRIC, params=index[1])
         self._call(
             "create_collection",
             name,
             schema=schema,
             index_params=index_params,
             consistency_level="Strong",
-            properties=version_properties(info, index_type, params),
+            properties=properties,
         )
         self._load(name)
-        self._ensure_alias(info.name, name)
-        return name
 
     def _ensure_alias(self, model: str, collection: str) -> None:
         """The first version of a model becomes its active one; later versions wait for `imsim models activate`."""
@@ -314,10 +333,35 @@ class VectorStore:
         half = len(rows) // 2
         return {**self.upsert_each(name, rows[:half]), **self.upsert_each(name, rows[half:])}
 
-    def count(self, name: str) -> int:
+    def count(self, name: str, filter: str = "", consistency: Consistency = "Strong") -> int:
+        """Rows in the collection (matching ``filter``), counted server-side."""
         self._load(name)
-        res = self._call("query", name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        res = self._call("query", name, filter=filter, output_fields=["count(*)"], consistency_level=consistency)
         return int(res[0]["count(*)"])
+
+    def query(
+        self,
+        name: str,
+        filter: str,
+        output_fields: Sequence[str] = ("path",),
+        *,
+        limit: int = 10,
+        consistency: Consistency = "Strong",
+    ) -> list[dict[str, Any]]:
+        """At most ``limit`` rows matching ``filter`` (a bounded query: samples, existence checks)."""
+        self._load(name)
+        rows = self._call(
+            "query", name, filter=filter, output_fields=list(output_fields), limit=limit, consistency_level=consistency
+        )
+        return [dict(r) for r in rows]
+
+    def delete_where(self, name: str, filter: str) -> int:
+        """Delete every row matching ``filter`` server-side (nothing streamed to the client); returns how many there
+        were (counted first: Milvus Lite and a server report deletes differently)."""
+        present = self.count(name, filter)
+        if present:
+            self._call("delete", name, filter=filter)
+        return present
 
     @property
     def lite_backend(self) -> bool:
@@ -357,8 +401,10 @@ class VectorStore:
         filter: str = "",
         output_fields: Sequence[str] = ("path",),
         consistency: Consistency = "Strong",
+        ef: int | None = None,
     ) -> list[list[StoredHit]]:
-        """Top-k rows per query vector, best first; ``score`` is the cosine similarity.
+        """Top-k rows per query vector, best first; ``score`` is the cosine similarity. ``ef``: HNSW's search breadth
+        (default ``IMSIM_HNSW_EF_SEARCH``; at least k).
 
         ``k`` above Milvus's cap (16,384) pages through a search iterator on a server (one query vector at
         a time); Milvus Lite has no cap and answers in one search. ``consistency``: every read here defaults
@@ -374,14 +420,21 @@ class VectorStore:
                 list(self.search_iter(name, v, limit=k, filter=filter, output_fields=output_fields, consistency=consistency))
                 for v in vectors
             ]
-        return self._search(name, vectors, k, filter, output_fields, consistency)
+        return self._search(name, vectors, k, filter, output_fields, consistency, ef)
 
     def _search(
-        self, name: str, vectors: np.ndarray, k: int, filter: str, output_fields: Sequence[str], consistency: Consistency
+        self,
+        name: str,
+        vectors: np.ndarray,
+        k: int,
+        filter: str,
+        output_fields: Sequence[str],
+        consistency: Consistency,
+        ef: int | None = None,
     ) -> list[list[StoredHit]]:
         params: dict[str, Any] = {"metric_type": METRIC}
         if self.describe_index_type(name) == "HNSW":
-            params["params"] = {"ef": max(self.settings.hnsw_ef_search, k)}
+            params["params"] = {"ef": max(ef or self.settings.hnsw_ef_search, k)}
         results = self._call(
             "search",
             name,
@@ -515,12 +568,23 @@ class VectorStore:
         return len(ids)
 
     def iter_rows(
-        self, name: str, filter: str = "", output_fields: Sequence[str] = ("path",), batch: int = 2000
+        self,
+        name: str,
+        filter: str = "",
+        output_fields: Sequence[str] = ("path",),
+        batch: int = 2000,
+        consistency: Consistency = "Strong",
     ) -> Iterator[list[dict[str, Any]]]:
-        """Every row matching ``filter``, in batches of dicts (a query iterator: no top-k or offset cap)."""
+        """Every row matching ``filter``, in batches of dicts, in primary-key order (a query iterator: no top-k or
+        offset cap; its one Strong read is at the start)."""
         self._load(name)
         iterator = self._call(
-            "query_iterator", name, batch_size=batch, filter=filter, output_fields=list(output_fields), consistency_level="Strong"
+            "query_iterator",
+            name,
+            batch_size=batch,
+            filter=filter,
+            output_fields=list(output_fields),
+            consistency_level=consistency,
         )
         for rows in _pages(iterator, f"Milvus query over {name!r}"):
             yield [dict(r) for r in rows]

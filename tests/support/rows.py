@@ -18,6 +18,7 @@ def row(row_id: str, path: str, vector: Sequence[float] | np.ndarray, job_id: st
         "height": 1,
         "file_size": 1,
         "mtime": 0.0,
+        "file_version": "",
         "model_id": "m",
         "model_revision": "r",
         "ingested_at": 0,

@@ -1,0 +1,212 @@
+"""Copy every collection version from one store to another (Milvus Lite → a Milvus server) without re-embedding.
+
+The way out of Milvus Lite's envelope (docs/operations.md): each imsim collection is created on the target with
+the current schema, its description (rebuilt from the version's properties where Lite dropped it), the same
+properties (the config that reloads its model) and the same index; its rows stream across in primary-key order
+(one batch in memory) and are upserted, so a copy that stops can resume after the last batch it wrote (a
+checkpoint per collection beside the target's name in ``IMSIM_DATA_DIR/copies/``) and a copy run twice writes
+nothing twice. Each model's alias is pointed at the same version as on the source. The copy is verified by row
+counts and by a sample of vectors compared bit for bit.
+
+Duplicate-threshold calibrations (``IMSIM_DATA_DIR/calibration.json``) are keyed by model version, which the copy
+keeps: they apply to the target unchanged.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+from .schema import FIELDS, METRIC, PK, PROPERTY_PREFIX, VECTOR
+from .vector_store import VectorStore
+
+SAMPLE = 200  # vectors compared bit for bit per collection
+_DEFAULTS = {"VARCHAR": "", "INT32": 0, "INT64": 0, "DOUBLE": 0.0, "JSON": {}}  # for fields an older collection lacks
+Progress = Callable[[str, int, int], None]  # (collection, rows copied, rows in it)
+
+
+@dataclass
+class CollectionCopy:
+    name: str
+    rows: int  # rows on the source
+    copied: int  # rows upserted by this run (a resumed run copies only what is left)
+    target_rows: int
+    sampled: int
+    identical: int  # sampled vectors equal bit for bit
+
+    @property
+    def verified(self) -> bool:
+        return self.rows == self.target_rows and self.sampled == self.identical
+
+
+@dataclass
+class CopyReport:
+    collections: list[CollectionCopy] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # model alias -> collection, as set on the target
+
+    @property
+    def verified(self) -> bool:
+        return all(c.verified for c in self.collections)
+
+
+def description_of(props: dict[str, str]) -> str:
+    """A collection's description from its ``imsim.*`` properties (Milvus Lite drops descriptions; the properties
+    hold what the description says)."""
+    if props.get("description"):
+        return props["description"]
+    variant = f" {props['variant']}" if props.get("variant") else ""
+    index_type, params = index_of(props)
+    index = index_type + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
+    return (
+        f"{props.get('model', '?')}{variant} · version {props.get('version', '?')} · {props.get('dim', '?')}-d {METRIC} "
+        f"{index} · rev {props.get('revision', '?')} · {props.get('source', '?')}"
+    )
+
+
+def index_of(props: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """(index type, params) a version was created with, from its ``index`` property (``"HNSW {'M': 16, ...}"``)."""
+    index_type, _, params = props.get("index", "HNSW {}").partition(" ")
+    try:
+        parsed = ast.literal_eval(params) if params.strip() else {}
+    except (ValueError, SyntaxError):
+        parsed = {}
+    return index_type or "HNSW", parsed if isinstance(parsed, dict) else {}
+
+
+def _create_like(source: VectorStore, target: VectorStore, name: str) -> None:
+    props = source.properties(name)
+    dim = source.dimension(name)
+    vector_doc = next((f.get("description") for f in source.describe(name)["fields"] if f["name"] == VECTOR), "")
+    target.create_version(
+        name,
+        dim,
+        description=description_of(props),
+        vector_doc=vector_doc or f"{props.get('model', '?')} embedding: {dim}-d, L2-normalised, {METRIC}.",
+        index=index_of(props),
+        properties={PROPERTY_PREFIX + k: v for k, v in {**props, "description": description_of(props)}.items()},
+    )
+
+
+def _normalised(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the target's schema wants it: every declared field present (an older collection may lack one)."""
+    out = {k: v for k, v in row.items() if not k.startswith("$")}
+    for field_name, dtype, _, _ in FIELDS:
+        out.setdefault(field_name, _DEFAULTS[dtype])
+    return out
+
+
+class Checkpoints:
+    """Where each collection's copy to one target got to: the last primary key written, in a small JSON file."""
+
+    def __init__(self, data_dir: Path, target: str):
+        digest = hashlib.sha256(target.encode()).hexdigest()[:12]
+        self.folder = data_dir / "copies" / digest
+
+    def _file(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def last(self, name: str) -> str | None:
+        try:
+            return str(json.loads(self._file(name).read_text())["last_id"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def save(self, name: str, last_id: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self._file(name).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"last_id": last_id}))
+        tmp.replace(self._file(name))
+
+    def clear(self, name: str) -> None:
+        self._file(name).unlink(missing_ok=True)
+
+
+def copy_collection(
+    source: VectorStore,
+    target: VectorStore,
+    name: str,
+    checkpoints: Checkpoints,
+    *,
+    batch: int = 1000,
+    restart: bool = False,
+    on_progress: Progress | None = None,
+) -> CollectionCopy:
+    """Copy one collection (create it on the target if needed, resume after its checkpoint), then verify it."""
+    from .. import expr
+
+    if name not in target.collections():
+        _create_like(source, target, name)
+    elif target.dimension(name) != source.dimension(name):
+        raise StoreError(f"{name!r} exists on the target with another dimension; refusing to mix vectors")
+    total = source.count(name)
+    after = None if restart else checkpoints.last(name)
+    condition = f"{PK} > {expr.quote(after)}" if after else ""
+    copied = 0
+    for rows in source.iter_rows(name, condition, output_fields=["*", VECTOR], batch=batch):
+        target.upsert(name, [_normalised(r) for r in rows], batch=batch)
+        copied += len(rows)
+        checkpoints.save(name, str(max(r[PK] for r in rows)))
+        if on_progress is not None:
+            on_progress(name, copied, total)
+    target.flush(name)
+    target_rows = target.count(name)
+    sampled, identical = _compare_sample(source, target, name)
+    return CollectionCopy(name, total, copied, target_rows, sampled, identical)
+
+
+def _compare_sample(source: VectorStore, target: VectorStore, name: str) -> tuple[int, int]:
+    """A sample of ids (a reservoir over the first ids streamed) whose vectors must be equal bit for bit."""
+    ids: list[str] = []
+    seen = 0
+    rng = random.Random(0)
+    for rows in source.iter_rows(name, "", output_fields=[PK], batch=4000):
+        for r in rows:
+            seen += 1
+            if len(ids) < SAMPLE:
+                ids.append(r[PK])
+            elif (j := rng.randrange(seen)) < SAMPLE:
+                ids[j] = r[PK]
+    if not ids:
+        return 0, 0
+    want = source.get_vectors(name, ids)
+    got = target.get_vectors(name, ids)
+    same = sum(1 for i in ids if i in got and np.array_equal(want[i].view(np.uint32), got[i].view(np.uint32)))
+    return len(ids), same
+
+
+def copy_store(
+    source: VectorStore,
+    target: VectorStore,
+    data_dir: Path,
+    *,
+    batch: int = 1000,
+    restart: bool = False,
+    on_progress: Progress | None = None,
+) -> CopyReport:
+    """Copy every imsim collection of ``source`` to ``target``, then point each model's alias at the same version."""
+    if source.uri == target.uri:
+        raise StoreError("the source and the target are the same store")
+    checkpoints = Checkpoints(data_dir, target.uri)
+    report = CopyReport()
+    models: set[str] = set()
+    for name in source.collections():
+        report.collections.append(
+            copy_collection(source, target, name, checkpoints, batch=batch, restart=restart, on_progress=on_progress)
+        )
+        models.add(source.properties(name).get("model", ""))
+    for model in sorted(m for m in models if m):
+        active = source.active_collection(model)
+        if active is None:
+            continue
+        target.activate(model, active)
+        report.aliases[target.alias_name(model)] = active
+    return report
