@@ -17,9 +17,6 @@ if TYPE_CHECKING:
     from .store import VectorStore
 
 Status = Literal["ok", "warn", "fail"]
-# Milvus Lite's measured envelope (docs/operations.md, "Milvus Lite's envelope"; `python benchmarks/scale.py lite`):
-# past this many rows in one collection, writes fall to ~100-150 rows/s and a search takes ~0.1 s or more.
-LITE_ROWS_WARNING = 100_000
 
 
 @dataclass(frozen=True)
@@ -120,20 +117,21 @@ def check_store(settings: Settings) -> tuple[list[Check], VectorStore | None]:
             )
         )
     if store.lite_backend:
-        warning = lite_envelope_warning({n: store.count(n) for n in names})
+        warning = lite_envelope_warning({n: store.count(n) for n in names}, settings.lite_warn_rows)
         if warning:
             checks.append(Check("milvus lite size", "warn", warning))
     return checks, store
 
 
-def lite_envelope_warning(rows: dict[str, int]) -> str | None:
-    """A sentence for Milvus Lite collections past its measured envelope, with the way out; None when all fit."""
-    over = {name: n for name, n in rows.items() if n > LITE_ROWS_WARNING}
+def lite_envelope_warning(rows: dict[str, int], limit: int) -> str | None:
+    """A sentence for Milvus Lite collections past ``limit`` rows (``IMSIM_LITE_WARN_ROWS``, its measured envelope:
+    docs/operations.md, `python benchmarks/scale.py lite`), with the way out; None when all fit."""
+    over = {name: n for name, n in rows.items() if n > limit}
     if not over:
         return None
     listed = ", ".join(f"{name} ({n:,} rows)" for name, n in sorted(over.items()))
     return (
-        f"past Milvus Lite's envelope of {LITE_ROWS_WARNING:,} rows per collection: {listed}. There, writes fall to "
+        f"past Milvus Lite's envelope of {limit:,} rows per collection: {listed}. There, writes fall to "
         "~100-150 rows/s, a search takes 0.1 s or more and memory grows ~1.6 GB per 100k images (docs/operations.md). "
         "Move to a Milvus server without re-embedding: `imsim store copy --to http://HOST:19530`"
     )

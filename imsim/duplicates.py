@@ -9,7 +9,7 @@ largest cosine, pairs found by any single model at the threshold are complete ca
 exactly from the stored vectors, a block of pairs at a time.
 
 The threshold is, in order: the one given; the one ``imsim eval run`` measured for this model version
-(95 % precision by default, :mod:`imsim.eval.calibration`); a per-family default measured on a labelled
+(95 % precision by default, :mod:`imsim.calibration`); a per-family default measured on a labelled
 set (:data:`DEFAULT_THRESHOLDS`, see docs/duplicates.md); otherwise a clear error, because a similarity
 scale without a measurement is a guess (immich users report thousands of false duplicates from one).
 """
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from . import calibration
 from . import fusion as fusion_maths
 from .errors import ImsimError
-from .eval import calibration
 from .expr import Where
 from .query import Client
 from .store import VECTOR, VectorStore
@@ -37,7 +37,7 @@ DEFAULT_THRESHOLDS: dict[str, tuple[float, str]] = {}
 COPY_ORIENTED = ("sscd", "dinov2")  # preferred when no model is named, in this order
 SEARCH_BATCH = 1024  # rows searched per request on a server (measured: ~1,100 rows/s at 100k x 768 on 2 cores)
 DUPLICATES_EF = 64  # HNSW breadth for the k-NN graph: near-duplicates are each other's nearest, found at a small ef
-EXACT_BLOCK_FLOATS = 32 * 1024 * 1024  # scores held at once by the exact (Lite) path: 128 MB of float32
+EXACT_BLOCK_FLOATS = 8 * 1024 * 1024  # scores held at once by the exact (Lite) path: 32 MB (+ 64 MB of indices)
 Progress = Callable[[int, int], None]  # (rows searched, rows in all)
 
 
@@ -198,7 +198,7 @@ def _exact_neighbours(
 ) -> Iterator[tuple[list[dict[str, Any]], list[list[Hit]]]]:
     """Each row with its ``k`` nearest, exactly, in this process: Milvus Lite walks every row in Python for each search
     (hours at 100k rows), so its vectors are read once into memory (N x dim float32: 300 MB at 100k x 768) and compared
-    block by block with one matrix product each (each block's scores bounded to ~128 MB)."""
+    block by block with one matrix product each (each block's scores bounded to ~32 MB)."""
     ids: list[str] = []
     paths: list[str] = []
     blocks: list[np.ndarray] = []
@@ -216,7 +216,11 @@ def _exact_neighbours(
     step = max(1, min(batch, EXACT_BLOCK_FLOATS // count))
     for start in range(0, count, step):
         scores = matrix[start : start + step] @ matrix.T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < count else np.tile(np.arange(count), (len(scores), 1))
+        top = (
+            np.argpartition(scores, count - k, axis=1)[:, count - k :]
+            if k < count
+            else np.tile(np.arange(count), (len(scores), 1))
+        )
         rows = [{"id": ids[i], "path": paths[i]} for i in range(start, start + len(scores))]
         yield rows, [[(ids[j], paths[j], float(scores[r, j])) for j in top[r]] for r in range(len(scores))]
 

@@ -371,9 +371,11 @@ def ingest_local(
     tags: dict[str, str] | None = None,
     on_progress: Progress | None = None,
     on_chunk: Callable[[ChunkResult], None] | None = None,
+    seal: bool = True,
 ) -> ChunkResult:
     """Run the whole ingest in this process, chunk by chunk (no Redis, no Celery); ``paths`` is consumed lazily.
-    ``on_chunk`` is told each chunk's result as it ends (so an interrupted run can say what it stored)."""
+    ``on_chunk`` is told each chunk's result as it ends (so an interrupted run can say what it stored); ``seal``:
+    flush what was written at the end (as a job's last chunk does)."""
     own = ingestor is None
     worker = ingestor or Ingestor(settings)
     total = ChunkResult()
@@ -383,7 +385,7 @@ def ingest_local(
             total.merge(part)
             if on_chunk is not None:
                 on_chunk(part)
-        if total.done or total.updated:
+        if seal and (total.done or total.updated):
             worker.seal()
     finally:
         if own:

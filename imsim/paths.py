@@ -225,6 +225,11 @@ class Seen:
         return True
 
 
+class _NeverSeen(Seen):
+    def first(self, path: str) -> bool:
+        return True
+
+
 def iter_files(
     inputs: Iterable[str | os.PathLike[str]], found: Discovery, *, literal: bool = False, seen: Seen | None = None
 ) -> Iterator[str]:
@@ -233,7 +238,10 @@ def iter_files(
     ``literal``: every input is a file (the lines of a path list): no folder walk or glob expansion, nothing probed
     on disk (a million listed paths cost what reading the list costs). What was left out is counted in ``found``;
     an input that yields nothing is appended to ``found.unmatched``. ``seen`` is shared by streams that must not
-    repeat each other's paths."""
+    repeat each other's paths; without it, one folder or glob given alone is walked without remembering what it
+    yielded (a walk never repeats a path)."""
+    if seen is None and isinstance(inputs, (list, tuple)) and len(inputs) == 1 and not literal:
+        seen = _NeverSeen()
     seen = seen if seen is not None else Seen()
     for raw in inputs:
         matched = False

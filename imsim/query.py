@@ -28,7 +28,7 @@ from .errors import ImsimError, ModelError, QueueError, StoreError
 from .expr import Where, both
 from .models import Embedder
 from .settings import Settings, get_settings
-from .store import StoredHit, VectorStore, open_store
+from .store import StoredHit, VectorStore, cosine, open_store
 
 if TYPE_CHECKING:
     from .jobs import JobStatus
@@ -158,7 +158,7 @@ class Client:
     def compare(self, a: Any, b: Any, models: Sequence[str] | str | None = None) -> dict[str, float]:
         """Cosine similarity of two images per model."""
         vectors = self.embed_many([a, b], models)
-        return {n: float(np.dot(v[0], v[1])) for n, v in vectors.items()}
+        return {n: cosine(np.dot(v[0], v[1])) for n, v in vectors.items()}
 
     def stored_vectors(self, like: str, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """The stored vectors of one image, by row id or path, per model that has it (no re-embedding)."""
@@ -303,6 +303,7 @@ class Client:
             raise ImsimError(f"k must be at least 1, got {k}")
         names = list(queries)
         collections = {n: self.collection(n) for n in names}
+        calibrated = self.calibrated_fusion(names) if method == "calibrated" and len(names) > 1 else None
         expressions = self._per_model(names, lambda n: self._expression(collections[n], where, filter), collections)
         lists_by_model = self._per_model(
             names, lambda n: self._top(collections[n], queries[n], k, expressions[n], where), collections
@@ -317,7 +318,25 @@ class Client:
                 missing[n] |= found.difference(h.id for h in per_model[n])
         level = self.settings.search_consistency
         vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(missing[n]), level), collections)
-        return [self._fuse(per_model, {n: queries[n][q] for n in names}, vectors, method, k) for q, per_model in enumerate(lists)]
+        return [
+            self._fuse(per_model, {n: queries[n][q] for n in names}, vectors, method, k, calibrated)
+            for q, per_model in enumerate(lists)
+        ]
+
+    def calibrated_fusion(self, names: Sequence[str]) -> tuple[dict[str, float], float]:
+        """(weights, bias) of the calibrated fusion of these models' active versions, fitted by `imsim eval run` on a
+        labelled benchmark and applied with `imsim eval apply`; a clear error when there is none."""
+        from . import calibration
+
+        versions = [(n, self.store.properties(self.collection(n)).get("version", "")) for n in names]
+        key = calibration.fused_key("calibrated", versions)
+        found = calibration.fusion_params(calibration.path(self.settings.data_dir), key)
+        if found is None:
+            raise ImsimError(
+                f"no calibrated fusion for {key}: fit one on your images (`imsim eval run --bench ... --fusion calibrated`) "
+                "and apply it (`imsim eval apply OUT/calibration.json`), or use --fusion rrf or weighted"
+            )
+        return found
 
     def _per_model(self, names: list[str], call: Callable[[str], Any], collections: dict[str, str]) -> dict[str, Any]:
         """``call(name)`` for every model, concurrently (each is a round trip to Milvus: the slowest, not the sum).
@@ -344,6 +363,7 @@ class Client:
         vectors: dict[str, dict[str, np.ndarray]],
         method: str,
         k: int,
+        calibrated: tuple[dict[str, float], float] | None = None,
     ) -> list[SearchHit]:
         names = list(per_model)
         paths = {h.id: str(h.fields.get("path", "")) for hits in per_model.values() for h in hits}
@@ -352,11 +372,13 @@ class Client:
         for n in names:
             for i in paths:
                 if i not in scores[n] and i in vectors[n]:
-                    scores[n][i] = float(np.dot(vectors[n][i], queries[n]))
+                    scores[n][i] = cosine(np.dot(vectors[n][i], queries[n]))
         if method == "rrf":
             fused = fusion_maths.rrf({n: [h.id for h in per_model[n]] for n in names}, k=self.settings.rrf_k)
         elif method == "weighted":
             fused = fusion_maths.weighted(scores, self.settings.weights)
+        elif method == "calibrated" and calibrated is not None:
+            fused = fusion_maths.calibrated(scores, *calibrated)
         else:  # "none": the first model's own ranking
             fused = {h.id: h.score for h in per_model[names[0]]}
         return [

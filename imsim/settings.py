@@ -35,7 +35,7 @@ DEFAULT_DATA_DIR = Path.home() / ".imsim"
 DEFAULT_ENV_FILE = DEFAULT_DATA_DIR / "imsim.env"
 PREFIX = "IMSIM_"
 
-Fusion = Literal["rrf", "weighted", "none"]
+Fusion = Literal["rrf", "weighted", "calibrated", "none"]
 Consistency = Literal["Strong", "Bounded", "Session", "Eventually"]
 
 
@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(16, ge=4, le=64, description="HNSW graph degree M.")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW efConstruction.")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW ef at query time (raised to k when k is larger).")
+    lite_warn_rows: int = Field(
+        100_000,
+        ge=1,
+        description="Rows per collection past which `imsim doctor` and `imsim collections` warn that Milvus Lite is "
+        "outgrown (its measured envelope: docs/operations.md) and name `imsim store copy`.",
+    )
     search_consistency: Consistency = Field(
         "Bounded",
         description=(
@@ -164,7 +170,11 @@ class Settings(BaseSettings):
     )
 
     # --- query -----------------------------------------------------------------------
-    fusion: Fusion = Field("rrf", description="Default fusion of per-model results: rrf, weighted or none.")
+    fusion: Fusion = Field(
+        "rrf",
+        description="Default fusion of per-model results: rrf, weighted, calibrated (a match probability fitted by "
+        "`imsim eval run` on your images, applied with `imsim eval apply`) or none.",
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k.")
     fusion_weights: str = Field("", description="Weights for weighted fusion, e.g. 'clip=0.3,dinov2=0.7' (default equal).")
 
@@ -233,6 +243,12 @@ class Settings(BaseSettings):
             unknown = [n for n in names if n not in registry.names()]
             if unknown:
                 raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(registry.names())}")
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(
+                    f"{repeated[0]!r} is named twice: one family embeds with one configuration per run (to compare two "
+                    "wirings of one family, use `imsim eval run --models A=onnx@...,B=onnx@...`)"
+                )
         return value
 
     # --- derived -----------------------------------------------------------------------

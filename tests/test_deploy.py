@@ -205,3 +205,10 @@ def test_doctor_reports_health_and_plain_words_for_each_problem(
     lite = settings_env(make_settings(tiny_model_dirs, tmp_path / "lite"))
     text = cli({**lite, "COLUMNS": "200"}, "doctor", "--no-queue", "--no-models").stdout
     assert "Milvus Lite file can be open in one process only" in text
+
+    # Past Milvus Lite's envelope (24 rows against a limit of 20 here), doctor and collections say so and name the way out
+    small = {**env, "IMSIM_LITE_WARN_ROWS": "20", "COLUMNS": "200"}
+    checks = {c["name"]: c for c in json.loads(cli(small, "doctor", "--no-queue", "--no-models", "--json").stdout)}
+    assert checks["milvus lite size"]["status"] == "warn" and "imsim store copy --to" in checks["milvus lite size"]["detail"]
+    assert "(24 rows)" in checks["milvus lite size"]["detail"]
+    assert "imsim store copy --to" in cli(small, "collections").stderr

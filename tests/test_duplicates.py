@@ -9,9 +9,9 @@ import shutil
 import pytest
 from PIL import Image
 
+from imsim import calibration
 from imsim.duplicates import components, find_groups
 from imsim.errors import ImsimError
-from imsim.eval import calibration
 from imsim.expr import Where
 from imsim.ingest import Ingestor, ingest_local
 from imsim.paths import discover

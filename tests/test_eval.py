@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imsim import calibration, fusion
 from imsim.errors import ImsimError
-from imsim.eval import calibration, edits, metrics
+from imsim.eval import edits, metrics
+from imsim.eval import runner as runner_module
 from imsim.eval.build import Benchmark, BenchmarkError, Groups, build_copydetect
 from imsim.eval.runner import Evaluation, parse_models, pca_whitening
 
@@ -40,29 +42,92 @@ def test_micro_ap_recall_at_precision_and_thresholds_by_hand():
     assert curve.recall_at_precision(0.9) == pytest.approx(1 / 3)
     assert curve.recall_at_precision(0.6) == pytest.approx(2 / 3)
     assert curve.threshold_for_precision(0.9) == 0.9
-    assert curve.threshold_for_precision(0.5) == 0.6  # score >= 0.6: 2 of 4 right
+    # P >= 0.5 is kept up to 0.6 (2 of 4) but recall 2/3 is first reached at 0.7 (2 of 3): the safest threshold
+    assert curve.threshold_for_precision(0.5) == 0.7
     assert metrics.pr_curve([("q4", "r1", 0.9)], truth).threshold_for_precision(0.5) is None
+
+
+# Hand-made cases with the values the ISC2021 definition gives (facebookresearch/isc2021, isc/metrics.py): predictions
+# are ranked by score, equal scores false first; µAP = sum of precision x recall gained; the operating point at a
+# precision is the highest recall reaching it, at its first (highest-scoring) prediction; R@k per ground-truth pair,
+# rank = the query's predictions scoring at least as high as the true one, minus one.
+
+
+def test_tied_scores_rank_false_first_so_order_and_a_constant_score_earn_nothing():
+    truth = {"a": "R1"}
+    forward = metrics.micro_ap(metrics.pr_curve([("a", "R1", 0.5), ("z", "R9", 0.5)], truth))
+    backward = metrics.micro_ap(metrics.pr_curve([("z", "R9", 0.5), ("a", "R1", 0.5)], truth))
+    assert forward == backward == pytest.approx(0.5)  # FP first: precision 1/2 when the TP arrives
+    # a constant score for everything: 2 true among 6 -> the TPs come last: P = 1/5 and 2/6 where recall rises
+    truth = {"q1": "r1", "q2": "r2"}
+    flat = [("q1", "r1", 1.0), ("q1", "x", 1.0), ("q2", "r2", 1.0), ("q2", "y", 1.0), ("q3", "z", 1.0), ("q4", "w", 1.0)]
+    assert metrics.micro_ap(metrics.pr_curve(flat, truth)) == pytest.approx(0.5 * (1 / 5) + 0.5 * (2 / 6))
 
 
 def test_tied_scores_share_a_threshold():
     truth = {"a": "x", "b": "y"}
     curve = metrics.pr_curve([("a", "x", 0.8), ("b", "z", 0.8), ("b", "y", 0.5)], truth)
-    # at 0.8 both predictions come together: precision 1/2 there, never 1
+    # at 0.8: the FP first, then the TP: precision 0, then 1/2; at 0.5 2/3
+    np.testing.assert_allclose(curve.precision, [0, 0.5, 2 / 3])
     assert curve.threshold_for_precision(0.9) is None and curve.threshold_for_precision(0.5) == 0.5
+    assert curve.recall_at_precision(0.5) == 1.0
 
 
-def test_recall_at_k_and_group_metrics_by_hand():
+def test_no_match_queries_several_positives_and_repeated_pairs():
+    truth = {"q1": {"r1", "r2"}, "q2": "r3"}  # q1 has two originals; q9 (no copy) only adds false positives
+    predictions = [
+        ("q1", "r1", 0.95),
+        ("q9", "r1", 0.9),
+        ("q1", "r2", 0.8),
+        ("q1", "r2", 0.3),  # repeated: counted once at 0.8
+        ("q2", "r4", 0.8),
+        ("q2", "r3", 0.6),
+    ]
+    curve = metrics.pr_curve(predictions, truth)
+    # 0.95 TP, 0.9 FP, 0.8 {FP (q2,r4) first, then TP (q1,r2)}, 0.6 TP; 3 positives
+    np.testing.assert_allclose(curve.precision, [1, 1 / 2, 1 / 3, 2 / 4, 3 / 5])
+    np.testing.assert_allclose(curve.recall, [1 / 3, 1 / 3, 1 / 3, 2 / 3, 1])
+    assert metrics.micro_ap(curve) == pytest.approx(1 / 3 * 1 + 1 / 3 * 2 / 4 + 1 / 3 * 3 / 5)
+    assert curve.recall_at_precision(0.9) == pytest.approx(1 / 3) and curve.threshold_for_precision(0.9) == 0.95
+    assert curve.recall_at_precision(0.6) == pytest.approx(1.0) and curve.threshold_for_precision(0.6) == 0.6
+    assert curve.recall_at_precision(0.7) == pytest.approx(1 / 3)
+
+
+def test_recall_at_k_counts_ties_pessimistically_per_ground_truth_pair():
     truth = {"q1": "r1", "q2": "r2", "q3": "r3"}
-    rankings = {"q1": ["r1", "r4"], "q2": ["r4", "r5", "r2"], "q3": ["r9"], "q4": ["r1"]}
+    rankings = {
+        "q1": [("r1", 0.9), ("r4", 0.5)],  # rank 1
+        "q2": [("r4", 0.7), ("r5", 0.6), ("r2", 0.5)],  # rank 3
+        "q3": [("r9", 0.9)],  # never predicted
+        "q4": [("r1", 0.9)],  # no copy: not counted
+    }
     assert metrics.recall_at_k(rankings, truth, 1) == pytest.approx(1 / 3)
     assert metrics.recall_at_k(rankings, truth, 3) == pytest.approx(2 / 3)
-    assert metrics.average_precision(["a", "x", "b", "y"], {"a", "b", "c"}) == pytest.approx((1 + 2 / 3) / 3)
+    # 20 byte-identical flags: the true one ties with the others -> rank 20, not 1, whatever order Milvus returned
+    tied = {"q": [("r", 1.0)] + [(f"x{i}", 1.0) for i in range(19)]}
+    assert metrics.recall_at_k(tied, {"q": "r"}, 1) == 0.0 and metrics.recall_at_k(tied, {"q": "r"}, 20) == 1.0
+    # two originals for one query: two pairs, each ranked on its own
+    assert metrics.recall_at_k({"q": [("a", 0.9), ("b", 0.8)]}, {"q": {"a", "b"}}, 1) == pytest.approx(0.5)
+
+
+def test_group_metrics_by_hand_with_ties():
+    assert metrics.average_precision([("a", 0.9), ("x", 0.8), ("b", 0.7), ("y", 0.6)], {"a", "b", "c"}) == pytest.approx(
+        (1 + 2 / 3) / 3
+    )
+    # a tie between a relevant and an irrelevant item puts the irrelevant one first
+    assert metrics.average_precision([("a", 0.5), ("x", 0.5)], {"a"}) == pytest.approx(1 / 2)
     groups = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "c1": "C"}
-    group_rankings = {"a1": ["a1", "b1", "a2", "a3"], "b1": ["b2", "a1"], "c1": ["a1"]}
+    group_rankings = {
+        "a1": [("a1", 1.0), ("b1", 0.9), ("a2", 0.8), ("a3", 0.7)],
+        "b1": [("b2", 0.9), ("a1", 0.8)],
+        "c1": [("a1", 0.9)],
+    }
     # a1: relevant {a2, a3} at ranks 2 and 3 (itself removed) -> (1/2 + 2/3)/2; b1: b2 at rank 1 -> 1; c1: no other member
     assert metrics.mean_average_precision(group_rankings, groups) == pytest.approx(((1 / 2 + 2 / 3) / 2 + 1) / 2)
     assert metrics.group_recall_at_k(group_rankings, groups, 1) == pytest.approx(1 / 2)
     assert metrics.group_recall_at_k(group_rankings, groups, 2) == pytest.approx(1.0)
+    tied = {"b1": [("a1", 0.9), ("b2", 0.9)]}
+    assert metrics.group_recall_at_k(tied, groups, 1) == 0.0
 
 
 def test_pca_whitening_decorrelates_the_training_set():
@@ -312,8 +377,8 @@ def test_group_run_matches_an_independent_map(tiny_model_dirs, tmp_path):
 
     paths = sorted(groups.members)
     vecs = Client(settings.replace(models="dinov2")).embed_many(paths, "dinov2")["dinov2"]
-    order = np.argsort(-(vecs @ vecs.T), axis=1)
-    rankings = {p: [paths[j] for j in order[i]] for i, p in enumerate(paths)}
+    scores = vecs @ vecs.T
+    rankings = {p: [(paths[j], float(scores[i, j])) for j in range(len(paths))] for i, p in enumerate(paths)}
     assert results["dinov2"].map == pytest.approx(metrics.mean_average_precision(rankings, groups.members), abs=1e-6)
 
 
@@ -359,3 +424,114 @@ def test_cli_build_and_run_write_a_report_with_plots(cli, tiny_model_dirs, tmp_p
         assert Image.open(out / plot).size[0] > 500
     proc = cli(env, "eval", "run", "--out", str(out), check=False)
     assert proc.returncode == 2 and "--bench" in proc.stderr
+
+
+# --- positives by source, the calibrated fusion ------------------------------------------------------
+
+
+def _bench_with_repeated_sources(root, photos):
+    """5 references; q0, q1 two copies of r0's original; q2, q3 two copies of one original that is no reference."""
+    import csv as csv_module
+
+    from PIL import Image
+
+    (root / "references").mkdir(parents=True)
+    (root / "queries").mkdir()
+    for i, photo in enumerate(photos[:5]):
+        Image.open(photo).convert("RGB").save(root / "references" / f"r{i}.jpg", quality=95)
+    Image.open(photos[0]).convert("RGB").save(root / "queries" / "q0.jpg", quality=70)
+    Image.open(photos[0]).convert("RGB").rotate(3).save(root / "queries" / "q1.jpg", quality=90)
+    Image.open(photos[6]).convert("RGB").save(root / "queries" / "q2.jpg", quality=70)
+    Image.open(photos[6]).convert("RGB").rotate(3).save(root / "queries" / "q3.jpg", quality=90)
+    rows = [("q0", "r0", photos[0].name), ("q1", "r0", photos[0].name), ("q2", "", photos[6].name), ("q3", "", photos[6].name)]
+    with open(root / "queries.csv", "w", newline="") as fh:
+        writer = csv_module.writer(fh)
+        writer.writerow(["query_id", "reference_id", "edits", "source"])
+        writer.writerows((q, r, "", s) for q, r, s in rows)
+    return root
+
+
+def test_two_images_of_one_original_are_a_true_pair_transitively(tmp_path):
+    photos = sorted((SAMPLES / "photos").glob("*.jpg"))
+    bench = Benchmark.load(_bench_with_repeated_sources(tmp_path / "b", photos))
+    assert sorted(sorted(c) for c in bench.copy_classes()) == [["q0", "q1", "r0"], ["q2", "q3"]]
+    assert bench.sources == {"q0": photos[0].name, "q1": photos[0].name, "q2": photos[6].name, "q3": photos[6].name}
+
+
+def test_duplicates_calibration_counts_copies_of_one_original_as_true_pairs(tiny_model_dirs, tmp_path):
+    """Two queries of one reference (and two copies of one no-match original) used to be negatives: every "false" pair
+    at the calibrated threshold was such a pair, which pushed the threshold up and recall down 3-5x."""
+    from imsim.paths import path_id
+
+    photos = sorted((SAMPLES / "photos").glob("*.jpg"))
+    bench = Benchmark.load(_bench_with_repeated_sources(tmp_path / "b", photos))
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    evaluation = Evaluation(parse_models("dinov2"), settings, tmp_path / "out")
+    evaluation.copydetect(bench, [])
+    (result,) = evaluation.report.duplicates
+    files = {**bench.references, **bench.queries}
+    want = {("q0", "r0"), ("q1", "r0"), ("q0", "q1"), ("q2", "q3")}
+    assert result.positives == len(want) == 4  # the ground truth alone has 2
+    quality = runner_module.duplicate_quality(
+        [(min(path_id(files[a]), path_id(files[b])), max(path_id(files[a]), path_id(files[b])), 0.99) for a, b in want],
+        0.5,
+        {tuple(sorted((path_id(files[a]), path_id(files[b])))) for a, b in want},
+        [path_id(f) for f in files.values()],
+    )
+    assert quality["edge_precision"] == quality["edge_recall"] == 1.0
+
+
+def test_logistic_fit_recovers_the_weights_it_was_drawn_from():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, size=(20_000, 2))
+    p = 1 / (1 + np.exp(-(3.0 * x[:, 0] - 2.0 * x[:, 1] + 0.5)))
+    weights, bias = fusion.fit_logistic(x, (rng.uniform(size=len(p)) < p).astype(float), l2=0.0)
+    np.testing.assert_allclose(weights, [3.0, -2.0], atol=0.15)
+    assert bias == pytest.approx(0.5, abs=0.1)
+    fused = fusion.calibrated({"a": {"x": 0.9, "y": 0.1}, "b": {"x": 0.2}}, {"a": 3.0, "b": -2.0}, 0.5)
+    assert fused["x"] == pytest.approx(1 / (1 + np.exp(-(0.5 + 2.7 - 0.4))))
+    assert fused["y"] == pytest.approx(1 / (1 + np.exp(-(0.5 + 0.3))))  # no score from b: counted as 0
+
+
+def test_cross_fitting_never_scores_a_query_with_weights_that_saw_it():
+    candidates = {f"q{i}": [(f"r{i}", [0.9, 0.1]), (f"r{i + 1}", [0.2, 0.3])] for i in range(40)}
+    truth = {f"q{i}": f"r{i}" for i in range(40)}
+    seen_by: dict[str, set[str]] = {}
+
+    def spy(cands, labels, queries):
+        fitted = set(queries)
+        for q in cands:
+            if q not in fitted:
+                seen_by.setdefault(q, set()).update(fitted)
+        return runner_module.fit_fusion(cands, labels, queries)
+
+    rankings = runner_module.cross_fitted(candidates, truth, depth=10, fit=spy)
+    assert set(rankings) == set(candidates)
+    assert all(q not in fitted for q, fitted in seen_by.items())
+    assert len({runner_module.fold_of(q) for q in candidates}) == runner_module.CV_FOLDS
+    assert all(r[0][0] == truth[q] for q, r in rankings.items())  # the pattern generalises across folds
+
+
+def test_the_calibrated_fusion_is_scored_applied_and_searched(cli, tiny_model_dirs, tmp_path, small_bench):
+    from .support.servers import settings_env
+
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    env = settings_env(settings)
+    out = tmp_path / "out"
+    cli(env, "ingest", "--local", str(SAMPLES / "photos"))
+    proc = cli(env, "search", str(SAMPLES / "photos" / "coffee.jpg"), "--fusion", "calibrated", check=False)
+    assert (
+        proc.returncode == 2 and "no calibrated fusion for calibrated(clip@" in proc.stderr and "imsim eval apply" in proc.stderr
+    )
+    proc = cli(env, "eval", "run", "--bench", str(small_bench), "--out", str(out), "--models", "clip,dinov2", "--json")
+    report = json.loads(proc.stdout)
+    labels = [r["label"] for r in report["copydetect"]]
+    assert "fused:calibrated" in labels and set(report["fusion_weights"]) == {"clip", "dinov2", "(bias)"}
+    assert report["recommendation"].startswith("use ") and "recommendation: use" in proc.stderr
+    stored = calibration.load(out)
+    key = next(k for k in stored if k.startswith("calibrated("))
+    assert set(stored[key]["fusion"]["weights"]) == {"clip", "dinov2"}
+    assert "calibrated fusion(s) applied" in cli(env, "eval", "apply", str(out / "calibration.json")).stderr
+    hits = json.loads(cli(env, "search", str(SAMPLES / "photos" / "coffee.jpg"), "--fusion", "calibrated", "--json").stdout)
+    assert hits[0]["path"].endswith("coffee.jpg") and 0 < hits[0]["score"] <= 1  # a match probability
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)

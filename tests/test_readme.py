@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from imsim.eval import calibration
+from imsim import calibration
 
 from .support.servers import ROOT, free_port
 

@@ -44,10 +44,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON
 
 
 class RateColumn(ProgressColumn):
-    """Images per second over the task's recent progress."""
+    """Images per second: over the recent progress while running (its average until there is a recent window), over
+    the whole run once finished (rich's own finished speed is the last window's: 3-7x the real average was shown)."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        elapsed = task.elapsed or 0.0
+        average = task.completed / elapsed if elapsed > 0 and task.completed else None
+        speed = average if task.finished else (task.speed or average)
         return Text(f"{speed:,.1f} img/s" if speed else "- img/s", style="progress.data.speed")
 
 

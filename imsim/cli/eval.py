@@ -82,7 +82,14 @@ def run(
     models: Annotated[
         str, typer.Option("--models", "-m", help="Model specs: clip,dinov2,dinov2@dinov2_pooling=cls+gem ...")
     ] = "clip,dinov2",
-    fusion: Annotated[str, typer.Option("--fusion", help="Fusions to score besides each model: rrf,weighted.")] = "rrf,weighted",
+    fusion: Annotated[
+        str,
+        typer.Option(
+            "--fusion",
+            help="Fusions to score besides each model: rrf, weighted, calibrated (weights fitted on the queries, scored "
+            "on folds it was not fitted on).",
+        ),
+    ] = "rrf,weighted,calibrated",
     whiten: Annotated[
         bool, typer.Option("--pca-whiten", help="Also score each model with PCA-whitening learned on the references.")
     ] = False,
@@ -100,8 +107,8 @@ def run(
         raise ImsimError("give --bench (a copy-detection benchmark) and/or --groups (a path,group CSV)")
     fusions = [f.strip() for f in fusion.split(",") if f.strip()]
     for f in fusions:
-        if f not in ("rrf", "weighted"):
-            raise ImsimError(f"unknown fusion {f!r}: use rrf and/or weighted")
+        if f not in ("rrf", "weighted", "calibrated"):
+            raise ImsimError(f"unknown fusion {f!r}: use rrf, weighted and/or calibrated")
     loaded = Benchmark.load(bench) if bench is not None else None  # checked before any model loads
     loaded_groups = Groups.load(groups) if groups is not None else None
     evaluation = Evaluation(parse_models(models), get_settings(), out, milvus_uri=milvus_uri, progress=err.print)
@@ -116,13 +123,16 @@ def run(
         print_json(evaluation.report.as_dict())
     else:
         console.print(eval_report.markdown(evaluation.report), highlight=False, soft_wrap=True)
+    if evaluation.report.recommendation:
+        err.print(f"recommendation: {evaluation.report.recommendation}", highlight=False)
     err.print("wrote " + ", ".join(str(f) for f in files))
 
 
 @app.command("apply")
 def apply(calibration_file: Annotated[Path, typer.Argument(help="A calibration.json written by `imsim eval run`.")]) -> None:
-    """Make a calibration's thresholds the ones `imsim duplicates` uses (IMSIM_DATA_DIR/calibration.json)."""
-    from ..eval import calibration
+    """Make a calibration's thresholds the ones `imsim duplicates` uses, and its calibrated fusion the one
+    `imsim search --fusion calibrated` uses (IMSIM_DATA_DIR/calibration.json)."""
+    from .. import calibration
 
     try:
         usable, unreached = calibration.measured(json.loads(calibration_file.read_text()))
@@ -134,4 +144,9 @@ def apply(calibration_file: Annotated[Path, typer.Argument(help="A calibration.j
         err.print(f"nothing applied from {calibration_file}: `imsim duplicates` keeps the thresholds it had")
         return
     target = calibration.save(get_settings().data_dir, usable)
-    err.print(f"{len(usable)} threshold(s) applied to {target}")
+    fusions = sum(1 for record in usable.values() if "fusion" in record)
+    err.print(
+        f"{len(usable) - fusions} threshold(s)"
+        + (f" and {fusions} calibrated fusion(s)" if fusions else "")
+        + f" applied to {target}"
+    )

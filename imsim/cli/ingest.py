@@ -74,7 +74,7 @@ def ingest(
     if activate and not local and not wait:
         raise ImsimError("--activate needs the job to finish first: drop --no-wait, or run `imsim models activate` later")
     tags = _tags(tag)
-    found, seen = Discovery(), Seen()
+    found, seen = Discovery(), Seen() if listed is not None else None
     stream = iter_files(inputs, found, seen=seen)
     if listed is not None:
         stream = itertools.chain(stream, iter_files(listed, found, literal=not expand, seen=seen))

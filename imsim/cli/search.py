@@ -223,7 +223,7 @@ def collections(as_json: JsonOpt = False) -> None:
         lite = c.store.lite_backend
     if not found:
         err.print("nothing ingested yet: no imsim collection in this store (`imsim ingest ...` creates them)")
-    warning = lite_envelope_warning({s.name: s.rows for s in found}) if lite else None
+    warning = lite_envelope_warning({s.name: s.rows for s in found}, c.settings.lite_warn_rows) if lite else None
     if warning:
         err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if as_json:

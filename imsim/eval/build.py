@@ -23,7 +23,7 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -45,6 +45,36 @@ class Benchmark:
     queries: dict[str, str]  # id -> path
     truth: dict[str, str]  # query id -> reference id (queries with a copy only)
     background: dict[str, str]
+    sources: dict[str, str] = field(default_factory=dict)  # query id -> the original it was made from (``source``)
+
+    def copy_classes(self) -> list[set[str]]:
+        """Images (reference and query ids) that come from the same original, transitively: a query and its reference,
+        and queries whose ``source`` column names the same original (two copies of one no-match image, or two queries
+        of one reference). Two images of a class are a true copy pair; any other pair is not."""
+        parent: dict[str, str] = {}
+
+        def root(x: str) -> str:
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        def join(a: str, b: str) -> None:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+
+        for query, reference in self.truth.items():
+            join(query, reference)
+        by_source: dict[str, str] = {}
+        for query, source in self.sources.items():
+            if source:
+                join(query, by_source.setdefault(source, query))
+        classes: dict[str, set[str]] = {}
+        for item in list(parent):
+            classes.setdefault(root(item), set()).add(item)
+        return [c for c in classes.values() if len(c) > 1]
 
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> Benchmark:
@@ -60,6 +90,7 @@ class Benchmark:
         references = _ids(root, "references", required=True)
         queries = _ids(root, "queries", required=True)
         rows = _read_pairs(csv_path, allow_empty_reference=True)
+        sources = _read_sources(csv_path)
         listed: dict[str, int] = {}
         truth = {}
         for line, query_id, reference_id in rows:
@@ -87,7 +118,7 @@ class Benchmark:
             if gt != truth:
                 diff = sorted(set(gt.items()) ^ set(truth.items()))[0]
                 raise BenchmarkError(f"{gt_path} disagrees with {csv_path} on query {diff[0]!r}")
-        return cls(root, references, queries, truth, _ids(root, "background", required=False))
+        return cls(root, references, queries, truth, _ids(root, "background", required=False), sources)
 
 
 def _ids(root: Path, folder: str, *, required: bool) -> dict[str, str]:
@@ -130,6 +161,15 @@ def _read_pairs(csv_path: Path, *, allow_empty_reference: bool) -> list[tuple[in
     if not rows and allow_empty_reference:
         raise BenchmarkError(f"{csv_path}: no queries")
     return rows
+
+
+def _read_sources(csv_path: Path) -> dict[str, str]:
+    """query id -> ``source`` (the original a query was made from), when queries.csv has that column."""
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if "source" not in (reader.fieldnames or []):
+            return {}
+        return {(row.get("query_id") or "").strip(): (row.get("source") or "").strip() for row in reader}
 
 
 def _id(prefix: str, index: int) -> str:

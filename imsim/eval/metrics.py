@@ -1,11 +1,16 @@
 """Retrieval and copy-detection metrics, as the literature defines them. Pure functions over plain data.
 
-Copy detection follows DISC21 (the Image Similarity Challenge): every prediction is a
-``(query, reference, score)`` triple; all predictions of all queries are ranked together by score;
-``micro_ap`` is the area under that single precision-recall curve, with recall counted over the
-ground-truth pairs (queries without a copy add only false positives, which is what makes
-"no copy" answers matter). Recall@k is per query: is the true reference in its top k.
-Group retrieval (images that belong together) uses mean average precision over queries.
+Copy detection follows DISC21 (the Image Similarity Challenge) as Meta's reference code defines it
+(``facebookresearch/isc2021``, ``isc/metrics.py``): every prediction is a ``(query, reference, score)``
+triple; all predictions of all queries are ranked together by score, **predictions with equal scores ordered
+false first** (the worst case, so that a constant score cannot earn a good µAP); ``micro_ap`` is the sum over
+that ranking of precision times the recall gained, with recall counted over the ground-truth pairs (queries
+without a copy add only false positives, which is what makes "no copy" answers matter). The operating point for
+a target precision is the one with the highest recall among those that reach it, and of those the highest score
+(the safest threshold that keeps that recall). Recall@k is per ground-truth pair, ties counted pessimistically:
+the true reference's rank is the number of that query's predictions scoring at least as high as it. A pair
+predicted twice counts once, at its best score (the reference refuses such input). Group retrieval (images that
+belong together) uses mean average precision over queries, ties ordered the same worst-case way.
 """
 
 from __future__ import annotations
@@ -20,29 +25,37 @@ Prediction = tuple[str, str, float]  # (query id, reference id, score)
 
 @dataclass(frozen=True)
 class PRCurve:
-    """Precision and recall after each prediction of the global ranking (best score first), with its score."""
+    """Precision and recall after each prediction of the global ranking (best score first, ties false first), with
+    its score."""
 
     precision: np.ndarray
     recall: np.ndarray
     scores: np.ndarray
 
+    def operating_point(self, target: float) -> int | None:
+        """The index of the operating point for ``target`` precision: the highest recall with precision >= target,
+        and of the points with that recall the first (highest score); None if precision never reaches it."""
+        ok = np.nonzero(self.precision >= target)[0]
+        if not len(ok):
+            return None
+        return int(ok[np.argmax(self.recall[ok])])
+
     def recall_at_precision(self, target: float) -> float:
         """The highest recall at which precision is still >= ``target`` (0 if never)."""
-        ok = self.precision >= target
-        return float(self.recall[ok].max()) if ok.any() else 0.0
+        index = self.operating_point(target)
+        return float(self.recall[index]) if index is not None else 0.0
 
     def threshold_for_precision(self, target: float) -> float | None:
-        """The lowest score threshold whose predictions (score >= threshold) have precision >= ``target``.
+        """The score threshold of the operating point for ``target`` (see :meth:`operating_point`): predictions
+        scoring at least this keep that precision (a tie below the point holds only true predictions, by the
+        false-first order). None when no threshold reaches it."""
+        index = self.operating_point(target)
+        return float(self.scores[index]) if index is not None else None
 
-        None when no threshold reaches it. Ties share a threshold, so the curve is read at the last
-        prediction of each score."""
-        if not len(self.scores):
-            return None
-        last_of_tie = np.append(self.scores[1:] != self.scores[:-1], True)
-        ok = (self.precision >= target) & last_of_tie
-        if not ok.any():
-            return None
-        return float(self.scores[np.nonzero(ok)[0].max()])
+
+def worst_case_order(scores: Sequence[float], hits: Sequence[bool]) -> list[int]:
+    """Indices by decreasing score, equal scores false first: the order every metric here ranks predictions in."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], bool(hits[i])))
 
 
 def pr_curve(predictions: Iterable[Prediction], truth: Mapping[str, str | set[str]]) -> PRCurve:
@@ -54,12 +67,17 @@ def pr_curve(predictions: Iterable[Prediction], truth: Mapping[str, str | set[st
         if (q, r) not in best or s > best[(q, r)]:
             best[(q, r)] = s
     positives = sum(len(v) if isinstance(v, (set, frozenset)) else 1 for v in truth.values())
-    ranked = sorted(best.items(), key=lambda kv: -kv[1])  # stable: ties keep input order
-    hits = np.array([_is_match(truth, q, r) for (q, r), _ in ranked], dtype=float)
-    tp = np.cumsum(hits)
-    n = np.arange(1, len(hits) + 1)
+    pairs = list(best)
+    scores = [best[p] for p in pairs]
+    hits = [_is_match(truth, q, r) for q, r in pairs]
+    order = worst_case_order(scores, hits)
+    ranked_hits = np.array([hits[i] for i in order], dtype=float)
+    tp = np.cumsum(ranked_hits)
+    n = np.arange(1, len(ranked_hits) + 1)
     return PRCurve(
-        precision=tp / np.maximum(n, 1), recall=tp / max(positives, 1), scores=np.array([s for _, s in ranked], dtype=float)
+        precision=tp / np.maximum(n, 1),
+        recall=tp / max(positives, 1),
+        scores=np.array([scores[i] for i in order], dtype=float),
     )
 
 
@@ -78,49 +96,68 @@ def micro_ap(curve: PRCurve) -> float:
     return float(np.sum(gained * curve.precision))
 
 
-def recall_at_k(rankings: Mapping[str, Sequence[str]], truth: Mapping[str, str | set[str]], k: int) -> float:
-    """Share of the queries that have a copy whose (a) true reference is among their first ``k`` results."""
-    queries = [q for q in truth if truth[q]]
-    if not queries:
+Ranked = Sequence[tuple[str, float]]  # one query's predictions: (reference id, score), any order
+
+
+def recall_at_k(rankings: Mapping[str, Ranked], truth: Mapping[str, str | set[str]], k: int) -> float:
+    """Share of the ground-truth pairs whose reference ranks within the first ``k`` of its query's predictions, ties
+    counted against it (its rank is how many of the query's predictions score at least as high); a pair never
+    predicted is not found."""
+    pairs = [(q, r) for q, want in truth.items() for r in (sorted(want) if isinstance(want, (set, frozenset)) else [want])]
+    if not pairs:
         return 0.0
-    return sum(any(_is_match(truth, q, r) for r in rankings.get(q, [])[:k]) for q in queries) / len(queries)
+    found = 0
+    for q, r in pairs:
+        ranked = rankings.get(q, [])
+        score = max((s for ref, s in ranked if ref == r), default=None)
+        if score is not None and sum(1 for _, s in ranked if s >= score) <= k:
+            found += 1
+    return found / len(pairs)
 
 
-def average_precision(ranking: Sequence[str], relevant: set[str]) -> float:
-    """AP of one ranked list: mean over the relevant items of the precision at the rank each is found
-    (relevant items never retrieved contribute 0)."""
+def average_precision(ranking: Ranked, relevant: set[str]) -> float:
+    """AP of one query's predictions: mean over the relevant items of the precision at the rank each is found,
+    equal scores ordered irrelevant first (relevant items never retrieved contribute 0)."""
     if not relevant:
         return 0.0
+    order = worst_case_order([s for _, s in ranking], [r in relevant for r, _ in ranking])
     found, total = 0, 0.0
-    for i, item in enumerate(ranking, 1):
-        if item in relevant:
+    for i, index in enumerate(order, 1):
+        if ranking[index][0] in relevant:
             found += 1
             total += found / i
     return total / len(relevant)
 
 
-def mean_average_precision(rankings: Mapping[str, Sequence[str]], groups: Mapping[str, str]) -> float:
-    """mAP for group retrieval: each query's relevant items are the other members of its group (itself excluded)."""
+def _members(groups: Mapping[str, str]) -> dict[str, set[str]]:
     members: dict[str, set[str]] = {}
     for item, group in groups.items():
         members.setdefault(group, set()).add(item)
+    return members
+
+
+def mean_average_precision(rankings: Mapping[str, Ranked], groups: Mapping[str, str]) -> float:
+    """mAP for group retrieval: each query's relevant items are the other members of its group (itself excluded)."""
+    members = _members(groups)
     aps = []
     for q, ranking in rankings.items():
         relevant = members.get(groups.get(q, ""), set()) - {q}
         if relevant:
-            aps.append(average_precision([r for r in ranking if r != q], relevant))
+            aps.append(average_precision([(r, s) for r, s in ranking if r != q], relevant))
     return float(np.mean(aps)) if aps else 0.0
 
 
-def group_recall_at_k(rankings: Mapping[str, Sequence[str]], groups: Mapping[str, str], k: int) -> float:
-    """Share of queries (with at least one other group member) that find a member of their group in their top ``k``."""
-    members: dict[str, set[str]] = {}
-    for item, group in groups.items():
-        members.setdefault(group, set()).add(item)
+def group_recall_at_k(rankings: Mapping[str, Ranked], groups: Mapping[str, str], k: int) -> float:
+    """Share of queries (with at least one other group member) that find a member of their group within their first
+    ``k`` predictions, ties counted against them (as :func:`recall_at_k`)."""
+    members = _members(groups)
     wins, total = 0, 0
     for q, ranking in rankings.items():
         relevant = members.get(groups.get(q, ""), set()) - {q}
-        if relevant:
-            total += 1
-            wins += any(r in relevant for r in [r for r in ranking if r != q][:k])
+        if not relevant:
+            continue
+        total += 1
+        others = [(r, s) for r, s in ranking if r != q]
+        best = max((s for r, s in others if r in relevant), default=None)
+        wins += best is not None and sum(1 for _, s in others if s >= best) <= k
     return wins / total if total else 0.0

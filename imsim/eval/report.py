@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .runner import K_VALUES, EvalReport
+from .runner import CV_FOLDS, K_VALUES, EvalReport
 
 
 def write(report: EvalReport, out: Path, *, command: str = "") -> list[Path]:
@@ -50,10 +50,11 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
             f"({b.get('queries_with_copy', 0)} with a copy, {b.get('queries', 0) - b.get('queries_with_copy', 0)} without), "
             f"{b.get('background', 0)} background images.",
             "",
-            "Recall@k per query (is the true reference in the top k); µAP over all (query, reference, score) "
-            "predictions ranked together (top 10 per query, DISC21's metric); R@P90: recall where precision is still "
-            "90 %; score @P90 / @P95: the lowest query→reference score with 90 % / 95 % precision (a similarity, "
-            "except for fused:rrf, whose scores are rank-fusion sums of 1/(60+rank), not similarities). These are "
+            "As Meta's ISC2021 reference code defines them (equal scores ranked false first, the worst case): recall@k "
+            "per ground-truth pair (the true reference among the query's top k, ties counted against it); µAP over all "
+            "(query, reference, score) predictions ranked together (top 10 per query, DISC21's metric); R@P90: the "
+            "highest recall with precision still 90 %; score @P90 / @P95: that operating point's score (a similarity; "
+            "fused:rrf's are rank-fusion sums of 1/(60+rank), fused:calibrated's match probabilities). These are "
             "retrieval scores; the thresholds `imsim duplicates` uses are calibrated below, on the pairs it links.",
             "",
             "| method | R@1 | R@3 | R@10 | µAP | R@P90 | score @P90 | score @P95 |",
@@ -66,6 +67,16 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
                 f"| {r.label} | {_pct(r.recall[1])} | {_pct(r.recall[3])} | {_pct(r.recall[10])} | {_pct(r.micro_ap)} | "
                 f"{_pct(r.recall_at_p90)} | {th['p90']} | {th['p95']} |"
             )
+        if report.fusion_weights:
+            weights = ", ".join(f"{k} {v:+.3f}" for k, v in report.fusion_weights.items())
+            lines += [
+                "",
+                "fused:calibrated is `sigmoid(bias + sum of weight x cosine)`, weights fitted by logistic regression on "
+                f"every model's top candidates, scored on {CV_FOLDS} folds of the queries it was not fitted on; fitted on all "
+                f"of them: {weights}.",
+            ]
+        if report.recommendation:
+            lines += ["", f"**Recommendation: {report.recommendation}.**"]
     if report.duplicates:
         d0 = report.duplicates[0]
         lines += [
@@ -73,11 +84,14 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
             "## Duplicates (`imsim duplicates` on the benchmark)",
             "",
             f"The references and the queries stored together ({d0.images} images); each image linked to its 16 nearest "
-            f"neighbours as `imsim duplicates` does. Positives: the {d0.positives} (query, reference) copy pairs of the "
-            "ground truth; every other pair is a negative (two queries edited with the same overlay, two references). "
-            "Threshold P90 / P95: the lowest score at which the links reach 90 % / 95 % precision (these go to "
-            "calibration.json). At each: the links' precision / recall, and the precision / recall of the groups "
-            "`imsim duplicates` returns (every pair inside a connected component, what a user is shown).",
+            f"neighbours as `imsim duplicates` does. Positives: the {d0.positives} pairs of images made from the same "
+            "original (a query and its reference, two queries of one reference, two copies of one no-match original: "
+            "the ground truth's reference_id and source columns, transitively); every other pair is a negative (two "
+            "queries edited with the same overlay, two references). Threshold P90 / P95: the operating point of the "
+            "links at 90 % / 95 % precision, as ISC2021 chooses it: the highest recall that keeps the precision, at its "
+            "highest score (these go to calibration.json). At each: the links' precision / recall, and the precision / "
+            "recall of the groups `imsim duplicates` returns (every pair inside a connected component, what a user is "
+            "shown).",
             "",
             "| method | pairs seen | positives seen | threshold P90 | links P/R @P90 | groups P/R @P90 | threshold P95 "
             "| links P/R @P95 | groups P/R @P95 | groups @P95 (largest) |",

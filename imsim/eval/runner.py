@@ -5,7 +5,7 @@ every model (one Milvus collection per model version, prefix ``imsimeval``, by d
 Lite file inside the output folder), the queries are embedded by the same decode path and searched per
 model and fused (:meth:`imsim.query.Client.search_batch`), and each method is scored with
 :mod:`imsim.eval.metrics`: recall@1/3/10, µAP, recall at 90 % precision, and the score thresholds
-for 90 % / 95 % precision (stored for ``imsim duplicates``, see :mod:`imsim.eval.calibration`).
+for 90 % / 95 % precision (stored for ``imsim duplicates``, see :mod:`imsim.calibration`).
 
 Optional descriptor variants, scored by exact (numpy) search over the same stored vectors:
 ``+pcaw`` PCA-whitening learned on the references, ``+norm`` each query's scores minus its
@@ -18,6 +18,7 @@ Group retrieval (``path,group`` CSV): every image queries all the others; mAP an
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import calibration
+from .. import fusion as fusion_maths
+from ..embedding import Embedded
 from ..errors import ImsimError
 from ..ingest import Ingestor, ingest_local
 from ..models import Embedder, load_model
@@ -33,10 +37,11 @@ from ..query import Client, SearchHit
 from ..settings import Settings, known_variables
 from ..store import VectorStore
 from ..util import chunked
-from . import calibration, metrics
+from . import metrics
 from .build import Benchmark, Groups
 
 K_VALUES = (1, 3, 10)
+CV_FOLDS = 5  # the calibrated fusion is scored on each fifth of the queries with weights fitted on the other four
 PREDICTIONS_PER_QUERY = 10  # DISC21-style: each query contributes its top 10 (query, reference, score) triples
 
 
@@ -200,9 +205,36 @@ class EvalReport:
     group_info: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     calibration_file: str = ""
+    fusion_weights: dict[str, float] = field(default_factory=dict)  # the calibrated fusion fitted on every query
+
+    @property
+    def recommendation(self) -> str:
+        """Which method to use for copy detection, in one sentence: a fusion only when it is at least as good as the best
+        single model on both µAP and R@1 (measured with tied scores counted against it, the reference definition)."""
+        singles = [r for r in self.copydetect if r.kind == "model"]
+        if not singles:
+            return ""
+        best = max(singles, key=lambda r: (r.micro_ap, r.recall[1]))
+        earning = [
+            r for r in self.copydetect if r.kind == "fusion" and r.micro_ap >= best.micro_ap and r.recall[1] >= best.recall[1]
+        ]
+        if earning:
+            top = max(earning, key=lambda r: (r.micro_ap, r.recall[1]))
+            return (
+                f"use {top.label}: µAP {100 * top.micro_ap:.1f} and R@1 {100 * top.recall[1]:.1f}, at least the best single "
+                f"model's ({best.label}: {100 * best.micro_ap:.1f} and {100 * best.recall[1]:.1f})"
+            )
+        if len(singles) < 2:
+            return f"use {best.label}"
+        return (
+            f"use {best.label} alone (µAP {100 * best.micro_ap:.1f}, R@1 {100 * best.recall[1]:.1f}): no fusion reached it on "
+            "both µAP and R@1 on this benchmark"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "recommendation": self.recommendation,
+            "fusion_weights": self.fusion_weights,
             "models": self.models,
             "throughput": {k: round(v, 2) for k, v in self.throughput.items()},
             "bench": self.bench,
@@ -217,13 +249,12 @@ class EvalReport:
 
 def score_method(label: str, kind: str, rankings: dict[str, list[tuple[str, float]]], truth: dict[str, str]) -> MethodResult:
     """Metrics of one method from its per-query rankings [(reference id, score), ...] (best first)."""
-    ids = {q: [r for r, _ in ranked] for q, ranked in rankings.items()}
     predictions = [(q, r, s) for q, ranked in rankings.items() for r, s in ranked[:PREDICTIONS_PER_QUERY]]
     curve = metrics.pr_curve(predictions, truth)
     return MethodResult(
         label=label,
         kind=kind,
-        recall={k: metrics.recall_at_k(ids, truth, k) for k in K_VALUES},
+        recall={k: metrics.recall_at_k({q: r[:PREDICTIONS_PER_QUERY] for q, r in rankings.items()}, truth, k) for k in K_VALUES},
         micro_ap=metrics.micro_ap(curve),
         recall_at_p90=curve.recall_at_precision(0.90),
         thresholds={f"p{round(p * 100)}": curve.threshold_for_precision(p) for p in calibration.PRECISIONS},
@@ -231,6 +262,46 @@ def score_method(label: str, kind: str, rankings: dict[str, list[tuple[str, floa
         rankings=rankings,
         truth=dict(truth),
     )
+
+
+Candidates = dict[str, list[tuple[str, list[float]]]]  # query -> [(reference id, every model's cosine), ...]
+
+
+def fit_fusion(candidates: Candidates, truth: dict[str, str], queries: Sequence[str]) -> tuple[np.ndarray, float]:
+    """(weights, bias) of the calibrated fusion fitted on these queries' candidates, labelled by the ground truth
+    (equal weights when they hold no positive or no negative: nothing to learn from)."""
+    x = [features for q in queries for _, features in candidates[q]]
+    y = [float(truth.get(q) == ref) for q in queries for ref, _ in candidates[q]]
+    width = len(next(iter(candidates.values()), [("", [0.0])])[0][1]) if candidates else 1
+    if not x or len(set(y)) < 2:
+        return np.ones(width) / width, 0.0
+    return fusion_maths.fit_logistic(np.asarray(x), np.asarray(y))
+
+
+def fold_of(query: str, folds: int = CV_FOLDS) -> int:
+    """A query's fold, from its id alone (the same split in every run)."""
+    return int(hashlib.sha256(query.encode()).hexdigest(), 16) % folds
+
+
+def cross_fitted(
+    candidates: Candidates,
+    truth: dict[str, str],
+    depth: int,
+    folds: int = CV_FOLDS,
+    fit: Callable[[Candidates, dict[str, str], Sequence[str]], tuple[np.ndarray, float]] = fit_fusion,
+) -> dict[str, list[tuple[str, float]]]:
+    """Each query's candidates ranked by match probability, with weights fitted on the other folds only: a query is
+    never scored by weights that saw its own label."""
+    rankings: dict[str, list[tuple[str, float]]] = {}
+    for fold in range(folds):
+        held_out = [q for q in candidates if fold_of(q, folds) == fold]
+        if not held_out:
+            continue
+        weights, bias = fit(candidates, truth, [q for q in candidates if fold_of(q, folds) != fold])
+        for q in held_out:
+            scored = [(ref, float(1 / (1 + np.exp(-(bias + float(np.dot(weights, x))))))) for ref, x in candidates[q]]
+            rankings[q] = sorted(scored, key=lambda t: (-t[1], t[0]))[:depth]
+    return rankings
 
 
 def _stem(path: str) -> str:
@@ -306,6 +377,7 @@ class Evaluation:
             search_consistency="Strong",
         )
         self.models = load_specs(self.specs, self.settings)
+        self.fusion_fit: tuple[dict[str, float], float] | None = None  # (weights by model name, bias), to apply
         self.report = EvalReport(
             models={
                 label: {
@@ -349,7 +421,10 @@ class Evaluation:
                 seconds = result.times.embed.get(label, 0.0)
                 self.report.throughput[label] = result.done / seconds if seconds else 0.0
 
-    def _embed(self, ingestor: Ingestor, paths: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    def _embed(
+        self, ingestor: Ingestor, paths: list[str], keep: list[Embedded] | None = None
+    ) -> tuple[list[str], dict[str, np.ndarray]]:
+        """Embed ``paths`` (nothing stored); ``keep`` collects what was embedded, so it can be stored later as it is."""
         done: list[str] = []
         parts: dict[str, list[np.ndarray]] = {label: [] for label in self.models}
         for chunk in chunked(paths, 256):
@@ -358,10 +433,25 @@ class Evaluation:
             done += [image.path for image in embedded.images]
             for label in self.models:
                 parts[label].append(embedded.vectors[label])
+            if keep is not None:
+                keep.append(embedded)
         return done, {
             label: np.concatenate(v) if v else np.zeros((0, self.models[label].info.dim), np.float32)
             for label, v in parts.items()
         }
+
+    def _store(self, ingestor: Ingestor, store: VectorStore, embedded: list[Embedded], what: str) -> None:
+        """Store vectors already computed (the queries: embedded once, searched, then stored for the duplicates)."""
+        from ..store import make_row
+
+        for part in embedded:
+            for label, model in self.models.items():
+                rows = [
+                    make_row(model.info, image, vector, f"eval-{what}")
+                    for image, vector in zip(part.images, part.vectors[label], strict=True)
+                ]
+                self.report.failures.update(store.upsert_each(ingestor.collections[label], rows))
+        ingestor.seal()
 
     def _stored_vectors(self, store: VectorStore, client: Client, paths: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
         """The stored vectors of ``paths`` (the ones every model has), in order: queries that need no second embedding."""
@@ -392,8 +482,9 @@ class Evaluation:
         try:
             with self._stage(f"copy detection: ingesting {len(bench.references)} references"):
                 self._ingest(ingestor, settings, sorted(bench.references.values()), "references")
+            embedded: list[Embedded] = []
             with self._stage(f"copy detection: embedding {len(bench.queries)} queries"):
-                paths, queries = self._embed(ingestor, sorted(bench.queries.values()))
+                paths, queries = self._embed(ingestor, sorted(bench.queries.values()), keep=embedded)
             query_ids = [_stem(p) for p in paths]
             truth = {q: r for q, r in bench.truth.items() if q in set(query_ids)}
             results = []
@@ -405,6 +496,10 @@ class Evaluation:
                 results.append(result)
             if len(self.models) > 1:
                 for method in fusions:
+                    if method == "calibrated":
+                        with self._stage(f"copy detection: calibrated fusion, fitted on {CV_FOLDS} folds of the queries"):
+                            results.append(self._calibrated(client, queries, query_ids, truth, depth))
+                        continue
                     hits = client.search_batch(queries, k=depth, fusion=method)
                     result = score_method(f"fused:{method}", "fusion", _rankings(hits, query_ids), truth)
                     if method == "weighted":
@@ -421,13 +516,44 @@ class Evaluation:
                     )
             self.report.copydetect = results
             with self._stage(f"duplicates: storing the {len(bench.queries)} queries beside the references, linking pairs"):
-                self._ingest(ingestor, settings, sorted(bench.queries.values()), "queries")
+                self._store(ingestor, store, embedded, "queries")  # their vectors from above: nothing embedded twice
                 self.report.duplicates = self._duplicates(store, client, settings, bench)
         finally:
             ingestor.close()
             store.close()
         self.report.copydetect = results
         return results
+
+    def _calibrated(
+        self,
+        client: Client,
+        queries: dict[str, np.ndarray],
+        query_ids: list[str],
+        truth: dict[str, str],
+        depth: int,
+    ) -> MethodResult:
+        """The calibrated fusion (:func:`imsim.fusion.calibrated`), scored honestly: the queries are split into
+        :data:`CV_FOLDS` folds, and each fold is ranked by weights fitted on the other folds only (never on the queries
+        it is scored on). Candidates: every model's top ``depth``, each with every model's cosine. The weights fitted
+        on all queries are what `imsim eval apply` keeps for `imsim search --fusion calibrated`."""
+        labels = list(self.models)
+        hits = client.search_batch(queries, k=depth * len(labels), fusion="weighted")
+        candidates = {
+            q: [(_stem(h.path), [h.scores.get(label, 0.0) for label in labels]) for h in row]
+            for q, row in zip(query_ids, hits, strict=True)
+        }
+        rankings = cross_fitted(candidates, truth, depth)
+        result = score_method("fused:calibrated", "fusion", rankings, truth)
+        weights, bias = fit_fusion(candidates, truth, list(candidates))
+        names = [self.models[label].info.name for label in labels]
+        self.report.fusion_weights = {label: round(float(w), 4) for label, w in zip(labels, weights, strict=True)}
+        self.report.fusion_weights["(bias)"] = round(bias, 4)
+        if len(set(names)) == len(names):  # a query names models by family: two wirings of one family cannot be applied
+            result.calibration_key = calibration.fused_key(
+                "calibrated", [(m.info.name, m.info.version_tag) for m in self.models.values()]
+            )
+            self.fusion_fit = ({n: float(w) for n, w in zip(names, weights, strict=True)}, bias)
+        return result
 
     def _variants(
         self,
@@ -467,15 +593,17 @@ class Evaluation:
     ) -> list[DuplicateResult]:
         """Calibrate and measure `imsim duplicates` itself: every stored image (references and queries) is linked to
         its ``neighbours`` nearest, as `imsim duplicates` does (:func:`imsim.duplicates.neighbour_edges`); a pair is
-        a positive when the ground truth says one is an edited copy of the other, and every other pair (two queries
-        made with the same overlay template, two references) is a negative."""
+        a positive when both images come from the same original (:meth:`Benchmark.copy_classes`: a query and its
+        reference, two queries of one reference, two copies of one no-match original), and every other pair (two
+        queries made with the same overlay template, two references) is a negative."""
         from ..duplicates import neighbour_edges
         from ..paths import path_id
 
-        positives = {
-            (min(a, b), max(a, b))
-            for a, b in ((path_id(bench.queries[q]), path_id(bench.references[r])) for q, r in bench.truth.items())
-        }
+        files = {**bench.references, **bench.queries}
+        positives = set()
+        for members in bench.copy_classes():
+            ids = sorted(path_id(files[m]) for m in members if m in files)
+            positives |= {(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]}
         truth: dict[str, set[str]] = {}
         for a, b in positives:
             truth.setdefault(a, set()).add(b)
@@ -525,9 +653,21 @@ class Evaluation:
                 "threshold_p95": result.thresholds["p95"],
                 "label": result.label,
                 "calibrated_on": f"all pairs `imsim duplicates` links among {result.images} stored benchmark images "
-                "(references and queries; the ground truth's copy pairs positive, every other pair negative)",
+                "(references and queries; pairs from the same original positive, every other pair negative)",
                 "duplicates_precision_p95": p95.get("group_precision"),
                 "duplicates_recall_p95": p95.get("group_recall"),
+                "benchmark": self.report.bench.get("root", ""),
+                "queries": self.report.bench.get("queries", 0),
+            }
+        calibrated = next((r for r in self.report.copydetect if r.label == "fused:calibrated" and r.calibration_key), None)
+        if calibrated is not None and self.fusion_fit is not None:
+            weights, bias = self.fusion_fit
+            entries[calibrated.calibration_key] = {
+                "fusion": {"weights": weights, "bias": bias},
+                "label": calibrated.label,
+                "calibrated_on": f"the {self.report.bench.get('queries', 0)} queries' candidates (every model's top "
+                f"results, labelled by the ground truth); scored on {CV_FOLDS} folds it was not fitted on: "
+                f"µAP {calibrated.micro_ap:.4f}, R@1 {calibrated.recall[1]:.4f}",
                 "benchmark": self.report.bench.get("root", ""),
                 "queries": self.report.bench.get("queries", 0),
             }
@@ -549,13 +689,13 @@ class Evaluation:
             embedded, vectors = self._stored_vectors(store, client, paths)
             membership = {p: groups.members[p] for p in embedded}
             methods = [(label, "model", {label: vectors[label]}, "none") for label in self.models]
-            if len(self.models) > 1:
-                methods += [(f"fused:{m}", "fusion", vectors, m) for m in fusions]
+            if len(self.models) > 1:  # the calibrated fusion is fitted on copy detection, not on groups
+                methods += [(f"fused:{m}", "fusion", vectors, m) for m in fusions if m != "calibrated"]
             results = []
             for label, kind, queries, method in methods:
                 with self._stage(f"groups: top {depth + 1} of {len(embedded)} images with {label}"):
                     hits = client.search_batch(queries, k=min(depth + 1, len(embedded)), fusion=method)  # +1: itself
-                rankings = {p: [h.path for h in row] for p, row in zip(embedded, hits, strict=True)}
+                rankings = {p: [(h.path, h.score) for h in row] for p, row in zip(embedded, hits, strict=True)}
                 results.append(
                     GroupResult(
                         label,

@@ -7,7 +7,7 @@ touches pymilvus.
 
 from .failures import is_transient
 from .schema import FIELD_NAMES, FIELDS, METADATA_FIELDS, PK, TAGS, VECTOR, make_row
-from .vector_store import SEARCH_CAP, CollectionSummary, StoredHit, VectorStore, has_iterator_v2, open_store
+from .vector_store import SEARCH_CAP, CollectionSummary, StoredHit, VectorStore, cosine, has_iterator_v2, open_store
 
 __all__ = [
     "FIELDS",
@@ -20,6 +20,7 @@ __all__ = [
     "CollectionSummary",
     "StoredHit",
     "VectorStore",
+    "cosine",
     "has_iterator_v2",
     "is_transient",
     "make_row",

@@ -420,7 +420,32 @@ class VectorStore:
                 list(self.search_iter(name, v, limit=k, filter=filter, output_fields=output_fields, consistency=consistency))
                 for v in vectors
             ]
-        return self._search(name, vectors, k, filter, output_fields, consistency, ef)
+        found = self._search(name, vectors, k, filter, output_fields, consistency, ef)
+        return self._complete(name, vectors, k, filter, output_fields, consistency, found)
+
+    def _complete(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        k: int,
+        filter: str,
+        output_fields: Sequence[str],
+        consistency: Consistency,
+        found: list[list[StoredHit]],
+    ) -> list[list[StoredHit]]:
+        """Exactly k hits wherever k rows match: an HNSW search under a filter that keeps few rows can stop short
+        (Milvus Lite returned 2-9 of 10 for a folder of 26 images). A short answer is checked against the count of
+        matching rows (one query, only then) and completed by an exact scan of those rows."""
+        short = [q for q, hits in enumerate(found) if len(hits) < k]
+        if not short:
+            return found
+        matching = self.count(name, filter, consistency)
+        redo = [q for q in short if len(found[q]) < min(k, matching)]
+        if redo:
+            exact = self.exact_search(name, vectors[redo], k, filter, output_fields, consistency=consistency)
+            for q, hits in zip(redo, exact, strict=True):
+                found[q] = hits
+        return found
 
     def _search(
         self,
@@ -446,7 +471,7 @@ class VectorStore:
             anns_field=VECTOR,
             consistency_level=consistency,
         )
-        return [[StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {})) for h in hits] for hits in results]
+        return [[StoredHit(str(h["id"]), cosine(h["distance"]), dict(h.get("entity") or {})) for h in hits] for hits in results]
 
     def search_iter(
         self,
@@ -485,7 +510,7 @@ class VectorStore:
         )
         for page in _pages(iterator, f"Milvus search iterator over {name!r}"):
             for h in page:
-                yield StoredHit(str(h["id"]), float(h["distance"]), dict(h.get("entity") or {}))
+                yield StoredHit(str(h["id"]), cosine(h["distance"]), dict(h.get("entity") or {}))
 
     def _deepening(
         self,
@@ -498,21 +523,67 @@ class VectorStore:
         consistency: Consistency,
         cap: int | None,
     ) -> Iterator[StoredHit]:
-        """Pages of plain searches: search to depth batch, 2 x batch, 4 x batch ... (at most ``cap``) and yield
-        what is new."""
-        depth, done = batch, 0
+        """Pages of plain searches, each deeper than the last (batch, 2 x batch, 4 x batch ... at most ``cap``): what a
+        search returns that was not yielded before is yielded, best first, so every row comes once (a deeper
+        approximate search does not return the same first rows in the same order: slicing it by position repeated
+        some and dropped others). When the searches run dry, the rows the filter matches are counted, and any the
+        index never returned are found by an exact scan and yielded last, so every matching row comes."""
+        seen: set[str] = set()
+        depth = batch
         while True:
             want = depth if limit < 0 else min(depth, limit)
             if cap is not None and want > cap:
-                if done < cap:
+                if len(seen) < cap:
                     want = cap
                 else:
                     raise StoreError(self._past_cap(limit))
-            hits = self._search(name, vector[None], want, filter, output_fields, consistency)[0]
-            yield from hits[done:]
-            if len(hits) < want or (limit >= 0 and want >= limit):
-                return
-            done, depth = len(hits), depth * 2
+            hits = self._search(name, vector[None], want, filter, output_fields, consistency, ef=2 * want)[0]
+            exhausted = len(hits) < want
+            # the tail of an approximate search is its least reliable part: yield the first half of each search (the
+            # next, twice as deep, confirms the rest) and everything once the searches run dry
+            sure = hits if exhausted or (limit >= 0 and want >= limit) else hits[: max(len(hits) // 2, len(seen) + 1)]
+            for hit in sure:
+                if hit.id not in seen:
+                    seen.add(hit.id)
+                    yield hit
+                    if 0 <= limit <= len(seen):
+                        return
+            if exhausted or (limit >= 0 and want >= limit):
+                break
+            depth *= 2
+        missing = self.count(name, filter, consistency) - len(seen)
+        if missing > 0:
+            wanted = missing if limit < 0 else min(missing, limit - len(seen))
+            yield from self.exact_search(name, vector[None], wanted, filter, output_fields, exclude=seen)[0]
+
+    def exact_search(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        k: int,
+        filter: str = "",
+        output_fields: Sequence[str] = ("path",),
+        *,
+        exclude: set[str] | frozenset[str] = frozenset(),
+        consistency: Consistency = "Strong",
+    ) -> list[list[StoredHit]]:
+        """Top-k rows per query vector by an exact scan of the rows ``filter`` matches (streamed, one batch in memory):
+        what an approximate index missed. Rows in ``exclude`` are left out. Cost: reading those rows' vectors."""
+        vectors = np.asarray(vectors, np.float32)
+        best: list[list[tuple[float, str, dict[str, Any]]]] = [[] for _ in vectors]
+        fields = [f for f in output_fields if f != VECTOR]
+        for rows in self.iter_rows(name, filter, output_fields=[*fields, VECTOR], batch=4000, consistency=consistency):
+            rows = [r for r in rows if str(r[PK]) not in exclude]
+            if not rows:
+                continue
+            scores = vectors @ np.asarray([r[VECTOR] for r in rows], np.float32).T
+            for q, row_scores in enumerate(scores):
+                top = np.argsort(-row_scores, kind="stable")[:k]
+                merged = best[q] + [(float(row_scores[j]), str(rows[j][PK]), rows[j]) for j in top]
+                best[q] = sorted(merged, key=lambda t: (-t[0], t[1]))[:k]
+        return [
+            [StoredHit(i, cosine(score), {f: row[f] for f in fields if f in row}) for score, i, row in found] for found in best
+        ]
 
     @property
     def search_cap(self) -> int | None:
@@ -598,6 +669,11 @@ class VectorStore:
             self.client.close()
         except Exception:  # closing a dead connection is not an error worth raising
             log.debug("closing the Milvus client failed", exc_info=True)
+
+
+def cosine(value: float) -> float:
+    """A cosine as Milvus reports it, within [-1, 1] (float32 rounding gave 1.0000001 for an image against itself)."""
+    return min(1.0, max(-1.0, float(value)))
 
 
 def has_iterator_v2(version: str) -> bool:

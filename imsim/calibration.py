@@ -1,9 +1,12 @@
-"""Score thresholds for "is a copy", measured by an evaluation run and kept for ``imsim duplicates``.
+"""What an evaluation run measures for the product: score thresholds for "is a copy" (``imsim duplicates``) and the
+weights of the calibrated fusion (``imsim search --fusion calibrated``), kept per model version.
 
 A threshold belongs to one model *version* (registry name + version tag, the same tag that names its
 collection), or to one fusion of versions: a similarity scale means nothing for another version.
 They live in ``IMSIM_DATA_DIR/calibration.json`` (one JSON object per key: the thresholds for 90 %
-and 95 % precision, the benchmark they came from, and when).
+and 95 % precision, the benchmark they came from, and when). The same file keeps the fitted weights of the
+``calibrated`` fusion of a set of versions (key ``calibrated(NAME@TAG,...)``: ``{"fusion": {"weights": {name:
+w}, "bias": b}}``), which `imsim search --fusion calibrated` reads.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def measured(entries: object) -> tuple[dict[str, dict[str, Any]], list[str]]:
         for v in values:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ValueError(f"entry {key!r} has a threshold that is not a number: {v!r}")
-        if any(v is not None for v in values):
+        if any(v is not None for v in values) or _fusion_params(record) is not None:
             usable[key] = record
         else:
             unreached.append(key)
@@ -90,3 +93,19 @@ def threshold(where: str | os.PathLike[str], key: str, precision: float = 0.95) 
         return None
     value = record.get(f"threshold_p{round(precision * 100)}")
     return (float(value), record) if value is not None else None
+
+
+def _fusion_params(record: Mapping[str, Any]) -> tuple[dict[str, float], float] | None:
+    fusion = record.get("fusion")
+    if not isinstance(fusion, dict) or not isinstance(fusion.get("weights"), dict):
+        return None
+    try:
+        return {str(k): float(v) for k, v in fusion["weights"].items()}, float(fusion.get("bias", 0.0))
+    except (TypeError, ValueError):
+        raise ValueError(f"a calibrated fusion's weights are not numbers: {fusion!r}") from None
+
+
+def fusion_params(where: str | os.PathLike[str], key: str) -> tuple[dict[str, float], float] | None:
+    """(weights by model name, bias) of the calibrated fusion ``key``, or None if never fitted (or applied)."""
+    record = load(where).get(key)
+    return _fusion_params(record) if record else None

@@ -1,0 +1,472 @@
+"""Scale: what a collection of 10k - 1M files costs imsim's lifecycle, measured on this machine. Prints numbers.
+
+Hard-linked corpora (one small JPEG linked a million times costs seconds and no disk), synthetic clustered vectors,
+real servers (Redis, a Milvus 2.3.5 server or Milvus Lite): nothing is mocked. Each part prints one line per size:
+
+    python benchmarks/scale.py queue --files 10000 100000 1000000    # queuing a job, job records, jobs/status, cancel
+    python benchmarks/scale.py sync --files 10000 100000            # re-ingest/sync of an unchanged tree: bytes read
+    python benchmarks/scale.py duplicates --rows 100000 --lite      # duplicates over synthetic rows on Milvus Lite
+    python benchmarks/scale.py duplicates --rows 100000 200000      # ... on a Milvus 2.3.5 server (started here)
+    python benchmarks/scale.py copy --rows 100000                   # `imsim store copy` Lite -> server, 2 models
+    python benchmarks/scale.py delete --rows 100000                 # delete a folder and a glob on Milvus Lite
+    python benchmarks/scale.py lite --rows 100000                   # Milvus Lite's envelope behind `imsim store serve`
+
+``--uri http://host:port`` uses a running Milvus server instead of starting one; ``--checkout DIR`` (queue only) also
+runs the same commands with the imsim of another checkout (``git worktree add /tmp/old COMMIT``), for a before/after
+on the same machine and corpus. Servers are started with the test suite's helpers (tests/support/servers.py):
+every port free, loopback only. Memory is the peak RSS of the measured process (``wait4``), or Redis's own
+accounting (``MEMORY USAGE``, ``INFO memory``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.servers import SAMPLES, MilvusLiteServer, MilvusServer, RedisServer  # noqa: E402
+
+WORK = Path(os.environ.get("IMSIM_SCALE_DIR", "/tmp/imsim-scale"))
+PER_FOLDER = 1000
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+# --- corpora ---------------------------------------------------------------------------------------------------
+def hardlinked_corpus(files: int) -> Path:
+    """``files`` hard links of a few small real JPEGs, ``PER_FOLDER`` per folder (kept between runs)."""
+    root = WORK / f"corpus-{files}"
+    marker = root / ".complete"
+    if marker.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    sources = WORK / "sources"
+    sources.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    originals = []
+    photos = sorted((SAMPLES / "photos").glob("*.jpg"))[:8]
+    for i in range(64):  # a filesystem caps the links of one inode (ext4: 65,000): 64 files take a million
+        target = sources / f"s{i}.jpg"
+        if not target.exists():
+            with Image.open(photos[i % len(photos)]) as im:
+                im.convert("RGB").resize((96 + i, 72)).save(target, quality=85)
+        originals.append(str(target))
+    started = time.perf_counter()
+    for n in range(files):
+        folder = root / f"d{n // PER_FOLDER:05d}"
+        if n % PER_FOLDER == 0:
+            folder.mkdir(parents=True)
+        os.link(originals[n % len(originals)], folder / f"img{n:07d}.jpg")
+    marker.write_text(str(files))
+    say(f"  (made {files:,} hard links in {time.perf_counter() - started:.1f} s)")
+    return root
+
+
+def path_list(root: Path, files: int) -> Path:
+    listing = WORK / f"list-{files}.txt"
+    if not listing.exists():
+        with open(listing, "w") as out:
+            for n in range(files):
+                out.write(f"{root}/d{n // PER_FOLDER:05d}/img{n:07d}.jpg\n")
+    return listing
+
+
+def clustered(count: int, dim: int, seed: int, batch: int = 10_000) -> Iterator[np.ndarray]:
+    """Unit vectors in clusters (like real embeddings), one in five a near-copy of another: in batches."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, count // 50), dim)).astype(np.float32)
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        v = centres[rng.integers(0, len(centres), n)] + 0.45 * rng.normal(size=(n, dim)).astype(np.float32)
+        v[1::5] = v[0::5][: len(v[1::5])] + 0.02 * rng.normal(size=v[1::5].shape).astype(np.float32)
+        yield v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def rows_of(start: int, vectors: np.ndarray, folders: int = 10) -> list[dict[str, Any]]:
+    from tests.support.rows import row
+
+    return [row(f"{start + i:032x}", f"/corpus/d{(start + i) % folders}/{start + i}.jpg", v) for i, v in enumerate(vectors)]
+
+
+# --- processes --------------------------------------------------------------------------------------------------
+def measured(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float, str, str]:
+    """Run ``cmd`` under a small helper that waits for it alone, so its peak RSS is its own (not an earlier child's)."""
+    helper = (
+        "import os,resource,subprocess,sys,time,json;t=time.perf_counter();"
+        "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
+        "print(json.dumps({'s':time.perf_counter()-t,'rss':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024,"
+        "'rc':p.returncode,'out':p.stdout,'err':p.stderr}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", helper, *cmd], env=env, cwd=cwd, capture_output=True, text=True)
+    result = json.loads(proc.stdout)
+    if result["rc"] not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd)} exited {result['rc']}:\n{result['err'][-3000:]}")
+    return result["s"], result["rss"], result["out"], result["err"]
+
+
+def imsim_cmd(checkout: Path | None) -> tuple[list[str], dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMSIM_")}
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    return [sys.executable, "-m", "imsim.cli"], env
+
+
+# --- queue: a million-file job ------------------------------------------------------------------------------------
+def queue_part(files: int, checkout: Path | None, label: str) -> dict[str, Any]:
+    import redis
+
+    corpus = hardlinked_corpus(files)
+    listing = path_list(corpus, files)
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="imsim-scale-redis-")))
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    cli, env = imsim_cmd(checkout)
+    here = checkout or ROOT  # `python -m` imports from the working directory first
+    data = Path(tempfile.mkdtemp(prefix="imsim-scale-data-"))
+    env.update(
+        IMSIM_REDIS_URL=server.url,
+        IMSIM_QUEUE="scale",
+        IMSIM_DATA_DIR=str(data),
+        IMSIM_ENV_FILE=os.devnull,
+        IMSIM_TASK_EVENTS="false",
+        COLUMNS="200",
+    )
+    out: dict[str, Any] = {"label": label, "files": files}
+    try:
+        base = int(client.info("memory")["used_memory"])
+        seconds, rss, stdout, _ = measured([*cli, "ingest", str(corpus), "--no-wait"], env, here)
+        job = stdout.strip().splitlines()[-1]
+        queued = int(client.info("memory")["used_memory"]) - base
+        out.update(folder_s=seconds, folder_rss_mb=rss, redis_bytes_per_queued_file=queued / files)
+        base = int(client.info("memory")["used_memory"])
+        seconds, rss, stdout, _ = measured([*cli, "ingest", "--from-file", str(listing), "--no-wait"], env, here)
+        listed = stdout.strip().splitlines()[-1]
+        out.update(
+            list_s=seconds,
+            list_rss_mb=rss,
+            redis_bytes_per_listed_file=(int(client.info("memory")["used_memory"]) - base) / files,
+        )
+        seconds, rss, _, _ = measured([*cli, "cancel", listed], env, here)
+        out.update(cancel_s=seconds, cancel_rss_mb=rss)
+        # every file of the folder job fails (as one Milvus outage past the retries does): 1M failures recorded
+        client.delete("scale")
+        seconds = _fail_everything(job, files, server.url, checkout)
+        out.update(record_failures_s=seconds)
+        keys = [k for k in client.scan_iter(f"imsim:job:{job}*")]
+        out["job_keys"] = sorted(k.rsplit(":", 1)[-1] if k.count(":") > 2 else "hash" for k in keys)
+        out["job_record_bytes_without_failures"] = sum(
+            int(client.memory_usage(k) or 0) for k in keys if not k.endswith((":failures", ":reasons"))
+        )
+        out["failures_bytes"] = sum(int(client.memory_usage(k) or 0) for k in keys if k.endswith((":failures", ":reasons")))
+        seconds, rss, _, _ = measured([*cli, "jobs"], env, here)
+        out.update(jobs_s=seconds, jobs_rss_mb=rss)
+        seconds, rss, _, _ = measured([*cli, "status", job], env, here)
+        out.update(status_s=seconds, status_rss_mb=rss)
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
+_FAIL_SCRIPT = """
+import json, sys, time
+from imsim.jobs import JobStore
+job, files, url, chunk = sys.argv[1], int(sys.argv[2]), sys.argv[3], 256
+jobs = JobStore(url)
+reason = "chunk failed after 20 retries: StoreUnavailable: Milvus at http://milvus:19530 is unreachable or restarting"
+for n, start in enumerate(range(0, files, chunk)):
+    paths = {f"FOLDER/d{i // 1000:05d}/img{i:07d}.jpg": reason for i in range(start, min(files, start + chunk))}
+    jobs.record_chunk(job, str(n), 0, 0, paths)
+print(json.dumps(jobs.get(job).state))
+"""
+
+
+def _fail_everything(job: str, files: int, url: str, checkout: Path | None) -> float:
+    """Record every chunk of ``job`` as failed, through the (old or new) JobStore's own record path."""
+    env = {**os.environ, "PYTHONPATH": str(checkout or ROOT)}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", _FAIL_SCRIPT, job, str(files), url], env=env, cwd=checkout or ROOT, check=True, capture_output=True
+    )
+    return time.perf_counter() - started
+
+
+def queue(args: argparse.Namespace) -> None:
+    runs = [(None, "now")] + ([(Path(args.checkout), f"checkout {args.checkout}")] if args.checkout else [])
+    for files in args.files:
+        for checkout, label in runs:
+            r = queue_part(files, checkout, label)
+            say(
+                f"{label:>10} | {files:>9,} files | queue a folder {r['folder_s']:6.1f} s {r['folder_rss_mb']:5.0f} MB | "
+                f"--from-file {r['list_s']:6.1f} s {r['list_rss_mb']:5.0f} MB | Redis {r['redis_bytes_per_queued_file']:5.1f} B "
+                f"per queued file | cancel {r['cancel_s']:5.2f} s | {files:,} failures: jobs {r['jobs_s']:5.2f} s "
+                f"{r['jobs_rss_mb']:4.0f} MB, status {r['status_s']:5.2f} s {r['status_rss_mb']:4.0f} MB | finished record "
+                f"{r['job_record_bytes_without_failures']:,} B + failures {r['failures_bytes'] / 1e6:.1f} MB"
+            )
+
+
+# --- sync: an unchanged tree ---------------------------------------------------------------------------------------
+def sync(args: argparse.Namespace) -> None:
+    from imsim import bench, maintenance
+    from imsim.ingest import Ingestor, ingest_local
+    from imsim.paths import Discovery, iter_files
+    from imsim.settings import load
+    from imsim.store import VectorStore
+
+    milvus, uri = _server(args)
+    try:
+        for files in args.files:
+            corpus = hardlinked_corpus(files)
+            settings = load(
+                {
+                    "milvus_uri": uri,
+                    "collection_prefix": f"sync{uuid.uuid4().hex[:6]}",
+                    "data_dir": tempfile.mkdtemp(),
+                    "env_file": os.devnull,
+                    "chunk_size": 1024,
+                    "batch_size": 256,
+                }
+            )
+            store = VectorStore(settings)
+            with Ingestor(settings, embedders=bench.null_models(), store=store) as ingestor:
+                started = time.perf_counter()
+                first = ingest_local(iter_files([corpus], Discovery()), settings, ingestor=ingestor)
+                ingest_s = time.perf_counter() - started
+                started = time.perf_counter()
+                gone = maintenance.remove_missing(store, [str(corpus)])
+                again = ingest_local(iter_files([corpus], Discovery()), settings, ingestor=ingestor)
+                sync_s = time.perf_counter() - started
+                for name in store.collections():
+                    store.drop(name)
+            store.close()
+            say(
+                f"sync | {files:>9,} files | first ingest (null models) {ingest_s:7.1f} s, {first.done:,} stored, "
+                f"{first.read_bytes / 1e6:.1f} MB read | sync of the unchanged tree {sync_s:6.1f} s: {gone.total} gone, "
+                f"{again.skipped:,} unchanged, {again.done} embedded, {again.read_bytes} bytes of file content read"
+            )
+    finally:
+        if milvus is not None:
+            milvus.kill()
+
+
+def _server(args: argparse.Namespace) -> tuple[MilvusServer | None, str]:
+    if args.uri:
+        return None, args.uri
+    server = MilvusServer(Path(tempfile.mkdtemp(prefix="imsim-scale-milvus-")))
+    return server, server.uri
+
+
+# --- duplicates ---------------------------------------------------------------------------------------------------
+_DUPLICATES_SCRIPT = """
+import json, sys, time
+from imsim.duplicates import neighbour_edges, groups_of
+from imsim.settings import load
+from imsim.store import VectorStore
+uri, prefix, name = sys.argv[1:4]
+store = VectorStore(load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": "/dev/null"}))
+started = time.perf_counter()
+paths, edges = neighbour_edges(store, {"m": name}, 0.95, neighbours=16)
+groups = groups_of(paths, edges)
+print(json.dumps({"seconds": time.perf_counter() - started, "edges": len(edges), "groups": len(groups)}))
+"""
+
+
+def duplicates(args: argparse.Namespace) -> None:
+    from imsim.settings import load
+
+    for rows in args.rows:
+        milvus, uri = (None, "") if args.lite else _server(args)
+        lite_server = MilvusLiteServer(Path(tempfile.mkdtemp(prefix="imsim-scale-lite-"))) if args.lite else None
+        uri = lite_server.uri if lite_server else uri
+        try:
+            prefix = f"dup{uuid.uuid4().hex[:6]}"
+            name, fill_s = _fill(load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": os.devnull}), rows, 768)
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            seconds, rss, out, _ = measured([sys.executable, "-c", _DUPLICATES_SCRIPT, uri, prefix, name], env)
+            result = json.loads(out)
+            say(
+                f"duplicates | {'Milvus Lite (store serve)' if args.lite else 'Milvus 2.3.5 server'} | {rows:>9,} rows x 768 | "
+                f"{result['seconds']:7.1f} s ({rows / result['seconds']:,.0f} rows/s), peak RSS {rss:,.0f} MB | "
+                f"{result['edges']:,} edges, {result['groups']:,} groups | (filling took {fill_s:.0f} s)"
+            )
+        finally:
+            if milvus is not None:
+                milvus.kill()
+            if lite_server is not None:
+                lite_server.kill()
+
+
+def _fill(settings: Any, rows: int, dim: int, seed: int = 1, name: str = "") -> tuple[str, float]:
+    """A collection of ``rows`` clustered synthetic rows, indexed; returns (name, seconds it took)."""
+    from imsim.bench import NULL_MODELS, NullEmbedder  # noqa: I001
+    from imsim.models.base import ModelInfo
+    from imsim.store import VectorStore
+
+    store = VectorStore(settings)
+    info: ModelInfo = NullEmbedder("dinov2" if dim == 768 else "clip", *NULL_MODELS["dinov2" if dim == 768 else "clip"]).info
+    name = store.ensure_collection(info)
+    started = time.perf_counter()
+    done = 0
+    for vectors in clustered(rows, dim, seed):
+        store.upsert(name, rows_of(done, vectors), batch=2000)
+        done += len(vectors)
+    store.flush(name)
+    _wait_indexed(store, name, rows)
+    store.close()
+    return name, time.perf_counter() - started
+
+
+def _wait_indexed(store: Any, name: str, rows: int, timeout: float = 3600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = store.index_state(name)
+        if "pending_index_rows" not in state or (state.get("pending_index_rows") == 0 and state.get("indexed_rows", 0) >= rows):
+            return
+        time.sleep(2)
+
+
+# --- copy ---------------------------------------------------------------------------------------------------------
+def copy(args: argparse.Namespace) -> None:
+    from imsim.settings import load
+    from imsim.store import VectorStore
+    from imsim.store.copy import copy_store
+
+    for rows in args.rows:
+        milvus, uri = _server(args)
+        data = Path(tempfile.mkdtemp(prefix="imsim-scale-copy-"))
+        lite = load(
+            {"milvus_uri": str(data / "milvus.db"), "collection_prefix": "copy", "env_file": os.devnull, "data_dir": data}
+        )
+        try:
+            fill = sum(_fill(lite, rows, dim, seed=dim)[1] for dim in (512, 768))
+            source, target = VectorStore(lite), VectorStore(lite.replace(milvus_uri=uri))
+            started = time.perf_counter()
+            report = copy_store(source, target, data, batch=2000)
+            seconds = time.perf_counter() - started
+            say(
+                f"copy | {rows:>9,} rows x 2 models (512-d + 768-d) Lite -> Milvus 2.3.5 | {seconds:7.1f} s "
+                f"({2 * rows / seconds:,.0f} rows/s) | counts equal: "
+                f"{all(c.rows == c.target_rows for c in report.collections)}, sampled vectors bit-identical: "
+                f"{sum(c.identical for c in report.collections)}/{sum(c.sampled for c in report.collections)}, "
+                f"aliases {len(report.aliases)} | (filling Lite took {fill:.0f} s)"
+            )
+            source.close()
+            target.close()
+        finally:
+            if milvus is not None:
+                milvus.kill()
+            shutil.rmtree(data, ignore_errors=True)
+
+
+# --- delete -------------------------------------------------------------------------------------------------------
+def delete(args: argparse.Namespace) -> None:
+    from imsim import maintenance
+    from imsim.settings import load
+    from imsim.store import VectorStore
+
+    for rows in args.rows:
+        data = Path(tempfile.mkdtemp(prefix="imsim-scale-delete-"))
+        settings = load({"milvus_uri": str(data / "milvus.db"), "collection_prefix": "del", "env_file": os.devnull})
+        try:
+            _fill(settings, rows, 768)
+            store = VectorStore(settings)
+            timings = []
+            for selector in ("/corpus/d1", "/corpus/d[23]/**", "/corpus/d4/**"):
+                chosen = [maintenance.resolve(store, selector)]
+                started = time.perf_counter()
+                matched = max(maintenance.count(store, chosen).values())
+                sample = maintenance.sample(store, chosen)
+                removed = max(maintenance.delete(store, chosen).values())
+                timings.append(f"{selector!r}: {matched:,} rows, {time.perf_counter() - started:5.1f} s ({len(sample)} shown)")
+                assert removed == matched
+            say(f"delete | Milvus Lite file | {rows:>9,} rows | " + "; ".join(timings))
+            store.close()
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+# --- Milvus Lite's envelope ----------------------------------------------------------------------------------------
+def lite(args: argparse.Namespace) -> None:
+    from imsim.bench import NULL_MODELS, NullEmbedder, process_cpu_seconds  # noqa: I001
+    from imsim.models.base import ModelInfo
+    from imsim.settings import load
+    from imsim.store import VectorStore
+
+    rows = max(args.rows)
+    server = MilvusLiteServer(Path(tempfile.mkdtemp(prefix="imsim-scale-lite-")))
+    try:
+        store = VectorStore(load({"milvus_uri": server.uri, "collection_prefix": "env", "env_file": os.devnull}))
+        infos: dict[str, ModelInfo] = {n: NullEmbedder(n, *NULL_MODELS[n]).info for n in ("clip", "dinov2")}
+        names = {n: store.ensure_collection(info) for n, info in infos.items()}
+        streams = {n: clustered(rows, info.dim, seed=i, batch=1000) for i, (n, info) in enumerate(infos.items())}
+        done, step, mark = 0, max(1, rows // 4), time.perf_counter()
+        while done < rows:
+            for n, stream in streams.items():
+                store.upsert(names[n], rows_of(done, next(stream)), batch=1000)
+            done += 1000
+            if done % step == 0 or done >= rows:
+                seconds = time.perf_counter() - mark
+                rss = _rss_mb(server.proc.pid)
+                say(
+                    f"lite | {done:>9,} images (x2 collections) | writes {2 * step / seconds:6.0f} rows/s over the last "
+                    f"{step:,} images | server RSS {rss:,.0f} MB | server CPU {process_cpu_seconds(server.proc.pid):.0f} s"
+                )
+                mark = time.perf_counter()
+        for name in names.values():
+            store.flush(name)
+        query = next(clustered(64, infos["dinov2"].dim, seed=9))
+        times = []
+        for v in query:
+            started = time.perf_counter()
+            store.search(names["dinov2"], v[None], 10, consistency="Bounded")
+            times.append(1000 * (time.perf_counter() - started))
+        say(f"lite | {rows:>9,} images | raw search of the 768-d collection, k=10: p50 {statistics.median(times):.1f} ms")
+        store.close()
+    finally:
+        server.kill()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="part", required=True)
+    for name, default in (("queue", [10_000]), ("sync", [10_000])):
+        p = sub.add_parser(name)
+        p.add_argument("--files", type=int, nargs="+", default=default)
+        p.add_argument("--checkout", default="")
+        p.add_argument("--uri", default="")
+    for name in ("duplicates", "copy", "delete", "lite"):
+        p = sub.add_parser(name)
+        p.add_argument("--rows", type=int, nargs="+", default=[10_000])
+        p.add_argument("--uri", default="")
+        p.add_argument("--lite", action="store_true", help="duplicates: on Milvus Lite (behind `imsim store serve`)")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    {"queue": queue, "sync": sync, "duplicates": duplicates, "copy": copy, "delete": delete, "lite": lite}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
