@@ -333,11 +333,18 @@ def _fill(settings: Any, rows: int, dim: int, seed: int = 1, name: str = "") -> 
     return name, time.perf_counter() - started
 
 
-def _wait_indexed(store: Any, name: str, rows: int, timeout: float = 3600) -> None:
-    deadline = time.time() + timeout
+def _wait_indexed(store: Any, name: str, rows: int, timeout: float = 1200) -> None:
+    """Until the server reports nothing pending (or its indexed count stops moving for a minute: compaction makes the
+    counts differ from the rows written), at most ``timeout`` seconds."""
+    deadline, last, still = time.time() + timeout, -1, time.time()
     while time.time() < deadline:
         state = store.index_state(name)
-        if "pending_index_rows" not in state or (state.get("pending_index_rows") == 0 and state.get("indexed_rows", 0) >= rows):
+        if "pending_index_rows" not in state or state.get("pending_index_rows") == 0:
+            return
+        indexed = int(state.get("indexed_rows", 0))
+        if indexed != last:
+            last, still = indexed, time.time()
+        elif time.time() - still > 60:
             return
         time.sleep(2)
 

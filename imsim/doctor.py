@@ -74,6 +74,66 @@ def check_redis(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_fleet(settings: Settings, store: VectorStore | None = None) -> list[Check]:
+    """Every worker of the queue embeds with the models (and model settings) this configuration queues jobs for: a
+    worker that does not refuses their chunks (they wait, then fail), so a split fleet is a failed check. And each
+    worker's settings are compared with those of the version queries use (its model's alias in the store): a worker
+    that writes another version writes rows no search reads until that version is activated."""
+    from .queue import Chunk, fleet_identity, worker_identities
+
+    found = worker_identities(settings)
+    if not found:
+        return []
+    wanted = fleet_identity(settings)
+    probe = Chunk("", "", [], models=wanted)
+    active = _active_identities(store, {m for models in found.values() for m in models}) if store is not None else {}
+    checks = []
+    for name, models in sorted(found.items()):
+        why = probe.mismatch(models)
+        if why:
+            checks.append(
+                Check(
+                    f"worker {name}",
+                    "fail",
+                    f"embeds with {', '.join(models) or 'nothing'}, but jobs queued here use {', '.join(wanted)}: {why}. "
+                    f"It refuses their chunks (they wait IMSIM_FLEET_WAIT={settings.fleet_wait}s for another worker, then "
+                    "fail); give every worker of a queue the same IMSIM_MODELS and model settings",
+                )
+            )
+        else:
+            checks.append(Check(f"worker {name}", "ok", f"embeds with {', '.join(models)}, as jobs queued here do"))
+        for model, digest in sorted(models.items()):
+            collection, stored = active.get(model, ("", ""))
+            if stored and stored != digest:
+                checks.append(
+                    Check(
+                        f"worker {name} {model}",
+                        "warn",
+                        f"its {model} settings differ from those of {collection}, the version queries use: the rows it "
+                        f"writes go to another version, searched only once activated (`imsim models activate {model} ...`)",
+                    )
+                )
+    return checks
+
+
+def _active_identities(store: VectorStore, models: set[str]) -> dict[str, tuple[str, str]]:
+    """model -> (its active collection, the settings digest of the config stored on it), as fleet_identity computes."""
+    from . import models as registry
+
+    out = {}
+    for model in sorted(models):
+        collection = store.active_collection(model)
+        if collection is None:
+            continue
+        try:
+            config = store.model_config(collection, registry.config_class(model))
+        except ImsimError:
+            continue
+        if config is not None:
+            out[model] = (collection, config.digest())
+    return out
+
+
 def _check_workers(settings: Settings) -> Check:
     from .queue import workers_on_queue
 
@@ -200,6 +260,8 @@ def run_checks(settings: Settings, *, queue: bool = True, models: bool = True) -
     checks += check_redis(settings) if queue else []
     store_checks, store = check_store(settings)
     checks += store_checks
+    if queue:
+        checks += check_fleet(settings, store)
     if models:
         checks += check_models(settings, store)
     if store is not None:

@@ -135,7 +135,24 @@ def resolve_threshold(
     )
 
 
-def find_groups(
+@dataclass
+class Linked:
+    """The pairs `imsim duplicates` links, before groups are made: every image in an edge (id -> path), the edges
+    at or above the threshold, the threshold and where it came from, and the model used."""
+
+    paths: dict[str, str]
+    edges: list[tuple[str, str, float]]
+    threshold: Threshold
+    model: str
+
+    def groups(self, hidden: Iterable[tuple[str, str]] = ()) -> list[Group]:
+        """The groups, without the pairs in ``hidden`` (marked "not a duplicate")."""
+        skip = set(hidden)
+        kept = [(a, b, s) for a, b, s in self.edges if (a, b) not in skip]
+        return groups_of(self.paths, kept)
+
+
+def link(
     client: Client,
     *,
     model: str | None = None,
@@ -146,8 +163,8 @@ def find_groups(
     batch: int = SEARCH_BATCH,
     calibration_file: str | os.PathLike[str] | None = None,
     on_progress: Progress | None = None,
-) -> tuple[list[Group], Threshold, str]:
-    """(groups, threshold used, model used), largest group first. ``on_progress(done, total)`` is told as rows are
+) -> Linked:
+    """The pairs at or above the threshold (see :class:`Linked`); ``on_progress(done, total)`` is told as rows are
     searched (``total``: the rows of every collection searched)."""
     model = model or default_model(client)
     names = client.settings.model_names if model == "fused" else [model]
@@ -172,7 +189,42 @@ def find_groups(
         batch=batch,
         on_progress=on_progress,
     )
-    return groups_of(paths, edges), chosen, model
+    return Linked(paths, edges, chosen, model)
+
+
+def marked_pairs(store: VectorStore, ids: Iterable[str]) -> set[tuple[str, str]]:
+    """The pairs among ``ids`` a person marked "not a duplicate" (:mod:`imsim.store.marks`)."""
+    from .store.marks import Marks
+
+    return Marks(store).among(ids)
+
+
+def find_groups(
+    client: Client,
+    *,
+    model: str | None = None,
+    threshold: float | None = None,
+    precision: float = 0.95,
+    neighbours: int = 16,
+    where: Where | None = None,
+    batch: int = SEARCH_BATCH,
+    calibration_file: str | os.PathLike[str] | None = None,
+    on_progress: Progress | None = None,
+) -> tuple[list[Group], Threshold, str]:
+    """(groups, threshold used, model used), largest group first; pairs marked "not a duplicate" are left out."""
+    linked = link(
+        client,
+        model=model,
+        threshold=threshold,
+        precision=precision,
+        neighbours=neighbours,
+        where=where,
+        batch=batch,
+        calibration_file=calibration_file,
+        on_progress=on_progress,
+    )
+    hidden = marked_pairs(client.store, linked.paths)
+    return linked.groups(hidden), linked.threshold, linked.model
 
 
 Hit = tuple[str, str, float]  # (id, path, cosine)
@@ -269,6 +321,24 @@ def neighbour_edges(
     if where is not None:
         edges = [(a, b, s) for a, b, s in edges if where.accepts(paths.get(a, "")) and where.accepts(paths.get(b, ""))]
     return paths, edges
+
+
+def exact_groups(store: VectorStore, collection: str, where: Where | None = None) -> list[Group]:
+    """Images whose files have the same content (sha256), found without any model: one stream of the collection's
+    ids, paths and hashes (memory: one entry per row), largest group first. The exact tier of the review page."""
+    expression = where.expression(store.like_dialect) if where else ""
+    by_content: dict[str, list[tuple[str, str]]] = {}
+    for rows in store.iter_rows(collection, filter=expression, output_fields=["path", "sha256"]):
+        for r in rows:
+            if r.get("sha256") and (where is None or where.accepts(r["path"])):
+                by_content.setdefault(r["sha256"], []).append((r["id"], r["path"]))
+    groups = []
+    for members in by_content.values():
+        if len(members) > 1:
+            ordered = sorted(members, key=lambda m: m[1])
+            edges = [(min(a[0], b[0]), max(a[0], b[0]), 1.0) for a, b in zip(ordered, ordered[1:], strict=False)]
+            groups.append(Group(ordered, edges))
+    return sorted(groups, key=lambda g: (-len(g.members), g.members[0][1]))
 
 
 def groups_of(paths: Mapping[str, str], edges: Sequence[tuple[str, str, float]]) -> list[Group]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,20 +26,22 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ImageError, ImageTooLarge
+from .errors import ImageDecodeError, ImageError, ImageNotFound, ImageTooLarge
 from .images import (
     DEFAULT_LIMITS,
+    DecodeBudget,
     FileBytes,
     FileFacts,
     FileStat,
     Limits,
     decode_array,
+    decode_memory,
     jpeg_draft_scale,
     open_file,
     read_file,
     read_header,
     resolve_decoder,
-    to_rgb,
+    to_rgb_array,
 )
 from .models.base import Embedder, Preprocess, embed_arrays
 from .timing import StageTimes, timed
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 LOOKAHEAD = 1  # slices read and decoded ahead of the one the models are running on
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class Decision(enum.Enum):
@@ -138,6 +142,7 @@ class EmbeddingStep:
         self.slice_size = max(1, slice_size)
         self.decoder = resolve_decoder(decoder)
         self.workers = workers or os.cpu_count() or 1
+        self.budget = DecodeBudget(limits.decode_bytes)
         self._pool = ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix="imsim-decode", initializer=_one_torch_thread
         )
@@ -196,19 +201,24 @@ class EmbeddingStep:
             made: dict[tuple[Preprocess, int], np.ndarray] = {}
             width = height = 0
             for scale, names in by_scale.items():
-                with timed(times, "decode"):
-                    size = self.models[names[0]].preprocess.draft_size if scale > 1 else None
-                    image, width, height = decode_array(
-                        file.data,
-                        file.path,
-                        min_size=size,
-                        max_pixels=self.limits.max_pixels,
-                        decoder=self.decoder,
-                        header=header,
-                    )
-                self._check_aspect(file.path, width, height)
-                arrays.update(self._inputs(image, scale, names, times, made))
-                del image
+                need = decode_memory(header, scale)
+                self.budget.reserve(file.path, need)
+                try:
+                    with timed(times, "decode"):
+                        size = self.models[names[0]].preprocess.draft_size if scale > 1 else None
+                        image, width, height = decode_array(
+                            file.data,
+                            file.path,
+                            min_size=size,
+                            max_pixels=self.limits.max_pixels,
+                            decoder=self.decoder,
+                            header=header,
+                        )
+                    self._check_aspect(file.path, width, height)
+                    arrays.update(self._inputs(image, scale, names, times, made))
+                    del image
+                finally:
+                    self.budget.release(need)
             record = ImageRecord(
                 path=file.path,
                 sha256=file.sha256,
@@ -304,7 +314,9 @@ class EmbeddingStep:
         pils: dict[int, np.ndarray] = {}
         for i, query in enumerate(queries):
             if isinstance(query, Image.Image):
-                pils[i] = np.asarray(to_rgb(ImageOps.exif_transpose(query) or query), dtype=np.uint8)
+                if query.width < 1 or query.height < 1:
+                    raise ImageDecodeError(f"<query {i}: PIL image>", f"degenerate image size {query.width}x{query.height}")
+                pils[i] = to_rgb_array(ImageOps.exif_transpose(query) or query)
             elif isinstance(query, (bytes, bytearray, memoryview)):
                 data = bytes(query)
                 if len(data) > self.limits.max_bytes:
@@ -313,6 +325,8 @@ class EmbeddingStep:
                     )
                 files.append(FileBytes(path=f"<query {i}: bytes>", sha256="", file_size=len(data), mtime=0.0, data=data))
             elif isinstance(query, (str, os.PathLike)):
+                if isinstance(query, str) and URL.match(query):
+                    raise ImageNotFound(query, "a URL: queries are read from local files only; download the image first")
                 files.append(read_file(query, self.limits))
             else:
                 raise TypeError(f"a query image must be a path, bytes or PIL.Image, not {type(query).__name__}")

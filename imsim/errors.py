@@ -44,6 +44,10 @@ class PathNotAllowed(ImageError):
     """The file lies outside ``IMSIM_ALLOWED_ROOTS``; the worker refuses to read it."""
 
 
+class NotFound(ImsimError, LookupError):
+    """A stored image, a job or another thing named by id that does not exist (the API answers 404)."""
+
+
 class ModelError(ImsimError):
     """A model name, source or configuration is wrong."""
 
@@ -75,3 +79,7 @@ class QueueError(ImsimError):
 
 class JobRunning(QueueError):
     """The job is still queued or running, so the operation (e.g. a retry of its failures) must wait."""
+
+
+class JobNotFound(QueueError, NotFound):
+    """No job with that id in Redis: unknown, or older than its retention."""

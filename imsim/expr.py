@@ -20,7 +20,7 @@ from dataclasses import field as dc_field
 from typing import Literal
 
 from .errors import FilterError
-from .paths import GLOB_CHARS, glob_match
+from .paths import GLOB_CHARS, compile_glob, glob_match
 
 LikeDialect = Literal["escape", "prefix"]
 
@@ -196,6 +196,15 @@ class Where:
     min_file_size: int | None = None
     ingested_after: float | None = None
     ingested_before: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.path_glob:  # a bad glob is an error at once, not a search that matches nothing
+            from .errors import ImsimError
+
+            try:
+                compile_glob(self._glob())
+            except ImsimError as exc:
+                raise FilterError(str(exc)) from None
 
     def _folder(self) -> str:
         return os.path.abspath(os.path.expanduser(self.path_prefix))

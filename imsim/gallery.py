@@ -71,9 +71,17 @@ def _bar(fraction: float, colour: str) -> str:
 
 
 def render_html(
-    query: Query, hits: Sequence[Any], *, models: Sequence[str], fusion: str, rrf_k: int = 60, title: str = "imsim search"
+    query: Query,
+    hits: Sequence[Any],
+    *,
+    models: Sequence[str],
+    fusion: str,
+    rrf_k: int = 60,
+    title: str = "imsim search",
+    note: str = "",
 ) -> str:
-    """The gallery page for ``hits`` (:class:`~imsim.query.SearchHit` objects), best first."""
+    """The gallery page for ``hits`` (:class:`~imsim.query.SearchHit` objects), best first. ``note`` is shown as a
+    warning above the results (models with random weights: the similarities mean nothing)."""
     colours = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
     esc = html.escape
     if query.image is not None:
@@ -115,9 +123,11 @@ h1 {{ font-size:18px; margin:0 0 8px; }}
 .bar {{ height:{BAR_HEIGHT}px; }}
 .path {{ font-size:11px; color:#555; overflow-wrap:anywhere; }}
 .key {{ display:inline-block; width:10px; height:10px; margin:0 4px 0 10px; }}
+.note {{ background:#fff3cd; border:1px solid #e0b84c; padding:6px 10px; margin-bottom:12px; font-weight:bold; }}
 </style></head>
 <body>
 <h1>{esc(title)}</h1>
+{f'<div class="note">{esc(note)}</div>' if note else ""}
 <div class="query">{query_html}<div>query: {esc(query.label)}<br>{len(hits)} results, fusion {esc(fusion)}<br>
 <span class="key" style="background:{FUSED_COLOUR}"></span>fused {legend}</div></div>
 <div class="grid">
@@ -136,24 +146,37 @@ def render_png(
     rrf_k: int = 60,
     columns: int = 5,
     title: str = "imsim search",
+    note: str = "",
 ) -> Image.Image:
-    """The same gallery as a contact sheet: the query on top, then the hits in reading order."""
+    """The same gallery as a contact sheet: the query on top with a colour legend (and ``note``, a warning), then the
+    hits in reading order, each labelled by its folder and file name."""
     colours = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
     font = ImageFont.load_default()
     line = 14
     card_w = THUMB + 24
-    card_h = THUMB + 8 + (1 + len(models)) * (line + BAR_HEIGHT + 6) + line + 4
-    header = THUMB + 48
+    card_h = THUMB + 8 + (1 + len(models)) * (line + BAR_HEIGHT + 6) + 2 * line + 4
+    top = 28 + (line + 6 if note else 0)
+    query_thumb = thumbnail(query.image) if query.image is not None else None
+    text_x = THUMB + 32 if query_thumb is not None else 16
+    header = top + max(query_thumb.height if query_thumb is not None else 0, 3 * line + 8) + 20
+    columns = max(1, min(columns, len(hits) or 1))
     rows = max(1, -(-len(hits) // columns))
-    sheet = Image.new("RGB", (16 + columns * (card_w + 12), header + rows * (card_h + 12) + 16), BACKGROUND)
+    sheet = Image.new("RGB", (16 + max(columns, 3) * (card_w + 12), header + rows * (card_h + 12) + 16), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     draw.text((16, 8), title, fill="#222222", font=font)
-    if query.image is not None:
-        sheet.paste(thumbnail(query.image), (16, 28))
-        draw.text((THUMB + 32, 28), f"query: {query.label}", fill="#222222", font=font)
+    if note:
+        draw.text((16, 28), note, fill="#b00020", font=font)
+    if query_thumb is not None:
+        sheet.paste(query_thumb, (16, top))
+        draw.text((text_x, top), f"query: {query.label}", fill="#222222", font=font)
     else:
-        draw.text((16, 28), f"query: \u201c{query.label}\u201d", fill="#222222", font=font)
-    draw.text((THUMB + 32, 44), f"{len(hits)} results, fusion {fusion}", fill="#222222", font=font)
+        draw.text((text_x, top), f"query: \u201c{query.label}\u201d", fill="#222222", font=font)
+    draw.text((text_x, top + line + 2), f"{len(hits)} results, fusion {fusion}", fill="#222222", font=font)
+    x = text_x
+    for name, colour in [("fused", FUSED_COLOUR), *colours.items()]:  # the legend: which bar is which
+        draw.rectangle((x, top + 2 * line + 8, x + 9, top + 2 * line + 17), fill=colour)
+        draw.text((x + 14, top + 2 * line + 6), name, fill="#222222", font=font)
+        x += 24 + int(draw.textlength(name, font=font))
 
     def bar(x: int, y: int, fraction: float, colour: str) -> None:
         draw.rectangle((x, y, x + TRACK - 1, y + BAR_HEIGHT - 1), fill=TRACK_COLOUR)
@@ -180,6 +203,8 @@ def render_png(
                     colours[m],
                 )
             y += line + BAR_HEIGHT + 6
-        name = os.path.basename(hit.path)
-        draw.text((x, y), name if len(name) <= 34 else name[:31] + "...", fill="#555555", font=font)
+        folder, name = os.path.basename(os.path.dirname(hit.path)), os.path.basename(hit.path)
+        for text in (folder + "/", name):  # two files named alike in different folders read apart
+            draw.text((x, y), text if len(text) <= 34 else "..." + text[-31:], fill="#555555", font=font)
+            y += line
     return sheet

@@ -16,8 +16,9 @@ import os
 import re
 import stat
 import struct
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -51,6 +52,7 @@ class Limits:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_aspect_ratio: float = 32.0
     allowed_roots: tuple[str, ...] = ()  # real paths; empty = any path
+    decode_bytes: int = 2048 * 2**20  # decoded pixels one process holds at once (DecodeBudget)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -59,6 +61,7 @@ class Limits:
             max_pixels=settings.max_image_pixels,
             max_aspect_ratio=settings.max_aspect_ratio,
             allowed_roots=tuple(settings.allowed_root_paths),
+            decode_bytes=settings.decode_memory_mb * 2**20,
         )
 
 
@@ -240,26 +243,106 @@ def read_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
 
 
 # --- decoding ----------------------------------------------------------------------------------
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB; transparency is composited over white."""
+STRIP_PIXELS = 4_000_000  # pixels converted at a time: the temporaries of a conversion never exceed one strip's
+_WIDE = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_ALPHA = ("RGBA", "LA", "PA", "La", "RGBa")
+# bytes per pixel Pillow keeps a decoded image in (multi-band and 32-bit modes take 4, "1" takes a byte per pixel)
+_PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decode_bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel of decoding an image of this Pillow mode to RGB: Pillow's own storage (4 for most modes) plus
+    the 3 of the RGB array it becomes (conversions run in strips: :data:`STRIP_PIXELS`)."""
+    return _PILLOW_BYTES.get(mode, 4) + 3
+
+
+def to_rgb_array(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode as an 8-bit RGB HWC array; transparency is composited over white; 16-bit and float images are
+    scaled to 8 bits. Converted a strip of rows at a time, so memory is the image, the RGB array and one strip (a
+    13000x13000 16-bit PNG made several full-size float32 copies: 3.1 GB); the result is the same, pixel for pixel,
+    as converting the whole image at once."""
     if im.mode == "RGB":
-        return im
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float32)
-        hi = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        return np.asarray(im, dtype=np.uint8)
+    width, height = im.size
+    out = np.empty((height, width, 3), np.uint8)
+    step = max(1, STRIP_PIXELS // max(1, width))
+    convert = _strip_converter(im)
+    for top in range(0, height, step):
+        out[top : top + step] = convert(im.crop((0, top, width, min(height, top + step))))
+    return out
+
+
+def _strip_converter(im: Image.Image) -> Callable[[Image.Image], np.ndarray]:
+    """How one strip of ``im`` becomes RGB (scales that need the whole image, like a float image's range, read first)."""
+    if im.mode in _WIDE:
+        extrema = im.getextrema()  # one band: (min, max)
+        low, high = float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]
         if im.mode == "F":
-            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
-            arr = (arr - lo) / ((hi - lo) or 1.0) * 255.0
+            lo, hi = min(0.0, low), max(1.0, high)
+
+            def scale(arr: np.ndarray) -> np.ndarray:
+                return (arr - lo) / ((hi - lo) or 1.0) * 255.0
+
         else:
-            arr = arr / hi * 255.0
-        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return im.convert("RGB")
+            top = 65535.0 if im.mode.startswith("I;16") or max(0, high) > 255 else 255.0
+
+            def scale(arr: np.ndarray) -> np.ndarray:
+                return arr / top * 255.0
+
+        def wide(strip: Image.Image) -> np.ndarray:
+            grey = np.clip(scale(np.asarray(strip, dtype=np.float32)) + 0.5, 0, 255).astype(np.uint8)
+            return np.repeat(grey[:, :, None], 3, axis=2)
+
+        return wide
+    if im.mode in _ALPHA or (im.mode == "P" and "transparency" in im.info):
+
+        def over_white(strip: Image.Image) -> np.ndarray:
+            rgba = strip.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8)
+
+        return over_white
+    return lambda strip: np.asarray(strip.convert("RGB"), dtype=np.uint8)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB (:func:`to_rgb_array`, as an image)."""
+    return im if im.mode == "RGB" else Image.fromarray(to_rgb_array(im), "RGB")
+
+
+def decode_memory(header: Header, scale: int = 1) -> int:
+    """Bytes decoding this image (at this JPEG draft scale) to an RGB array holds at its peak: the decoded pixels in
+    Pillow's storage, the RGB array, and one strip of the conversion."""
+    pixels = -(-header.width // scale) * -(-header.height // scale)
+    return pixels * decode_bytes_per_pixel(header.mode or "RGB") + min(pixels, STRIP_PIXELS) * 12
+
+
+class DecodeBudget:
+    """Bytes of decoded pixels a worker process may hold at once, shared by its decode threads: a file waits until its
+    estimate fits, and a file whose estimate alone exceeds the budget fails with that reason, so no file (and no set
+    of files decoded together) can take more memory than ``IMSIM_DECODE_MEMORY_MB`` states."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit = limit_bytes
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def reserve(self, path: str, need: int) -> None:
+        if need > self.limit:
+            raise ImageTooLarge(
+                path,
+                f"decoding it needs ~{need / 2**20:,.0f} MB (pixels x bytes per pixel of its mode), over "
+                f"IMSIM_DECODE_MEMORY_MB={self.limit // 2**20:,}",
+            )
+        with self._cond:
+            while self.used + need > self.limit:
+                self._cond.wait()
+            self.used += need
+
+    def release(self, need: int) -> None:
+        with self._cond:
+            self.used -= need
+            self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -465,7 +548,7 @@ def decode_array(
             im.seek(0)  # first frame of animations
             im.load()
             im = ImageOps.exif_transpose(im) or im
-            return np.asarray(to_rgb(im), dtype=np.uint8), width, height
+            return to_rgb_array(im), width, height
     except MemoryError:
         raise ImageTooLarge(
             path, "out of memory while decoding (lower IMSIM_MAX_IMAGE_PIXELS or give the worker more memory)"

@@ -28,22 +28,25 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import QueueError
+from .errors import JobNotFound, QueueError
 from .paths import printable
 
 JOBS_INDEX = "imsim:jobs"  # job id -> created_at
 JOBS_EXPIRY = "imsim:jobs:expiry"  # finished job id -> when its keys expire (to trim the index)
 DEFAULT_RETENTION = 7 * 24 * 3600
+FLEET_KEY = "imsim:fleet:{queue}"  # sorted set: "identity|worker" -> last heartbeat (Unix seconds)
+FLEET_TTL = 60  # seconds a worker counts as on the queue after its last heartbeat (it beats every FLEET_TTL / 4)
 SUMMARY_ITEMS = 20  # inputs and unmatched inputs kept by name (the rest are counted) ...
 SUMMARY_BYTES = 300  # ... within this many bytes of JSON each
 OPEN = 1 << 62  # the chunk count of a job whose chunks are still being sent: never reached
-CHUNK_SUFFIXES = ("chunks", "attempts", "ends", "progress", "running")  # deleted when the job finishes
+CHUNK_SUFFIXES = ("chunks", "attempts", "ends", "progress", "running", "refusals")  # deleted when the job finishes
 KEPT_SUFFIXES = ("failures", "reasons", "about")  # expire with the job hash
 
 
@@ -78,7 +81,7 @@ def decode_path(stored: str) -> str:
 _FINISH = """
 local function finish(job, now, retention, index_expiry, job_id, base)
   redis.call('HSET', job, 'finished_at', now)
-  for _, suffix in ipairs({'chunks', 'attempts', 'ends', 'progress', 'running'}) do
+  for _, suffix in ipairs({'chunks', 'attempts', 'ends', 'progress', 'running', 'refusals'}) do
     redis.call('DEL', base .. ':' .. suffix)
   end
   if tonumber(retention) > 0 then
@@ -365,6 +368,19 @@ class JobStore:
             args += [name, value]
         self._seal(keys=[job_key(job_id), JOBS_EXPIRY, job_key(job_id) + ":about"], args=args)
 
+    def abandon_queuing(self, job_id: str, sent: int) -> None:
+        """What can still be done when Redis refuses writes (full): let the job finish with the chunks that went out
+        (no chunk: the job is dropped, nothing refers to it). Never raises."""
+        import redis
+
+        try:
+            if sent:
+                self.redis.hdel(job_key(job_id), "queuing")
+            else:
+                self.redis.delete(*self._keys(job_id, "about"))
+        except redis.RedisError:
+            pass
+
     def record_chunk(
         self,
         job_id: str,
@@ -410,16 +426,61 @@ class JobStore:
         key = job_key(job_id)
         self._while_open(keys=[key, key + ":progress", key + ":progress"], args=["incr", chunk, files])
 
-    def mark_started(self, job_id: str, collections: Mapping[str, str] | None = None) -> None:
-        """The job has a worker on it; ``collections`` records which model versions it writes (for ``--activate``)."""
+    def mark_started(self, job_id: str, collections: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The job has a worker on it. ``collections`` (model -> collection: the model versions this worker writes)
+        is recorded by the first worker; returns the job's recorded versions, which every later worker must match."""
         key = job_key(job_id)
         if not self.redis.exists(key):
-            return
+            return dict(collections or {})
         with self.redis.pipeline() as pipe:
             pipe.hsetnx(key, "started_at", time.time())
             if collections:
                 pipe.hsetnx(key + ":about", "collections", json.dumps(dict(collections), sort_keys=True))
+            pipe.hget(key + ":about", "collections")
+            recorded = pipe.execute()[-1]
+        return json.loads(recorded) if recorded else dict(collections or {})
+
+    def refused_for(
+        self, job_id: str, chunk: str, worker: str, why: str, *, capable_alive: bool = False
+    ) -> tuple[float, list[str]]:
+        """``worker`` refused ``chunk`` because ``why`` (it embeds with other models or versions than the job's): seconds
+        since the wait for a capable worker began and the distinct reasons every refusing worker gave, so a chunk no
+        worker can take fails after a bounded wait, saying what each kind of worker lacked, instead of circling forever.
+        ``capable_alive``: a worker that can take it is on the queue (busy): the wait starts again."""
+        key = job_key(job_id) + ":refusals"
+        now = time.time()
+        with self.redis.pipeline() as pipe:
+            if capable_alive:
+                pipe.hset(key, chunk, now)
+            else:
+                pipe.hsetnx(key, chunk, now)
+            pipe.hset(key, f"{chunk}|{worker}", why)
+            pipe.hget(key, chunk)
+            first = pipe.execute()[-1]
+        reasons = {
+            v.decode() if isinstance(v, bytes) else str(v)
+            for _, v in self.redis.hscan_iter(key, match=f"{_glob_escape(chunk)}|*", count=100)
+        }
+        return now - float(first or now), sorted(reasons)
+
+    # --- which workers serve a queue, and with what -----------------------------------------------
+    def fleet_beat(self, queue: str, identity: str, worker: str) -> None:
+        """``worker`` on ``queue`` embeds with ``identity`` (:func:`imsim.queue.identity_digest`), as of now: one
+        sorted-set member per worker, dropped ``FLEET_TTL`` seconds after its last beat (bounded by the fleet)."""
+        key, now = FLEET_KEY.format(queue=queue), time.time()
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {f"{identity}|{worker}": now})
+            pipe.zremrangebyscore(key, "-inf", now - FLEET_TTL)
+            pipe.expire(key, 2 * FLEET_TTL)
             pipe.execute()
+
+    def fleet_leave(self, queue: str, identity: str, worker: str) -> None:
+        self.redis.zrem(FLEET_KEY.format(queue=queue), f"{identity}|{worker}")
+
+    def fleet_alive(self, queue: str, identity: str) -> bool:
+        """Whether a worker embedding with ``identity`` has beaten on ``queue`` in the last ``FLEET_TTL`` seconds."""
+        members = self.redis.zrangebyscore(FLEET_KEY.format(queue=queue), time.time() - FLEET_TTL, "+inf")
+        return any(str(m).startswith(identity + "|") for m in members)
 
     def mark_cancelled(self, job_id: str) -> None:
         """O(1): set the flag workers read before each chunk and each slice; they drop what is left."""
@@ -435,17 +496,17 @@ class JobStore:
 
     def _exists(self, job_id: str) -> None:
         if not self.redis.exists(job_key(job_id)):
-            raise QueueError(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
+            raise JobNotFound(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
 
     # --- reading ---------------------------------------------------------------------------------
     def get(self, job_id: str, failures: int = 0) -> JobStatus:
         """The job's counts and summaries (O(1) in its size), with its first ``failures`` failures."""
         key = job_key(job_id)
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=False) as pipe:  # no MULTI: a full Redis refuses MULTI's reads too
             _read(pipe, key)
             raw, about, progress, running, ttl = pipe.execute()
         if not raw:
-            raise QueueError(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
+            raise JobNotFound(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
         status = _status(job_id, {**about, **raw}, progress, running, ttl)
         if failures:
             status.failures = dict(self.failures(job_id, 0, failures))
@@ -484,7 +545,7 @@ class JobStore:
         ids = [str(j) for j in self.redis.zrevrange(JOBS_INDEX, 0, max(0, limit - 1))]
         if not ids:
             return []
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 _read(pipe, job_key(job_id))
             replies = pipe.execute()
@@ -503,7 +564,7 @@ class JobStore:
         """Drop expired jobs from the index (bounded by how many expired since the last trim)."""
         expired = self.redis.zrangebyscore(JOBS_EXPIRY, "-inf", now, start=0, num=1000)
         if expired:
-            with self.redis.pipeline() as pipe:
+            with self.redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(JOBS_INDEX, *expired)
                 pipe.zrem(JOBS_EXPIRY, *expired)
                 pipe.execute()
@@ -558,3 +619,8 @@ def _status(job_id: str, raw: dict[str, str], progress: dict[str, str], running:
         updated=int(raw.get("updated", 0)),
         expires_at=time.time() + ttl if ttl and ttl > 0 else None,
     )
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` taken literally in a Redis MATCH pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)

@@ -6,7 +6,7 @@ imsim collection; a collection that lacks some rows (a model added later) is sim
 is a row id, a path (that file's row and, if it is a folder, every row below it), or a glob. One rule decides
 between path and glob for every command (ingest, delete, sync): **a path that exists on disk, or has stored
 rows, is literal**, brackets and all (``photo[1].jpg``); otherwise ``*``, ``?`` and ``[`` make it a glob, matched
-with :func:`imsim.paths.glob_regex` (``*`` stays in a folder, ``**`` crosses folders).
+with :class:`imsim.paths.Glob` (``*`` stays in a folder, ``**`` crosses folders).
 
 A folder or a literal path is selected by a Milvus filter expression that is exact on the backend, so it is
 counted, sampled and deleted by that expression, server-side. A glob is pre-filtered by a LIKE prefix and then
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from . import expr
-from .paths import glob_base, glob_regex, is_glob
+from .paths import Glob, compile_glob, glob_base, is_glob
 from .store import VectorStore
 
 ROW_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -35,7 +35,7 @@ class Selector:
 
     text: str
     filter: str
-    exact: re.Pattern[str] | None = None  # None: the filter is exact
+    exact: Glob | None = None  # None: the filter is exact
     under: str = ""  # a folder checked exactly in Python (the backend's LIKE cannot say it)
 
     def accepts(self, path: str) -> bool:
@@ -55,7 +55,7 @@ def resolve(store: VectorStore, raw: str) -> Selector:
     path = os.path.abspath(os.path.expanduser(raw))
     dialect = store.like_dialect
     if is_glob(raw) and not os.path.lexists(path) and not _stored(store, path):
-        return Selector(raw, expr.like_prefix("path", glob_base(path), dialect), exact=glob_regex(path))
+        return Selector(raw, expr.like_prefix("path", glob_base(path), dialect), exact=compile_glob(path))
     exact_like = dialect == "escape" or "%" not in path
     return Selector(raw, expr.folder_filter(path, dialect), under="" if exact_like else path)
 

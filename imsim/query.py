@@ -24,11 +24,12 @@ import numpy as np
 from . import fusion as fusion_maths
 from . import models as registry
 from .embedding import EmbeddingStep
-from .errors import ImsimError, ModelError, QueueError, StoreError
+from .errors import ImsimError, ModelError, NotFound, QueueError, StoreError
 from .expr import Where, both
 from .models import Embedder
 from .settings import Settings, get_settings
 from .store import StoredHit, VectorStore, cosine, open_store
+from .timing import StageTimes
 
 if TYPE_CHECKING:
     from .jobs import JobStatus
@@ -151,9 +152,12 @@ class Client:
         """One normalised vector per model for a query image (path, bytes or PIL image)."""
         return {n: vectors[0] for n, vectors in self.embed_many([image], models).items()}
 
-    def embed_many(self, images: Sequence[Any], models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
-        """(len(images), dim) normalised vectors per model, decoded exactly as ingest decodes files."""
-        return self._step(self.names(models)).embed_queries(list(images))
+    def embed_many(
+        self, images: Sequence[Any], models: Sequence[str] | str | None = None, times: StageTimes | None = None
+    ) -> dict[str, np.ndarray]:
+        """(len(images), dim) normalised vectors per model, decoded exactly as ingest decodes files (``times``: where
+        the time went, per stage and per model)."""
+        return self._step(self.names(models)).embed_queries(list(images), times)
 
     def compare(self, a: Any, b: Any, models: Sequence[str] | str | None = None) -> dict[str, float]:
         """Cosine similarity of two images per model."""
@@ -172,7 +176,7 @@ class Client:
             if vec is not None:
                 found[n] = vec[None]
         if not found:
-            raise ImsimError(f"no stored image {like!r} in the collections of {', '.join(self.names(models))}: ingest it first")
+            raise NotFound(f"no stored image {like!r} in the collections of {', '.join(self.names(models))}: ingest it first")
         return found
 
     # --- search -----------------------------------------------------------------------------------

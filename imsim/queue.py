@@ -10,6 +10,7 @@ million files never make one list), and cancelling a job is one flag the workers
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -77,9 +78,25 @@ def job_store(settings: Settings) -> JobStore:
     return JobStore(settings.redis_url.get_secret_value(), retention=settings.job_retention)
 
 
+def fleet_identity(settings: Settings) -> dict[str, str]:
+    """model -> a digest of the settings that change its vectors (its family config's identity: pooling, input size
+    ...; not the weights' path, which may differ between machines, nor the revision, which the job's recorded model
+    versions check after loading): what a job is queued for, and what a worker can embed."""
+    return {name: settings.family(name).digest() for name in settings.model_names}
+
+
+def identity_digest(models: dict[str, str]) -> str:
+    """One short name for a fleet identity (the models and their settings digests), as workers announce it."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(models, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Chunk:
-    """One chunk of a job: the unit of work one Celery message carries (paths, and how to ingest them)."""
+    """One chunk of a job: the unit of work one Celery message carries (paths, and how to ingest them), with the
+    models and model settings the job was queued for (:func:`fleet_identity`): a worker that embeds with others
+    refuses it, so one queue served by differently configured workers never leaves holes or mixes versions."""
 
     job_id: str
     key: str  # "3"; "3.0" and "3.1" once split
@@ -87,9 +104,26 @@ class Chunk:
     force: bool = False
     checksum: bool = False
     tags: dict[str, str] | None = None
+    models: dict[str, str] | None = None  # model -> settings digest; None: a message from before this field
 
     def options(self) -> dict[str, Any]:
-        return {"force": self.force, "checksum": self.checksum, "tags": self.tags}
+        return {"force": self.force, "checksum": self.checksum, "tags": self.tags, "models": self.models}
+
+    def mismatch(self, mine: dict[str, str]) -> str:
+        """Why a worker embedding with ``mine`` cannot take this chunk ('' when it can)."""
+        if self.models is None or self.models == mine:
+            return ""
+        missing = sorted(set(self.models) - set(mine))
+        extra = sorted(set(mine) - set(self.models))
+        differ = sorted(m for m in set(self.models) & set(mine) if self.models[m] != mine[m])
+        parts = []
+        if missing:
+            parts.append(f"it lacks {', '.join(missing)}")
+        if extra:
+            parts.append(f"it also embeds {', '.join(extra)}")
+        if differ:
+            parts.append(f"its settings for {', '.join(differ)} differ (IMSIM_<MODEL>_* such as pooling)")
+        return "; ".join(parts)
 
     def halves(self) -> list[Chunk]:
         half = len(self.paths) // 2
@@ -146,6 +180,7 @@ def enqueue(
     if first is None:
         raise QueueError("no image files to queue")
     job_id = job_id or new_job_id()
+    models = fleet_identity(settings)
     jobs.create(
         job_id,
         inputs=list(inputs)[:SUMMARY_ITEMS],
@@ -158,7 +193,8 @@ def enqueue(
     sent = files = 0
     try:
         for index, part in enumerate(batched(itertools.chain([first], stream), settings.chunk_size)):
-            send_chunk(app, settings, Chunk(job_id, str(index), part, force=force, checksum=checksum, tags=tags))
+            chunk = Chunk(job_id, str(index), part, force=force, checksum=checksum, tags=tags, models=models)
+            send_chunk(app, settings, chunk)
             jobs.add_chunks(job_id, len(part))
             sent, files = sent + 1, files + len(part)
             if on_sent is not None:
@@ -167,8 +203,8 @@ def enqueue(
         why = _redis_why(exc)
         try:
             jobs.seal(job_id, error=f"queuing stopped after {sent} chunks ({files} files): {why}")
-        except redis.RedisError:
-            pass
+        except redis.RedisError:  # a full Redis refuses scripts; HDEL frees memory, so it is still allowed
+            jobs.abandon_queuing(job_id, sent)
         raise QueueError(
             f"queuing job {job_id} stopped after {sent} chunks ({files} files): {why}. Those chunks are queued and the "
             f"job ends with them; re-run the same ingest once Redis has room: stored files are skipped"
@@ -232,6 +268,21 @@ def cancel(job_id: str, settings: Settings) -> JobStatus:
 def queue_length(settings: Settings) -> int:
     jobs = job_store(settings)
     return int(sum(jobs.redis.llen(q) for q in [settings.queue] + [f"{settings.queue}{PRIORITY_SEP}{n}" for n in range(10)]))
+
+
+def worker_identities(settings: Settings, timeout: float = 1.5) -> dict[str, dict[str, str]] | None:
+    """worker name -> the models it embeds with (model -> settings digest), for the workers of ``settings.queue`` that
+    answer (None when the broker cannot be asked)."""
+    try:
+        replies = make_celery(settings).control.broadcast("imsim_identity", reply=True, timeout=timeout) or []
+    except Exception:  # any broker failure means "cannot ask"
+        return None
+    out: dict[str, dict[str, str]] = {}
+    for reply in replies:
+        for name, answer in reply.items():
+            if isinstance(answer, dict) and answer.get("queue") == settings.queue:
+                out[name] = dict(answer.get("models") or {})
+    return out
 
 
 def workers_on_queue(settings: Settings, timeout: float = 1.0) -> list[str] | None:

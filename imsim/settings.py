@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         description="How long a finished job's record (counts, failures) stays in Redis: seconds, or 90m, 12h, 7d. "
         "0 keeps records forever (they grow with every job).",
     )
+    fleet_wait: int = Field(
+        300,
+        ge=0,
+        description="Seconds a chunk waits for a worker that embeds with the models and model settings its job was "
+        "queued for (workers with others refuse it and put it back); then its files fail with the reason.",
+    )
     allowed_roots: str = Field(
         "", description="Comma-separated directories workers may read; files elsewhere fail with a reason. Empty = any path."
     )
@@ -162,6 +168,13 @@ class Settings(BaseSettings):
         178_956_970, ge=1, description="Refuse images with more pixels than this (decompression-bomb guard)."
     )
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="Refuse files larger than this many bytes.")
+    decode_memory_mb: int = Field(
+        2048,
+        ge=64,
+        description="Megabytes of decoded pixels one worker process may hold at once, across its decode threads: a file "
+        "waits until its decode fits, and one that alone needs more (pixels x bytes per pixel of its mode: a 13000x13000 "
+        "RGBA PNG needs ~1.2 GB) fails with that reason.",
+    )
     max_aspect_ratio: float = Field(
         32.0,
         ge=1.0,
@@ -177,6 +190,31 @@ class Settings(BaseSettings):
     )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k.")
     fusion_weights: str = Field("", description="Weights for weighted fusion, e.g. 'clip=0.3,dinov2=0.7' (default equal).")
+
+    # --- the HTTP API (imsim serve) ---------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address `imsim serve` binds; anything but loopback requires IMSIM_API_TOKEN.")
+    api_port: int = Field(8080, ge=1, le=65535, description="Port `imsim serve` listens on.")
+    api_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token every API request must carry (required when binding beyond loopback)."
+    )
+    api_url: str = Field(
+        "",
+        description="A running `imsim serve` (http://host:8080): `imsim search`, `compare` and `duplicates` ask it "
+        "(its models are loaded already).",
+    )
+    api_max_upload_mb: int = Field(32, ge=1, le=1024, description="Largest image the API accepts in one upload (MB).")
+    api_timeout: float = Field(60.0, gt=0, description="Seconds an API request may take before it fails (504).")
+    api_cors_origins: str = Field("", description="Comma-separated origins allowed to call the API from a browser; empty: none.")
+    api_raw_filters: bool = Field(False, description="Accept raw Milvus filter expressions in API searches.")
+    api_batch_window_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="Extra wait (ms) for more image queries before a forward pass; 0: none (queries that arrive while "
+        "a pass runs go together in the next one).",
+    )
+    api_max_batch: int = Field(32, ge=1, le=1024, description="Most image queries the API embeds in one forward pass.")
+    api_thumbnail_cache_mb: int = Field(64, ge=0, description="Memory for thumbnails the API has made (MB; LRU).")
 
     @classmethod
     def settings_customise_sources(
@@ -282,8 +320,25 @@ class Settings(BaseSettings):
         return self.redelivery_check_interval or max(1, min(60, self.visibility_timeout // 5))
 
     @property
+    def lite_store(self) -> Path:
+        """The embedded Milvus Lite store: ``DATA_DIR/milvus.db``."""
+        return self.data_dir / "milvus.db"
+
+    @property
+    def served_store(self) -> dict[str, Any] | None:
+        """With ``milvus_uri`` unset: the running `imsim store serve` of this data dir's Lite store (its ``uri`` and
+        ``pid``, from ``DATA_DIR/served.json``), so every process uses it instead of failing on the file's lock;
+        None when nothing serves it (the record is checked: the process alive and its port answering)."""
+        if self.milvus_uri:
+            return None
+        return served_store(self.data_dir, self.lite_store)
+
+    @property
     def resolved_milvus_uri(self) -> str:
-        return self.milvus_uri or str(self.data_dir / "milvus.db")
+        if self.milvus_uri:
+            return self.milvus_uri
+        served = self.served_store
+        return str(served["uri"]) if served else str(self.lite_store)
 
     @property
     def is_milvus_lite_file(self) -> bool:
@@ -292,17 +347,21 @@ class Settings(BaseSettings):
 
     @property
     def weights(self) -> dict[str, float]:
-        """Parsed ``fusion_weights``; an empty dict means equal weights."""
-        out: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in self.fusion_weights.split(","))):
-            name, sep, value = part.partition("=")
-            if not sep:
-                raise ConfigError(f"IMSIM_FUSION_WEIGHTS entry {part!r} is not name=weight")
-            try:
-                out[name.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"IMSIM_FUSION_WEIGHTS entry {part!r}: {value!r} is not a number") from None
-        return out
+        """Parsed ``fusion_weights`` (validated when the settings are made); an empty dict means equal weights."""
+        return parse_weights(self.fusion_weights)
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> Settings:
+        weights = parse_weights(self.fusion_weights)
+        unknown = sorted(set(weights) - set(registry.names()))
+        if unknown:
+            raise ValueError(f"fusion_weights names {unknown[0]!r}, which is no model (known: {', '.join(registry.names())})")
+        if weights and not any(w > 0 for n, w in weights.items() if n in self.model_names):
+            raise ValueError(
+                f"fusion_weights {self.fusion_weights!r} gives no positive weight to any of the models "
+                f"{self.models!r}: weighted fusion would divide by zero"
+            )
+        return self
 
     # --- copies ------------------------------------------------------------------------
     def flat(self) -> dict[str, Any]:
@@ -348,11 +407,18 @@ def read_env_file(path: Path) -> dict[str, str]:
 
     A name that is not a setting is an error naming the file and line: the file is imsim's own."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read the env file {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{where}: byte 0x{data[exc.start]:02x} is not UTF-8 (the env file is UTF-8 text); fix or remove that line"
+        ) from None
     out: dict[str, str] = {}
     known = set(known_variables())
     for number, line in enumerate(text.splitlines(), 1):
@@ -419,6 +485,47 @@ def load(values: Mapping[str, Any] | None = None) -> Settings:
         raise ConfigError("invalid settings: " + "; ".join(_describe(e) for e in exc.errors())) from None
 
 
+SERVED_FILE = "served.json"
+
+
+def served_store(data_dir: Path, store: Path) -> dict[str, Any] | None:
+    """The record `imsim store serve` wrote for ``store`` in ``data_dir`` when that server still runs, else None."""
+    import json
+    import socket
+
+    try:
+        record = json.loads((data_dir / SERVED_FILE).read_text())
+        pid, host, port = int(record["pid"]), str(record["host"]), int(record["port"])
+        if os.path.realpath(record["store"]) != os.path.realpath(store):
+            return None
+        os.kill(pid, 0)  # still running (an error if not)
+        with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "") else host, port), timeout=0.3):
+            pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"clip=0.3,dinov2=0.7"`` → weights; a malformed entry, a weight that is no number, negative or not finite is a
+    ValueError naming it."""
+    import math
+
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"fusion_weights entry {part!r} is not name=weight")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ValueError(f"fusion_weights entry {part!r}: {value!r} is not a number") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"fusion_weights entry {part!r}: a weight must be a number >= 0")
+        out[name.strip()] = weight
+    return out
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -431,9 +538,27 @@ def parse_duration(text: str) -> int:
     return int(float(found.group(1)) * _SECONDS[found.group(2).lower()])
 
 
+SECRET_PARAMETERS = frozenset({"password", "token", "secret", "key", "access_key", "secret_key", "api_key", "apikey"})
+
+
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``**`` (for messages, logs and ``imsim config``)."""
-    return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1**@", url)
+    """``url`` with its secrets replaced by ``**`` (for messages, logs and ``imsim config``): the password of the
+    userinfo, read up to the *last* ``@`` as redis-py does (``redis://:p@ss@host`` holds the password ``p@ss``),
+    a bare token as userinfo, and query parameters that carry secrets (``?password=``, ``?token=`` ...)."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return re.sub(r"(//[^/]*:)[^/]*@", r"\1**@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}:**@{host}" if sep else f"**@{host}"
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = urllib.parse.urlencode([(k, "**" if k.lower() in SECRET_PARAMETERS else v) for k, v in pairs], safe="*")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @lru_cache(maxsize=1)

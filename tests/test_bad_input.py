@@ -55,6 +55,8 @@ CASES: dict[str, tuple[str, str]] = {
     "FIFO named like an image": ("pipe.jpg", "not a regular file"),
     "name with a trailing space": ("trailing.jpg ", "stored"),
     ".avif file in a folder": ("modern.avif", "stored"),
+    "image whose decode needs more than the memory budget": ("huge-rgba.png", "over IMSIM_DECODE_MEMORY_MB"),
+    "file name with terminal control bytes": ("clear\x1b[2Jscreen\x1b[8m.jpg", "stored"),
 }
 LISTED_ONLY = ("missing path", "NUL byte in a listed path", "path longer than the store holds")
 
@@ -109,6 +111,10 @@ def build_folder(root: Path, outside: Path) -> dict[str, str]:
     os.mkfifo(root / "pipe.jpg")
     shutil.copy(PHOTO, root / "trailing.jpg ")
     photo.save(root / "modern.avif")
+    Image.new("RGBA", (4000, 4000), (10, 20, 30, 128)).save(
+        root / "huge-rgba.png"
+    )  # 16 Mpx: ~153 MB to decode (RGBA 4 B + RGB 3 B a pixel, one strip)
+    shutil.copy(PHOTO, root / "clear\x1b[2Jscreen\x1b[8m.jpg")
     paths = {case: str(root / name) for case, (name, _) in CASES.items() if name}
     paths["path longer than the store holds"] = str(root / ("é" * 2100))
     return paths
@@ -127,6 +133,7 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
         milvus_uri=milvus_uri,
         chunk_size=8,
         max_image_pixels=PIXEL_LIMIT,
+        decode_memory_mb=80,  # the 8000x6000 JPEG decodes at 1/8 (~14 MB); a 4000x4000 RGBA PNG needs ~153 MB
         allowed_roots=str(root),
         queue="bad" + tmp_path.name[-8:],
     )

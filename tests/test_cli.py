@@ -139,12 +139,17 @@ def test_cli_tags_filters_and_search_like(cli, tiny_model_dirs, tmp_path, image_
     assert proc.returncode == 2 and "not a date" in proc.stderr
 
 
-def test_store_serve_serves_what_ingest_local_wrote_and_a_busy_store_is_one_line(cli, tiny_model_dirs, tmp_path, image_folder):
+def test_store_serve_is_found_by_every_command_of_its_data_dir_and_a_busy_store_is_one_line(
+    cli, tiny_model_dirs, tmp_path, image_folder
+):
+    """While `imsim store serve` held the Lite store, every new shell without IMSIM_MILVUS_URI got exit 2 (the file's
+    lock). The server records its address in the data dir; commands of that data dir use it, and say so."""
     import time
 
     from .support.servers import free_port, stop, wait_for_port
 
-    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    env = settings_env(settings)
     cli(env, "ingest", "--local", str(image_folder / "flags"))
     port = free_port()
     server = subprocess.Popen(
@@ -159,13 +164,34 @@ def test_store_serve_serves_what_ingest_local_wrote_and_a_busy_store_is_one_line
         wait_for_port(port, timeout=60, proc=server)
         served = json.loads(cli({**env, "IMSIM_MILVUS_URI": f"http://127.0.0.1:{port}"}, "collections", "--json").stdout)
         assert sorted(c["rows"] for c in served) == [24, 24]  # the very rows --local stored
-        busy = cli(env, "collections", check=False)  # the Lite store itself, while the server holds it
-        assert busy.returncode == 2 and "Traceback" not in busy.stderr
-        assert busy.stderr.strip().count("\n") == 0 and "open in one process" in busy.stderr
+        found = cli(env, "collections", "--json")  # no URI exported: the served store, found in the data dir
+        assert sorted(c["rows"] for c in json.loads(found.stdout)) == [24, 24]
+        assert f"using the store served by `imsim store serve` (pid {server.pid}) at http://127.0.0.1:{port}" in found.stderr
+        again = cli(env, "ingest", "--local", "--json", str(image_folder / "flags"))  # the quickstart run again
+        assert json.loads(again.stdout)["skipped"] == 24
     finally:
         stop(server)
     time.sleep(0.5)
-    assert json.loads(cli(env, "collections", "--json").stdout)  # free again once the server stopped
+    listed = cli(env, "collections", "--json")  # free again once the server stopped; the stale record is ignored
+    assert json.loads(listed.stdout) and "using the store served" not in listed.stderr
+    holder = subprocess.Popen(  # another process holding the Lite file (not serving it)
+        [
+            sys.executable,
+            "-c",
+            f"from pymilvus import MilvusClient; import time; MilvusClient({str(settings.lite_store)!r}); "
+            "print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        busy = cli(env, "collections", check=False)
+        assert busy.returncode == 2 and "Traceback" not in busy.stderr
+        assert busy.stderr.strip().count("\n") == 0 and "open in one process" in busy.stderr
+    finally:
+        holder.kill()
 
 
 def test_a_filter_on_a_field_that_does_not_exist_is_an_error_naming_it(cli, tiny_model_dirs, tmp_path, image_folder):
@@ -188,3 +214,87 @@ def test_from_file_lines_are_files_streamed_without_probing_unless_expand(cli, t
     assert "no such file" in out["failures"][str(image_folder / "flags" / "f*.png")]
     out = json.loads(cli(env, "ingest", "--local", "--json", "--expand", "--from-file", str(listing)).stdout)
     assert (out["total"], out["done"], out["skipped"], out["failed"]) == (3 + 24, 24, 3, 0)  # the folder walked
+
+
+def test_the_cli_at_80_columns_cuts_nothing_a_user_needs_and_prints_no_control_byte(cli, tiny_model_dirs, tmp_path, image_folder):
+    """At 80 columns `imsim jobs` cut every column (`tot…`), paths wrapped in table cells, and names with ESC
+    sequences were printed raw (`\\x1b[2J` clears the screen). Each listing now prints an item per line (or two) at
+    that width, and every path is printed with control characters escaped."""
+    import re
+
+    deep = image_folder / ("a-folder-with-a-long-name-" * 3) / "and-another-one-below-it"
+    deep.mkdir(parents=True)
+    hostile = deep / "clear\x1b[2Jscreen\x1b[8mhidden\x07.jpg"
+    shutil.copy(image_folder / "photos" / "coffee.jpg", hostile)
+    (deep / "broken\x1b[31m.jpg").write_text("not an image")
+    env = {**settings_env(make_settings(tiny_model_dirs, tmp_path / "data")), "COLUMNS": "80"}
+    outputs = [cli(env, "ingest", "--local", str(image_folder), check=False)]
+    escaped = str(hostile).replace("\x1b", "\\x1b").replace("\x07", "\\x07")
+    outputs.append(cli(env, "search", str(image_folder / "photos" / "coffee.jpg"), "-k", "40"))
+    outputs.append(cli(env, "collections"))
+    outputs.append(cli(env, "delete", str(deep), "--yes"))
+    for command in ("ingest", "search", "status", "delete", "sync", "duplicates", "collections", "jobs", "config"):
+        outputs.append(cli(env, command, "--help"))
+    text = "".join(p.stdout + p.stderr for p in outputs)
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), "a control character reached the terminal"
+    assert escaped in outputs[1].stdout  # the search result: the whole path, escaped, on one line
+    assert "broken\\x1b[31m.jpg" in outputs[0].stdout and "not a recognised image format" in outputs[0].stdout
+    assert "…" not in text and "<bool>" not in text
+    for listing in outputs[1:3]:
+        assert all(len(line) <= 80 or "/" in line for line in listing.stdout.splitlines())  # only paths run longer
+    assert re.search(r"_clip_[0-9a-f]{6}  39 rows", outputs[2].stdout)  # the collection's name and count whole
+
+
+def test_small_things_that_used_to_be_tracebacks_or_lies(cli, tiny_model_dirs, tmp_path):
+    """Each line of issue 26's list that needs no server: a non-UTF-8 byte in the env file, passwords in the URL forms
+    redis-py accepts, an empty store, a URL given as a query."""
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    env = settings_env(settings)
+    bad_env = tmp_path / "bad.env"
+    bad_env.write_bytes(b"IMSIM_QUEUE=ok\nIMSIM_COLLECTION_PREFIX=caf\xe9\n")
+    for command in (["config"], ["doctor", "--no-queue", "--no-models"], ["collections"]):
+        proc = cli({**env, "IMSIM_ENV_FILE": str(bad_env)}, *command, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"{bad_env}:2: byte 0xe9 is not UTF-8" in proc.stderr
+    secrets = {
+        "IMSIM_REDIS_URL": "redis://:p@ss@127.0.0.1:1/0?password=hunter2",
+        "IMSIM_MILVUS_URI": "http://127.0.0.1:1?token=t0ken",
+    }
+    shown = cli({**env, **secrets}, "config").stdout
+    assert "p@ss" not in shown and "ss@127" not in shown and "hunter2" not in shown and "t0ken" not in shown
+    assert "redis://:**@127.0.0.1:1/0?password=**" in shown and "token=**" in shown
+    empty = cli(env, "collections")
+    assert empty.returncode == 0 and "nothing ingested yet" in empty.stderr
+    proc = cli(env, "duplicates", "--model", "dinov2", "--threshold", "0.9", check=False)
+    assert proc.returncode == 2 and "nothing ingested yet for model 'dinov2'" in proc.stderr
+    proc = cli(env, "search", "https://example.org/cat.jpg", check=False)
+    assert proc.returncode == 2 and "a URL; imsim searches with local files only" in proc.stderr
+    shown = cli({k: v for k, v in env.items() if k != "IMSIM_MILVUS_URI"}, "config").stdout
+    assert f"IMSIM_MILVUS_URI=  # empty: the Milvus Lite store {settings.lite_store}" in shown
+
+
+def test_a_second_local_ingest_on_an_open_store_fails_before_any_model_loads(cli, tiny_model_dirs, tmp_path, image_folder):
+    import time
+
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    settings.lite_store.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from pymilvus import MilvusClient; import time; MilvusClient({str(settings.lite_store)!r}); "
+            "print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        started = time.perf_counter()
+        proc = cli(settings_env(settings), "ingest", "--local", str(image_folder / "flags"), check=False)
+        took = time.perf_counter() - started
+        assert proc.returncode == 2 and "open in one process" in proc.stderr and "loading models" not in proc.stderr
+        print(f"\nsecond `ingest --local` on an open store: error after {took:.2f} s")
+    finally:
+        holder.kill()

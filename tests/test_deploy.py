@@ -56,7 +56,7 @@ def test_compose_file_matches_the_compose_spec():
 def test_compose_wiring():
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"etcd", "minio", "milvus", "attu", "redis", "flower", "worker-gpu0", "worker-cpu"} <= set(services)
+    assert {"etcd", "minio", "milvus", "attu", "redis", "flower", "api", "worker-gpu0", "worker-cpu"} <= set(services)
     for name, svc in services.items():
         image = svc.get("image", "")
         assert ":" in image and not image.endswith(":latest") or "build" in svc, f"{name}: image not pinned"
@@ -84,7 +84,7 @@ def test_compose_publishes_nothing_beyond_this_machine_and_authenticates():
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
     published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
-    assert set(published) == {"milvus", "attu", "flower"}
+    assert set(published) == {"milvus", "attu", "flower", "api"}
     for name, ports in published.items():
         assert all(str(p).startswith("127.0.0.1:") for p in ports), f"{name} publishes on every interface: {ports}"
     flower = services["flower"]
@@ -97,6 +97,13 @@ def test_compose_publishes_nothing_beyond_this_machine_and_authenticates():
     for name, svc in services.items():
         if name.startswith("worker-"):
             assert svc["environment"]["IMSIM_MILVUS_TOKEN"].startswith("${IMSIM_MILVUS_TOKEN:-")
+    api = services["api"]
+    command = api["command"]
+    assert command[:2] == ["imsim", "serve"] and command[command.index("--host") + 1] == "0.0.0.0"
+    assert api["environment"]["IMSIM_API_TOKEN"].startswith("${IMSIM_API_TOKEN:?")  # required: it binds 0.0.0.0
+    port = command[command.index("--port") + 1]
+    assert api["ports"] == [f"127.0.0.1:{port}:{port}"] and f":{port}/readyz" in " ".join(api["healthcheck"]["test"])
+    assert api["environment"]["IMSIM_ALLOWED_ROOTS"] == "/images" and any(v.endswith(":/images:ro") for v in api["volumes"])
 
 
 def test_dockerfile_passes_hadolint_and_installs_the_project():
@@ -135,7 +142,7 @@ def test_kubernetes_objects_reference_each_other():
     assert auth["name"] == "imsim-secrets" and auth["key"] in secret
     redis_args = docs[("StatefulSet", "redis")]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert redis_args[redis_args.index("--appendonly") + 1] == "yes"
-    for kind, name in [("Service", "attu"), ("Service", "flower"), ("Service", "redis")]:
+    for kind, name in [("Service", "attu"), ("Service", "flower"), ("Service", "redis"), ("Service", "imsim-api")]:
         selector = docs[(kind, name)]["spec"]["selector"]
         targets = [
             d
@@ -148,6 +155,24 @@ def test_kubernetes_objects_reference_each_other():
     assert values["cluster"]["enabled"] is True
     assert compose["services"]["milvus"]["image"].endswith(":" + values["image"]["all"]["tag"])
     assert config["IMSIM_MILVUS_URI"] == "http://milvus.imsim.svc.cluster.local:19530"
+
+    # the API: probes on the paths `imsim serve` answers without a token, on the port it listens on; the HPA scales it
+    from imsim.api.app import OPEN
+
+    api = docs[("Deployment", "imsim-api")]["spec"]["template"]["spec"]
+    (container,) = api["containers"]
+    port = int(container["command"][container["command"].index("--port") + 1])
+    assert container["command"][container["command"].index("--host") + 1] == "0.0.0.0" and "IMSIM_API_TOKEN" in secret
+    assert container["ports"] == [{"name": "http", "containerPort": port}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"]["path"] == container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"/readyz", "/healthz"} <= OPEN
+    assert {"configMapRef": {"name": "imsim-config"}} in container["envFrom"]
+    service = docs[("Service", "imsim-api")]["spec"]
+    assert service["ports"][0]["targetPort"] == "http"
+    hpa = docs[("HorizontalPodAutoscaler", "imsim-api")]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "imsim-api"}
+    assert 1 <= hpa["minReplicas"] < hpa["maxReplicas"] and container["resources"]["requests"]["cpu"]  # HPA needs requests
 
 
 def test_every_imsim_variable_in_deploy_files_is_a_setting_and_every_setting_is_in_env_example():

@@ -535,3 +535,49 @@ def test_the_calibrated_fusion_is_scored_applied_and_searched(cli, tiny_model_di
     hits = json.loads(cli(env, "search", str(SAMPLES / "photos" / "coffee.jpg"), "--fusion", "calibrated", "--json").stdout)
     assert hits[0]["path"].endswith("coffee.jpg") and 0 < hits[0]["score"] <= 1  # a match probability
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_pairs_marked_not_a_duplicate_in_the_store_are_calibrated_as_negatives(tiny_model_dirs, tmp_path):
+    """The duplicates page's "not a duplicate" marks live in the user's store; the next calibration scores them with
+    the store's vectors of the same model versions and counts them as negatives, so no threshold it measures admits
+    them at its precision. Without marks (or with a store lacking these versions) nothing changes."""
+    import shutil
+
+    from imsim.ingest import ingest_local
+    from imsim.paths import path_id
+    from imsim.store import VectorStore
+    from imsim.store.marks import Mark, Marks
+
+    photos = sorted((SAMPLES / "photos").glob("*.jpg"))
+    bench = Benchmark.load(_bench_with_repeated_sources(tmp_path / "b", photos))
+    settings = make_settings(tiny_model_dirs, tmp_path / "data")
+    plain = Evaluation(parse_models("dinov2"), settings, tmp_path / "plain")
+    plain.copydetect(bench, [])
+    (before,) = plain.report.duplicates
+    assert before.marked_negatives == 0 and before.thresholds["p90"] is not None
+
+    # the user's library: each photo and a byte-identical copy (cosine 1.0), every such pair marked "not a duplicate"
+    library = tmp_path / "library"
+    library.mkdir()
+    pairs = []
+    for photo in photos[:8]:
+        shutil.copy(photo, library / photo.name)
+        shutil.copy(photo, library / f"copy-{photo.name}")
+        pairs.append((str(library / photo.name), str(library / f"copy-{photo.name}")))
+    ingest_local([str(p) for p in sorted(library.iterdir())], settings.replace(models="dinov2"))
+    with VectorStore(settings) as store:
+        for a, b in pairs:
+            Marks(store).add(Mark(path_id(a), path_id(b), path_a=a, path_b=b))
+    marked = Evaluation(parse_models("dinov2"), settings, tmp_path / "marked")
+    marked.copydetect(bench, [])
+    (after,) = marked.report.duplicates
+    assert after.marked_negatives == len(pairs) == 8
+    for name in ("p90", "p95"):  # eight negatives at 1.0: no threshold reaches 90 % precision any more
+        assert after.thresholds[name] is None, (name, before.thresholds, after.thresholds)
+    from imsim.eval.report import markdown
+
+    assert "calibrated as negatives: dinov2 8." in markdown(marked.report)
+    # a store with no vectors of the run's model version: its marks cannot be scored, and are not used
+    other = Evaluation(parse_models("clip"), settings.replace(models="clip"), tmp_path / "other")
+    other.copydetect(bench, [])
+    assert all(d.marked_negatives == 0 for d in other.report.duplicates)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +32,28 @@ def api(port: int, path: str, auth: str | None = AUTH) -> dict:
         request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
+
+
+class Labels(dict):  # type: ignore[type-arg]
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+
+def metrics(port: int) -> dict[tuple[str, Labels], float]:
+    """Flower's /metrics as Prometheus parses it: (sample name, labels) -> value."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    request.add_header("Authorization", "Basic " + base64.b64encode(AUTH.encode()).decode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[tuple[str, Labels], float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, rest = head.partition("{")
+        labels = Labels(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest))
+        out[(name, labels)] = float(value)
+    return out
 
 
 def test_flower_shows_the_backlog_and_the_running_chunks(
@@ -86,6 +109,21 @@ def test_flower_shows_the_backlog_and_the_running_chunks(
         assert any(name.startswith("flowerw-1@") for name in workers), list(workers)
         queues = {q["name"]: q["messages"] for q in api(port, "/api/queues/length")["active_queues"]}
         assert queues.get(settings.queue) == 0
+
+        # Prometheus scrapes the workers through Flower (and the API through `imsim serve`'s /metrics)
+        samples = metrics(port)
+        succeeded = sum(
+            v
+            for (name, labels), v in samples.items()
+            if name == "flower_events_total"
+            and labels.get("task") == "imsim.embed_chunk"
+            and labels.get("type") == "task-succeeded"
+        )
+        assert succeeded == 6, sorted(k for k in samples if k[0] == "flower_events_total")
+        by_worker = {labels.get("worker", "") for (name, labels), _ in samples.items() if name == "flower_events_total"}
+        assert any(w.startswith("flowerw-1@") for w in by_worker), by_worker  # per worker, as Flower names it
+        runtime = [v for (name, labels), v in samples.items() if name == "flower_task_runtime_seconds_count"]
+        assert sum(runtime) == 6
     finally:
         stop(flower)
         log.close()

@@ -40,3 +40,48 @@ def test_weighted_missing_score_counts_zero_and_bad_weights():
 
 def test_order_ties_are_deterministic_and_limited():
     assert order({"b": 1.0, "a": 1.0, "c": 0.5}, limit=2) == [("a", 1.0), ("b", 1.0)]
+
+
+def test_settings_refuse_fusion_weights_that_cannot_fuse_and_a_model_named_twice():
+    from imsim.errors import ConfigError
+    from imsim.settings import load
+
+    for weights, why in (
+        ("clip=0,dinov2=0", "no positive weight"),
+        ("clip=-1,dinov2=2", "a weight must be a number >= 0"),
+        ("clip=1,dinov3=1", "names 'dinov3', which is no model"),
+        ("clip=nan", "a weight must be a number >= 0"),
+        ("clip", "is not name=weight"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            load({"fusion_weights": weights, "env_file": "/dev/null"})
+    with pytest.raises(ConfigError, match="'onnx' is named twice"):
+        load({"models": "onnx,onnx", "env_file": "/dev/null"})
+    assert load({"fusion_weights": "clip=0,dinov2=1", "env_file": "/dev/null"}).weights == {"clip": 0.0, "dinov2": 1.0}
+
+
+def test_cosines_are_reported_within_minus_one_and_one():
+    from imsim.store import cosine
+
+    assert cosine(1.0000001) == 1.0 and cosine(-1.0000002) == -1.0 and cosine(0.25) == 0.25
+
+
+def test_the_final_rate_is_the_runs_average_not_its_last_window():
+    from rich.progress import Progress
+
+    from imsim.cli._common import RateColumn
+
+    clock = [0.0]
+    progress = Progress(RateColumn(), get_time=lambda: clock[0])
+    task = progress.add_task("x", total=194)
+    for second in range(120):  # slow for two minutes, then a burst at the end
+        clock[0] = float(second)
+        progress.advance(task, 1)
+    for _ in range(74):
+        clock[0] += 0.01
+        progress.advance(task, 1)
+    progress.stop_task(task)
+    done = progress.tasks[0]
+    assert done.finished
+    rate = float(str(RateColumn().render(done)).split()[0])
+    assert rate < 2.0 and rate == pytest.approx(194 / done.elapsed, abs=0.05)  # "194/194 5.1 img/s" showed 3x the truth

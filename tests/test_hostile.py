@@ -292,3 +292,120 @@ def test_config_shows_hosts_and_masks_every_credential(cli, settings):
     assert "IMSIM_REDIS_URL=redis://:**@redis.example:6379/0" in out and "IMSIM_MILVUS_TOKEN=**" in out
     plain = cli(settings_env(settings.replace(redis_url="redis://cache.local:6380/2")), "config").stdout
     assert "IMSIM_REDIS_URL=redis://cache.local:6380/2" in plain  # no password: nothing to hide
+
+
+def _reference_regex(pattern: str):
+    """The glob semantics as a (backtracking) regex, the definition the linear matcher must agree with."""
+    import re
+
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                out.append("(?:[^/]*/)*" if pattern.startswith("/", i) else ".*")
+                i += 1 if pattern.startswith("/", i) else 0
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1
+            j += 1 if j < n and pattern[j] in "!^" else 0
+            j += 1 if j < n and pattern[j] == "]" else 0
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                negate = body.startswith(("!", "^"))
+                body = re.sub(r"([\\\[\]&~|^])", r"\\\1", body[1:] if negate else body)
+                out.append("[" + ("^/" if negate else "") + body + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def test_globs_match_in_linear_time_and_agree_with_the_definition():
+    import random
+    import time
+
+    from imsim.errors import ImsimError
+    from imsim.paths import Glob
+
+    rng = random.Random(7)
+    pieces = ["a", "b", "/", "*", "**", "**/", "?", "[ab]", "[!a]", "[^b]", "[a-c]", "x.jpg", "["]
+    paths = ["/d/a/b/x.jpg", "/d/ab/x.jpg", "/d/x.jpg", "/dbx", "/d/[x]", "/a/b/c", "ab", "/d/ba/ab.jpg", "/", ""]
+    for _ in range(3000):
+        pattern = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 6)))
+        path = rng.choice(paths) if rng.random() < 0.5 else "".join(rng.choice("ab/x.[]") for _ in range(rng.randint(0, 9)))
+        assert Glob(pattern).match(path) == bool(_reference_regex(pattern).match(path)), (pattern, path)
+    # the pattern that made the regex backtrack for minutes, against one long stored name
+    hostile = "/d/" + "*a" * 12 + "*b.jpg"
+    name = "/d/" + "a" * 3000 + ".jpg"
+    started = time.perf_counter()
+    assert not Glob(hostile).match(name)
+    assert time.perf_counter() - started < 5  # it was 74 s and 177 s with 8 and 9 "*a"
+    with pytest.raises(ImsimError, match="longer than 4096 bytes"):
+        Glob("/d/" + "*" * 5000)
+
+
+def test_a_path_swapped_mid_check_fails_that_file_alone(tmp_path, models, monkeypatch):
+    """os.path.realpath raises OSError(EINVAL) when a component stops being a symlink mid-call: 230 of 230 paths
+    (30 good) once failed with "chunk failed after 0 retries: OSError: [Errno 22]"."""
+    import errno
+
+    import imsim.images as images
+    from imsim.embedding import EmbeddingStep
+    from imsim.images import Limits
+
+    root = tmp_path / "root"
+    root.mkdir()
+    files = []
+    for i in range(6):
+        shutil.copy(PHOTO, root / f"p{i}.jpg")
+        files.append(str(root / f"p{i}.jpg"))
+    real = os.path.realpath
+
+    def racing(path, *args, **kwargs):
+        if str(path).endswith("p3.jpg"):
+            raise OSError(errno.EINVAL, "Invalid argument", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(images.os.path, "realpath", racing)
+    step = EmbeddingStep(models, Limits(allowed_roots=(real(root),)), workers=2)
+    out = step.embed_paths(files)
+    step.close()
+    assert sorted(out.failures) == [files[3]] and "cannot resolve the path" in out.failures[files[3]]
+    assert len(out.images) == 5
+
+
+def test_a_pil_image_of_no_pixels_is_an_error_naming_it(models):
+    from imsim.embedding import EmbeddingStep
+    from imsim.errors import ImageDecodeError
+
+    step = EmbeddingStep(models, workers=1)
+    with pytest.raises(ImageDecodeError, match="degenerate image size 0x0"):
+        step.embed_queries([Image.new("RGB", (0, 0))])
+    step.close()
+
+
+def test_a_folder_the_walk_cannot_list_is_counted_not_dropped(tmp_path):
+    """os.walk drops a folder it cannot list (a path over the system's length limit: ENAMETOOLONG) silently."""
+    fds, depth = [os.open(tmp_path, os.O_RDONLY)], len(str(tmp_path))
+    while depth < 4200:  # past PATH_MAX, made one level at a time (a path that long cannot be named whole)
+        os.mkdir("d" * 200, dir_fd=fds[-1])
+        fds.append(os.open("d" * 200, os.O_RDONLY, dir_fd=fds[-1]))
+        depth += 201
+    with open(os.open("lost.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=fds[-1]), "wb") as out:
+        out.write(PHOTO.read_bytes())
+    for fd in fds:
+        os.close(fd)
+    shutil.copy(PHOTO, tmp_path / "found.jpg")
+    found = discover([tmp_path])
+    assert found.files == [str(tmp_path / "found.jpg")]
+    assert any(reason.startswith("folder not listed") for reason in found.skipped), found.skipped

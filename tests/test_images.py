@@ -151,3 +151,103 @@ def test_discover_folders_globs_lists_and_symlink_loops(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"# comment\n{tmp_path / 'c.gif'}\n\n")
     assert read_path_list(listing) == [str(tmp_path / "c.gif")]
+
+
+def _whole_image_rgb(im: Image.Image) -> np.ndarray:
+    """The conversion as it was before it ran in strips (whole-image float32 copies): the reference it must equal."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        hi = 65535.0 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        if im.mode == "F":
+            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+            arr = (arr - lo) / ((hi - lo) or 1.0) * 255.0
+        else:
+            arr = arr / hi * 255.0
+        return np.asarray(Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB"))
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "RGBA", "LA", "P", "CMYK", "1", "L", "YCbCr"])
+def test_strip_conversion_equals_the_whole_image_conversion(mode, monkeypatch):
+    import imsim.images as images
+
+    monkeypatch.setattr(images, "STRIP_PIXELS", 997)  # many strips, one of them short
+    rng = np.random.default_rng(0)
+    if mode in ("I;16", "I", "F"):
+        scale = {"I;16": 65535, "I": 5000, "F": 3.5}[mode]
+        values = rng.uniform(-0.2 if mode == "F" else 0, 1, size=(61, 83)) * scale
+        im = Image.fromarray(values.astype({"I;16": "<u2", "I": np.int32, "F": np.float32}[mode]))
+        assert im.mode == mode
+    else:
+        im = Image.fromarray(rng.integers(0, 256, size=(61, 83, 4), dtype=np.uint8), "RGBA").convert(mode)
+        if mode == "P":
+            im.info["transparency"] = 5
+    assert np.array_equal(images.to_rgb_array(im), _whole_image_rgb(im))
+
+
+@pytest.mark.parametrize("kind", ["16-bit", "RGBA"])
+def test_a_huge_16_bit_or_rgba_png_decodes_within_a_bounded_peak(kind, tmp_path):
+    """A 0.34 MB 13000x13000 16-bit PNG peaked at 3.1 GB RSS, an RGBA one at 3.8-4.3 GB: several full-size float32
+    copies, and a full-size background to composite on. Converted in strips, each stays near its two own arrays."""
+    import json
+    import subprocess
+    import sys
+
+    from .support.servers import ROOT
+
+    path = tmp_path / f"{kind}.png"
+    make = (
+        "import numpy as np, sys; from PIL import Image; n = 13000\n"
+        "if sys.argv[2] == '16-bit':\n"
+        "    a = np.zeros((n, n), np.uint16); a[::97, :] = 40000; Image.fromarray(a.astype('<u2')).save(sys.argv[1])\n"
+        "else:\n"
+        "    a = np.zeros((n, n, 4), np.uint8); a[::89, :, 3] = 255; a[..., 0] = 200\n"
+        "    Image.fromarray(a, 'RGBA').save(sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", make, str(path), kind], check=True, cwd=ROOT)
+    measure = (
+        "import json, resource, sys; from imsim.images import decode_array, read_header\n"
+        "data = open(sys.argv[1], 'rb').read(); header = read_header(data, sys.argv[1])\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "pixels, w, h = decode_array(data, sys.argv[1])\n"
+        "print(json.dumps({'mb': (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, 'shape': pixels.shape,"
+        " 'mode': header.mode, 'corner': pixels[0, 0].tolist()}))"
+    )
+    out = json.loads(
+        subprocess.run([sys.executable, "-c", measure, str(path)], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    )
+    decoded, rgb = (2 if kind == "16-bit" else 4) * 13000**2 / 2**20, 3 * 13000**2 / 2**20
+    print(f"\n{kind} 13000x13000 PNG ({path.stat().st_size / 1e6:.2f} MB): peak RSS above the start {out['mb']:.0f} MB")
+    assert out["shape"] == [13000, 13000, 3] and out["mode"] == ("I;16" if kind == "16-bit" else "RGBA")
+    assert out["corner"] == ([156, 156, 156] if kind == "16-bit" else [200, 0, 0])  # 40000/65535 scaled; an opaque row
+    assert out["mb"] < decoded + rgb + 200, out  # the decoded image, the RGB array, one strip; not float32 copies
+
+
+def test_the_decode_budget_fails_an_image_too_big_for_it_alone_and_bounds_what_decodes_at_once():
+    import threading
+
+    from imsim.images import DecodeBudget, Header, decode_memory
+
+    budget = DecodeBudget(100 * 2**20)
+    with pytest.raises(ImageTooLarge, match="needs ~.* MB .*IMSIM_DECODE_MEMORY_MB=100"):
+        budget.reserve("/x.png", 101 * 2**20)
+    assert decode_memory(Header("PNG", 1000, 1000, 1, "RGBA")) == 1000 * 1000 * 7 + 1000 * 1000 * 12
+    assert decode_memory(Header("JPEG", 4000, 3000, 1, "RGB"), scale=4) == 1000 * 750 * 7 + 1000 * 750 * 12
+    budget.reserve("/a.png", 60 * 2**20)
+    waited = threading.Event()
+
+    def second() -> None:
+        budget.reserve("/b.png", 60 * 2**20)  # does not fit beside the first: waits for it
+        waited.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not waited.wait(0.3)
+    budget.release(60 * 2**20)
+    assert waited.wait(5) and budget.used == 60 * 2**20
+    thread.join()

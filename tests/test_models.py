@@ -158,3 +158,26 @@ def test_fp16_path_agrees_with_fp32(tiny_model_dirs, tmp_path, name):
     a, b = embed_images(fp32, images()), embed_images(fp16, images())
     assert b.dtype == np.float32 and np.min(np.sum(a * b, axis=1)) >= 0.999
     assert fp16.info.version_tag == fp32.info.version_tag  # precision is where a model runs, not what it is
+
+
+def test_a_forward_pass_in_a_fresh_thread_uses_every_core_it_is_given(models):
+    """torch's intra-op thread count is a per-thread OpenMP setting: `imsim serve`'s batching thread ran DINOv2 B/14 on
+    one core (418 ms a query instead of 236 ms) until the forward pass set it where it runs."""
+    import threading
+
+    from imsim.models.torch_base import forward_threads
+
+    model = models["dinov2"]
+    batch = model.preprocess.to_uint8(Image.open(SAMPLES / "photos" / "coffee.jpg").convert("RGB"))[None]
+    seen: list[tuple[int, int]] = []
+
+    def run() -> None:
+        torch.set_num_threads(1)  # what a thread that never set it may run with
+        before = torch.get_num_threads()
+        model.embed_uint8(batch)
+        seen.append((before, torch.get_num_threads()))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [(1, forward_threads())]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 
 import pytest
@@ -256,3 +258,75 @@ def test_progress_moves_within_a_chunk(tiny_model_dirs, tmp_path, redis_url, mil
         time.sleep(0.005)
     assert any(0 < n < 24 for n in seen), seen
     assert status.settled == 24 and status.in_progress == 0
+
+
+def test_a_fleet_that_disagrees_on_models_leaves_no_holes_and_says_why(
+    cli, tiny_model_dirs, tmp_path, redis_url, milvus_uri, start_worker
+):
+    """Worker A embeds clip+dinov2, worker B only clip, one queue: "stored 80, failed 0" left 72 dinov2 rows of 80.
+    Chunks now carry the models (and model settings) their job was queued for; B refuses them, A embeds them all.
+    A job queued with another DINOv2 pooling than any worker has fails after IMSIM_FLEET_WAIT, saying why."""
+    from imsim.synth import write_variants
+
+    from .support.servers import SAMPLES, settings_env
+
+    corpus = write_variants([SAMPLES / "photos"], tmp_path / "corpus", 80, size=(48, 48), seed=8)
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp_path / "data",
+        redis_url=redis_url,
+        milvus_uri=milvus_uri,
+        chunk_size=8,
+        fleet_wait=6,
+        queue="fleet" + tmp_path.name[-8:],
+    )
+    start_worker(settings, "both")
+    start_worker(settings.replace(models="clip"), "cliponly")
+    jobs = JobStore(redis_url)
+    status = wait_finished(jobs, enqueue(sorted(map(str, corpus)), settings))
+    assert (status.done, status.failed) == (80, 0)
+    store = VectorStore(settings)
+    assert sorted(store.count(n) for n in store.collections()) == [80, 80]  # no holes in either collection
+
+    checks = {
+        c["name"]: c for c in json.loads(cli(settings_env(settings), "doctor", "--no-models", "--json", check=False).stdout)
+    }
+    split = [c for n, c in checks.items() if n.startswith("worker cliponly")]
+    assert split and split[0]["status"] == "fail" and "it lacks dinov2" in split[0]["detail"]
+    assert any(n.startswith("worker both") and c["status"] == "ok" for n, c in checks.items())
+
+    mean = settings.replace(dinov2_pooling="mean")
+    job = enqueue(sorted(map(str, corpus))[:8], mean)
+    status = wait_finished(jobs, job, timeout=120)
+    failures = dict(jobs.failures(job))
+    assert status.failed == 8 and status.done == 0
+    assert all("no worker on queue" in r and "settings for dinov2 differ" in r for r in failures.values()), failures
+    assert sorted(store.count(n) for n in store.collections()) == [80, 80]  # nothing written to the default version
+    store.close()
+
+
+def test_redis_filling_up_mid_enqueue_is_one_line_saying_how_much_went_out(cli, tiny_model_dirs, tmp_path, servers):
+    """Redis full (maxmemory) mid-enqueue printed a 98-line traceback and left a job "queued" forever with 48 of 79
+    chunks, and a full Redis was reported as unreachable."""
+    import redis as redis_client
+
+    from .support.servers import RedisServer, settings_env
+
+    server = servers(RedisServer, tmp_path)
+    settings = make_settings(tiny_model_dirs, tmp_path / "data", redis_url=server.url, chunk_size=1000, queue="full")
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"/data/{i:07d}/{os.urandom(12).hex()}.jpg\n" for i in range(300_000)))  # incompressible
+    client = redis_client.Redis.from_url(server.url)
+    client.config_set("maxmemory", str(client.info("memory")["used_memory"] + 2_000_000))
+    client.config_set("maxmemory-policy", "noeviction")
+    proc = cli(settings_env(settings), "ingest", "--from-file", str(listing), "--no-wait", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "Redis is full (maxmemory reached)" in line and "stopped after" in line and "re-run the same ingest" in line
+    sent = int(re.search(r"stopped after (\d+) chunks", line).group(1))
+    assert 0 < sent < 300
+    job = re.search(r"queuing job (\S+) stopped", line).group(1)
+    status = JobStore(server.url).get(job)
+    assert not status.queuing and status.chunks == sent  # the job ends with the chunks that went out
+    proc = cli(settings_env(settings), "jobs", check=False)  # reachable and full: said as it is
+    assert "unreachable" not in proc.stderr

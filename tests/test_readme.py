@@ -47,7 +47,8 @@ def test_every_block_of_the_readme_runs_as_written(tmp_path, redis_url):
     assert blocks[0][1].strip() == "bash scripts/quickstart.sh" and blocks[1][1].strip() in NOT_RUN
     home = tmp_path / "home"
     home.mkdir()
-    mapping = {"/tmp/imsim-": f"{tmp_path}/out-", "19530": str(free_port())}  # output files; the served store's port
+    # output files; the served store's and the API's ports
+    mapping = {"/tmp/imsim-": f"{tmp_path}/out-", "19530": str(free_port()), "8080": str(free_port())}
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMSIM_") and k not in ("VIRTUAL_ENV",)}
     env.update(
         HOME=str(home),
@@ -86,3 +87,7 @@ def test_every_block_of_the_readme_runs_as_written(tmp_path, redis_url):
     # the queued flags job: the two flags deleted above are embedded again; the other 22 are stored unchanged and only
     # re-tagged (tags merge into stored rows without re-embedding)
     assert "stored 2, skipped 22 already stored unchanged (22 of them re-tagged or restamped)" in proc.stdout
+    # the API block's curl: the uploaded photo's own row first, with every model's score
+    answer = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith('{"hits":')))
+    assert len(answer["hits"]) == 3 and answer["hits"][0]["path"].endswith("samples/photos/chelsea.jpg"), answer
+    assert set(answer["hits"][0]["scores"]) == {"clip", "dinov2"}

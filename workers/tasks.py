@@ -28,13 +28,14 @@ from imsim.errors import StoreUnavailable
 from imsim.ingest import Ingestor
 from imsim.jobs import JobStore
 from imsim.paths import printable
-from imsim.queue import EMBED_CHUNK, Chunk, job_store, split
+from imsim.queue import EMBED_CHUNK, Chunk, fleet_identity, identity_digest, job_store, split
 from imsim.settings import get_settings
 
 from .app import app
 
 log = logging.getLogger(__name__)
 TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
+REFUSE_PAUSE = 2.0  # seconds a worker waits before putting back a chunk it must not embed
 
 
 @lru_cache(maxsize=1)
@@ -99,14 +100,18 @@ def embed_chunk(
     force: bool = False,
     tags: dict[str, str] | None = None,
     checksum: bool = False,
+    models: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Embed and store one chunk, then count its outcome on the job (once, even if redelivered). Returns counts only:
     the failures are on the job record, not in a second copy in Celery's results."""
-    work = Chunk(job_id, str(chunk), list(paths), force=force, checksum=checksum, tags=tags)
+    work = Chunk(job_id, str(chunk), list(paths), force=force, checksum=checksum, tags=tags, models=models)
     settings, store = get_settings(), jobs()
     if store.is_cancelled(job_id):
         store.record_chunk(job_id, work.key, 0, 0, {}, cancelled=len(paths))
         return {"cancelled": len(paths)}
+    why = work.mismatch(fleet_identity(settings))
+    if why:
+        return _refuse(self, work, f"this worker embeds with {', '.join(settings.model_names)}: {why}")
     died = store.deaths(job_id, work.key)
     if died >= settings.max_deliveries:
         return _poison(self, work, died)
@@ -125,7 +130,14 @@ def embed_chunk(
         return {"dropped": len(paths)}
     try:
         worker = ingestor()
-        store.mark_started(job_id, worker.collections)
+        recorded = store.mark_started(job_id, worker.collections)
+        if recorded != worker.collections:
+            return _refuse(
+                self,
+                work,
+                f"the job writes {_versions(recorded)}, this worker would write {_versions(worker.collections)} "
+                "(another model revision or weights)",
+            )
 
         def progress(files: int) -> None:
             try:
@@ -157,6 +169,32 @@ def embed_chunk(
         return {k: v for k, v in result.as_dict().items() if k != "failures"}
     finally:
         store.end_attempt(job_id, work.key)
+
+
+def _versions(collections: dict[str, str]) -> str:
+    return ", ".join(f"{model} -> {name}" for model, name in sorted(collections.items())) or "nothing"
+
+
+def _refuse(task: ChunkTask, work: Chunk, why: str) -> dict[str, Any]:
+    """Put back a chunk this worker must not embed (another worker on the queue may be the right one), after a pause so
+    the queue is not spun; once the chunk has waited IMSIM_FLEET_WAIT for a right worker, fail its files saying why."""
+    settings = get_settings()
+    capable = work.models is not None and jobs().fleet_alive(settings.queue, identity_digest(work.models))
+    waited, reasons = jobs().refused_for(
+        work.job_id, work.key, task.request.hostname or socket.gethostname(), why, capable_alive=capable
+    )
+    if waited >= settings.fleet_wait:
+        reason = (
+            f"no worker on queue {settings.queue!r} embeds with what this job was queued for ({'; '.join(reasons)}); waited "
+            f"{waited:.0f}s (IMSIM_FLEET_WAIT={settings.fleet_wait}). Start workers with the job's IMSIM_MODELS and model "
+            "settings, then `imsim retry JOB`"
+        )
+        jobs().record_chunk(work.job_id, work.key, 0, 0, {p: reason for p in work.paths})
+        log.error("chunk %s of job %s failed: %s", work.key, work.job_id, reason)
+        return {"failed": len(work.paths)}
+    log.warning("refusing chunk %s of job %s (%s); putting it back for another worker", work.key, work.job_id, why)
+    time.sleep(REFUSE_PAUSE)
+    raise Reject(why, requeue=True)
 
 
 def _poison(task: ChunkTask, work: Chunk, died: int) -> dict[str, Any]:

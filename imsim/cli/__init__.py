@@ -6,11 +6,13 @@ assembles them and turns expected errors into one line and an exit code (see ``i
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 from rich.markup import escape
 
 from ..errors import ImsimError
+from ..paths import printable
 from . import admin, eval, ingest, jobs, models, search
 from ._common import ERROR, EXIT_CODES, INTERRUPTED, err
 
@@ -31,12 +33,19 @@ def main() -> None:
     import redis
 
     try:
-        app()
+        _note_served_store()
+        command = typer.main.get_command(app)
+        polish(command)
+        command(prog_name="imsim")
     except ImsimError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(printable(str(exc)))}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(ERROR)
     except redis.AuthenticationError:
         err.print("[red]error:[/] Redis refused the password in IMSIM_REDIS_URL", markup=True, highlight=False)
+        sys.exit(ERROR)
+    except redis.ResponseError as exc:  # Redis answered: full (maxmemory), read-only replica, ...
+        why = "Redis is full (maxmemory reached): free memory or raise maxmemory" if "OOM" in str(exc) else str(exc)
+        err.print(f"[red]error:[/] {escape(why)}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(ERROR)
     except redis.RedisError as exc:  # the URL may hold a password: name only the error
         err.print(
@@ -50,6 +59,47 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(INTERRUPTED)
+
+
+def polish(command: Any) -> None:
+    """Help as a reader wants it at any width: each paragraph of a docstring reflowed (the source's line breaks fell
+    mid-sentence), ``\\b`` blocks (examples) kept as written, and no ``<bool>`` type shown beside a flag (``--help``
+    included, which click adds per call: hence the one class-level change below)."""
+    if command.help:
+        command.help = reflow(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        polish(sub)
+
+
+_typed = typer.core.TyperOption.display_type_rich
+
+
+def _flag_without_type(self: Any, ctx: Any) -> str | None:
+    return "" if getattr(self, "is_flag", False) else _typed(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
+
+
+def reflow(text: str) -> str:
+    paragraphs = []
+    for paragraph in text.strip().split("\n\n"):
+        if paragraph.lstrip().startswith("\b"):
+            paragraphs.append(paragraph.replace("\b\n", "", 1))
+        else:
+            paragraphs.append(" ".join(paragraph.split()))
+    return "\n\n".join(paragraphs)
+
+
+def _note_served_store() -> None:
+    """Say when the Lite store is used through a running `imsim store serve` found in the data dir (not exported)."""
+    if len(sys.argv) > 2 and sys.argv[1:3] == ["store", "serve"] or any(a in ("--help", "-h") for a in sys.argv[1:]):
+        return
+    from ..settings import get_settings
+
+    served = get_settings().served_store
+    if served:
+        err.print(f"note: using the store served by `imsim store serve` (pid {served['pid']}) at {served['uri']}")
 
 
 __all__ = ["app", "main"]

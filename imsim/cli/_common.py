@@ -37,6 +37,13 @@ EXIT_CODES = (
     "2 bad input, configuration or an unreachable service; 130 interrupted."
 )
 
+WIDE = 110  # columns from which listings are tables; narrower, each item prints on lines of its own, nothing cut
+
+
+def wide() -> bool:
+    return console.width >= WIDE
+
+
 FAILURES_SHOWN = 20  # failures printed with an outcome or a status (the rest: `imsim status JOB --failures all`)
 
 ModelsOpt = Annotated[str | None, typer.Option("--models", "-m", help="Comma-separated model names (default: IMSIM_MODELS).")]
@@ -113,11 +120,22 @@ def print_json(payload: Any) -> None:
 
 
 def print_json_or(outcome: dict[str, Any], as_json: bool) -> None:
+    """The outcome as JSON, or as ``key: value`` lines for a person (a mapping as ``name N, name N``, a list of paths
+    one per line, every path printable)."""
     if as_json:
         print_json(outcome)
-    else:
-        for key, value in outcome.items():
-            console.print(f"{key}: {len(value) if isinstance(value, list) else value}", highlight=False)
+        return
+    for key, value in outcome.items():
+        label = key.replace("_", " ")
+        if isinstance(value, dict):
+            shown = ", ".join(f"{printable(str(k))} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in value.items())
+            console.print(f"{label}: {shown or 'none'}", highlight=False, soft_wrap=True)
+        elif isinstance(value, list):
+            console.print(f"{label}: {len(value)}", highlight=False)
+            for item in value:
+                console.print(f"  {printable(str(item))}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"{label}: {value:,}" if isinstance(value, int) else f"{label}: {value}", highlight=False)
 
 
 def stamp(t: float | None) -> str:

@@ -62,7 +62,7 @@ def config(
         elif hasattr(value, "get_secret_value"):
             shown = "**" if value.get_secret_value() else ""
         elif name == "milvus_uri":
-            shown = redact(str(value))
+            shown = redact(str(value)) if value else f"  # empty: the Milvus Lite store {settings.resolved_milvus_uri}"
         elif isinstance(value, tuple):
             shown = ",".join(str(v) for v in value)
         else:
@@ -70,6 +70,48 @@ def config(
         console.print(f"IMSIM_{name.upper()}={shown}", highlight=False, soft_wrap=True)
     source = settings.env_file if settings.env_file.is_file() else "(none)"
     err.print(f"env file: {source}", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default IMSIM_API_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default IMSIM_API_PORT, 8080).")] = None,
+) -> None:
+    """Serve the HTTP API and the web pages (search, duplicates review), models loaded once and kept warm.
+
+    Beyond loopback it needs IMSIM_API_TOKEN (every request then sends `Authorization: Bearer TOKEN`). /healthz
+    answers at once; /readyz once the models are loaded and the store and Redis answer; /docs is the API's schema.
+
+    \b
+    Examples:
+      imsim serve                                  http://127.0.0.1:8080
+      IMSIM_API_TOKEN=secret imsim serve --host 0.0.0.0 --port 8080"""
+    import threading
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+    from typing import Any
+
+    import uvicorn
+
+    from ..api.app import check_bind, create_app
+    from ..api.service import Service
+
+    settings = get_settings()
+    host, port = host or settings.api_host, port or settings.api_port
+    check_bind(settings, host)
+    service = Service(settings)
+    app = create_app(service)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        loading = threading.Thread(target=service.start, name="imsim-api-load", daemon=True)
+        loading.start()  # /healthz answers while the models load; /readyz says when they are
+        yield
+        service.close()
+
+    app.router.lifespan_context = lifespan
+    err.print(f"imsim API on http://{host}:{port} (pages: /, /duplicates; schema: /docs); loading {settings.models}")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)
 
 
 @store_app.command("serve")
@@ -87,12 +129,24 @@ def store_serve(
 
     It serves the very store `imsim ingest --local` writes (a Milvus Lite store is a folder), so what was
     ingested locally is searchable through the server and the other way round (one process at a time)."""
+    import json
+
+    from ..settings import SERVED_FILE
+
     settings = get_settings()
     directory = data_dir or Path(
-        settings.milvus_uri if settings.is_milvus_lite_file and settings.milvus_uri else settings.data_dir / "milvus.db"
+        settings.milvus_uri if settings.is_milvus_lite_file and settings.milvus_uri else settings.lite_store
     )
     exe = shutil.which("milvus-lite") or str(Path(sys.executable).parent / "milvus-lite")
-    err.print(f"Milvus Lite server on {host}:{port}, store {directory}; set IMSIM_MILVUS_URI=http://{host}:{port}")
+    uri = f"http://{host}:{port}"
+    if Path(directory).resolve() == settings.lite_store.resolve():  # other processes of this data dir find it here
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        record = {"uri": uri, "host": host, "port": port, "pid": os.getpid(), "store": str(directory)}
+        (settings.data_dir / SERVED_FILE).write_text(json.dumps(record))  # exec keeps the pid: the server's own
+    err.print(
+        f"Milvus Lite server on {host}:{port}, store {directory}. Commands with this data dir use it by themselves; "
+        f"elsewhere set IMSIM_MILVUS_URI={uri}"
+    )
     os.execvp(exe, [exe, "server", "--data-dir", str(directory), "--host", host, "--port", str(port)])
 
 

@@ -66,7 +66,13 @@ def ingest(
     being embedded again. Each model version writes to its own collection; the first version of a model
     becomes the one queries use, later ones only with --activate or `imsim models activate`. Exit code 1
     when any file failed or an input matched no image (the rest are stored), 2 when nothing could be
-    ingested at all."""
+    ingested at all.
+
+    \b
+    Examples:
+      imsim ingest /photos                      queued to the workers, progress until done
+      imsim ingest --local ~/Pictures '*.png'   in this process
+      imsim ingest --from-file list.txt --no-wait --tag source=nas"""
     inputs = list(paths or [])
     listed = PathList(from_file) if from_file else None
     if not inputs and listed is None:
@@ -177,7 +183,9 @@ def _ingest_here(
     files: Iterable[str], settings: Settings, *, force: bool, checksum: bool, tags: dict[str, str] | None, activate: bool
 ) -> dict[str, Any]:
     from ..ingest import ChunkResult, Ingestor, ingest_local
+    from ..store import open_store
 
+    store = open_store(settings)  # a store another process holds fails here, before the models load
     counted = ChunkResult()
     with progress() as bar:
         task = bar.add_task("ingest", total=None, note=f"loading models ({settings.models})")
@@ -188,7 +196,7 @@ def _ingest_here(
                 bar.update(task, total=n)
                 yield path
 
-        with Ingestor(settings) as ingestor:
+        with Ingestor(settings, store=store) as ingestor:
             bar.update(task, note="")
             try:
                 result = ingest_local(
@@ -236,7 +244,11 @@ def retry(
 ) -> None:
     """Re-queue only the files that failed in JOB_ID, as a new job linked to it (nothing to do if none failed).
 
-    Exit code 1 when a file fails again, 2 while JOB_ID is still running."""
+    Exit code 1 when a file fails again, 2 while JOB_ID is still running.
+
+    \b
+    Example:
+      imsim retry 20261206-081222-abcdef12"""
     from ..queue import failed_files
 
     settings = get_settings()
@@ -260,7 +272,11 @@ def retry(
 @app.command()
 def cancel(job_id: str, as_json: JsonOpt = False) -> None:
     """Cancel a queued or running job at once: workers drop its queued chunks unread as they reach them, and running
-    chunks stop at their next slice (what they stored stays stored)."""
+    chunks stop at their next slice (what they stored stays stored).
+
+    \b
+    Example:
+      imsim cancel 20261206-081222-abcdef12"""
     from ..queue import cancel as cancel_job
 
     status = cancel_job(job_id, get_settings())
@@ -287,7 +303,12 @@ def sync(
 ) -> None:
     """Remove rows for files under PATHS that no longer exist, then ingest PATHS.
 
-    Changed files are re-embedded; unchanged ones (same size, mtime and inode) are skipped without reading them."""
+    Changed files are re-embedded; unchanged ones (same size, mtime and inode) are skipped without reading them.
+
+    \b
+    Examples:
+      imsim sync /photos --dry-run
+      imsim sync /photos --local"""
     from .. import maintenance
     from ..store import open_store
 
@@ -327,7 +348,13 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete rows by id, path, folder or glob from every imsim collection; shows the count and a sample first."""
+    """Delete rows by id, path, folder or glob from every imsim collection; shows the count and a sample first.
+
+    \b
+    Examples:
+      imsim delete /photos/2019 --yes              a folder (everything below it)
+      imsim delete '/photos/**/*.tmp.jpg'         a glob
+      imsim delete '/photos/photo[1].jpg'         a file that exists is literal"""
     from .. import maintenance
     from ..store import open_store
 

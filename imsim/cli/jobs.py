@@ -7,14 +7,14 @@ import shutil
 from typing import Annotated
 
 import typer
-from rich.table import Column, Table
+from rich.table import Table
 
 from ..errors import ImsimError
 from ..jobs import JobStore
 from ..paths import printable
 from ..queue import job_store
 from ..settings import get_settings
-from ._common import FAILURES_SHOWN, SOME_FAILED, JsonOpt, console, csv_cell, err, print_file_report, print_json, stamp
+from ._common import FAILURES_SHOWN, SOME_FAILED, JsonOpt, console, csv_cell, err, print_file_report, print_json, stamp, wide
 
 app = typer.Typer()
 
@@ -59,15 +59,31 @@ def _jobs() -> JobStore:
 
 @app.command()
 def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20, as_json: JsonOpt = False) -> None:
-    """Recent jobs with done / failed / skipped / pending counts."""
+    """Recent jobs with done / failed / skipped / pending counts (each job on one line when the terminal is wide
+    enough, on two when it is not: ids and counts are never cut)."""
     found = _jobs().list(limit)
     if as_json:
         print_json([s.as_dict() for s in found])
         return
-    table = Table(Column("job", no_wrap=True), "state", "total", "done", "failed", "skipped", "pending", "created")
-    for s in found:
-        table.add_row(s.id, s.state, *(str(x) for x in (s.total, s.done, s.failed, s.skipped, s.pending)), stamp(s.created_at))
-    console.print(table)
+    if not found:
+        err.print("no jobs (finished jobs are kept for IMSIM_JOB_RETENTION)")
+        return
+    if wide():
+        table = Table("job", "state", "total", "done", "failed", "skipped", "pending", "created")
+        for column in table.columns:
+            column.no_wrap, column.overflow = True, "ignore"
+        for s in found:
+            counts = (s.total, s.done, s.failed, s.skipped, s.pending)
+            table.add_row(s.id, s.state, *(f"{x:,}" for x in counts), stamp(s.created_at))
+        console.print(table)
+        return
+    for s in found:  # narrow terminals: the id and state on one line, the counts on the next
+        console.print(f"{s.id}  {s.state}  created {stamp(s.created_at)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  total {s.total:,}, done {s.done:,}, failed {s.failed:,}, skipped {s.skipped:,}, pending {s.pending:,}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -86,7 +102,13 @@ def status(
 ) -> None:
     """One job's counts, times, what its inputs left out, running chunks and its failures with their reasons.
 
-    Reading a job costs the same whatever its size: counts are kept apart from failures, which are read in pages."""
+    Reading a job costs the same whatever its size: counts are kept apart from failures, which are read in pages.
+
+    \b
+    Examples:
+      imsim status JOB --follow
+      imsim status JOB --failures all
+      imsim status JOB --csv failures.csv"""
     shown = _how_many(failures)
     jobs = _jobs()
     s = jobs.get(job_id)

@@ -112,6 +112,15 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
             p95 = d.at.get("p95")
             size = f"{int(p95['groups'])} ({int(p95['largest_group'])})" if p95 else "-"
             lines.append(f"| {d.label} | {d.pairs_seen} | {_pct(d.recall_seen)} | " + " | ".join(cells) + f" | {size} |")
+        marked = {d.label: d.marked_negatives for d in report.duplicates if d.marked_negatives}
+        if marked:
+            lines += [
+                "",
+                "Pairs marked 'not a duplicate' in the store (`imsim serve`'s duplicates page), scored with the store's "
+                "vectors of the same model versions and calibrated as negatives: "
+                + ", ".join(f"{label} {n}" for label, n in marked.items())
+                + ".",
+            ]
     if report.groups:
         g = report.group_info
         lines += [

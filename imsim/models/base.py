@@ -63,6 +63,11 @@ class FamilyConfig(BaseModel):
         skip = self.NOT_IN_VERSION | {"model", "revision"}
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
 
+    def digest(self) -> str:
+        """12 hex digits of :meth:`identity`: two configs with the same digest make the same vectors from the same
+        weights (what a queued chunk and a worker compare before any weights load)."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -373,6 +378,14 @@ def file_revision(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return "sha256-" + digest.hexdigest()[:12]
+
+
+RANDOM_WEIGHTS_MARK = "RANDOM_WEIGHTS.md"  # in a model directory built with random weights (imsim.models.testing)
+
+
+def random_weights(source: str) -> bool:
+    """Whether a model directory says its weights are random (a demo or test model: similarities mean nothing)."""
+    return os.path.isfile(os.path.join(source, RANDOM_WEIGHTS_MARK))
 
 
 def local_revision(source: str) -> str:

@@ -11,6 +11,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .base import RANDOM_WEIGHTS_MARK
+
+
+def mark_random(directory: Path) -> Path:
+    """Label a model directory as random weights (galleries and reports say so); the marker is not part of its
+    revision (only configs and weights are hashed)."""
+    (directory / RANDOM_WEIGHTS_MARK).write_text(
+        "These weights are random (imsim.models.testing): the architecture is real, the similarities mean nothing.\n"
+    )
+    return directory
+
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -77,7 +89,7 @@ def build_tiny_clip(directory: str | Path, seed: int = 0, projection_dim: int | 
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
     CLIPTokenizer(vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt")).save_pretrained(directory)
-    return directory
+    return mark_random(directory)
 
 
 def build_tiny_dinov2(directory: str | Path, seed: int = 0, size: str = "tiny") -> Path:
@@ -97,7 +109,7 @@ def build_tiny_dinov2(directory: str | Path, seed: int = 0, size: str = "tiny") 
         image_std=IMAGENET_STD,
         resample=3,
     ).save_pretrained(directory)
-    return directory
+    return mark_random(directory)
 
 
 def build_tiny_models(root: str | Path) -> dict[str, Path]:
@@ -157,7 +169,7 @@ def build_tiny_vit(directory: str | Path, seed: int = 0, size: str = "tiny") -> 
     torch.manual_seed(seed)
     ViTModel(ViTConfig(image_size=224, patch_size=16, **VIT_SIZES[size])).eval().save_pretrained(directory)
     ViTImageProcessorPil(size={"height": 224, "width": 224}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(directory)
-    return directory
+    return mark_random(directory)
 
 
 def build_tiny_efficientnet(directory: str | Path, seed: int = 0, size: str = "tiny") -> Path:
@@ -184,7 +196,7 @@ def build_tiny_efficientnet(directory: str | Path, seed: int = 0, size: str = "t
         include_top=True,
         resample=0,
     ).save_pretrained(directory)
-    return directory
+    return mark_random(directory)
 
 
 def build_tiny_blip2(directory: str | Path, seed: int = 0, size: str = "tiny") -> Path:
@@ -209,7 +221,7 @@ def build_tiny_blip2(directory: str | Path, seed: int = 0, size: str = "tiny") -
                 torch.nn.init.xavier_normal_(module.weight)
     model.save_pretrained(directory)
     BlipImageProcessorPil(size={"height": 224, "width": 224}).save_pretrained(directory)
-    return directory
+    return mark_random(directory)
 
 
 def build_tiny_vgg16(directory: str | Path, seed: int = 0, width_divisor: int = 16) -> Path:
@@ -256,7 +268,7 @@ def build_tiny_vgg16(directory: str | Path, seed: int = 0, width_divisor: int = 
         },
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2))
-    return directory
+    return mark_random(directory)
 
 
 def tiny_sscd_module(width: int = 16, dim: int = 32, seed: int = 0):

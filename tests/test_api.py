@@ -1,0 +1,500 @@
+"""`imsim serve` as its users reach it: a real uvicorn process over a real store (the Milvus Lite server) and tiny
+models, asked with `requests` (an HTTP client imsim does not use itself), the CLI with IMSIM_API_URL, and the web
+pages in headless Chromium (playwright-core, as the Attu test).
+
+The corpus is the bundled photos and flags plus an exact copy of one photo (the exact-content tier) and a
+re-encoded copy of another (a near duplicate).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from imsim.ingest import ingest_local
+from imsim.paths import discover, path_id
+from imsim.query import Client
+from imsim.settings import Settings
+
+from .support.servers import ROOT, SAMPLES, free_port, settings_env, stop
+from .support.settings import make_settings
+from .test_bad_input import png_bomb
+
+pytestmark = pytest.mark.integration
+
+NODE_MODULES = ROOT / ".cache" / "node" / "node_modules"
+UPLOAD_MB = 2
+
+
+@dataclass
+class Served:
+    url: str
+    settings: Settings
+    root: Path
+    proc: subprocess.Popen[str]
+    log: Path
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=60, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return requests.post(self.url + path, timeout=60, **kw)
+
+    def search(self, image: Path | bytes, name: str = "q.jpg", **fields: Any) -> requests.Response:
+        data = image if isinstance(image, bytes) else image.read_bytes()
+        return self.post("/v1/search/image", files={"image": (name, data)}, data=fields)
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            return int(next(line for line in fh if line.startswith("VmRSS")).split()[1]) / 1024
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one Prometheus sample, as Prometheus would scrape it."""
+        text = self.get("/metrics", headers=self.auth()).text
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        for line in text.splitlines():
+            if line.startswith(name) and (not labels or "{" + want + "}" in line or line.startswith(f"{name}{{{want}")):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def auth(self) -> dict[str, str]:
+        token = self.settings.api_token.get_secret_value()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def start_serve(settings: Settings, log: Path, *args: str, wait: bool = True) -> subprocess.Popen[str]:
+    """`imsim serve` as a user starts it; returns once /readyz says ready (models loaded, store and Redis up)."""
+    env = settings_env(settings)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imsim.cli", "serve", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),  # noqa: SIM115 - the child owns it
+        text=True,
+        start_new_session=True,
+    )
+    if not wait:
+        return proc
+    port = args[args.index("--port") + 1]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"imsim serve exited {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    stop(proc)
+    raise AssertionError(f"imsim serve not ready after 120 s: {log.read_text()[-2000:]}")
+
+
+def build_corpus(root: Path) -> dict[str, Path]:
+    shutil.copytree(SAMPLES / "photos", root / "photos")
+    shutil.copytree(SAMPLES / "flags", root / "flags")
+    shutil.copy(root / "photos" / "chelsea.jpg", root / "photos" / "chelsea-copy.jpg")  # same bytes
+    Image.open(root / "photos" / "rocket.jpg").save(root / "photos" / "rocket-q70.jpg", quality=70)  # near duplicate
+    return {
+        "chelsea": root / "photos" / "chelsea.jpg",
+        "copy": root / "photos" / "chelsea-copy.jpg",
+        "rocket": root / "photos" / "rocket.jpg",
+        "near": root / "photos" / "rocket-q70.jpg",
+    }
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dirs, milvus_uri, redis_url, tmp_path_factory) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp("api")
+    root = tmp / "library"
+    build_corpus(root)
+    settings = make_settings(
+        tiny_model_dirs,
+        tmp / "data",
+        milvus_uri=milvus_uri,
+        redis_url=redis_url,
+        queue="api" + tmp.name[-6:],
+        allowed_roots=str(root),
+        api_max_upload_mb=UPLOAD_MB,
+        max_image_pixels=50_000_000,
+        api_batch_window_ms=20,
+    )
+    result = ingest_local(discover([root]).files, settings, tags={"shelf": "a"})
+    assert result.done == len(discover([root]).files)
+    port = free_port()
+    log = tmp / "serve.log"
+    proc = start_serve(settings, log, "--port", str(port))
+    try:
+        yield Served(f"http://127.0.0.1:{port}", settings, root, proc, log)
+    finally:
+        stop(proc)
+
+
+def one_line_json(response: requests.Response) -> dict[str, Any]:
+    """Every error is one line of JSON naming its kind, never a traceback."""
+    assert response.headers["content-type"].startswith("application/json"), response.text[:200]
+    assert "\n" not in response.text.strip() and "Traceback" not in response.text
+    body = response.json()
+    assert set(body) == {"error", "kind"} and body["error"], body
+    return body
+
+
+def test_every_endpoint_answers_what_the_client_answers_in_process(served):
+    corpus = build_corpus_paths(served.root)
+    assert served.get("/healthz").json() == {"status": "ok"}
+    ready = served.get("/readyz").json()
+    assert ready == {"ready": True, "models": "loaded", "store": "ok", "redis": "ok"}
+    schema = served.get("/openapi.json").json()
+    assert {"/v1/search/image", "/v1/search/text", "/v1/search/like", "/v1/compare", "/v1/duplicates"} <= set(schema["paths"])
+    assert served.get("/docs").status_code == 200
+
+    client = Client(served.settings)
+    try:
+        # by image: the same hits, scores and per-model ranks as Client.search in this process
+        answer = served.search(corpus["chelsea"], k=6).json()
+        local = client.search(str(corpus["chelsea"]), k=6)
+        assert [h["id"] for h in answer["hits"]] == [h.id for h in local]
+        assert np.allclose([h["score"] for h in answer["hits"]], [h.score for h in local], atol=1e-5)
+        top = answer["hits"][0]
+        assert {top["path"], answer["hits"][1]["path"]} == {str(corpus["chelsea"]), str(corpus["copy"])}
+        assert set(top["scores"]) == set(top["ranks"]) == {"clip", "dinov2"} and top["ranks"]["dinov2"] in (1, 2)
+        assert answer["models"] == ["clip", "dinov2"]
+
+        # filters: folder, size, tags; fusion and one model
+        flags = served.search(corpus["chelsea"], k=50, under=str(served.root / "flags")).json()["hits"]
+        assert len(flags) == len(os.listdir(served.root / "flags"))
+        assert all(h["path"].startswith(str(served.root / "flags") + "/") for h in flags)
+        assert served.search(corpus["chelsea"], k=50, tag="shelf=b").json()["hits"] == []
+        wide = served.search(corpus["chelsea"], k=50, min_width=500).json()["hits"]
+        assert wide and all(Image.open(h["path"]).width >= 500 for h in wide)
+        one = served.search(corpus["chelsea"], k=3, models="dinov2").json()
+        assert one["models"] == ["dinov2"] and set(one["hits"][0]["scores"]) == {"dinov2"}
+        raw = served.search(corpus["chelsea"], k=3, filter="width > 1")
+        assert raw.status_code == 400 and "IMSIM_API_RAW_FILTERS" in one_line_json(raw)["error"]
+
+        # by text (CLIP only) and like a stored image (by id and by path): the same as in process
+        text = served.get("/v1/search/text", params={"q": "a cat on a sofa", "k": 5}).json()
+        assert text["models"] == ["clip"]
+        assert [h["id"] for h in text["hits"]] == [h.id for h in client.search(text="a cat on a sofa", k=5)]
+        like = served.get("/v1/search/like", params={"id": path_id(str(corpus["rocket"])), "k": 3}).json()
+        assert like["hits"][0]["id"] == path_id(str(corpus["rocket"]))
+        assert like == served.get("/v1/search/like", params={"id": str(corpus["rocket"]), "k": 3}).json()
+        missing = served.get("/v1/search/like", params={"id": "0" * 32})
+        assert missing.status_code == 404 and one_line_json(missing)["kind"] == "not_found"
+
+        # compare
+        same = served.post("/v1/compare", files={"a": corpus["chelsea"].read_bytes(), "b": corpus["copy"].read_bytes()})
+        assert same.json() == pytest.approx({"clip": 1.0, "dinov2": 1.0}, abs=1e-5)
+        other = served.post("/v1/compare", files={"a": corpus["chelsea"].read_bytes(), "b": corpus["rocket"].read_bytes()})
+        assert other.json() == pytest.approx(client.compare(str(corpus["chelsea"]), str(corpus["rocket"])), abs=1e-5)
+
+        # collections: one per model, every file in each
+        rows = {c["model"]: c["rows"] for c in served.get("/v1/collections").json()}
+        assert rows == {"clip": len(discover([served.root]).files), "dinov2": len(discover([served.root]).files)}
+    finally:
+        client.close()
+
+    # stored images by id: the file's bytes; a thumbnail within 256 px
+    image = served.get(f"/v1/images/{path_id(str(corpus['rocket']))}")
+    assert image.status_code == 200 and image.content == corpus["rocket"].read_bytes()
+    assert image.headers["content-type"] == "image/jpeg"
+    thumb = served.get(f"/v1/images/{path_id(str(corpus['rocket']))}/thumbnail", params={"size": 128})
+    shown = Image.open(io.BytesIO(thumb.content))
+    assert shown.format == "JPEG" and max(shown.size) == 128
+
+    # Prometheus: requests and latency per endpoint, embed time per model, errors by kind
+    assert served.metric("imsim_api_requests_total", endpoint="/v1/search/image", status="200") >= 5
+    assert served.metric("imsim_api_request_seconds_count", endpoint="/v1/search/image") >= 5
+    assert served.metric("imsim_api_embed_seconds_count", model="dinov2") >= 4
+    assert served.metric("imsim_api_errors_total", kind="not_found") >= 1
+
+
+def build_corpus_paths(root: Path) -> dict[str, Path]:
+    return {
+        "chelsea": root / "photos" / "chelsea.jpg",
+        "copy": root / "photos" / "chelsea-copy.jpg",
+        "rocket": root / "photos" / "rocket.jpg",
+        "near": root / "photos" / "rocket-q70.jpg",
+    }
+
+
+def test_duplicates_tiers_and_a_not_duplicate_mark_that_the_cli_honours_too(served, cli):
+    corpus = build_corpus_paths(served.root)
+    chelsea, copy = path_id(str(corpus["chelsea"])), path_id(str(corpus["copy"]))
+    rocket, near = path_id(str(corpus["rocket"])), path_id(str(corpus["near"]))
+    exact = served.get("/v1/duplicates/exact").json()
+    assert exact["total"] == 1 and sorted(m["id"] for m in exact["groups"][0]["members"]) == sorted([chelsea, copy])
+
+    def linked(answer: dict[str, Any]) -> set[frozenset[str]]:
+        return {frozenset((e["a"], e["b"])) for g in answer["groups"] for e in g["edges"]}
+
+    first = served.get("/v1/duplicates", params={"threshold": 0.99, "model": "dinov2"}).json()
+    assert first["threshold"] == 0.99 and {frozenset((rocket, near)), frozenset((chelsea, copy))} <= linked(first)
+    bad = served.post("/v1/duplicates/not-duplicate", json={"a": rocket, "b": rocket})
+    assert bad.status_code == 422 and one_line_json(bad)
+    gone = served.post("/v1/duplicates/not-duplicate", json={"a": rocket, "b": "f" * 32})
+    assert gone.status_code == 404 and one_line_json(gone)["kind"] == "not_found"
+    marked = served.post("/v1/duplicates/not-duplicate", json={"a": near, "b": rocket})
+    assert marked.status_code == 200, marked.text
+    after = served.get("/v1/duplicates", params={"threshold": 0.99, "model": "dinov2"}).json()
+    assert frozenset((rocket, near)) not in linked(after) and frozenset((chelsea, copy)) in linked(after)
+
+    # the CLI, on its own (models loaded here) and through the service, leaves the marked pair out too
+    env = settings_env(served.settings)
+    local = json.loads(cli(env, "duplicates", "--threshold", "0.99", "--model", "dinov2", "--json").stdout)
+    remote = json.loads(
+        cli(env | {"IMSIM_API_URL": served.url}, "duplicates", "--threshold", "0.99", "--model", "dinov2", "--json").stdout
+    )
+    for answer in (local, remote):
+        assert frozenset((chelsea, copy)) in linked(answer) and frozenset((rocket, near)) not in linked(answer)
+        assert any({str(corpus["chelsea"]), str(corpus["copy"])} <= {m["path"] for m in g["members"]} for g in answer["groups"])
+
+
+def test_jobs_queue_only_under_the_allowed_roots_and_report_through_the_api(served, start_worker):
+    outside = served.post("/v1/jobs", json={"paths": ["/etc"]})
+    assert outside.status_code == 403 and "outside IMSIM_ALLOWED_ROOTS" in one_line_json(outside)["error"]
+    assert served.post("/v1/jobs", json={"paths": "not a list"}).status_code == 422
+    unknown = served.get("/v1/jobs/20990101-000000-deadbeef")
+    assert unknown.status_code == 404 and one_line_json(unknown)["kind"] == "not_found"
+
+    fresh = served.root / "fresh"
+    fresh.mkdir()
+    shutil.copy(SAMPLES / "photos" / "coffee.jpg", fresh / "coffee.jpg")
+    (fresh / "notes.jpg").write_text("not a picture")
+    job = served.post("/v1/jobs", json={"paths": [str(fresh)], "tags": {"shelf": "b"}}).json()["job"]
+    assert job in [j["id"] for j in served.get("/v1/jobs").json()]
+    start_worker(served.settings, "api")
+    deadline = time.monotonic() + 120
+    while not (status := served.get(f"/v1/jobs/{job}").json())["state"].startswith("finished") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (status["done"], status["failed"]) == (1, 1), status
+    assert status["failures"] == [{"path": str(fresh / "notes.jpg"), "reason": status["failures"][0]["reason"]}]
+    assert "not a recognised image format" in status["failures"][0]["reason"]
+    again = served.post(f"/v1/jobs/{job}/retry").json()["job"]
+    assert again and again != job
+    cancelled = served.post(f"/v1/jobs/{again}/cancel").json()
+    assert cancelled["id"] == again
+    hits = served.search(fresh / "coffee.jpg", k=1, tag="shelf=b").json()["hits"]
+    assert [h["path"] for h in hits] == [str(fresh / "coffee.jpg")]
+
+
+def test_hostile_requests_fail_alone_with_one_line_and_the_server_stays_small(served, tmp_path):
+    corpus = build_corpus_paths(served.root)
+    png_bomb(tmp_path / "bomb.png", 30_000)  # 900 Mpx in 0.9 MB
+    wide, gray16, huge = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (50_000, 1), (200, 30, 30)).save(wide, "PNG")
+    gray = (np.asarray(Image.open(corpus["chelsea"]).convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(gray).save(gray16, "PNG")
+    huge.write(os.urandom((UPLOAD_MB + 1) * 2**20))
+    rss_before = served.rss_mb()
+    cases = {
+        "0-byte upload": (b"", 422, "empty upload"),
+        "text file named .jpg": (b"meeting notes, not a picture\n", 422, "not a recognised image format"),
+        "decompression bomb": ((tmp_path / "bomb.png").read_bytes(), 413, "exceeds the limit"),
+        "upload over IMSIM_API_MAX_UPLOAD_MB": (huge.getvalue(), 413, "IMSIM_API_MAX_UPLOAD_MB"),
+        "aspect-ratio bomb (50000x1 PNG)": (wide.getvalue(), 200, ""),  # as ingest: embedded, not refused
+        "16-bit PNG": (gray16.getvalue(), 200, ""),
+    }
+    for case, (data, status, words) in cases.items():
+        response = served.search(data, name="upload.jpg", k=3)
+        assert response.status_code == status, (case, response.text[:300])
+        if status != 200:
+            assert words in one_line_json(response)["error"], (case, response.text)
+        else:
+            assert len(response.json()["hits"]) == 3, case
+
+    # a gzip bomb as the request body: never inflated (HTTP request bodies are taken as sent)
+    bomb = gzip.compress(b"\0" * (512 * 2**20), 9)
+    response = served.post(
+        "/v1/search/image",
+        data=bomb,
+        headers={"Content-Encoding": "gzip", "Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert 400 <= response.status_code < 500 and one_line_json(response)
+    not_form = served.post("/v1/search/image", json={"image": "chelsea.jpg"})
+    assert not_form.status_code == 422 and one_line_json(not_form)["error"].startswith("image:")
+
+    # images by stored id only: paths, traversal and unknown ids never reach a file
+    for path in (
+        "/v1/images/" + "0" * 32,
+        "/v1/images/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/v1/images/%2e%2e/%2e%2e/etc/passwd",
+        "/v1/images/../../etc/passwd",
+        "/v1/images/" + str(corpus["rocket"]).replace("/", "%2F"),
+        "/v1/images/" + path_id(str(corpus["rocket"])).upper(),
+        "/v1/images/" + "0" * 32 + "/thumbnail?size=100000",
+    ):
+        response = served.get(path, allow_redirects=False)
+        assert response.status_code in (404, 422), (path, response.status_code)
+        assert b"root:" not in response.content and b"\xff\xd8" not in response.content[:2]
+        if response.headers.get("content-type", "").startswith("application/json"):
+            one_line_json(response)
+
+    # malformed filters and parameters: one line each
+    for fields, words in (
+        ({"glob": "[" * 5000}, "glob"),
+        ({"k": "0"}, "k must be"),
+        ({"k": "ten"}, "k:"),
+        ({"fusion": "median"}, "fusion"),
+        ({"models": "resnet"}, "resnet"),
+        ({"min_width": "-5"}, ""),
+    ):
+        response = served.search(corpus["chelsea"], **fields)
+        assert 400 <= response.status_code < 500, (fields, response.text[:200])
+        assert words in one_line_json(response)["error"], (fields, response.text)
+
+    assert served.get("/healthz").status_code == 200 and served.search(corpus["chelsea"], k=1).status_code == 200
+    grew = served.rss_mb() - rss_before
+    print(f"\nserver RSS {rss_before:.0f} MB before the hostile requests, +{grew:.0f} MB after")
+    assert grew < 300  # a 900-Mpx bomb decoded would be 900 MB; a 512 MB gzip body inflated likewise
+
+
+def test_concurrent_queries_share_forward_passes_and_a_bad_upload_in_a_batch_fails_alone(served):
+    corpus = build_corpus_paths(served.root)
+    alone = served.search(corpus["rocket"], k=5).json()["hits"]
+    batches_before = served.metric("imsim_api_batch_size_count")
+    queries_before = served.metric("imsim_api_batch_size_sum")
+    gate = threading.Barrier(16)
+    answers: dict[int, requests.Response] = {}
+
+    def ask(n: int) -> None:
+        data = b"not an image at all" if n % 8 == 7 else corpus["rocket"].read_bytes()
+        gate.wait()
+        answers[n] = served.search(data, name=f"q{n}.jpg", k=5)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n, response in answers.items():
+        if n % 8 == 7:
+            assert response.status_code == 422
+            assert one_line_json(response)["error"] == f"upload 'q{n}.jpg': not a recognised image format"
+        else:
+            assert response.status_code == 200, response.text
+            assert [h["id"] for h in response.json()["hits"]] == [h["id"] for h in alone]
+    batches = served.metric("imsim_api_batch_size_count") - batches_before
+    queries = served.metric("imsim_api_batch_size_sum") - queries_before
+    print(f"\n16 concurrent image queries: {queries:.0f} embedded in {batches:.0f} forward passes")
+    assert batches < 16 and queries >= 14  # shared passes; the bad uploads' retries alone add a few
+
+
+def test_a_token_guards_everything_but_the_probes_and_beyond_loopback_is_refused_without_one(served, tmp_path, cli):
+    refused = cli(settings_env(served.settings), "serve", "--host", "0.0.0.0", "--port", str(free_port()), check=False)
+    assert refused.returncode == 2 and "needs a token: set IMSIM_API_TOKEN" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    settings = served.settings.replace(api_token="s3cret-token")
+    port = free_port()
+    proc = start_serve(settings, tmp_path / "serve.log", "--host", "0.0.0.0", "--port", str(port))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert requests.get(url + "/healthz", timeout=10).status_code == 200
+        assert requests.get(url + "/readyz", timeout=10).status_code == 200
+        assert requests.get(url + "/", timeout=10).status_code == 200  # the page: it asks for the token itself
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            for path in ("/v1/collections", "/metrics", "/v1/search/text?q=cat", "/v1/images/" + "0" * 32):
+                response = requests.get(url + path, headers=headers, timeout=10)
+                assert response.status_code == 401 and one_line_json(response)["kind"] == "unauthorized", path
+        good = {"Authorization": "Bearer s3cret-token"}
+        assert requests.get(url + "/v1/collections", headers=good, timeout=10).status_code == 200
+        with_token = settings_env(settings) | {"IMSIM_API_URL": url}
+        found = cli(with_token, "search", "--text", "a cat", "-k", "2", "--json")
+        assert len(json.loads(found.stdout)) == 2
+        without = cli(with_token | {"IMSIM_API_TOKEN": ""}, "search", "--text", "a cat", check=False)
+        assert without.returncode == 2 and "missing or wrong token" in without.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        stop(proc)
+
+
+def test_the_cli_answers_through_a_running_service_without_loading_models(served, cli):
+    corpus = build_corpus_paths(served.root)
+    env = settings_env(served.settings)
+    remote_env = env | {"IMSIM_API_URL": served.url}
+    started = time.perf_counter()
+    remote = cli(remote_env, "search", str(corpus["rocket"]), "-k", "4", "--json")
+    took = time.perf_counter() - started
+    local = cli(env, "search", str(corpus["rocket"]), "-k", "4", "--json")
+    strip = [{k: h[k] for k in ("id", "path")} for h in json.loads(local.stdout)]
+    assert [{k: h[k] for k in ("id", "path")} for h in json.loads(remote.stdout)] == strip
+    assert "loading" not in remote.stderr
+    print(f"\n`imsim search` through imsim serve: {took:.2f} s wall")
+    compared = json.loads(cli(remote_env, "compare", str(corpus["chelsea"]), str(corpus["copy"]), "--json").stdout)
+    assert compared == pytest.approx({"clip": 1.0, "dinov2": 1.0}, abs=1e-5)
+    missing = cli(remote_env, "search", str(served.root / "nope.jpg"), check=False)
+    assert missing.returncode == 2 and "nope.jpg" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    dead = cli(env | {"IMSIM_API_URL": f"http://127.0.0.1:{free_port()}"}, "search", "--text", "cat", check=False)
+    assert dead.returncode == 2 and "cannot reach imsim serve" in dead.stderr and "IMSIM_API_URL" in dead.stderr
+
+
+def _browser_skip() -> str:
+    if not shutil.which("node"):
+        return "node is not installed"
+    if not (NODE_MODULES / "playwright-core").is_dir():
+        return f"playwright-core is not installed in {NODE_MODULES}: run `bash scripts/install.sh --test`"
+    if not shutil.which("chromium"):
+        return "chromium is not installed: run `bash scripts/install.sh --test`"
+    return ""
+
+
+def test_the_pages_in_chromium_search_more_like_this_and_a_mark_that_survives_a_reload(served, tmp_path):
+    if reason := _browser_skip():
+        pytest.skip(reason)
+    corpus = build_corpus_paths(served.root)
+    config = {
+        "url": served.url + "/",
+        "image": str(corpus["chelsea"]),
+        "duplicates": "threshold=0.99&model=clip",
+        "shots": str(tmp_path),
+        "chromium": shutil.which("chromium"),
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run(
+        ["node", str(ROOT / "tests" / "support" / "serve.js"), str(tmp_path / "config.json")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=os.environ | {"NODE_PATH": str(NODE_MODULES)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout)
+    chelsea, copy = path_id(str(corpus["chelsea"])), path_id(str(corpus["copy"]))
+    # the uploaded photo itself (and its byte-identical copy) first, with thumbnails drawn
+    assert {seen["search"][0]["id"], seen["search"][1]["id"]} == {chelsea, copy}
+    assert all(hit["thumb"] > 0 for hit in seen["search"])
+    assert "chelsea" in seen["search"][0]["text"] and re.search(r"clip", seen["search"][0]["text"])
+    assert "clip, dinov2: random weights" in seen["status"]  # the tiny test models say so, as a demo model would
+    # "more like this" on the third result (the first two are one content): that image first
+    assert seen["more"][0]["id"] == seen["search"][2]["id"]
+    # the duplicates page: the exact tier apart; one pair marked "not a duplicate" is gone, and stays gone
+    assert seen["exactGroups"] == served.get("/v1/duplicates/exact").json()["total"] >= 1
+    assert seen["pairsBefore"] and seen["marked"] == seen["pairsBefore"][0]
+    assert seen["marked"] not in seen["pairsAfter"] and seen["marked"] not in seen["pairsReloaded"]
+    assert len(seen["pairsReloaded"]) == len(seen["pairsBefore"]) - 1
+    for name in ("imsim-search.png", "imsim-duplicates.png"):
+        assert (tmp_path / name).stat().st_size > 20_000
+    artifacts = os.environ.get("TEST_ARTIFACTS_DIR")
+    if artifacts:
+        for name in ("imsim-search.png", "imsim-duplicates.png"):
+            shutil.copy(tmp_path / name, Path(artifacts) / name)
