@@ -79,11 +79,12 @@ def check_fleet(settings: Settings, store: VectorStore | None = None) -> list[Ch
     worker that does not refuses their chunks (they wait, then fail), so a split fleet is a failed check. And each
     worker's settings are compared with those of the version queries use (its model's alias in the store): a worker
     that writes another version writes rows no search reads until that version is activated."""
-    from .queue import Chunk, fleet_identity, worker_identities
+    from .queue import Chunk, fleet_identity, worker_answers
 
-    found = worker_identities(settings)
-    if not found:
+    answers = worker_answers(settings)
+    if not answers:
         return []
+    found = {name: dict(a.get("models") or {}) for name, a in answers.items()}
     wanted = fleet_identity(settings)
     probe = Chunk("", "", [], models=wanted)
     active = _active_identities(store, {m for models in found.values() for m in models}) if store is not None else {}
@@ -102,6 +103,8 @@ def check_fleet(settings: Settings, store: VectorStore | None = None) -> list[Ch
             )
         else:
             checks.append(Check(f"worker {name}", "ok", f"embeds with {', '.join(models)}, as jobs queued here do"))
+        for root, reason in sorted((answers[name].get("s3") or {}).items()):
+            checks.append(Check(f"worker {name} s3 {root}", "fail" if reason else "ok", reason or f"lists {root}"))
         for model, digest in sorted(models.items()):
             collection, stored = active.get(model, ("", ""))
             if stored and stored != digest:
@@ -254,10 +257,26 @@ def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
     return checks
 
 
+def check_sources(settings: Settings) -> list[Check]:
+    """Each ``s3://`` allowed root: one LIST of one key from here, with the credentials this process finds (workers
+    answer the same check for themselves: ``imsim_identity``)."""
+    from . import s3
+
+    config = s3.S3Config.from_settings(settings)
+    checks = []
+    for root in settings.allowed_root_paths:
+        if s3.is_uri(root):
+            why = s3.check_listable(root, config)
+            checks.append(Check(f"s3 {root}", "fail" if why else "ok", why or f"{config.where()} lists {root}"))
+    return checks
+
+
 def run_checks(settings: Settings, *, queue: bool = True, models: bool = True) -> list[Check]:
-    """Every check, in order: Redis and workers (unless ``queue`` is False), Milvus, models vs collections."""
+    """Every check, in order: Redis and workers (unless ``queue`` is False), object-store roots, Milvus, models vs
+    collections."""
     checks = check_settings(settings)
     checks += check_redis(settings) if queue else []
+    checks += check_sources(settings)
     store_checks, store = check_store(settings)
     checks += store_checks
     if queue:

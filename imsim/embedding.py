@@ -44,6 +44,8 @@ from .images import (
     to_rgb_array,
 )
 from .models.base import Embedder, Preprocess, embed_arrays
+from .paths import absolute, is_uri
+from .s3 import Listed
 from .timing import StageTimes, timed
 
 if TYPE_CHECKING:
@@ -125,6 +127,13 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+def _relay(done: Future[_Outcome], to: Future[_Outcome]) -> None:
+    try:
+        to.set_result(done.result())
+    except BaseException as exc:  # noqa: BLE001 - handed on as it came
+        to.set_exception(exc)
+
+
 class EmbeddingStep:
     """Read, decode, resize and embed with every model; the only place images become vectors."""
 
@@ -136,6 +145,7 @@ class EmbeddingStep:
         workers: int = 0,
         slice_size: int = 64,
         decoder: str = "auto",
+        io_workers: int = 32,
     ):
         self.models = dict(models)
         self.limits = limits
@@ -143,6 +153,8 @@ class EmbeddingStep:
         self.decoder = resolve_decoder(decoder)
         self.workers = workers or os.cpu_count() or 1
         self.budget = DecodeBudget(limits.decode_bytes)
+        self.io_workers = max(1, io_workers)
+        self._io: ThreadPoolExecutor | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix="imsim-decode", initializer=_one_torch_thread
         )
@@ -155,6 +167,7 @@ class EmbeddingStep:
             workers=settings.decode_workers,
             slice_size=settings.batch_size,
             decoder=settings.decoder,
+            io_workers=settings.s3_concurrency,
         )
 
     # --- one file: read, decode, resize ------------------------------------------------------
@@ -234,28 +247,45 @@ class EmbeddingStep:
         except MemoryError:
             return ImageTooLarge(file.path, "out of memory while decoding or resizing")
 
+    @staticmethod
+    def _by_stat(stat: FileStat, rule: SkipRule) -> _Outcome | None:
+        """What ``rule`` decides from a file's stat (or an object's listing) alone; None: read it."""
+        decision = rule.by_stat(stat)
+        if decision is Decision.SKIP:
+            return _Skipped(stat.path)
+        if decision is Decision.RESTAMP:
+            return _Restamp(FileFacts(stat.path, "", stat.file_size, stat.mtime, file_version=stat.file_version))
+        return None
+
+    def _read(self, item: str, rule: SkipRule | None, times: StageTimes | None) -> FileBytes | _Outcome:
+        """Open one file or object, ask ``rule`` whether it is stored unchanged (before reading a byte), read and
+        hash it. Any error of this one file is this file's outcome alone."""
+        try:
+            with timed(times, "read"), open_file(item, self.limits) as opened:
+                if rule is not None and (decided := self._by_stat(opened.stat, rule)) is not None:
+                    return decided
+                file = opened.read()
+            if times is not None:
+                times.count_read(len(file.data))
+            return file
+        except ImageError as exc:
+            return exc
+        except OSError as exc:  # anything the checks above did not name: still this file's failure alone
+            return ImageError(absolute(item), f"cannot read: {exc.strerror or exc}")
+
+    def _decide_listed(self, item: Listed, rule: SkipRule) -> _Outcome | None:
+        """An object's fate from its listing alone (its facts came with it): skipped, restamped, refused, or None."""
+        try:
+            with open_file(item, self.limits) as opened:
+                return self._by_stat(opened.stat, rule)
+        except ImageError as exc:
+            return exc
+
     def _work(self, item: str | FileBytes, rule: SkipRule | None, times: StageTimes | None) -> _Outcome:
-        """One pool task: open the file, ask ``rule`` whether it is stored unchanged (before reading a byte), read and
-        hash it, ask again by content, then decode and resize. Any error of this one file fails this file alone."""
-        if isinstance(item, FileBytes):
-            file = item
-        else:
-            try:
-                with timed(times, "read"), open_file(item, self.limits) as opened:
-                    if rule is not None:
-                        decision = rule.by_stat(opened.stat)
-                        if decision is Decision.SKIP:
-                            return _Skipped(opened.path)
-                        if decision is Decision.RESTAMP:
-                            stat = opened.stat
-                            return _Restamp(FileFacts(stat.path, "", stat.file_size, stat.mtime, file_version=stat.file_version))
-                    file = opened.read()
-                if times is not None:
-                    times.count_read(len(file.data))
-            except ImageError as exc:
-                return exc
-            except OSError as exc:  # anything the checks above did not name: still this file's failure alone
-                return ImageError(os.path.abspath(os.fspath(item)), f"cannot read: {exc.strerror or exc}")
+        """One pool task: read (unless given bytes), ask ``rule`` again by content, then decode and resize."""
+        file = item if isinstance(item, FileBytes) else self._read(item, rule, times)
+        if not isinstance(file, FileBytes):
+            return file
         if rule is not None:
             decision = rule.by_content(file)
             if decision is Decision.SKIP:
@@ -264,6 +294,44 @@ class EmbeddingStep:
                 return _Restamp(FileFacts(file.path, file.sha256, file.file_size, file.mtime, file_version=file.file_version))
         return self._prepare(file, times)
 
+    def _submit(self, item: str | FileBytes, rule: SkipRule | None, times: StageTimes | None) -> Future[_Outcome]:
+        """A file is read and decoded on one pool thread; an object is fetched on the I/O pool (``s3_concurrency``
+        GETs in flight, waiting on the network, not on a core) and then decoded on the decode pool."""
+        if not (isinstance(item, str) and is_uri(item)):
+            return self._pool.submit(self._work, item, rule, times)
+        outcome: Future[_Outcome] = Future()
+        stat_rule = rule
+        if rule is not None and isinstance(item, Listed):  # the listing decides "unchanged" here: no thread, no GET
+            decided = self._decide_listed(item, rule)
+            if decided is not None:
+                outcome.set_result(decided)
+                return outcome
+            stat_rule = None  # asked already; the content check after the GET still applies
+
+        def fetched(done: Future[FileBytes | _Outcome]) -> None:
+            try:
+                got = done.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the outcome
+                outcome.set_exception(exc)
+                return
+            if not isinstance(got, FileBytes):
+                outcome.set_result(got)
+                return
+            try:
+                decoded = self._pool.submit(self._work, got, rule, times)
+            except RuntimeError as exc:  # the pool shut down meanwhile
+                outcome.set_exception(exc)
+                return
+            decoded.add_done_callback(lambda d: _relay(d, outcome))
+
+        self._io_pool().submit(self._read, item, stat_rule, times).add_done_callback(fetched)
+        return outcome
+
+    def _io_pool(self) -> ThreadPoolExecutor:
+        if self._io is None:
+            self._io = ThreadPoolExecutor(max_workers=self.io_workers, thread_name_prefix="imsim-fetch")
+        return self._io
+
     # --- slices: the models ------------------------------------------------------------------
     def _finish(self, futures: list[tuple[str | FileBytes, Future[_Outcome]]], times: StageTimes | None) -> Embedded:
         out = Embedded()
@@ -271,7 +339,7 @@ class EmbeddingStep:
         for item, future in futures:
             outcome = future.result()
             if isinstance(outcome, ImageError):  # keyed by the path as given (byte-exact), not as the message prints it
-                out.failures[item.path if isinstance(item, FileBytes) else os.path.abspath(item)] = outcome.reason
+                out.failures[item.path if isinstance(item, FileBytes) else absolute(item)] = outcome.reason
             elif isinstance(outcome, _Skipped):
                 out.skipped.append(outcome.path)
             elif isinstance(outcome, _Restamp):
@@ -291,7 +359,7 @@ class EmbeddingStep:
         while the models run on this one. ``rule`` leaves out files stored unchanged (``skipped``/``restamp``)."""
         window: deque[list[tuple[str | FileBytes, Future[_Outcome]]]] = deque()
         for items in slices:
-            window.append([(item, self._pool.submit(self._work, item, rule, times)) for item in items])
+            window.append([(item, self._submit(item, rule, times)) for item in items])
             if len(window) > LOOKAHEAD:
                 yield self._finish(window.popleft(), times)
         while window:
@@ -325,7 +393,7 @@ class EmbeddingStep:
                     )
                 files.append(FileBytes(path=f"<query {i}: bytes>", sha256="", file_size=len(data), mtime=0.0, data=data))
             elif isinstance(query, (str, os.PathLike)):
-                if isinstance(query, str) and URL.match(query):
+                if isinstance(query, str) and URL.match(query) and not is_uri(query):
                     raise ImageNotFound(query, "a URL: queries are read from local files only; download the image first")
                 files.append(read_file(query, self.limits))
             else:
@@ -347,3 +415,5 @@ class EmbeddingStep:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._io is not None:
+            self._io.shutdown(wait=False, cancel_futures=True)

@@ -48,6 +48,11 @@ class NotFound(ImsimError, LookupError):
     """A stored image, a job or another thing named by id that does not exist (the API answers 404)."""
 
 
+class SourceUnavailable(ImsimError):
+    """The place images are read from (an S3 endpoint) cannot be reached or keeps failing. Transient: a worker retries
+    the chunk with backoff instead of failing its files."""
+
+
 class ModelError(ImsimError):
     """A model name, source or configuration is wrong."""
 

@@ -20,7 +20,7 @@ from dataclasses import field as dc_field
 from typing import Literal
 
 from .errors import FilterError
-from .paths import GLOB_CHARS, compile_glob, glob_match
+from .paths import GLOB_CHARS, absolute, compile_glob, glob_match
 
 LikeDialect = Literal["escape", "prefix"]
 
@@ -207,10 +207,10 @@ class Where:
                 raise FilterError(str(exc)) from None
 
     def _folder(self) -> str:
-        return os.path.abspath(os.path.expanduser(self.path_prefix))
+        return absolute(self.path_prefix)
 
     def _glob(self) -> str:
-        return os.path.abspath(os.path.expanduser(self.path_glob))
+        return absolute(self.path_glob)
 
     def expression(self, dialect: LikeDialect = "escape") -> str:
         parts = []

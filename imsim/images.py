@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,7 +34,8 @@ from .errors import (
     ImageUnreadable,
     PathNotAllowed,
 )
-from .paths import check_path, path_id
+from .paths import check_path, is_uri, path_id
+from .s3 import OpenedObject, S3Config
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -51,8 +52,9 @@ class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_aspect_ratio: float = 32.0
-    allowed_roots: tuple[str, ...] = ()  # real paths; empty = any path
+    allowed_roots: tuple[str, ...] = ()  # real paths and s3:// prefixes; empty = any path
     decode_bytes: int = 2048 * 2**20  # decoded pixels one process holds at once (DecodeBudget)
+    s3: Any = None  # how s3:// paths are reached (imsim.s3.S3Config); None: from the process's settings
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -62,6 +64,7 @@ class Limits:
             max_aspect_ratio=settings.max_aspect_ratio,
             allowed_roots=tuple(settings.allowed_root_paths),
             decode_bytes=settings.decode_memory_mb * 2**20,
+            s3=S3Config.from_settings(settings),
         )
 
 
@@ -189,7 +192,7 @@ class OpenedFile:
         self.close()
 
 
-def open_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> OpenedFile:
+def open_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> OpenedFile | OpenedObject:
     """Open one file for reading; raises an :class:`~imsim.errors.ImageError` naming the file.
 
     The file is opened once (non-blocking, so a FIFO cannot hang the worker) and everything is checked on the
@@ -197,6 +200,11 @@ def open_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
     symlink swapped between a check and the open can never make imsim read a file outside the roots. A hard link
     inside a root is a file inside the root (see docs/operations.md, Security). Any ``OSError`` becomes this
     file's error: a name check racing a rename fails the file, never its chunk."""
+    if is_uri(path):  # an object in a store: its listing facts, then one conditional GET (imsim.s3)
+        from .s3 import open_object
+        from .settings import get_settings
+
+        return open_object(os.fspath(path), limits, limits.s3 or S3Config.from_settings(get_settings()))
     path = os.path.abspath(os.fspath(path))
     check_path(path)
     try:

@@ -35,7 +35,7 @@ from .paths import path_id
 from .settings import Consistency, Settings
 from .store import VECTOR, VectorStore, make_row
 from .timing import StageTimes, timed
-from .util import batched
+from .util import batched, read_ahead
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]  # called with how many more files of the chunk are settled (stored, skipped or failed)
@@ -380,7 +380,7 @@ def ingest_local(
     worker = ingestor or Ingestor(settings)
     total = ChunkResult()
     try:
-        for chunk in batched(paths, settings.chunk_size):
+        for chunk in read_ahead(batched(paths, settings.chunk_size)):  # the next chunk is found while this one runs
             part = worker.ingest(chunk, job_id=job_id, force=force, tags=tags, on_progress=on_progress, checksum=checksum)
             total.merge(part)
             if on_chunk is not None:

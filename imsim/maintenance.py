@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from . import expr
-from .paths import Glob, compile_glob, glob_base, is_glob
+from .paths import Glob, absolute, compile_glob, glob_base, is_glob, is_uri
 from .store import VectorStore
 
 ROW_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -52,7 +52,7 @@ def resolve(store: VectorStore, raw: str) -> Selector:
     """A selector by the one rule (module doc): a row id; an existing or stored path, literally; else a glob."""
     if ROW_ID.match(raw):
         return Selector(raw, expr.eq("id", raw))
-    path = os.path.abspath(os.path.expanduser(raw))
+    path = absolute(raw)
     dialect = store.like_dialect
     if is_glob(raw) and not os.path.lexists(path) and not _stored(store, path):
         return Selector(raw, expr.like_prefix("path", glob_base(path), dialect), exact=compile_glob(path))
@@ -157,16 +157,40 @@ class Gone:
         return max(self.rows.values(), default=0)
 
 
+class _Listed:
+    """The URIs of a listing as 16-byte digests (a million keys in ~60 MB, not the keys themselves)."""
+
+    def __init__(self, uris: Sequence[str]):
+        from .paths import Discovery, iter_files
+
+        self._digests = {self._digest(u) for u in iter_files(uris, Discovery())} if uris else set()
+
+    @staticmethod
+    def _digest(path: str) -> bytes:
+        import hashlib
+
+        return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+
+    def __contains__(self, path: str) -> bool:
+        return self._digest(path) in self._digests
+
+
 def remove_missing(store: VectorStore, roots: Sequence[str], *, dry_run: bool = False, batch: int = 2000) -> Gone:
     """Rows stored under ``roots`` whose file no longer exists: deleted (unless ``dry_run``), collection by collection,
-    streaming (one ``lstat`` per row; nothing held but a sample of what was found)."""
-    selectors = [resolve(store, os.path.abspath(r)) for r in roots]
+    streaming (one ``lstat`` per row; nothing held but a sample of what was found). An ``s3://`` root is listed once
+    (page by page) into 16-byte digests of its URIs, then each row is looked up there: no request per row."""
+    selectors = [resolve(store, absolute(r)) for r in roots]
+    listed = _Listed([absolute(r) for r in roots if is_uri(r)])
+
+    def exists(path: str) -> bool:
+        return path in listed if is_uri(path) else os.path.lexists(path)
+
     gone = Gone({}, [])
     for name in store.collections():
         total = 0
         for selector in selectors:
             for rows in store.iter_rows(name, selector.filter, output_fields=["path"], batch=batch):
-                missing = [r for r in rows if selector.accepts(r["path"]) and not os.path.lexists(r["path"])]
+                missing = [r for r in rows if selector.accepts(r["path"]) and not exists(r["path"])]
                 if not missing:
                     continue
                 total += len(missing)

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from PIL import Image, ImageFile
 
@@ -53,9 +54,25 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name.rstrip())[1].lower() in image_extensions()
 
 
+def is_uri(path: object) -> bool:
+    """Whether ``path`` names an object in a store (``s3://bucket/key``) rather than a local file."""
+    return isinstance(path, str) and path[:5].lower() == "s3://"
+
+
+def absolute(path: str | os.PathLike[str]) -> str:
+    """How a path is stored and compared: a local path made absolute (``~`` expanded); an ``s3://`` URI as given,
+    the scheme in lower case (its key is never normalised: ``a//b`` and ``a/./b`` are other objects)."""
+    text = os.fspath(path)
+    if is_uri(text):
+        return "s3://" + text[5:]
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def path_id(path: str | os.PathLike[str]) -> str:
-    """The stable identity of an image: a hash of its absolute path (the store's primary key)."""
-    return hashlib.sha256(os.path.abspath(os.fspath(path)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    """The stable identity of an image: a hash of its absolute path or its URI (the store's primary key)."""
+    text = os.fspath(path)
+    canonical = "s3://" + text[5:] if is_uri(text) else os.path.abspath(text)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -314,7 +331,12 @@ class _NeverSeen(Seen):
 
 
 def iter_files(
-    inputs: Iterable[str | os.PathLike[str]], found: Discovery, *, literal: bool = False, seen: Seen | None = None
+    inputs: Iterable[str | os.PathLike[str]],
+    found: Discovery,
+    *,
+    literal: bool = False,
+    seen: Seen | None = None,
+    settings: Any = None,
 ) -> Iterator[str]:
     """Absolute image paths from inputs, streamed (a folder of a million files is never one list), each once.
 
@@ -322,19 +344,36 @@ def iter_files(
     on disk (a million listed paths cost what reading the list costs). What was left out is counted in ``found``;
     an input that yields nothing is appended to ``found.unmatched``. ``seen`` is shared by streams that must not
     repeat each other's paths; without it, one folder or glob given alone is walked without remembering what it
-    yielded (a walk never repeats a path)."""
+    yielded (a walk never repeats a path). ``s3://`` inputs are listed page by page (:func:`imsim.s3.iter_objects`,
+    reached with ``settings``, default the process's) and yield :class:`imsim.s3.Listed` URIs."""
     if seen is None and isinstance(inputs, (list, tuple)) and len(inputs) == 1 and not literal:
         seen = _NeverSeen()
     seen = seen if seen is not None else Seen()
     for raw in inputs:
         matched = False
-        for path in [os.fspath(raw)] if literal else _expand(raw, found):
-            path = os.path.abspath(os.path.expanduser(path) if not literal else path)
+        text = os.fspath(raw)
+        if is_uri(text):
+            expanded: Iterable[str] = [absolute(text)] if literal else _objects(text, found, settings)
+        else:
+            expanded = [text] if literal else _expand(raw, found)
+        for path in expanded:
+            if type(path) is str:  # (a Listed URI is absolute already and keeps its listing facts)
+                path = absolute(path) if not literal else (absolute(path) if is_uri(path) else os.path.abspath(path))
             matched = True
             if seen.first(path):
                 yield path
         if not matched:
             found.unmatched.append(os.fspath(raw))
+
+
+def _objects(uri: str, found: Discovery, settings: Any) -> Iterator[str]:
+    from . import s3
+
+    if settings is None:
+        from .settings import get_settings
+
+        settings = get_settings()
+    return s3.iter_objects(uri, s3.S3Config.from_settings(settings), skip=found.skip)
 
 
 def discover(inputs: Iterable[str | os.PathLike[str]]) -> Discovery:

@@ -105,9 +105,28 @@ class Chunk:
     checksum: bool = False
     tags: dict[str, str] | None = None
     models: dict[str, str] | None = None  # model -> settings digest; None: a message from before this field
+    listed: dict[str, list[Any]] | None = None  # s3:// path -> [size, mtime, "etag:..."] as its listing gave them
+
+    @classmethod
+    def of(cls, job_id: str, key: str, paths: Sequence[str], **options: Any) -> Chunk:
+        """A chunk of ``paths``, keeping what a listing said of each :class:`imsim.s3.Listed` object."""
+        from .s3 import Listed
+
+        listed = {str(p): list(p.facts) for p in paths if isinstance(p, Listed)}
+        return cls(job_id, key, [str(p) for p in paths], listed=listed or None, **options)
+
+    def items(self) -> list[str]:
+        """The paths to ingest, listed objects with their listing facts again (so none is asked for them twice)."""
+        if not self.listed:
+            return list(self.paths)
+        from .s3 import Listed
+
+        facts = self.listed
+        return [Listed(p, (int(facts[p][0]), float(facts[p][1]), str(facts[p][2]))) if p in facts else p for p in self.paths]
 
     def options(self) -> dict[str, Any]:
-        return {"force": self.force, "checksum": self.checksum, "tags": self.tags, "models": self.models}
+        options = {"force": self.force, "checksum": self.checksum, "tags": self.tags, "models": self.models}
+        return options | ({"listed": self.listed} if self.listed else {})
 
     def mismatch(self, mine: dict[str, str]) -> str:
         """Why a worker embedding with ``mine`` cannot take this chunk ('' when it can)."""
@@ -128,9 +147,14 @@ class Chunk:
     def halves(self) -> list[Chunk]:
         half = len(self.paths) // 2
         return [
-            replace(self, key=f"{self.key}.0", paths=self.paths[:half]),
-            replace(self, key=f"{self.key}.1", paths=self.paths[half:]),
+            replace(self, key=f"{self.key}.0", paths=self.paths[:half], listed=self._listed_of(self.paths[:half])),
+            replace(self, key=f"{self.key}.1", paths=self.paths[half:], listed=self._listed_of(self.paths[half:])),
         ]
+
+    def _listed_of(self, paths: Sequence[str]) -> dict[str, list[Any]] | None:
+        if not self.listed:
+            return None
+        return {p: self.listed[p] for p in paths if p in self.listed} or None
 
 
 def send_chunk(app: Any, settings: Settings, chunk: Chunk) -> None:
@@ -193,7 +217,7 @@ def enqueue(
     sent = files = 0
     try:
         for index, part in enumerate(batched(itertools.chain([first], stream), settings.chunk_size)):
-            chunk = Chunk(job_id, str(index), part, force=force, checksum=checksum, tags=tags, models=models)
+            chunk = Chunk.of(job_id, str(index), part, force=force, checksum=checksum, tags=tags, models=models)
             send_chunk(app, settings, chunk)
             jobs.add_chunks(job_id, len(part))
             sent, files = sent + 1, files + len(part)
@@ -270,19 +294,26 @@ def queue_length(settings: Settings) -> int:
     return int(sum(jobs.redis.llen(q) for q in [settings.queue] + [f"{settings.queue}{PRIORITY_SEP}{n}" for n in range(10)]))
 
 
-def worker_identities(settings: Settings, timeout: float = 1.5) -> dict[str, dict[str, str]] | None:
-    """worker name -> the models it embeds with (model -> settings digest), for the workers of ``settings.queue`` that
-    answer (None when the broker cannot be asked)."""
+def worker_answers(settings: Settings, timeout: float = 1.5) -> dict[str, dict[str, Any]] | None:
+    """worker name -> its ``imsim_identity`` answer (``models``: model -> settings digest; ``s3``: allowed s3:// root
+    -> '' when it lists from there, else why not), for the workers of ``settings.queue`` that answer (None when the
+    broker cannot be asked)."""
     try:
         replies = make_celery(settings).control.broadcast("imsim_identity", reply=True, timeout=timeout) or []
     except Exception:  # any broker failure means "cannot ask"
         return None
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for reply in replies:
         for name, answer in reply.items():
             if isinstance(answer, dict) and answer.get("queue") == settings.queue:
-                out[name] = dict(answer.get("models") or {})
+                out[name] = answer
     return out
+
+
+def worker_identities(settings: Settings, timeout: float = 1.5) -> dict[str, dict[str, str]] | None:
+    """worker name -> the models it embeds with (model -> settings digest); see :func:`worker_answers`."""
+    answers = worker_answers(settings, timeout)
+    return None if answers is None else {name: dict(a.get("models") or {}) for name, a in answers.items()}
 
 
 def workers_on_queue(settings: Settings, timeout: float = 1.0) -> list[str] | None:

@@ -192,6 +192,23 @@ class Settings(BaseSettings):
     fusion_weights: str = Field("", description="Weights for weighted fusion, e.g. 'clip=0.3,dinov2=0.7' (default equal).")
 
     # --- the HTTP API (imsim serve) ---------------------------------------------------
+    s3_endpoint: str = Field(
+        "",
+        description="S3-compatible endpoint for s3:// paths (MinIO, SeaweedFS, Ceph: http://host:9000); empty: AWS. "
+        "Credentials come from the standard AWS places (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+        "~/.aws, instance roles), never from imsim's settings.",
+    )
+    s3_region: str = Field("", description="S3 region (empty: AWS_DEFAULT_REGION or the AWS config's).")
+    s3_addressing: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="S3 addressing style: auto = path-style with IMSIM_S3_ENDPOINT, virtual-hosted on AWS."
+    )
+    s3_timeout: float = Field(30.0, gt=0, description="Seconds an S3 connection or read may take before it is retried.")
+    s3_concurrency: int = Field(
+        32, ge=1, le=512, description="GETs in flight per worker process, overlapped with decoding (more for a distant store)."
+    )
+    s3_max_attempts: int = Field(
+        8, ge=1, le=50, description="Attempts per S3 request (throttling, 5xx, timeouts), with adaptive backoff."
+    )
     api_host: str = Field("127.0.0.1", description="Address `imsim serve` binds; anything but loopback requires IMSIM_API_TOKEN.")
     api_port: int = Field(8080, ge=1, le=65535, description="Port `imsim serve` listens on.")
     api_token: SecretStr = Field(
@@ -312,8 +329,10 @@ class Settings(BaseSettings):
 
     @property
     def allowed_root_paths(self) -> list[str]:
-        """``allowed_roots`` resolved to real absolute paths (symlinks followed)."""
-        return [os.path.realpath(os.path.expanduser(r.strip())) for r in self.allowed_roots.split(",") if r.strip()]
+        """``allowed_roots`` resolved to real absolute paths (symlinks followed); ``s3://bucket/prefix`` roots kept as
+        URIs (the scheme in lower case)."""
+        roots = [r.strip() for r in self.allowed_roots.split(",") if r.strip()]
+        return ["s3://" + r[5:] if r[:5].lower() == "s3://" else os.path.realpath(os.path.expanduser(r)) for r in roots]
 
     @property
     def redelivery_interval(self) -> int:

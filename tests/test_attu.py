@@ -31,7 +31,7 @@ ATTU = ROOT.parent / "shared" / "tools" / "attu" / "start.sh"
 NODE_MODULES = ROOT / ".cache" / "node" / "node_modules"
 # field -> the fact a user must read before Attu's ellipsis (~40 characters)
 KEY_FACTS = {
-    "id": "sha256(absolute path)",
+    "id": "sha256(absolute path or URI)",
     "path": "File path",
     "sha256": "sha256 of the file",
     "width": "Width in pixels",

@@ -268,7 +268,7 @@ def test_small_things_that_used_to_be_tracebacks_or_lies(cli, tiny_model_dirs, t
     proc = cli(env, "duplicates", "--model", "dinov2", "--threshold", "0.9", check=False)
     assert proc.returncode == 2 and "nothing ingested yet for model 'dinov2'" in proc.stderr
     proc = cli(env, "search", "https://example.org/cat.jpg", check=False)
-    assert proc.returncode == 2 and "a URL; imsim searches with local files only" in proc.stderr
+    assert proc.returncode == 2 and "a URL; imsim searches with local files and s3:// objects only" in proc.stderr
     shown = cli({k: v for k, v in env.items() if k != "IMSIM_MILVUS_URI"}, "config").stdout
     assert f"IMSIM_MILVUS_URI=  # empty: the Milvus Lite store {settings.lite_store}" in shown
 

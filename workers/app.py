@@ -52,6 +52,11 @@ def _leave(sender: Any = None, **_: Any) -> None:
 
 @inspect_command()
 def imsim_identity(state: Any) -> dict[str, Any]:
-    """The models this worker embeds with and the digest of each one's settings (:func:`imsim.queue.fleet_identity`)."""
+    """The models this worker embeds with and the digest of each one's settings (:func:`imsim.queue.fleet_identity`),
+    and whether it can list each ``s3://`` allowed root with its own credentials ('' when it can)."""
+    from imsim import s3
+
     settings = get_settings()
-    return {"queue": settings.queue, "models": fleet_identity(settings)}
+    config = s3.S3Config.from_settings(settings)
+    roots = {r: s3.check_listable(r, config) for r in settings.allowed_root_paths if s3.is_uri(r)}
+    return {"queue": settings.queue, "models": fleet_identity(settings), "s3": roots}

@@ -24,7 +24,7 @@ import redis
 from celery import Task
 from celery.exceptions import Reject
 
-from imsim.errors import StoreUnavailable
+from imsim.errors import SourceUnavailable, StoreUnavailable
 from imsim.ingest import Ingestor
 from imsim.jobs import JobStore
 from imsim.paths import printable
@@ -34,7 +34,7 @@ from imsim.settings import get_settings
 from .app import app
 
 log = logging.getLogger(__name__)
-TRANSIENT = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
+TRANSIENT = (StoreUnavailable, SourceUnavailable, redis.ConnectionError, redis.TimeoutError)
 REFUSE_PAUSE = 2.0  # seconds a worker waits before putting back a chunk it must not embed
 
 
@@ -101,10 +101,11 @@ def embed_chunk(
     tags: dict[str, str] | None = None,
     checksum: bool = False,
     models: dict[str, str] | None = None,
+    listed: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Embed and store one chunk, then count its outcome on the job (once, even if redelivered). Returns counts only:
     the failures are on the job record, not in a second copy in Celery's results."""
-    work = Chunk(job_id, str(chunk), list(paths), force=force, checksum=checksum, tags=tags, models=models)
+    work = Chunk(job_id, str(chunk), list(paths), force=force, checksum=checksum, tags=tags, models=models, listed=listed)
     settings, store = get_settings(), jobs()
     if store.is_cancelled(job_id):
         store.record_chunk(job_id, work.key, 0, 0, {}, cancelled=len(paths))
@@ -146,7 +147,7 @@ def embed_chunk(
                 log.debug("could not record progress of chunk %s", work.key)
 
         result = worker.ingest(
-            work.paths,
+            work.items(),
             job_id=job_id,
             force=force,
             tags=tags,

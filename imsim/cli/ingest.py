@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from ..errors import ImsimError
 from ..jobs import JobStatus
-from ..paths import Discovery, PathList, Seen, iter_files, printable
+from ..paths import Discovery, PathList, Seen, is_uri, iter_files, printable
 from ..queue import job_store
 from ..settings import Settings, get_settings
 from ..util import peeked
@@ -323,7 +323,7 @@ def sync(
         err.print(f"  [yellow]gone[/] {escape(printable(path))}", markup=True, highlight=False)
     if gone.total > len(gone.sample):
         err.print(f"  ... and {gone.total - len(gone.sample)} more", highlight=False)
-    existing = [p for p in paths if os.path.exists(p)]
+    existing = [p for p in paths if os.path.exists(p) or is_uri(p)]
     found = Discovery()
     files = peeked(iter_files(existing, found))
     if dry_run or files is None:

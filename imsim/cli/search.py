@@ -62,6 +62,7 @@ def check_search(
     from .. import models as registry
     from ..embedding import URL
     from ..fusion import FUSIONS
+    from ..paths import is_uri
     from ..store import FIELD_NAMES, VECTOR
 
     if sum(x is not None for x in (query, text, like)) != 1:
@@ -70,9 +71,9 @@ def check_search(
         raise ImsimError(f"-k must be at least 1, got {k}")
     if fusion is not None and fusion not in FUSIONS:
         raise ImsimError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
-    if query is not None:
+    if query is not None and not is_uri(query):  # an s3:// query image is read (and named if missing) like a stored one
         if URL.match(query):
-            raise ImsimError(f"{query}: a URL; imsim searches with local files only: download the image first")
+            raise ImsimError(f"{query}: a URL; imsim searches with local files and s3:// objects only: download it first")
         if not os.path.isfile(query):
             raise ImsimError(f"{query}: {'a folder, not an image file' if os.path.isdir(query) else 'no such file'}")
     names = settings_with(models).model_names
@@ -196,7 +197,9 @@ def _write_gallery(
         q = gallery.Query(label=text)
     else:
         label = query or like or ""  # an image path, or a stored image's path or row id
-        q = gallery.Query(label=label, image=label if os.path.isfile(label) else None)
+        from ..paths import is_uri
+
+        q = gallery.Query(label=label, image=label if os.path.isfile(label) or is_uri(label) else None)
     from ..models.base import random_weights
 
     names = list(hits[0].scores) if hits else c.names(None)

@@ -41,13 +41,14 @@ FIELDS: list[tuple[str, str, dict[str, Any], str]] = [
         PK,
         "VARCHAR",
         {"max_length": 64, "is_primary": True},
-        "Image id = sha256(absolute path)[:32]. Re-ingesting a path overwrites its row; the same id in every model's collection.",
+        "Image id = sha256(absolute path or URI)[:32]. Re-ingesting a path overwrites its row; the same id in every model's "
+        "collection.",
     ),
     (
         "path",
         "VARCHAR",
         {"max_length": 4096},
-        "File path on the workers' disk. Not a URL: Attu shows it as an image link that cannot open a local file.",
+        "File path on the workers' disk, or s3://bucket/key. Attu shows it as an image link that can open neither.",
     ),
     ("sha256", "VARCHAR", {"max_length": 64}, "sha256 of the file's bytes when embedded (an edit changes it)."),
     ("width", "INT32", {}, "Width in pixels, full size, after EXIF rotation."),
@@ -60,7 +61,7 @@ FIELDS: list[tuple[str, str, dict[str, Any], str]] = [
         # short on purpose: Milvus 2.3 sizes a search's result by every field's max_length, and returned 736 of 5,000
         # hits when this field was 256 long (tests/test_hostile.py, the servers' top-k test)
         {"max_length": 64},
-        "ino:N (local inode): with size+mtime, a re-ingest skips the file unread.",
+        "ino:N (local inode) or etag:X (S3 object): with size+mtime, a re-ingest skips the file unread.",
     ),
     ("model_id", "VARCHAR", {"max_length": 512}, "Model source: hub id, URL or local path."),
     ("model_revision", "VARCHAR", {"max_length": 128}, "Model revision: hub commit or content hash of the weights."),
