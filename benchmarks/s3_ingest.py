@@ -128,7 +128,7 @@ def main() -> None:
             again_seconds = time.perf_counter() - started
             say("the store's skip-check lookups alone (every id, every model, 64 a request, 2 threads)")
             from imsim.ingest import LOOKUP_FIELDS, SKIP_CHECK_CONSISTENCY
-            from imsim.paths import path_id
+            from imsim.names import path_id
 
             ids = [path_id(uri) for uri in s3.iter_objects("s3://bench/u/", config)]
             started = time.perf_counter()

@@ -30,7 +30,8 @@ from .images import Limits, read_file
 from .ingest import Ingestor, ingest_local
 from .models import Embedder, FamilyConfig, ModelInfo, Preprocess
 from .models.base import l2_normalise, no_text
-from .paths import discover, path_id
+from .names import path_id
+from .paths import discover
 from .settings import Settings
 from .store import VectorStore, make_row
 from .timing import StageTimes

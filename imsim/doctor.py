@@ -8,7 +8,7 @@ Each check returns :class:`Check` results (ok / warn / fail with a sentence a us
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from .errors import ImsimError
 from .settings import Settings, redact
@@ -30,42 +30,12 @@ class Check:
 
 
 def check_redis(settings: Settings) -> list[Check]:
-    import redis
+    from .jobs import redis_health
 
     url = settings.redis_url.get_secret_value()
-    where = redact(url)
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3, decode_responses=True)
-    except ValueError as exc:
-        return [Check("redis", "fail", f"IMSIM_REDIS_URL is not a Redis URL ({exc}); e.g. redis://127.0.0.1:6379/0")]
-    try:
-        client.ping()
-    except redis.AuthenticationError:
-        return [Check("redis", "fail", f"Redis at {where} refused the password in IMSIM_REDIS_URL")]
-    except redis.RedisError as exc:
-        return [
-            Check("redis", "fail", f"Redis at {where} is unreachable ({type(exc).__name__}); start it or fix IMSIM_REDIS_URL")
-        ]
-    checks = [Check("redis", "ok", f"Redis at {where} answers")]
-    try:
-        aof = client.config_get("appendonly").get("appendonly")
-    except redis.RedisError:
-        aof = None
-    if aof == "yes":
-        checks.append(Check("redis persistence", "ok", "AOF is on: queued chunks survive a Redis restart"))
-    elif aof == "no":
-        checks.append(
-            Check(
-                "redis persistence",
-                "warn",
-                "AOF is off: a Redis restart loses every queued chunk; "
-                "run redis-server with --appendonly yes (see docs/operations.md)",
-            )
-        )
-    else:
-        checks.append(
-            Check("redis persistence", "warn", "cannot read Redis's appendonly setting (CONFIG is disabled); make sure AOF is on")
-        )
+    checks = [Check(name, cast(Status, status), detail) for name, status, detail in redis_health(url, redact(url))]
+    if checks[0].status == "fail":
+        return checks
     from .queue import queue_length
 
     queued = queue_length(settings)

@@ -315,7 +315,7 @@ def neighbour_edges(
             if on_progress is not None:
                 on_progress(done, total)
     if fused:
-        edges = _fused_edges(store, collections, candidates, threshold, weights)
+        edges = fused_edges(store, collections, candidates, threshold, weights)
     else:
         edges = [(a, b, s) for (a, b), s in candidates.items()]
     if where is not None:
@@ -353,7 +353,7 @@ def groups_of(paths: Mapping[str, str], edges: Sequence[tuple[str, str, float]])
     return groups
 
 
-def _fused_edges(
+def fused_edges(
     store: VectorStore,
     collections: Mapping[str, str],
     candidates: dict[tuple[str, str], float],

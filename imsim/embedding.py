@@ -27,12 +27,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageDecodeError, ImageError, ImageNotFound, ImageTooLarge
+from .files import FileBytes, FileFacts, FileStat
 from .images import (
     DEFAULT_LIMITS,
     DecodeBudget,
-    FileBytes,
-    FileFacts,
-    FileStat,
     Limits,
     decode_array,
     decode_memory,
@@ -44,7 +42,7 @@ from .images import (
     to_rgb_array,
 )
 from .models.base import Embedder, Preprocess, embed_arrays
-from .paths import absolute, is_uri
+from .names import absolute, is_uri
 from .s3 import Listed
 from .timing import StageTimes, timed
 

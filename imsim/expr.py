@@ -20,7 +20,7 @@ from dataclasses import field as dc_field
 from typing import Literal
 
 from .errors import FilterError
-from .paths import GLOB_CHARS, absolute, compile_glob, glob_match
+from .names import GLOB_CHARS, absolute, compile_glob, glob_match
 
 LikeDialect = Literal["escape", "prefix"]
 

@@ -19,8 +19,7 @@ import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,7 +33,8 @@ from .errors import (
     ImageUnreadable,
     PathNotAllowed,
 )
-from .paths import check_path, is_uri, path_id
+from .files import FileBytes, FileFacts, FileStat
+from .names import check_path, is_uri
 from .s3 import OpenedObject, S3Config
 
 if TYPE_CHECKING:
@@ -69,43 +69,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    """What the store records about an image's file. ``file_version`` is how the source names this version of the
-    file beyond size and mtime (``ino:N`` for a local file): with them it lets a re-ingest skip the file unread."""
-
-    path: str
-    sha256: str
-    file_size: int
-    mtime: float
-    file_version: str = field(default="", kw_only=True)
-
-    @cached_property
-    def id(self) -> str:
-        return path_id(self.path)
-
-
-@dataclass(frozen=True)
-class FileStat:
-    """A file as opened, before a byte of it is read: enough to tell that it is the file already stored."""
-
-    path: str
-    file_size: int
-    mtime: float
-    file_version: str
-
-    @cached_property
-    def id(self) -> str:
-        return path_id(self.path)
-
-
-@dataclass(frozen=True)
-class FileBytes(FileFacts):
-    """A file's bytes as read once, with the facts about the file."""
-
-    data: bytes
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from .embedding import Decision, Embedded, EmbeddingStep
-from .images import FileBytes, FileFacts, FileStat
+from .files import FileBytes, FileFacts, FileStat
 from .models import Embedder, ModelInfo, load_models
-from .paths import path_id
+from .names import path_id
 from .settings import Consistency, Settings
 from .store import VECTOR, VectorStore, make_row
 from .timing import StageTimes, timed

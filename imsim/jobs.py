@@ -20,7 +20,7 @@ Costs are bounded per job, whatever its size:
 - a job that is queued while its chunks are still being sent (a streamed enqueue) cannot finish before the
   last chunk is sent: ``queuing`` holds it open.
 
-Every string written here is made encodable first (:func:`~imsim.paths.printable`), except a failed path,
+Every string written here is made encodable first (:func:`~imsim.names.printable`), except a failed path,
 which is kept byte-exact (base64 when it is not UTF-8) so that ``imsim retry`` re-queues the very file.
 """
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import JobNotFound, QueueError
-from .paths import printable
+from .names import printable
 
 JOBS_INDEX = "imsim:jobs"  # job id -> created_at
 JOBS_EXPIRY = "imsim:jobs:expiry"  # finished job id -> when its keys expire (to trim the index)
@@ -514,7 +514,7 @@ class JobStore:
 
     def failures(self, job_id: str, start: int = 0, count: int = 100) -> list[tuple[str, str]]:
         """(path, reason) of failures ``start`` .. ``start + count - 1``, in the order they were recorded; paths are
-        byte-exact (non-UTF-8 bytes as surrogates: print them with :func:`~imsim.paths.printable`)."""
+        byte-exact (non-UTF-8 bytes as surrogates: print them with :func:`~imsim.names.printable`)."""
         if count <= 0:
             return []
         key = job_key(job_id)
@@ -624,3 +624,57 @@ def _status(job_id: str, raw: dict[str, str], progress: dict[str, str], running:
 def _glob_escape(text: str) -> str:
     """``text`` taken literally in a Redis MATCH pattern."""
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+# --- Redis as the CLI and doctor see it (only this module, the queue and the workers import redis) ---------------
+def redis_problem(exc: BaseException) -> str | None:
+    """One line saying what a Redis error means (never the URL, which may hold a password); None when ``exc`` is not
+    Redis's."""
+    import sys
+
+    redis = sys.modules.get("redis")  # not imported: it cannot be Redis's error
+    if redis is None or not isinstance(exc, redis.RedisError):
+        return None
+    if isinstance(exc, redis.AuthenticationError):
+        return "Redis refused the password in IMSIM_REDIS_URL"
+    if isinstance(exc, redis.ResponseError):  # Redis answered: full (maxmemory), read-only replica, ...
+        return "Redis is full (maxmemory reached): free memory or raise maxmemory" if "OOM" in str(exc) else str(exc)
+    return f"Redis is unreachable ({type(exc).__name__}: {exc}); check IMSIM_REDIS_URL and that redis-server runs"
+
+
+def redis_health(url: str, where: str) -> list[tuple[str, str, str]]:
+    """(check, status, detail) for `imsim doctor`: Redis answers at ``url`` (named ``where``, redacted), and whether
+    its AOF persistence keeps queued chunks over a restart."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3, decode_responses=True)
+    except ValueError as exc:
+        return [("redis", "fail", f"IMSIM_REDIS_URL is not a Redis URL ({exc}); e.g. redis://127.0.0.1:6379/0")]
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        return [("redis", "fail", f"Redis at {where} refused the password in IMSIM_REDIS_URL")]
+    except redis.RedisError as exc:
+        return [("redis", "fail", f"Redis at {where} is unreachable ({type(exc).__name__}); start it or fix IMSIM_REDIS_URL")]
+    checks = [("redis", "ok", f"Redis at {where} answers")]
+    try:
+        aof = client.config_get("appendonly").get("appendonly")
+    except redis.RedisError:
+        aof = None
+    if aof == "yes":
+        checks.append(("redis persistence", "ok", "AOF is on: queued chunks survive a Redis restart"))
+    elif aof == "no":
+        checks.append(
+            (
+                "redis persistence",
+                "warn",
+                "AOF is off: a Redis restart loses every queued chunk; "
+                "run redis-server with --appendonly yes (see docs/operations.md)",
+            )
+        )
+    else:
+        checks.append(
+            ("redis persistence", "warn", "cannot read Redis's appendonly setting (CONFIG is disabled); make sure AOF is on")
+        )
+    return checks

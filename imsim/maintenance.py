@@ -6,7 +6,7 @@ imsim collection; a collection that lacks some rows (a model added later) is sim
 is a row id, a path (that file's row and, if it is a folder, every row below it), or a glob. One rule decides
 between path and glob for every command (ingest, delete, sync): **a path that exists on disk, or has stored
 rows, is literal**, brackets and all (``photo[1].jpg``); otherwise ``*``, ``?`` and ``[`` make it a glob, matched
-with :class:`imsim.paths.Glob` (``*`` stays in a folder, ``**`` crosses folders).
+with :class:`imsim.names.Glob` (``*`` stays in a folder, ``**`` crosses folders).
 
 A folder or a literal path is selected by a Milvus filter expression that is exact on the backend, so it is
 counted, sampled and deleted by that expression, server-side. A glob is pre-filtered by a LIKE prefix and then
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from . import expr
-from .paths import Glob, absolute, compile_glob, glob_base, is_glob, is_uri
+from .names import Glob, absolute, compile_glob, glob_base, is_glob, is_uri
 from .store import VectorStore
 
 ROW_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -167,7 +167,7 @@ class Client:
     def stored_vectors(self, like: str, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """The stored vectors of one image, by row id or path, per model that has it (no re-embedding)."""
         from .maintenance import ROW_ID
-        from .paths import path_id
+        from .names import path_id
 
         row = like if ROW_ID.match(like) else path_id(like)
         found = {}

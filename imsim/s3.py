@@ -26,15 +26,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ImageNotFound, ImageTooLarge, ImageUnreadable, ImsimError, PathNotAllowed, SourceUnavailable
+from .errors import (
+    ImageDecodeError,
+    ImageNotFound,
+    ImageTooLarge,
+    ImageUnreadable,
+    ImsimError,
+    PathNotAllowed,
+    SourceUnavailable,
+)
+from .files import FileBytes, FileStat
+from .names import check_path, compile_glob, is_glob, is_image_name, is_uri
 
 SCHEME = "s3://"
 PAGE = 1000  # keys per LIST request (S3's maximum)
 DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AllAccessDisabled"}
-
-
-def is_uri(path: object) -> bool:
-    return isinstance(path, str) and path[:5].lower() == SCHEME
 
 
 def split(uri: str) -> tuple[str, str]:
@@ -168,7 +174,6 @@ def iter_objects(uri: str, config: S3Config, skip: Any = None) -> Iterator[Liste
     """The image objects a URI names, page by page: a key with an image extension is that object; a prefix (with or
     without a trailing ``/``) is every image below it; a glob (``*`` within a "folder", ``**`` across) is matched on
     the URIs of the listing of its literal head. ``skip(reason)`` counts what was left out."""
-    from .paths import compile_glob, is_glob, is_image_name
 
     uri = canonical(uri)
     bucket, key = split(uri)
@@ -235,7 +240,6 @@ class OpenedObject:
     """One object about to be read: :attr:`stat` from its listing (or one HEAD), :meth:`read` one conditional GET."""
 
     def __init__(self, uri: str, facts: tuple[int, float, str], limits: Any, config: S3Config):
-        from .images import FileStat
 
         self.path, self._facts, self._limits, self._config = uri, facts, limits, config
         self.stat = FileStat(uri, facts[0], facts[1], facts[2])
@@ -247,7 +251,6 @@ class OpenedObject:
         return None
 
     def read(self) -> Any:
-        from .images import FileBytes
 
         uri, limits = self.path, self._limits
         if self._facts[0] > limits.max_bytes:
@@ -255,8 +258,6 @@ class OpenedObject:
         etag = self._facts[2][len("etag:") :]
         data, headers = get(uri, self._config, if_match=etag, max_bytes=limits.max_bytes)
         if not data:
-            from .errors import ImageDecodeError
-
             raise ImageDecodeError(uri, "empty file (0 bytes)")
         version = "etag:" + str(headers.get("ETag", "")).strip('"')
         mtime = self._facts[1]
@@ -344,7 +345,6 @@ def _status_error(uri: str, status: int, code: str, config: S3Config) -> ImsimEr
 
 def open_object(uri: str, limits: Any, config: S3Config) -> OpenedObject:
     """An object to read: its listed facts when ``uri`` is a :class:`Listed`, else one HEAD (a query, a thumbnail)."""
-    from .paths import check_path
 
     check_path(uri)
     if not allowed(uri, limits.allowed_roots):

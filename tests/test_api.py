@@ -30,7 +30,8 @@ import requests
 from PIL import Image
 
 from imsim.ingest import ingest_local
-from imsim.paths import discover, path_id
+from imsim.names import path_id
+from imsim.paths import discover
 from imsim.query import Client
 from imsim.settings import Settings
 

@@ -21,7 +21,8 @@ import pytest
 from imsim.ingest import ingest_local
 from imsim.models import load_models
 from imsim.models.testing import build_tiny_clip
-from imsim.paths import discover, path_id
+from imsim.names import path_id
+from imsim.paths import discover
 from imsim.store import VectorStore
 
 from .support.servers import ROOT, SAMPLES, free_port, stop, wait_for_port

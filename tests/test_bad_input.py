@@ -20,7 +20,8 @@ from PIL import Image
 
 from imsim.images import load_image
 from imsim.jobs import JobStore
-from imsim.paths import discover, path_id, printable
+from imsim.names import path_id, printable
+from imsim.paths import discover
 from imsim.query import Client
 from imsim.store import VectorStore
 

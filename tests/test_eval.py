@@ -330,7 +330,7 @@ def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_
 
     # what the report says `imsim duplicates` returns is what `imsim duplicates` returns, on the same stored images
     from imsim.duplicates import find_groups
-    from imsim.paths import path_id
+    from imsim.names import path_id
     from imsim.query import Client
 
     positives = {tuple(sorted((path_id(bench.queries[q]), path_id(bench.references[r])))) for q, r in bench.truth.items()}
@@ -461,7 +461,7 @@ def test_two_images_of_one_original_are_a_true_pair_transitively(tmp_path):
 def test_duplicates_calibration_counts_copies_of_one_original_as_true_pairs(tiny_model_dirs, tmp_path):
     """Two queries of one reference (and two copies of one no-match original) used to be negatives: every "false" pair
     at the calibrated threshold was such a pair, which pushed the threshold up and recall down 3-5x."""
-    from imsim.paths import path_id
+    from imsim.names import path_id
 
     photos = sorted((SAMPLES / "photos").glob("*.jpg"))
     bench = Benchmark.load(_bench_with_repeated_sources(tmp_path / "b", photos))
@@ -544,7 +544,7 @@ def test_pairs_marked_not_a_duplicate_in_the_store_are_calibrated_as_negatives(t
     import shutil
 
     from imsim.ingest import ingest_local
-    from imsim.paths import path_id
+    from imsim.names import path_id
     from imsim.store import VectorStore
     from imsim.store.marks import Mark, Marks
 

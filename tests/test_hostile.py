@@ -21,7 +21,8 @@ from imsim import expr
 from imsim.errors import BadPath, FilterError, PathNotAllowed
 from imsim.images import Limits, read_file
 from imsim.ingest import ingest_local
-from imsim.paths import discover, glob_match, path_id, printable, read_path_list
+from imsim.names import glob_match, path_id, printable
+from imsim.paths import discover, read_path_list
 from imsim.query import Client
 from imsim.store import VectorStore
 
@@ -335,7 +336,7 @@ def test_globs_match_in_linear_time_and_agree_with_the_definition():
     import time
 
     from imsim.errors import ImsimError
-    from imsim.paths import Glob
+    from imsim.names import Glob
 
     rng = random.Random(7)
     pieces = ["a", "b", "/", "*", "**", "**/", "?", "[ab]", "[!a]", "[^b]", "[a-c]", "x.jpg", "["]

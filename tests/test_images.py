@@ -11,7 +11,8 @@ from PIL import Image
 
 from imsim.errors import ImageDecodeError, ImageNotFound, ImageTooLarge, ImageUnreadable
 from imsim.images import Limits, decode_bytes, load_image
-from imsim.paths import discover, path_id, read_path_list
+from imsim.names import path_id
+from imsim.paths import discover, read_path_list
 
 
 def photo(w=320, h=200) -> Image.Image:

@@ -9,7 +9,8 @@ import pytest
 
 from imsim.errors import ImsimError, ModelError
 from imsim.ingest import Ingestor, ingest_local
-from imsim.paths import discover, path_id
+from imsim.names import path_id
+from imsim.paths import discover
 from imsim.query import Client
 from imsim.store import VectorStore
 

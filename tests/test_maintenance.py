@@ -11,7 +11,7 @@ import pytest
 from imsim import expr
 from imsim.errors import PathNotAllowed
 from imsim.images import Limits, read_file
-from imsim.paths import path_id
+from imsim.names import path_id
 from imsim.query import Client
 from imsim.store import VectorStore
 

@@ -11,7 +11,8 @@ import pytest
 
 from imsim.errors import StoreError
 from imsim.ingest import Ingestor, ingest_local
-from imsim.paths import discover, path_id
+from imsim.names import path_id
+from imsim.paths import discover
 from imsim.query import Client
 from imsim.store import SEARCH_CAP, VectorStore, has_iterator_v2
 

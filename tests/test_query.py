@@ -12,7 +12,8 @@ from PIL import Image
 from imsim.errors import ImsimError
 from imsim.expr import Where
 from imsim.ingest import Ingestor, ingest_local
-from imsim.paths import discover, path_id
+from imsim.names import path_id
+from imsim.paths import discover
 from imsim.query import Client
 from imsim.store import VectorStore
 

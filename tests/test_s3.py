@@ -24,7 +24,8 @@ from imsim import s3
 from imsim.expr import Where
 from imsim.ingest import ingest_local
 from imsim.jobs import JobStore
-from imsim.paths import Discovery, iter_files, path_id
+from imsim.names import path_id
+from imsim.paths import Discovery, iter_files
 from imsim.query import Client
 from imsim.queue import enqueue
 from imsim.store import VectorStore

@@ -156,7 +156,7 @@ def test_one_file_one_model_version_one_vector_whatever_else_is_enabled(family_d
     import numpy as np
 
     from imsim.images import jpeg_draft_scale, read_header
-    from imsim.paths import path_id
+    from imsim.names import path_id
 
     files = discover([image_folder / "photos"]).files[:6] + [large_jpeg(tmp_path / "large.jpg")]
     stored = {}

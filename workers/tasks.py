@@ -27,7 +27,7 @@ from celery.exceptions import Reject
 from imsim.errors import SourceUnavailable, StoreUnavailable
 from imsim.ingest import Ingestor
 from imsim.jobs import JobStore
-from imsim.paths import printable
+from imsim.names import printable
 from imsim.queue import EMBED_CHUNK, Chunk, fleet_identity, identity_digest, job_store, split
 from imsim.settings import get_settings
 

@@ -88,7 +88,7 @@ def _status(error: BaseException) -> tuple[int, str]:
 
 def upload_name(file: UploadFile) -> str:
     """How errors name an upload: its file name, printable and short (it is the client's to choose)."""
-    from ..paths import printable
+    from ..names import printable
 
     name = printable(file.filename or "")[:200]
     return f"upload {name!r}" if name else "the upload"
@@ -413,7 +413,7 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
     async def job(job_id: str, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=0, le=1000)] = 20):
         """A job's counts (O(1)), with one page of its failures."""
-        from ..paths import printable
+        from ..names import printable
         from ..queue import job_store
 
         store = job_store(settings)
@@ -464,3 +464,29 @@ def create_app(service: Service) -> FastAPI:
         return page("duplicates.html")
 
     return app
+
+
+def serve(settings: Settings, host: str, port: int, on_start: Callable[[], None] | None = None) -> None:
+    """Run the API until interrupted: the bind checked first (a token beyond loopback), the models loaded on a
+    thread after the server starts (/healthz answers meanwhile; /readyz says when they are loaded)."""
+    import threading
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import uvicorn
+
+    check_bind(settings, host)
+    service = Service(settings)
+    app = create_app(service)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        loading = threading.Thread(target=service.start, name="imsim-api-load", daemon=True)
+        loading.start()
+        yield
+        service.close()
+
+    app.router.lifespan_context = lifespan
+    if on_start is not None:
+        on_start()
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ImsimError
-from ..paths import printable
+from ..names import printable
 from . import admin, eval, ingest, jobs, models, search
 from ._common import ERROR, EXIT_CODES, INTERRUPTED, err
 
@@ -30,8 +30,6 @@ app.add_typer(admin.bench_app, name="bench")
 
 
 def main() -> None:
-    import redis
-
     try:
         _note_served_store()
         command = typer.main.get_command(app)
@@ -40,25 +38,17 @@ def main() -> None:
     except ImsimError as exc:
         err.print(f"[red]error:[/] {escape(printable(str(exc)))}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(ERROR)
-    except redis.AuthenticationError:
-        err.print("[red]error:[/] Redis refused the password in IMSIM_REDIS_URL", markup=True, highlight=False)
-        sys.exit(ERROR)
-    except redis.ResponseError as exc:  # Redis answered: full (maxmemory), read-only replica, ...
-        why = "Redis is full (maxmemory reached): free memory or raise maxmemory" if "OOM" in str(exc) else str(exc)
-        err.print(f"[red]error:[/] {escape(why)}", markup=True, highlight=False, soft_wrap=True)
-        sys.exit(ERROR)
-    except redis.RedisError as exc:  # the URL may hold a password: name only the error
-        err.print(
-            f"[red]error:[/] Redis is unreachable ({type(exc).__name__}: {escape(str(exc))}); check IMSIM_REDIS_URL and "
-            "that redis-server runs",
-            markup=True,
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(ERROR)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(INTERRUPTED)
+    except Exception as exc:
+        from ..jobs import redis_problem
+
+        why = redis_problem(exc)  # Redis's errors as one line (the URL may hold a password: never printed)
+        if why is None:
+            raise
+        err.print(f"[red]error:[/] {escape(why)}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(ERROR)
 
 
 def polish(command: Any) -> None:

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ..paths import printable
+from ..names import printable
 from ..query import Client
 from ..settings import Settings, get_settings
 
@@ -108,6 +108,17 @@ def print_file_report(
         console.print(f"  ... and {unmatched_count - len(unmatched):,} more inputs matched no image", highlight=False)
     for reason, count in sorted(skipped_files.items()):
         console.print(f"  left out of the walk: {count} file(s): {reason}", highlight=False)
+
+
+def parse_tag_options(items: list[str] | None) -> dict[str, str] | None:
+    """``--tag KEY=VALUE`` options as a dict (None when none given); a malformed one is a one-line error."""
+    from ..errors import ImsimError
+    from ..expr import parse_tags
+
+    try:
+        return parse_tags(items) if items else None
+    except ValueError as exc:
+        raise ImsimError(str(exc)) from None
 
 
 def csv_cell(text: str) -> str:

@@ -86,32 +86,18 @@ def serve(
     Examples:
       imsim serve                                  http://127.0.0.1:8080
       IMSIM_API_TOKEN=secret imsim serve --host 0.0.0.0 --port 8080"""
-    import threading
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
-    from typing import Any
-
-    import uvicorn
-
-    from ..api.app import check_bind, create_app
-    from ..api.service import Service
+    from ..api.app import serve as serve_api
 
     settings = get_settings()
     host, port = host or settings.api_host, port or settings.api_port
-    check_bind(settings, host)
-    service = Service(settings)
-    app = create_app(service)
-
-    @asynccontextmanager
-    async def lifespan(_app: Any) -> AsyncIterator[None]:
-        loading = threading.Thread(target=service.start, name="imsim-api-load", daemon=True)
-        loading.start()  # /healthz answers while the models load; /readyz says when they are
-        yield
-        service.close()
-
-    app.router.lifespan_context = lifespan
-    err.print(f"imsim API on http://{host}:{port} (pages: /, /duplicates; schema: /docs); loading {settings.models}")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)
+    serve_api(
+        settings,
+        host,
+        port,
+        on_start=lambda: err.print(
+            f"imsim API on http://{host}:{port} (pages: /, /duplicates; schema: /docs); loading {settings.models}"
+        ),
+    )
 
 
 @store_app.command("serve")

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..jobs import JobStatus
-from ..paths import printable
+from ..names import printable
 from ..settings import Settings, redact
 from ._common import INTERRUPTED, console, err, print_file_report, print_json, progress
 
@@ -19,8 +19,7 @@ WAIT_HINT_AFTER = 5.0  # seconds a queued job may sit unstarted before the displ
 def follow(job_id: str, settings: Settings) -> JobStatus:
     """Show a queued job's progress until it ends. Redis going away for a while is waited out; with no worker on
     the queue the display says so; Ctrl-C leaves the job running and says how to follow or cancel it."""
-    import redis
-
+    from ..jobs import redis_problem
     from ..queue import job_store
 
     jobs = job_store(settings)
@@ -32,7 +31,9 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
             while True:
                 try:
                     status = jobs.get(job_id)
-                except redis.RedisError as exc:
+                except Exception as exc:
+                    if redis_problem(exc) is None:
+                        raise
                     bar.update(
                         task,
                         note=f"[yellow]Redis at {escape(redact(settings.redis_url.get_secret_value()))} unreachable "

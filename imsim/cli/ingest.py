@@ -12,11 +12,24 @@ from rich.markup import escape
 
 from ..errors import ImsimError
 from ..jobs import JobStatus
-from ..paths import Discovery, PathList, Seen, is_uri, iter_files, printable
+from ..names import is_uri, printable
+from ..paths import Discovery, PathList, Seen, iter_files
 from ..queue import job_store
 from ..settings import Settings, get_settings
 from ..util import peeked
-from ._common import FAILURES_SHOWN, INTERRUPTED, OK, SOME_FAILED, JsonOpt, console, err, print_json, print_json_or, progress
+from ._common import (
+    FAILURES_SHOWN,
+    INTERRUPTED,
+    OK,
+    SOME_FAILED,
+    JsonOpt,
+    console,
+    err,
+    parse_tag_options,
+    print_json,
+    print_json_or,
+    progress,
+)
 from .follow import follow, print_outcome
 
 app = typer.Typer()
@@ -79,7 +92,7 @@ def ingest(
         raise ImsimError("nothing to ingest: give paths, folders, globs or --from-file")
     if activate and not local and not wait:
         raise ImsimError("--activate needs the job to finish first: drop --no-wait, or run `imsim models activate` later")
-    tags = _tags(tag)
+    tags = parse_tag_options(tag)
     found, seen = Discovery(), Seen() if listed is not None else None
     stream = iter_files(inputs, found, seen=seen)
     if listed is not None:
@@ -108,15 +121,6 @@ def _skipped_note(found: Discovery) -> str:
     if not found.skipped:
         return ""
     return " (skipped: " + ", ".join(f"{n} {reason}" for reason, n in sorted(found.skipped.items())) + ")"
-
-
-def _tags(items: list[str] | None) -> dict[str, str] | None:
-    from ..expr import parse_tags
-
-    try:
-        return parse_tags(items) if items else None
-    except ValueError as exc:
-        raise ImsimError(str(exc)) from None
 
 
 def run_ingest(

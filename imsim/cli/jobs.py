@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import ImsimError
 from ..jobs import JobStore
-from ..paths import printable
+from ..names import printable
 from ..queue import job_store
 from ..settings import get_settings
 from ._common import FAILURES_SHOWN, SOME_FAILED, JsonOpt, console, csv_cell, err, print_file_report, print_json, stamp, wide

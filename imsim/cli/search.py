@@ -12,9 +12,21 @@ import typer
 from rich.table import Table
 
 from ..errors import ImsimError
-from ..paths import printable
+from ..names import printable
 from ..query import Client, SearchHit
-from ._common import JsonOpt, ModelsOpt, client, console, csv_cell, err, print_json, progress, settings_with, wide
+from ._common import (
+    JsonOpt,
+    ModelsOpt,
+    client,
+    console,
+    csv_cell,
+    err,
+    parse_tag_options,
+    print_json,
+    progress,
+    settings_with,
+    wide,
+)
 
 app = typer.Typer()
 
@@ -62,7 +74,7 @@ def check_search(
     from .. import models as registry
     from ..embedding import URL
     from ..fusion import FUSIONS
-    from ..paths import is_uri
+    from ..names import is_uri
     from ..store import FIELD_NAMES, VECTOR
 
     if sum(x is not None for x in (query, text, like)) != 1:
@@ -125,14 +137,13 @@ def search(
       imsim search --text "a red car" --models clip
       imsim search --like /photos/a.jpg --tag kind=flag --json"""
     from ..expr import Where
-    from .ingest import _tags
 
     check_search(query, text, like, k, models, fusion, filter)  # everything that needs no model, before any loads
     where = Where(
         path_prefix=path_prefix,
         path_glob=glob,
         job=job,
-        tags=_tags(tag) or {},
+        tags=parse_tag_options(tag) or {},
         min_width=min_width,
         min_height=min_height,
         ingested_after=_when(after),
@@ -197,7 +208,7 @@ def _write_gallery(
         q = gallery.Query(label=text)
     else:
         label = query or like or ""  # an image path, or a stored image's path or row id
-        from ..paths import is_uri
+        from ..names import is_uri
 
         q = gallery.Query(label=label, image=label if os.path.isfile(label) or is_uri(label) else None)
     from ..models.base import random_weights

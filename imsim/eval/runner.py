@@ -457,7 +457,7 @@ class Evaluation:
 
     def _stored_vectors(self, store: VectorStore, client: Client, paths: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
         """The stored vectors of ``paths`` (the ones every model has), in order: queries that need no second embedding."""
-        from ..paths import path_id
+        from ..names import path_id
 
         ids = {path_id(p): p for p in paths}
         found = {label: store.get_vectors(client.collection(label), list(ids)) for label in self.models}
@@ -599,7 +599,7 @@ class Evaluation:
         reference, two queries of one reference, two copies of one no-match original), and every other pair (two
         queries made with the same overlay template, two references) is a negative."""
         from ..duplicates import neighbour_edges
-        from ..paths import path_id
+        from ..names import path_id
 
         files = {**bench.references, **bench.queries}
         positives = set()
@@ -650,7 +650,7 @@ class Evaluation:
         `imsim duplicates` scores it): extra negatives for the thresholds, so a marked pair's similarity is above no
         threshold calibrated from now on at the precision it is calibrated for. None when the store has no marks, no
         collection of these versions, or cannot be opened (said in the progress lines)."""
-        from ..duplicates import _fused_edges
+        from ..duplicates import fused_edges
 
         if self._user_marks is None:
             self._user_marks = self._read_marks()
@@ -663,7 +663,7 @@ class Evaluation:
             if not user_store._call("has_collection", name):
                 return []  # the user's store holds no vectors of this version: its marks cannot be scored by it
             collections[label] = name
-        edges = _fused_edges(user_store, collections, {p: 0.0 for p in pairs}, float("-inf"), settings.weights or None)
+        edges = fused_edges(user_store, collections, {p: 0.0 for p in pairs}, float("-inf"), settings.weights or None)
         return [(f"mark:{a}", f"mark:{b}", score) for a, b, score in edges]
 
     def _read_marks(self) -> tuple[VectorStore | None, list[tuple[str, str]]]:

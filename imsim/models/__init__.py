@@ -10,13 +10,24 @@ so reading the registry or the settings never loads torch (never in a Celery par
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import ModelError
 from .base import Embedder, Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, embed_arrays, embed_images
 
-if TYPE_CHECKING:
-    from ..settings import Settings
+
+class ModelSettings(Protocol):
+    """What loading models needs from the settings (:class:`imsim.settings.Settings` has it): the registry never
+    imports the settings, which compose the families' configs from the registry."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def model_names(self) -> list[str]: ...
+
+    def family(self, name: str) -> FamilyConfig: ...
+
 
 # name -> module defining FAMILY (architectures as data; imported on first use)
 FAMILIES: dict[str, str] = {
@@ -70,11 +81,11 @@ def load(name: str, config: FamilyConfig, runtime: Runtime) -> Embedder:
     return entry.load(config, runtime)
 
 
-def load_model(name: str, settings: Settings) -> Embedder:
+def load_model(name: str, settings: ModelSettings) -> Embedder:
     return load(name, settings.family(name), settings.runtime)
 
 
-def load_models(settings: Settings, selected: list[str] | None = None) -> dict[str, Embedder]:
+def load_models(settings: ModelSettings, selected: list[str] | None = None) -> dict[str, Embedder]:
     """Load the enabled models (or ``selected``), keyed by registry name, in settings order."""
     return {name: load_model(name, settings) for name in (selected or settings.model_names)}
 
