@@ -62,21 +62,25 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 
 @pytest.fixture(scope="session")
-def family_dirs(tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny random instances of every registered family, saved the way each is published (see imsim.models.testing)."""
-    from imsim.models import testing
+def family_fields(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Every registered family (the registry's list, never a hand list), built tiny by its own ``Family.tiny``:
+    family -> the config fields that load it. A family without a tiny builder fails here, so none goes untested."""
+    from imsim.models import FAMILIES, family
 
     root = tmp_path_factory.mktemp("families")
-    return {
-        **tiny_model_dirs,
-        "vit": testing.build_tiny_vit(root / "tiny-vit"),
-        "efficientnet": testing.build_tiny_efficientnet(root / "tiny-efficientnet"),
-        "blip2": testing.build_tiny_blip2(root / "tiny-blip2"),
-        "vgg16": testing.build_tiny_vgg16(root / "tiny-vgg16"),
-        "sscd": testing.build_tiny_sscd(root / "tiny_sscd.torchscript.pt"),
-        # exported with torch.onnx.export, shipped like the int8 SSCD: NHWC uint8 in, normalisation inside
-        "onnx": testing.export_onnx(testing.tiny_sscd_module(seed=1), root / "tiny-sscd-uint8.onnx", nhwc_uint8=True),
-    }
+    built = {}
+    for name in FAMILIES:  # the built-in registry (a test's own `register`ed family builds itself)
+        build = family(name).tiny
+        assert build is not None, f"family {name!r} has no tiny builder (Family.tiny): it would go untested"
+        (root / name).mkdir()
+        built[name] = build(root / name)
+    return built
+
+
+@pytest.fixture(scope="session")
+def family_dirs(family_fields: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """Where each family's tiny instance was saved (its ``model`` field)."""
+    return {name: Path(fields["model"]) for name, fields in family_fields.items()}
 
 
 @pytest.fixture(scope="session")

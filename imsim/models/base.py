@@ -334,12 +334,16 @@ C = TypeVar("C", bound=FamilyConfig)
 
 @dataclass(frozen=True)
 class Family(Generic[C]):
-    """A registry entry: the family's name, its config class, how to load it, and its card."""
+    """A registry entry: the family's name, its config class, how to load it, its card, and ``tiny``: how to build a
+    tiny random instance of it under a directory, saved the way the family is published (so the same loading code
+    reads it), returning the config fields that load it. Tests take every registered family from the registry and
+    build it with ``tiny``: a family without one fails them, so none goes untested."""
 
     name: str
     config: type[C]
     load: Callable[[C, Runtime], Embedder]
     card: ModelCard
+    tiny: Callable[[Path], dict[str, Any]] | None = None
 
 
 def embed_arrays(model: Embedder, arrays: Sequence[np.ndarray]) -> np.ndarray:

@@ -12,6 +12,7 @@ Alternative pooling ``vision``: the ViT-g's pooled CLS token (1408-d), no Q-Form
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -99,6 +100,13 @@ class Blip2Embedder(HFEmbedder):
         return self.model(pixel_values=pixel_values, pooling=self.pooling)
 
 
+def tiny(directory: Path) -> dict[str, Any]:
+    """A tiny random blip2 saved as published (:mod:`imsim.models.testing`): the fields that load it."""
+    from .testing import build_tiny_blip2
+
+    return {"model": str(build_tiny_blip2(directory / "tiny-blip2"))}
+
+
 FAMILY = Family(
     name="blip2",
     config=Blip2Config,
@@ -113,4 +121,5 @@ FAMILY = Family(
         good_for="semantic, caption-like similarity; heavy (1B-parameter vision encoder): use a GPU",
         paper="Li et al. 2023, BLIP-2: Bootstrapping Language-Image Pre-training with Frozen Image Encoders and LLMs",
     ),
+    tiny=tiny,
 )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -55,6 +56,13 @@ class ClipEmbedder(HFEmbedder):
         return features_of(self.model.get_text_features(**tokens))
 
 
+def tiny(directory: Path) -> dict[str, Any]:
+    """A tiny random clip saved as published (:mod:`imsim.models.testing`): the fields that load it."""
+    from .testing import build_tiny_clip
+
+    return {"model": str(build_tiny_clip(directory / "tiny-clip"))}
+
+
 FAMILY = Family(
     name="clip",
     config=ClipConfig,
@@ -69,4 +77,5 @@ FAMILY = Family(
         text=True,
         paper="Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision",
     ),
+    tiny=tiny,
 )

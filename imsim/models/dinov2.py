@@ -8,7 +8,8 @@ the descriptor trick that helps copy detection).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -71,6 +72,13 @@ class Dinov2Embedder(HFEmbedder):
         return torch.cat([normed(cls_token.float(), dim=-1), normed(pooled.float(), dim=-1)], dim=-1)
 
 
+def tiny(directory: Path) -> dict[str, Any]:
+    """A tiny random dinov2 saved as published (:mod:`imsim.models.testing`): the fields that load it."""
+    from .testing import build_tiny_dinov2
+
+    return {"model": str(build_tiny_dinov2(directory / "tiny-dinov2"))}
+
+
 FAMILY = Family(
     name="dinov2",
     config=Dinov2Config,
@@ -84,4 +92,5 @@ FAMILY = Family(
         good_for="edited copies and near-duplicates (crops, colour changes, overlays); no text queries",
         paper="Oquab et al. 2023, DINOv2: Learning Robust Visual Features without Supervision",
     ),
+    tiny=tiny,
 )

@@ -9,7 +9,8 @@ over the same map. Preprocessing is the checkpoint's own (600×600 for B7, with 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -62,6 +63,13 @@ def spatial_pool(fmap: torch.Tensor, pooling: str, p: float = 3.0) -> torch.Tens
     return fmap.float().clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
+def tiny(directory: Path) -> dict[str, Any]:
+    """A tiny random efficientnet saved as published (:mod:`imsim.models.testing`): the fields that load it."""
+    from .testing import build_tiny_efficientnet
+
+    return {"model": str(build_tiny_efficientnet(directory / "tiny-efficientnet"))}
+
+
 FAMILY = Family(
     name="efficientnet",
     config=EfficientNetConfig,
@@ -75,4 +83,5 @@ FAMILY = Family(
         good_for="object/category similarity at high input resolution (600 px for B7); slow per image",
         paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
     ),
+    tiny=tiny,
 )

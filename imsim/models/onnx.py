@@ -176,6 +176,15 @@ class OnnxEmbedder:
         raise no_text(self.info)
 
 
+def tiny(directory: Path) -> dict[str, Any]:
+    """A tiny SSCD-like network exported with ``torch.onnx.export`` as the int8 SSCD ships (NHWC uint8 in, the
+    normalisation inside the graph): the fields that load it."""
+    from .testing import export_onnx, tiny_sscd_module
+
+    path = export_onnx(tiny_sscd_module(seed=1), directory / "tiny-sscd-uint8.onnx", nhwc_uint8=True)
+    return {"model": str(path), "input_layout": "nhwc", "input_dtype": "uint8", "resize": "short", "size": 96}
+
+
 FAMILY = Family(
     name="onnx",
     config=OnnxConfig,
@@ -188,4 +197,5 @@ FAMILY = Family(
         embedding="the declared output (IMSIM_ONNX_OUTPUT_NAME), mean-pooled if it has token or spatial axes, L2-normalised",
         good_for="bringing your own exported or quantised model (e.g. an int8 SSCD, a distilled student) without writing code",
     ),
+    tiny=tiny,
 )

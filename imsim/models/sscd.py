@@ -15,7 +15,7 @@ import os
 import re
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -101,6 +101,13 @@ class SscdEmbedder(TorchEmbedder):
         return self.model(pixel_values)
 
 
+def tiny(directory: Path) -> dict[str, Any]:
+    """A tiny random sscd saved as published (:mod:`imsim.models.testing`): the fields that load it."""
+    from .testing import build_tiny_sscd
+
+    return {"model": str(build_tiny_sscd(directory / "tiny_sscd.torchscript.pt"))}
+
+
 FAMILY = Family(
     name="sscd",
     config=SscdConfig,
@@ -116,4 +123,5 @@ FAMILY = Family(
         paper="Pizzi et al. 2022, A Self-Supervised Descriptor for Image Copy Detection",
         duplicate_threshold="none published for this TorchScript wiring: calibrate with `imsim eval run` (docs/duplicates.md)",
     ),
+    tiny=tiny,
 )

@@ -198,6 +198,13 @@ class Vgg16Embedder(TorchEmbedder):
         return self.model(pixel_values, pooling=self.pooling)
 
 
+def tiny(directory: Path) -> dict[str, Any]:
+    """A tiny random vgg16 saved as published (:mod:`imsim.models.testing`): the fields that load it."""
+    from .testing import build_tiny_vgg16
+
+    return {"model": str(build_tiny_vgg16(directory / "tiny-vgg16"))}
+
+
 FAMILY = Family(
     name="vgg16",
     config=Vgg16Config,
@@ -211,4 +218,5 @@ FAMILY = Family(
         good_for="a classic CNN baseline for category similarity; the oldest and weakest model here",
         paper="Simonyan & Zisserman 2015, Very Deep Convolutional Networks for Large-Scale Image Recognition",
     ),
+    tiny=tiny,
 )

@@ -7,7 +7,8 @@ checkpoint's dense+tanh pooler over the CLS token). No text tower.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -56,6 +57,13 @@ class VitEmbedder(HFEmbedder):
         return tokens[:, 0] if self.pooling == "cls" else tokens[:, 1:].mean(dim=1)
 
 
+def tiny(directory: Path) -> dict[str, Any]:
+    """A tiny random vit saved as published (:mod:`imsim.models.testing`): the fields that load it."""
+    from .testing import build_tiny_vit
+
+    return {"model": str(build_tiny_vit(directory / "tiny-vit"))}
+
+
 FAMILY = Family(
     name="vit",
     config=VitConfig,
@@ -69,4 +77,5 @@ FAMILY = Family(
         good_for="category-level similarity (same kind of object or scene); a baseline for the self-supervised models",
         paper="Dosovitskiy et al. 2021, An Image is Worth 16x16 Words",
     ),
+    tiny=tiny,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,16 @@ from imsim.settings import Settings, load
 ONNX_RAW: dict[str, Any] = dict(onnx_input_layout="nhwc", onnx_input_dtype="uint8", onnx_resize="short", onnx_size=96)
 
 
-def make_settings(model_dirs: dict[str, Path], data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {f"{name}_model": str(path) for name, path in model_dirs.items()}
-    values.update(ONNX_RAW if "onnx" in model_dirs else {})
+def make_settings(model_dirs: Mapping[str, Path | Mapping[str, Any]], data_dir: Path, **overrides: Any) -> Settings:
+    """Settings loading each family in ``model_dirs`` from a directory (its ``model`` field) or from the fields its
+    tiny builder returned (``Family.tiny``)."""
+    values: dict[str, Any] = {}
+    for name, where in model_dirs.items():
+        if isinstance(where, Mapping):
+            values.update({f"{name}_{field}": value for field, value in where.items()})
+        else:
+            values[f"{name}_model"] = str(where)
+            values.update(ONNX_RAW if name == "onnx" else {})
     values.update(
         data_dir=data_dir,
         device="cpu",
