@@ -330,3 +330,21 @@ def test_a_family_added_by_register_is_configured_ingested_and_searched(tmp_path
             make_settings({}, tmp_path, colour_bins=99)
     finally:
         registry._registered.pop("colour", None)
+
+
+def test_siglip2_embeds_as_its_own_naflex_processor_does(family_models):
+    """SigLIP 2's patches (aspect ratio kept, the processor's size for the patch budget, masked padding) against the
+    checkpoint's own Siglip2 image processor and model, on photos, a wide and a tall crop."""
+    model = family_models["siglip2"]
+    images = photos()
+    wide, tall = images[0].crop((0, 0, images[0].width, images[0].height // 5)), images[1].crop((0, 0, 90, images[1].height))
+    images += [wide, tall]
+    ours = embed_images(model, images)
+    with torch.inference_mode():
+        reference = []
+        for im in images:
+            inputs = model.processor(images=[im], return_tensors="pt")
+            out = model.model.get_image_features(**inputs)
+            reference.append(torch.nn.functional.normalize(out.pooler_output.float(), dim=-1)[0].numpy())
+    cosines = np.sum(ours * np.stack(reference), axis=1)
+    assert cosines.min() >= 0.999, cosines
