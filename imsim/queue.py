@@ -249,16 +249,6 @@ def _redis_why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def split(app: Any, settings: Settings, chunk: Chunk) -> list[str]:
-    """Replace a chunk by its two halves (``key.0``, ``key.1``): queued first, then the split recorded, so a crash in
-    between leaves duplicates (counted once), never a lost half. Returns the new keys."""
-    parts = chunk.halves()
-    for part in parts:
-        send_chunk(app, settings, part)
-    job_store(settings).split_chunk(chunk.job_id, chunk.key, len(parts))
-    return [p.key for p in parts]
-
-
 def failed_files(job_id: str, settings: Settings) -> Iterator[str]:
     """The paths that failed in ``job_id``, byte-exact, streamed; :class:`JobRunning` while the job still runs."""
     jobs = job_store(settings)

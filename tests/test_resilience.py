@@ -180,7 +180,7 @@ def test_a_retry_that_cannot_be_published_requeues_its_chunk(tiny_model_dirs, tm
 
 
 def chunk_paths(key: str, chunks: list[list[str]]) -> list[str]:
-    """The paths of chunk ``key`` ("3", or "3.0.1" after splits: halves of halves), as imsim.queue.split makes them."""
+    """The paths of chunk ``key`` ("3", or "3.0.1" after splits: halves of halves), as ChunkRunner.poisoned makes them."""
     first, *halves = key.split(".")
     paths = chunks[int(first)]
     for half in halves:
