@@ -13,10 +13,10 @@ from PIL import Image
 
 from imsim import calibration, fusion
 from imsim.errors import ImsimError
-from imsim.eval import edits, metrics
-from imsim.eval import runner as runner_module
+from imsim.eval import edits, metrics, scoring
 from imsim.eval.build import Benchmark, BenchmarkError, Groups, build_copydetect
-from imsim.eval.runner import Evaluation, parse_models, pca_whitening
+from imsim.eval.runner import Evaluation, parse_models
+from imsim.eval.scoring import pca_whitening
 
 from .support.servers import SAMPLES, settings_env
 from .support.settings import make_settings
@@ -472,7 +472,7 @@ def test_duplicates_calibration_counts_copies_of_one_original_as_true_pairs(tiny
     files = {**bench.references, **bench.queries}
     want = {("q0", "r0"), ("q1", "r0"), ("q0", "q1"), ("q2", "q3")}
     assert result.positives == len(want) == 4  # the ground truth alone has 2
-    quality = runner_module.duplicate_quality(
+    quality = scoring.duplicate_quality(
         [(min(path_id(files[a]), path_id(files[b])), max(path_id(files[a]), path_id(files[b])), 0.99) for a, b in want],
         0.5,
         {tuple(sorted((path_id(files[a]), path_id(files[b])))) for a, b in want},
@@ -503,12 +503,12 @@ def test_cross_fitting_never_scores_a_query_with_weights_that_saw_it():
         for q in cands:
             if q not in fitted:
                 seen_by.setdefault(q, set()).update(fitted)
-        return runner_module.fit_fusion(cands, labels, queries)
+        return scoring.fit_fusion(cands, labels, queries)
 
-    rankings = runner_module.cross_fitted(candidates, truth, depth=10, fit=spy)
+    rankings = scoring.cross_fitted(candidates, truth, depth=10, fit=spy)
     assert set(rankings) == set(candidates)
     assert all(q not in fitted for q, fitted in seen_by.items())
-    assert len({runner_module.fold_of(q) for q in candidates}) == runner_module.CV_FOLDS
+    assert len({scoring.fold_of(q) for q in candidates}) == scoring.CV_FOLDS
     assert all(r[0][0] == truth[q] for q, r in rankings.items())  # the pattern generalises across folds
 
 

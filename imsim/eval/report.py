@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .runner import CV_FOLDS, K_VALUES, EvalReport
+from .results import CV_FOLDS, K_VALUES, EvalReport
 
 
 def write(report: EvalReport, out: Path, *, command: str = "") -> list[Path]:

@@ -18,17 +18,14 @@ Group retrieval (``path,group`` CSV): every image queries all the others; mAP an
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .. import calibration
-from .. import fusion as fusion_maths
 from ..embedding import Embedded
 from ..errors import ImsimError
 from ..ingest import Ingestor, ingest_local
@@ -39,10 +36,16 @@ from ..store import VectorStore
 from ..util import chunked
 from . import metrics
 from .build import Benchmark, Groups
-
-K_VALUES = (1, 3, 10)
-CV_FOLDS = 5  # the calibrated fusion is scored on each fifth of the queries with weights fitted on the other four
-PREDICTIONS_PER_QUERY = 10  # DISC21-style: each query contributes its top 10 (query, reference, score) triples
+from .results import CV_FOLDS, GROUP_DEPTH, K_VALUES, DuplicateResult, EvalReport, GroupResult, MethodResult
+from .scoring import (
+    cross_fitted,
+    duplicate_quality,
+    exact_rankings,
+    fit_fusion,
+    pca_whitening,
+    project,
+    score_method,
+)
 
 
 @dataclass(frozen=True)
@@ -85,226 +88,6 @@ def load_specs(specs: Sequence[ModelSpec], settings: Settings) -> dict[str, Embe
     return models
 
 
-@dataclass
-class MethodResult:
-    """One way of answering (a model, a fusion, or a descriptor variant) and how well it did."""
-
-    label: str
-    kind: str  # "model", "fusion" or "variant"
-    recall: dict[int, float]
-    micro_ap: float
-    recall_at_p90: float
-    thresholds: dict[str, float | None]  # "p90" / "p95" -> score threshold
-    curve: metrics.PRCurve | None = None
-    calibration_key: str = ""
-    rankings: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # query -> top (reference, score)
-    truth: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def score_kind(self) -> str:
-        """What the scores (and so the thresholds) are: cosine similarities, or RRF's rank-fusion sums."""
-        return "rank-fusion score (sum of 1/(60+rank))" if self.label == "fused:rrf" else "similarity"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "kind": self.kind,
-            "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
-            "micro_ap": round(self.micro_ap, 4),
-            "recall_at_p90": round(self.recall_at_p90, 4),
-            "score_kind": self.score_kind,
-            "thresholds": {k: (round(v, 6) if v is not None else None) for k, v in self.thresholds.items()},
-            "calibration_key": self.calibration_key,
-            "per_query": {
-                q: {
-                    "reference": self.truth.get(q),
-                    "ranking": [[r, round(score, 6)] for r, score in ranked[:PREDICTIONS_PER_QUERY]],
-                }
-                for q, ranked in sorted(self.rankings.items())
-            },
-        }
-
-
-@dataclass
-class DuplicateResult:
-    """How `imsim duplicates` does on the benchmark with one method: calibrated on the pairs it links (each stored
-    image's nearest neighbours among references and queries together), then measured at the chosen thresholds."""
-
-    label: str
-    kind: str  # "model" or "fusion"
-    calibration_key: str
-    images: int  # stored images (references + queries)
-    positives: int  # ground-truth copy pairs (query, its reference)
-    pairs_seen: int  # pairs the neighbour search proposes at any score
-    recall_seen: float  # share of the positives among them (the ceiling of any threshold)
-    thresholds: dict[str, float | None]  # "p90" / "p95" -> lowest score with that pair precision
-    at: dict[str, dict[str, float]] = field(default_factory=dict)  # "p90"/"p95" -> what `imsim duplicates` returns
-    curve: metrics.PRCurve | None = None
-    marked_negatives: int = 0  # pairs people marked "not a duplicate" in the user's store, calibrated as negatives
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "kind": self.kind,
-            "calibration_key": self.calibration_key,
-            "images": self.images,
-            "positives": self.positives,
-            "pairs_seen": self.pairs_seen,
-            "recall_seen": round(self.recall_seen, 4),
-            "marked_negatives": self.marked_negatives,
-            "thresholds": {k: (round(v, 6) if v is not None else None) for k, v in self.thresholds.items()},
-            "at": {k: {m: round(v, 4) for m, v in d.items()} for k, d in self.at.items()},
-        }
-
-
-def duplicate_quality(
-    edges: Sequence[tuple[str, str, float]], threshold: float, positives: set[tuple[str, str]], ids: Sequence[str]
-) -> dict[str, float]:
-    """Precision and recall of the links at ``threshold`` (edges) and of the groups they make (every pair inside a
-    connected component, which is what a user of `imsim duplicates` is shown), against the positive pairs."""
-    from ..duplicates import components
-
-    kept = [(a, b, s) for a, b, s in edges if s >= threshold]
-    edge_pairs = {(a, b) for a, b, _ in kept}
-    groups = components(ids, kept)
-    group_pairs = {(a, b) for g in groups for i, a in enumerate(g) for b in g[i + 1 :]}  # g is sorted: a < b
-    right_edges, right_groups = len(edge_pairs & positives), len(group_pairs & positives)
-    return {
-        "threshold": threshold,
-        "edge_precision": right_edges / len(edge_pairs) if edge_pairs else 0.0,
-        "edge_recall": right_edges / len(positives) if positives else 0.0,
-        "group_precision": right_groups / len(group_pairs) if group_pairs else 0.0,
-        "group_recall": right_groups / len(positives) if positives else 0.0,
-        "groups": float(len(groups)),
-        "largest_group": float(max((len(g) for g in groups), default=0)),
-    }
-
-
-@dataclass
-class GroupResult:
-    label: str
-    kind: str
-    map: float
-    recall: dict[int, float]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "kind": self.kind,
-            "map": round(self.map, 4),
-            "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
-        }
-
-
-@dataclass
-class EvalReport:
-    models: dict[str, dict[str, Any]]  # label -> name, source, revision, version, dim
-    throughput: dict[str, float]  # label -> images/s (model forward), plus "ingest" (end to end)
-    copydetect: list[MethodResult] = field(default_factory=list)
-    groups: list[GroupResult] = field(default_factory=list)
-    duplicates: list[DuplicateResult] = field(default_factory=list)
-    bench: dict[str, Any] = field(default_factory=dict)
-    group_info: dict[str, Any] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
-    calibration_file: str = ""
-    fusion_weights: dict[str, float] = field(default_factory=dict)  # the calibrated fusion fitted on every query
-
-    @property
-    def recommendation(self) -> str:
-        """Which method to use for copy detection, in one sentence: a fusion only when it is at least as good as the best
-        single model on both µAP and R@1 (measured with tied scores counted against it, the reference definition)."""
-        singles = [r for r in self.copydetect if r.kind == "model"]
-        if not singles:
-            return ""
-        best = max(singles, key=lambda r: (r.micro_ap, r.recall[1]))
-        top_ap, top_r1 = max(r.micro_ap for r in singles), max(r.recall[1] for r in singles)
-        earning = [r for r in self.copydetect if r.kind == "fusion" and r.micro_ap >= top_ap and r.recall[1] >= top_r1]
-        if earning:
-            top = max(earning, key=lambda r: (r.micro_ap, r.recall[1]))
-            return (
-                f"use {top.label}: µAP {100 * top.micro_ap:.1f} and R@1 {100 * top.recall[1]:.1f}, at least every single "
-                f"model's best (µAP {100 * top_ap:.1f}, R@1 {100 * top_r1:.1f})"
-            )
-        if len(singles) < 2:
-            return f"use {best.label}"
-        return (
-            f"use {best.label} alone (µAP {100 * best.micro_ap:.1f}, R@1 {100 * best.recall[1]:.1f}): no fusion reached every "
-            f"single model's best on both µAP ({100 * top_ap:.1f}) and R@1 ({100 * top_r1:.1f}) on this benchmark"
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "recommendation": self.recommendation,
-            "fusion_weights": self.fusion_weights,
-            "models": self.models,
-            "throughput": {k: round(v, 2) for k, v in self.throughput.items()},
-            "bench": self.bench,
-            "copydetect": [m.as_dict() for m in self.copydetect],
-            "group_info": self.group_info,
-            "groups": [g.as_dict() for g in self.groups],
-            "duplicates": [d.as_dict() for d in self.duplicates],
-            "failures": self.failures,
-            "calibration_file": self.calibration_file,
-        }
-
-
-def score_method(label: str, kind: str, rankings: dict[str, list[tuple[str, float]]], truth: dict[str, str]) -> MethodResult:
-    """Metrics of one method from its per-query rankings [(reference id, score), ...] (best first)."""
-    predictions = [(q, r, s) for q, ranked in rankings.items() for r, s in ranked[:PREDICTIONS_PER_QUERY]]
-    curve = metrics.pr_curve(predictions, truth)
-    return MethodResult(
-        label=label,
-        kind=kind,
-        recall={k: metrics.recall_at_k({q: r[:PREDICTIONS_PER_QUERY] for q, r in rankings.items()}, truth, k) for k in K_VALUES},
-        micro_ap=metrics.micro_ap(curve),
-        recall_at_p90=curve.recall_at_precision(0.90),
-        thresholds={f"p{round(p * 100)}": curve.threshold_for_precision(p) for p in calibration.PRECISIONS},
-        curve=curve,
-        rankings=rankings,
-        truth=dict(truth),
-    )
-
-
-Candidates = dict[str, list[tuple[str, list[float]]]]  # query -> [(reference id, every model's cosine), ...]
-
-
-def fit_fusion(candidates: Candidates, truth: dict[str, str], queries: Sequence[str]) -> tuple[np.ndarray, float]:
-    """(weights, bias) of the calibrated fusion fitted on these queries' candidates, labelled by the ground truth
-    (equal weights when they hold no positive or no negative: nothing to learn from)."""
-    x = [features for q in queries for _, features in candidates[q]]
-    y = [float(truth.get(q) == ref) for q in queries for ref, _ in candidates[q]]
-    width = len(next(iter(candidates.values()), [("", [0.0])])[0][1]) if candidates else 1
-    if not x or len(set(y)) < 2:
-        return np.ones(width) / width, 0.0
-    return fusion_maths.fit_logistic(np.asarray(x), np.asarray(y))
-
-
-def fold_of(query: str, folds: int = CV_FOLDS) -> int:
-    """A query's fold, from its id alone (the same split in every run)."""
-    return int(hashlib.sha256(query.encode()).hexdigest(), 16) % folds
-
-
-def cross_fitted(
-    candidates: Candidates,
-    truth: dict[str, str],
-    depth: int,
-    folds: int = CV_FOLDS,
-    fit: Callable[[Candidates, dict[str, str], Sequence[str]], tuple[np.ndarray, float]] = fit_fusion,
-) -> dict[str, list[tuple[str, float]]]:
-    """Each query's candidates ranked by match probability, with weights fitted on the other folds only: a query is
-    never scored by weights that saw its own label."""
-    rankings: dict[str, list[tuple[str, float]]] = {}
-    for fold in range(folds):
-        held_out = [q for q in candidates if fold_of(q, folds) == fold]
-        if not held_out:
-            continue
-        weights, bias = fit(candidates, truth, [q for q in candidates if fold_of(q, folds) != fold])
-        for q in held_out:
-            scored = [(ref, float(1 / (1 + np.exp(-(bias + float(np.dot(weights, x))))))) for ref, x in candidates[q]]
-            rankings[q] = sorted(scored, key=lambda t: (-t[1], t[0]))[:depth]
-    return rankings
-
-
 def _stem(path: str) -> str:
     return Path(path).stem
 
@@ -320,38 +103,6 @@ def _stored_matrix(store: VectorStore, collection: str) -> tuple[list[str], np.n
             ids.append(_stem(r["path"]))
             rows.append(np.asarray(r["vector"], np.float32))
     return ids, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
-
-
-def pca_whitening(train: np.ndarray, dim: int | None = None, eps_ratio: float = 1e-2):
-    """(mean, projection): x → normalise((x - mean) @ projection), whitened on ``train``'s principal axes.
-
-    ``dim`` components at most (default: all the training set supports); eigenvalues are floored at
-    ``eps_ratio`` x their mean so near-empty directions are not blown up."""
-    mean = train.mean(axis=0)
-    _, sing, vt = np.linalg.svd(train - mean, full_matrices=False)
-    var = sing**2 / max(len(train) - 1, 1)
-    keep = min(dim or len(var), int(np.sum(var > 1e-12)))
-    var, vt = var[:keep], vt[:keep]
-    projection = vt.T / np.sqrt(var + eps_ratio * var.mean())
-    return mean, projection
-
-
-def _apply(mean: np.ndarray, projection: np.ndarray, x: np.ndarray) -> np.ndarray:
-    y = (x - mean) @ projection
-    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-
-
-def _exact_rankings(
-    queries: np.ndarray, refs: np.ndarray, ref_ids: list[str], query_ids: list[str], depth: int, offsets: np.ndarray | None = None
-) -> dict[str, list[tuple[str, float]]]:
-    sims = queries @ refs.T
-    if offsets is not None:
-        sims = sims - offsets[:, None]
-    top = np.argsort(-sims, axis=1)[:, :depth]
-    return {q: [(ref_ids[j], float(sims[i, j])) for j in top[i]] for i, q in enumerate(query_ids)}
-
-
-GROUP_DEPTH = 100  # ranks scored per group query (mAP@100): deep top-k searches are slow on Milvus Lite
 
 
 class Evaluation:
@@ -581,12 +332,12 @@ class Evaluation:
             q = queries[label]
             if whiten:
                 mean, projection = pca_whitening(refs)
-                ranked = _exact_rankings(_apply(mean, projection, q), _apply(mean, projection, refs), ref_ids, query_ids, depth)
+                ranked = exact_rankings(project(mean, projection, q), project(mean, projection, refs), ref_ids, query_ids, depth)
                 out.append(score_method(f"{label}+pcaw", "variant", ranked, truth))
             if score_norm:
                 offsets = (q @ background[label].T).max(axis=1)  # similarity to the nearest background image
                 out.append(
-                    score_method(f"{label}+norm", "variant", _exact_rankings(q, refs, ref_ids, query_ids, depth, offsets), truth)
+                    score_method(f"{label}+norm", "variant", exact_rankings(q, refs, ref_ids, query_ids, depth, offsets), truth)
                 )
         return out
 

@@ -1,0 +1,154 @@
+"""What an evaluation produces, as data: per-method scores, duplicate calibration, group retrieval and the whole
+report. Kept apart from the runner so a report can be read, rendered or compared without importing the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import metrics
+
+K_VALUES = (1, 3, 10)
+CV_FOLDS = 5  # the calibrated fusion is scored on each fifth of the queries with weights fitted on the other four
+GROUP_DEPTH = 100  # ranks scored per group query (mAP@100): deep top-k searches are slow on Milvus Lite
+PREDICTIONS_PER_QUERY = 10  # DISC21-style: each query contributes its top 10 (query, reference, score) triples
+
+
+@dataclass
+class MethodResult:
+    """One way of answering (a model, a fusion, or a descriptor variant) and how well it did."""
+
+    label: str
+    kind: str  # "model", "fusion" or "variant"
+    recall: dict[int, float]
+    micro_ap: float
+    recall_at_p90: float
+    thresholds: dict[str, float | None]  # "p90" / "p95" -> score threshold
+    curve: metrics.PRCurve | None = None
+    calibration_key: str = ""
+    rankings: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # query -> top (reference, score)
+    truth: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def score_kind(self) -> str:
+        """What the scores (and so the thresholds) are: cosine similarities, or RRF's rank-fusion sums."""
+        return "rank-fusion score (sum of 1/(60+rank))" if self.label == "fused:rrf" else "similarity"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
+            "micro_ap": round(self.micro_ap, 4),
+            "recall_at_p90": round(self.recall_at_p90, 4),
+            "score_kind": self.score_kind,
+            "thresholds": {k: (round(v, 6) if v is not None else None) for k, v in self.thresholds.items()},
+            "calibration_key": self.calibration_key,
+            "per_query": {
+                q: {
+                    "reference": self.truth.get(q),
+                    "ranking": [[r, round(score, 6)] for r, score in ranked[:PREDICTIONS_PER_QUERY]],
+                }
+                for q, ranked in sorted(self.rankings.items())
+            },
+        }
+
+
+@dataclass
+class DuplicateResult:
+    """How `imsim duplicates` does on the benchmark with one method: calibrated on the pairs it links (each stored
+    image's nearest neighbours among references and queries together), then measured at the chosen thresholds."""
+
+    label: str
+    kind: str  # "model" or "fusion"
+    calibration_key: str
+    images: int  # stored images (references + queries)
+    positives: int  # ground-truth copy pairs (query, its reference)
+    pairs_seen: int  # pairs the neighbour search proposes at any score
+    recall_seen: float  # share of the positives among them (the ceiling of any threshold)
+    thresholds: dict[str, float | None]  # "p90" / "p95" -> lowest score with that pair precision
+    at: dict[str, dict[str, float]] = field(default_factory=dict)  # "p90"/"p95" -> what `imsim duplicates` returns
+    curve: metrics.PRCurve | None = None
+    marked_negatives: int = 0  # pairs people marked "not a duplicate" in the user's store, calibrated as negatives
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "calibration_key": self.calibration_key,
+            "images": self.images,
+            "positives": self.positives,
+            "pairs_seen": self.pairs_seen,
+            "recall_seen": round(self.recall_seen, 4),
+            "marked_negatives": self.marked_negatives,
+            "thresholds": {k: (round(v, 6) if v is not None else None) for k, v in self.thresholds.items()},
+            "at": {k: {m: round(v, 4) for m, v in d.items()} for k, d in self.at.items()},
+        }
+
+
+@dataclass
+class GroupResult:
+    label: str
+    kind: str
+    map: float
+    recall: dict[int, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "map": round(self.map, 4),
+            "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
+        }
+
+
+@dataclass
+class EvalReport:
+    models: dict[str, dict[str, Any]]  # label -> name, source, revision, version, dim
+    throughput: dict[str, float]  # label -> images/s (model forward), plus "ingest" (end to end)
+    copydetect: list[MethodResult] = field(default_factory=list)
+    groups: list[GroupResult] = field(default_factory=list)
+    duplicates: list[DuplicateResult] = field(default_factory=list)
+    bench: dict[str, Any] = field(default_factory=dict)
+    group_info: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    calibration_file: str = ""
+    fusion_weights: dict[str, float] = field(default_factory=dict)  # the calibrated fusion fitted on every query
+
+    @property
+    def recommendation(self) -> str:
+        """Which method to use for copy detection, in one sentence: a fusion only when it is at least as good as the best
+        single model on both µAP and R@1 (measured with tied scores counted against it, the reference definition)."""
+        singles = [r for r in self.copydetect if r.kind == "model"]
+        if not singles:
+            return ""
+        best = max(singles, key=lambda r: (r.micro_ap, r.recall[1]))
+        top_ap, top_r1 = max(r.micro_ap for r in singles), max(r.recall[1] for r in singles)
+        earning = [r for r in self.copydetect if r.kind == "fusion" and r.micro_ap >= top_ap and r.recall[1] >= top_r1]
+        if earning:
+            top = max(earning, key=lambda r: (r.micro_ap, r.recall[1]))
+            return (
+                f"use {top.label}: µAP {100 * top.micro_ap:.1f} and R@1 {100 * top.recall[1]:.1f}, at least every single "
+                f"model's best (µAP {100 * top_ap:.1f}, R@1 {100 * top_r1:.1f})"
+            )
+        if len(singles) < 2:
+            return f"use {best.label}"
+        return (
+            f"use {best.label} alone (µAP {100 * best.micro_ap:.1f}, R@1 {100 * best.recall[1]:.1f}): no fusion reached every "
+            f"single model's best on both µAP ({100 * top_ap:.1f}) and R@1 ({100 * top_r1:.1f}) on this benchmark"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recommendation": self.recommendation,
+            "fusion_weights": self.fusion_weights,
+            "models": self.models,
+            "throughput": {k: round(v, 2) for k, v in self.throughput.items()},
+            "bench": self.bench,
+            "copydetect": [m.as_dict() for m in self.copydetect],
+            "group_info": self.group_info,
+            "groups": [g.as_dict() for g in self.groups],
+            "duplicates": [d.as_dict() for d in self.duplicates],
+            "failures": self.failures,
+            "calibration_file": self.calibration_file,
+        }
