@@ -1,13 +1,18 @@
 """The vector store: one Milvus collection per model version, self-describing, keyed by image identity.
 
-:mod:`~imsim.store.vector_store` is the connection and every operation, :mod:`~imsim.store.schema` the
+:mod:`~imsim.store.vector_store` is the connection and every operation (a façade over ``connection``,
+``versions``, ``rows`` and ``searching``; its settings are ``config.StoreConfig``), :mod:`~imsim.store.schema` the
 schema and rows, :mod:`~imsim.store.failures` how errors are classified. Nothing outside this package
 touches pymilvus.
 """
 
+from .config import StoreConfig
+from .connection import SEARCH_CAP, has_iterator_v2
 from .failures import is_transient
 from .schema import FIELD_NAMES, FIELDS, METADATA_FIELDS, PK, TAGS, VECTOR, make_row
-from .vector_store import SEARCH_CAP, CollectionSummary, StoredHit, VectorStore, cosine, has_iterator_v2, open_store
+from .searching import StoredHit, cosine
+from .vector_store import VectorStore, open_store
+from .versions import CollectionSummary
 
 __all__ = [
     "FIELDS",
@@ -18,6 +23,7 @@ __all__ = [
     "TAGS",
     "VECTOR",
     "CollectionSummary",
+    "StoreConfig",
     "StoredHit",
     "VectorStore",
     "cosine",

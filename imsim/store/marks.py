@@ -47,7 +47,7 @@ class Marks:
 
     def __init__(self, store: VectorStore):
         self.store = store
-        self.name = f"marks_{store.settings.collection_prefix}"
+        self.name = f"marks_{store.config.collection_prefix}"
         self._ready = False
 
     def _ensure(self) -> None:
