@@ -144,10 +144,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from imsim.api.remote import Remote
+    from imsim.client import Client
     from imsim.ingest import ingest_local
     from imsim.models.testing import build_random_models, build_tiny_models
     from imsim.paths import discover
-    from imsim.query import Client
     from imsim.settings import load
 
     tmp = Path(tempfile.mkdtemp(prefix="imsim-api-bench-"))

@@ -10,7 +10,7 @@ rows, so no embedding time is included. In one run it times, per query (p50 / p9
 - ``raw_dinov2``: the same raw search of the DINOv2-sized collection (fused needs both: their sum is its floor
   where the store serialises requests, as Milvus Lite does);
 - ``store``: the same search through :meth:`imsim.store.VectorStore.search`;
-- ``fused``: :meth:`imsim.query.Client.search_vectors` over both collections (searched concurrently, missing
+- ``fused``: :meth:`imsim.client.Client.search_batch` (one query) over both collections (searched concurrently, missing
   per-model scores fetched, fused);
 - FAISS ``IndexFlatIP`` (exact) and ``IndexHNSWFlat`` (M=16) over the same CLIP-sized vectors, in process;
 
@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from imsim.client import Client
 from imsim.models.base import FamilyConfig, ModelInfo, Preprocess
-from imsim.query import Client
 from imsim.settings import load
 from imsim.store import VectorStore, make_row
 from imsim.store.schema import VECTOR
@@ -197,7 +197,7 @@ def main() -> None:
     q_clip = queries["clip"]
     client = Client(settings, embedders=models, store=store)  # type: ignore[arg-type]
     for i in range(10):  # warm-up: load, caches, first index use
-        client.search_vectors({n: queries[n][i] for n in models}, k=args.k, fusion=args.fusion)
+        client.search_batch({n: queries[n][i : i + 1] for n in models}, k=args.k, fusion=args.fusion)
         raw_client.search(collections["clip"], data=[q_clip[i].tolist()], limit=args.k, search_params=params, anns_field=VECTOR)
     level = settings.search_consistency
 
@@ -218,7 +218,7 @@ def main() -> None:
         "raw_dinov2": timed(lambda i: raw_search("dinov2", i), args.queries),
         "store": timed(lambda i: store.search(collections["clip"], q_clip[i : i + 1], args.k, consistency=level), args.queries),
         "fused": timed(
-            lambda i: client.search_vectors({n: queries[n][i] for n in models}, k=args.k, fusion=args.fusion),
+            lambda i: client.search_batch({n: queries[n][i : i + 1] for n in models}, k=args.k, fusion=args.fusion),
             args.queries,
         ),
     }

@@ -18,8 +18,9 @@ __version__ = "0.1.0"
 __all__ = ["Client", "SearchHit", "Where", "Settings", "get_settings", "__version__"]
 
 if TYPE_CHECKING:
+    from .client import Client
     from .expr import Where
-    from .query import Client, SearchHit
+    from .fusion import SearchHit
     from .settings import Settings, get_settings
 
 

@@ -26,9 +26,9 @@ import numpy as np
 
 from . import calibration
 from . import fusion as fusion_maths
+from .client import Client
 from .errors import ImsimError
 from .expr import Where
-from .query import Client
 from .store import VECTOR, VectorStore
 
 # Defaults, each measured on a labelled copy-detection set (docs/duplicates.md says how and what precision).

@@ -1,8 +1,9 @@
-"""Merging per-model result lists into one ranking: reciprocal-rank fusion, weighted scores, a calibrated match
+r"""Merging per-model result lists into one ranking: reciprocal-rank fusion, weighted scores, a calibrated match
 probability, or none.
 
 Pure functions over plain data (no Milvus, no models), so the maths is tested on hand-made
-rankings. Milvus's own hybrid search fuses vector fields inside one collection only; imsim
+rankings; :func:`assemble` turns each model's hits for one query into fused :class:`SearchHit`\ s carrying every
+model's score and rank. Milvus's own hybrid search fuses vector fields inside one collection only; imsim
 keeps one collection per model, so fusion happens here, on the client.
 
 Each model's cosine lives on its own scale (an SSCD cosine of 0.5 is a near-certain copy, a CLIP cosine of 0.5
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -91,3 +94,87 @@ def order(fused: Mapping[str, float], limit: int | None = None) -> list[tuple[st
     """Items best first; ties broken by id so the order is deterministic."""
     ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
     return ranked[:limit] if limit is not None else ranked
+
+
+# --- assembling fused hits from per-model result lists ---------------------------------------------------------
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    path: str
+    score: float  # the fused score (or the single model's cosine when fusion is "none")
+    scores: dict[str, float] = field(default_factory=dict)  # model -> cosine similarity
+    ranks: dict[str, int | None] = field(default_factory=dict)  # model -> 1-based rank in its own list (None: not in top-k)
+
+
+class Ranked(Protocol):
+    """One model's hit as its store returned it (:class:`imsim.store.StoredHit` is one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def fields(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """How to fuse: ``name`` one of :data:`FUSIONS`, with RRF's k, the weighted fusion's weights (empty: equal) and
+    the calibrated fusion's (weights, bias)."""
+
+    name: str
+    rrf_k: int = 60
+    weights: Mapping[str, float] = field(default_factory=dict)
+    calibrated: tuple[dict[str, float], float] | None = None
+
+
+def missing(lists: Sequence[Mapping[str, Sequence[Ranked]]]) -> dict[str, set[str]]:
+    """For a batch of queries (each: model -> its hits), the ids each model lacks a score for: those only other models
+    returned. Fetching their vectors once per model for the whole batch gives every hit every model's score."""
+    names = list(lists[0]) if lists else []
+    out: dict[str, set[str]] = {n: set() for n in names}
+    for per_model in lists:
+        found = {h.id for hits in per_model.values() for h in hits}
+        for n in names:
+            out[n] |= found.difference(h.id for h in per_model[n])
+    return out
+
+
+def assemble(
+    per_model: Mapping[str, Sequence[Ranked]],
+    queries: Mapping[str, np.ndarray],
+    vectors: Mapping[str, Mapping[str, np.ndarray]],
+    method: Method,
+    k: int,
+) -> list[SearchHit]:
+    """One query's fused top ``k``: each model's list (``per_model``), each model's query vector, and the stored vectors
+    of the ids a model did not return (``vectors``, see :func:`missing`), so every hit carries every model's cosine
+    and rank, fused by ``method``."""
+    names = list(per_model)
+    paths = {h.id: str(h.fields.get("path", "")) for hits in per_model.values() for h in hits}
+    ranks = {n: {h.id: r for r, h in enumerate(hits, 1)} for n, hits in per_model.items()}
+    scores = {n: {h.id: float(h.score) for h in hits} for n, hits in per_model.items()}
+    for n in names:
+        for i in paths:
+            if i not in scores[n] and i in vectors[n]:
+                scores[n][i] = min(1.0, max(-1.0, float(np.dot(vectors[n][i], queries[n]))))  # a cosine, float32-safe
+    if method.name == "rrf":
+        fused = rrf({n: [h.id for h in per_model[n]] for n in names}, k=method.rrf_k)
+    elif method.name == "weighted":
+        fused = weighted(scores, method.weights or None)
+    elif method.name == "calibrated" and method.calibrated is not None:
+        fused = calibrated(scores, *method.calibrated)
+    else:  # "none": the first model's own ranking
+        fused = {h.id: h.score for h in per_model[names[0]]}
+    return [
+        SearchHit(
+            id=i,
+            path=paths[i],
+            score=s,
+            scores={n: scores[n][i] for n in names if i in scores[n]},
+            ranks={n: ranks[n].get(i) for n in names},
+        )
+        for i, s in order(fused, k)
+    ]

@@ -32,10 +32,11 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from . import job_scripts
 from .errors import JobNotFound, QueueError
+from .job_status import SUMMARY_BYTES, JobStatus, path_list_json, status_of, summary
 from .names import printable
 
 JOBS_INDEX = "imsim:jobs"  # job id -> created_at
@@ -43,8 +44,6 @@ JOBS_EXPIRY = "imsim:jobs:expiry"  # finished job id -> when its keys expire (to
 DEFAULT_RETENTION = 7 * 24 * 3600
 FLEET_KEY = "imsim:fleet:{queue}"  # sorted set: "identity|worker" -> last heartbeat (Unix seconds)
 FLEET_TTL = 60  # seconds a worker counts as on the queue after its last heartbeat (it beats every FLEET_TTL / 4)
-SUMMARY_ITEMS = 20  # inputs and unmatched inputs kept by name (the rest are counted) ...
-SUMMARY_BYTES = 300  # ... within this many bytes of JSON each
 OPEN = 1 << 62  # the chunk count of a job whose chunks are still being sent: never reached
 CHUNK_SUFFIXES = ("chunks", "attempts", "ends", "progress", "running", "refusals")  # deleted when the job finishes
 KEPT_SUFFIXES = ("failures", "reasons", "about")  # expire with the job hash
@@ -77,178 +76,6 @@ def decode_path(stored: str) -> str:
     return stored[1:]
 
 
-# The finishing step shared by every script that can end a job: per-chunk bookkeeping deleted, the rest expiring.
-_FINISH = """
-local function finish(job, now, retention, index_expiry, job_id, base)
-  redis.call('HSET', job, 'finished_at', now)
-  for _, suffix in ipairs({'chunks', 'attempts', 'ends', 'progress', 'running', 'refusals'}) do
-    redis.call('DEL', base .. ':' .. suffix)
-  end
-  if tonumber(retention) > 0 then
-    for _, key in ipairs({job, base .. ':failures', base .. ':reasons', base .. ':about'}) do
-      redis.call('EXPIRE', key, retention)
-    end
-    redis.call('ZADD', index_expiry, tonumber(now) + tonumber(retention), job_id)
-  end
-end
-local function finished_now(job)
-  if redis.call('HEXISTS', job, 'queuing') == 1 or redis.call('HEXISTS', job, 'finished_at') == 1 then return false end
-  return tonumber(redis.call('HGET', job, 'chunks_done')) >= tonumber(redis.call('HGET', job, 'chunks'))
-end
-"""
-
-_RECORD_CHUNK = (
-    _FINISH
-    + """
--- KEYS: 1 job hash, 2 chunks hash, 3 failures list, 4 reasons hash, 5 progress hash, 6 running hash, 7 index expiry
--- ARGV: 1 chunk key, 2 result json, 3 done, 4 skipped, 5 cancelled, 6 now, 7 retention, 8 job id, 9 read bytes,
---       10 updated, 11.. reason, encoded path pairs
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HDEL', KEYS[5], ARGV[1])
-redis.call('HDEL', KEYS[6], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'done', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'skipped', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'cancelled', ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'read_bytes', ARGV[9])
-redis.call('HINCRBY', KEYS[1], 'updated', ARGV[10])
-local nfailed = 0
-for i = 11, #ARGV, 2 do
-  local rid = redis.call('HGET', KEYS[4], 't:' .. ARGV[i])
-  if not rid then
-    rid = redis.call('HINCRBY', KEYS[4], 'next', 1)
-    redis.call('HSET', KEYS[4], 't:' .. ARGV[i], rid, 'n:' .. rid, ARGV[i])
-  end
-  redis.call('RPUSH', KEYS[3], rid .. '\t' .. ARGV[i + 1])
-  nfailed = nfailed + 1
-end
-redis.call('HINCRBY', KEYS[1], 'failed', nfailed)
-redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[6])
-if finished_now(KEYS[1]) then finish(KEYS[1], ARGV[6], ARGV[7], KEYS[7], ARGV[8], KEYS[1]) end
-return 1
-"""
-)
-
-_SEAL = (
-    _FINISH
-    + """
--- KEYS: 1 job hash, 2 index expiry, 3 about hash; ARGV: 1 now, 2 retention, 3 job id, 4.. field, value pairs for about
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
-redis.call('HDEL', KEYS[1], 'queuing')
-if finished_now(KEYS[1]) then finish(KEYS[1], ARGV[1], ARGV[2], KEYS[2], ARGV[3], KEYS[1]) end
-return 1
-"""
-)
-
-_SPLIT_CHUNK = """
--- KEYS: 1 job hash, 2 chunks hash, 3 progress hash, 4 running hash; ARGV: 1 chunk key, 2 number of parts it became
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
-if redis.call('HSETNX', KEYS[2], ARGV[1], 'split') == 0 then return 0 end
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'chunks', tonumber(ARGV[2]) - 1)
-redis.call('HINCRBY', KEYS[1], 'splits', 1)
-return 1
-"""
-
-_BEGIN_ATTEMPT = """
--- KEYS: 1 job hash, 2 attempts hash, 3 ends hash, 4 progress hash, 5 running hash, 6 chunks hash
--- ARGV: 1 chunk key, 2 running json
--- Returns the deaths before this attempt, or -1 when there is nothing to do: the job is unknown (expired), finished,
--- or this chunk was already counted (a duplicate delivery).
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return -1 end
-if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return -1 end
-local started = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-local ended = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-redis.call('HSET', KEYS[4], ARGV[1], 0)
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
-return started - 1 - ended
-"""
-
-_WHILE_OPEN = """
--- KEYS: 1 job hash, 2 the hash to change; ARGV: 1 'incr' or 'end', 2 chunk key, 3 amount
--- Progress and attempt ends, only while the job is open: a late write never recreates a finished job's bookkeeping.
-if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
-redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
-if ARGV[1] == 'end' then redis.call('HDEL', KEYS[3], ARGV[2]) end
-return 1
-"""
-
-
-@dataclass
-class JobStatus:
-    id: str
-    total: int
-    done: int
-    failed: int
-    skipped: int
-    chunks: int
-    chunks_done: int
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    inputs: list[str]  # the first inputs by name (``inputs_count`` in all)
-    models: list[str]
-    failures: dict[str, str] = field(default_factory=dict)  # path -> reason: the first failures read (see ``failed``)
-    retry_of: str = ""  # the job whose failed files this job re-queued
-    retried_by: str = ""  # the latest job that re-queued this job's failed files
-    collections: dict[str, str] = field(default_factory=dict)  # model -> collection (model version) the workers wrote
-    cancelled: int = 0  # files dropped because the job was cancelled
-    cancelled_at: float | None = None
-    in_progress: int = 0  # files settled inside chunks not yet recorded (progress within a chunk)
-    skipped_files: dict[str, int] = field(default_factory=dict)  # files left out when the inputs were expanded, by reason
-    unmatched: list[str] = field(default_factory=list)  # the first inputs that matched no image (``unmatched_count``)
-    splits: int = 0  # chunks split because they kept killing their worker
-    running: dict[str, dict[str, Any]] = field(default_factory=dict)  # chunk key -> worker, pid, started, files
-    inputs_count: int = 0
-    unmatched_count: int = 0
-    path_list: dict[str, Any] = field(default_factory=dict)  # --from-file: {"file", "lines", "sha256"}
-    queuing: bool = False  # chunks are still being sent
-    enqueue_error: str = ""  # why sending stopped early (the job holds only the chunks that went out)
-    read_bytes: int = 0  # file bytes read by the workers (0 for a re-ingest of unchanged files)
-    updated: int = 0  # of the skipped files, rows rewritten with new tags or file facts (no re-embedding)
-    expires_at: float | None = None  # when the record is deleted (finished jobs; IMSIM_JOB_RETENTION)
-
-    @property
-    def pending(self) -> int:
-        return max(self.total - self.done - self.failed - self.skipped - self.cancelled, 0)
-
-    @property
-    def settled(self) -> int:
-        """Files with an outcome, including those settled inside running chunks (for progress displays)."""
-        return min(self.total, self.done + self.failed + self.skipped + self.cancelled + self.in_progress)
-
-    @property
-    def state(self) -> str:
-        if self.cancelled_at:
-            return "cancelled" if self.finished_at else "cancelling"
-        if self.finished_at:
-            return "finished" if not self.failed else "finished_with_failures"
-        if self.queuing:
-            return "queuing"
-        return "running" if self.started_at else "queued"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "pending": self.pending, "state": self.state}
-
-
-def _summary(items: Sequence[str]) -> str:
-    """The first items as JSON within :data:`SUMMARY_BYTES` (at least the first, cut if it alone is longer)."""
-    kept: list[str] = []
-    size = 2
-    for item in list(items)[:SUMMARY_ITEMS]:
-        text = printable(item)
-        if not kept and len(text) > SUMMARY_BYTES:
-            text = text[: SUMMARY_BYTES - 1] + "…"
-        size += len(json.dumps(text, ensure_ascii=False)) + 2
-        if kept and size > SUMMARY_BYTES:
-            break
-        kept.append(text)
-    return json.dumps(kept, ensure_ascii=False)
-
-
 class JobStore:
     """Job bookkeeping on a Redis connection. ``retention``: seconds a finished job's record is kept."""
 
@@ -260,11 +87,11 @@ class JobStore:
         except ValueError as exc:  # a malformed URL: name the problem, never the URL (it may hold a password)
             raise QueueError(f"IMSIM_REDIS_URL is not a Redis URL: {exc}") from None
         self.retention = retention
-        self._record = self.redis.register_script(_RECORD_CHUNK)
-        self._seal = self.redis.register_script(_SEAL)
-        self._split = self.redis.register_script(_SPLIT_CHUNK)
-        self._begin = self.redis.register_script(_BEGIN_ATTEMPT)
-        self._while_open = self.redis.register_script(_WHILE_OPEN)
+        self._record = self.redis.register_script(job_scripts.RECORD_CHUNK)
+        self._seal = self.redis.register_script(job_scripts.SEAL)
+        self._split = self.redis.register_script(job_scripts.SPLIT_CHUNK)
+        self._begin = self.redis.register_script(job_scripts.BEGIN_ATTEMPT)
+        self._while_open = self.redis.register_script(job_scripts.WHILE_OPEN)
 
     def ping(self) -> None:
         import redis
@@ -316,12 +143,12 @@ class JobStore:
             "unmatched_count": len(unmatched),
         }
         about: dict[Any, Any] = {
-            "inputs": _summary(inputs),
+            "inputs": summary(inputs),
             "skipped_files": json.dumps(dict(skipped or {})),
-            "unmatched": _summary(unmatched),
+            "unmatched": summary(unmatched),
         }
         if path_list:
-            about["path_list"] = _path_list(path_list)
+            about["path_list"] = path_list_json(path_list)
         if queuing:
             mapping["queuing"] = 1
         with self.redis.pipeline() as pipe:
@@ -357,10 +184,10 @@ class JobStore:
         if skipped is not None:
             fields["skipped_files"] = json.dumps(dict(skipped))
         if unmatched is not None:
-            fields["unmatched"] = _summary(unmatched)
+            fields["unmatched"] = summary(unmatched)
             self.redis.hset(job_key(job_id), "unmatched_count", len(unmatched) if unmatched_count is None else unmatched_count)
         if path_list:
-            fields["path_list"] = _path_list(path_list)
+            fields["path_list"] = path_list_json(path_list)
         if error:
             fields["enqueue_error"] = printable(error)[:SUMMARY_BYTES]
         args: list[Any] = [time.time(), self.retention, job_id]
@@ -507,7 +334,7 @@ class JobStore:
             raw, about, progress, running, ttl = pipe.execute()
         if not raw:
             raise JobNotFound(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
-        status = _status(job_id, {**about, **raw}, progress, running, ttl)
+        status = status_of(job_id, {**about, **raw}, progress, running, ttl)
         if failures:
             status.failures = dict(self.failures(job_id, 0, failures))
         return status
@@ -553,7 +380,7 @@ class JobStore:
         for n, job_id in enumerate(ids):
             raw, about, progress, running, ttl = replies[5 * n : 5 * n + 5]
             if raw:
-                found.append(_status(job_id, {**about, **raw}, progress, running, ttl))
+                found.append(status_of(job_id, {**about, **raw}, progress, running, ttl))
             else:
                 gone.append(job_id)
         if gone:
@@ -577,48 +404,6 @@ def _read(pipe: Any, key: str) -> None:
     pipe.hgetall(key + ":progress")
     pipe.hgetall(key + ":running")
     pipe.ttl(key)
-
-
-def _path_list(path_list: Mapping[str, Any]) -> str:
-    return json.dumps({k: printable(v)[:SUMMARY_BYTES] if isinstance(v, str) else v for k, v in path_list.items()})
-
-
-def _status(job_id: str, raw: dict[str, str], progress: dict[str, str], running: dict[str, str], ttl: int) -> JobStatus:
-    def opt(k: str) -> float | None:
-        return float(raw[k]) if raw.get(k) else None
-
-    return JobStatus(
-        id=job_id,
-        total=int(raw.get("total", 0)),
-        done=int(raw.get("done", 0)),
-        failed=int(raw.get("failed", 0)),
-        skipped=int(raw.get("skipped", 0)),
-        chunks=int(raw.get("chunks", 0)),
-        chunks_done=int(raw.get("chunks_done", 0)),
-        created_at=float(raw.get("created_at", 0)),
-        started_at=opt("started_at"),
-        finished_at=opt("finished_at"),
-        inputs=json.loads(raw.get("inputs", "[]")),
-        models=json.loads(raw.get("models", "[]")),
-        retry_of=raw.get("retry_of", ""),
-        retried_by=raw.get("retried_by", ""),
-        collections=json.loads(raw.get("collections", "{}")),
-        cancelled=int(raw.get("cancelled", 0)),
-        cancelled_at=opt("cancelled_at"),
-        in_progress=sum(max(0, int(v)) for v in progress.values()),
-        skipped_files=json.loads(raw.get("skipped_files", "{}")),
-        unmatched=json.loads(raw.get("unmatched", "[]")),
-        splits=int(raw.get("splits", 0)),
-        running={k: json.loads(v) for k, v in running.items()},
-        inputs_count=int(raw.get("inputs_count", 0)),
-        unmatched_count=int(raw.get("unmatched_count", 0)),
-        path_list=json.loads(raw.get("path_list", "{}")),
-        queuing=bool(raw.get("queuing")),
-        enqueue_error=raw.get("enqueue_error", ""),
-        read_bytes=int(raw.get("read_bytes", 0)),
-        updated=int(raw.get("updated", 0)),
-        expires_at=time.time() + ttl if ttl and ttl > 0 else None,
-    )
 
 
 def _glob_escape(text: str) -> str:

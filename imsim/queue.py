@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import JobRunning, QueueError
-from .jobs import SUMMARY_ITEMS, JobStatus, JobStore, new_job_id
+from .job_status import SUMMARY_ITEMS, JobStatus
+from .jobs import JobStore, new_job_id
 from .paths import Discovery, PathList
 from .settings import Settings
 from .util import batched

@@ -29,10 +29,10 @@ import pytest
 import requests
 from PIL import Image
 
+from imsim.client import Client
 from imsim.ingest import ingest_local
 from imsim.names import path_id
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.settings import Settings
 
 from .support.servers import ROOT, SAMPLES, free_port, settings_env, stop

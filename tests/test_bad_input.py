@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from imsim.client import Client
 from imsim.images import load_image
 from imsim.jobs import JobStore
 from imsim.names import path_id, printable
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.store import VectorStore
 
 from .support.faults import wait_finished

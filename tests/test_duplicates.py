@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from imsim import calibration
+from imsim.client import Client
 from imsim.duplicates import components, find_groups
 from imsim.errors import ImsimError
 from imsim.expr import Where
 from imsim.ingest import Ingestor, ingest_local
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.store import VectorStore
 
 from .support.servers import SAMPLES, settings_env

@@ -273,7 +273,7 @@ def small_bench(tmp_path_factory):
 
 def exact_recall_at_1(settings, bench: Benchmark, name: str) -> float:
     """Independent of the runner: embed with the Client (PIL path) and search by numpy."""
-    from imsim.query import Client
+    from imsim.client import Client
 
     client = Client(settings.replace(models=name))
     refs = sorted(bench.references)
@@ -329,9 +329,9 @@ def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_
     assert per_query[sorted(bench.truth)[0]]["ranking"][0][1] >= per_query[sorted(bench.truth)[0]]["ranking"][1][1]
 
     # what the report says `imsim duplicates` returns is what `imsim duplicates` returns, on the same stored images
+    from imsim.client import Client
     from imsim.duplicates import find_groups
     from imsim.names import path_id
-    from imsim.query import Client
 
     positives = {tuple(sorted((path_id(bench.queries[q]), path_id(bench.references[r])))) for q, r in bench.truth.items()}
     eval_store = settings.replace(milvus_uri=str(tmp_path / "out" / "eval.db"), collection_prefix="imsimeval")
@@ -373,7 +373,7 @@ def test_group_run_matches_an_independent_map(tiny_model_dirs, tmp_path):
     evaluation = Evaluation(parse_models("clip,dinov2"), settings, tmp_path / "out")
     results = {r.label: r for r in evaluation.groups(groups, ["rrf"])}
     assert set(results) == {"clip", "dinov2", "fused:rrf"}
-    from imsim.query import Client
+    from imsim.client import Client
 
     paths = sorted(groups.members)
     vecs = Client(settings.replace(models="dinov2")).embed_many(paths, "dinov2")["dinov2"]

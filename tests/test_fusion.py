@@ -85,3 +85,36 @@ def test_the_final_rate_is_the_runs_average_not_its_last_window():
     assert done.finished
     rate = float(str(RateColumn().render(done)).split()[0])
     assert rate < 2.0 and rate == pytest.approx(194 / done.elapsed, abs=0.05)  # "194/194 5.1 img/s" showed 3x the truth
+
+
+def test_assemble_gives_every_hit_every_models_score_and_rank_and_fuses_them():
+    """One query, two models: `b` was returned by both, `a` only by clip and `d` only by dinov2; the stored vectors of
+    the ids a model missed (what `missing` asks for) complete every hit's scores; ranks stay each model's own."""
+    import numpy as np
+
+    from imsim.fusion import Method, assemble, missing
+    from imsim.store import StoredHit
+
+    def hit(i: str, score: float) -> StoredHit:
+        return StoredHit(i, score, {"path": f"/p/{i}.jpg"})
+
+    per_model = {"clip": [hit("a", 0.9), hit("b", 0.8)], "dinov2": [hit("b", 0.7), hit("d", 0.6)]}
+    assert missing([per_model]) == {"clip": {"d"}, "dinov2": {"a"}}
+    assert missing([per_model, {"clip": [hit("x", 0.1)], "dinov2": []}]) == {"clip": {"d"}, "dinov2": {"a", "x"}}
+    queries = {"clip": np.array([1.0, 0.0], np.float32), "dinov2": np.array([0.0, 1.0], np.float32)}
+    vectors = {"clip": {"d": np.array([0.25, 0.97], np.float32)}, "dinov2": {"a": np.array([0.6, 0.8], np.float32)}}
+
+    fused = assemble(per_model, queries, vectors, Method("weighted"), k=3)
+    by_id = {h.id: h for h in fused}
+    assert by_id["a"].scores == pytest.approx({"clip": 0.9, "dinov2": 0.8})  # dinov2's from the fetched vector
+    assert by_id["d"].scores == pytest.approx({"clip": 0.25, "dinov2": 0.6})
+    assert by_id["a"].ranks == {"clip": 1, "dinov2": None} and by_id["b"].ranks == {"clip": 2, "dinov2": 1}
+    assert [h.id for h in fused] == ["a", "b", "d"] and fused[0].score == pytest.approx(0.85)
+    assert by_id["d"].path == "/p/d.jpg"
+
+    ranked = assemble(per_model, queries, vectors, Method("rrf", rrf_k=60), k=2)
+    assert [h.id for h in ranked] == ["b", "a"] and ranked[0].score == pytest.approx(1 / 62 + 1 / 61)
+    alone = assemble(per_model, queries, vectors, Method("none"), k=5)
+    assert [(h.id, h.score) for h in alone] == [("a", 0.9), ("b", 0.8)]  # the first model's own list
+    weights = assemble(per_model, queries, vectors, Method("weighted", weights={"clip": 0.0, "dinov2": 1.0}), k=1)
+    assert weights[0].id == "a" and weights[0].score == pytest.approx(0.8)

@@ -18,12 +18,12 @@ import pytest
 from PIL import Image
 
 from imsim import expr
+from imsim.client import Client
 from imsim.errors import BadPath, FilterError, PathNotAllowed
 from imsim.images import Limits, read_file
 from imsim.ingest import ingest_local
 from imsim.names import glob_match, path_id, printable
 from imsim.paths import discover, read_path_list
-from imsim.query import Client
 from imsim.store import VectorStore
 
 from .support.rows import row
@@ -253,12 +253,12 @@ def test_under_returns_exactly_k_when_k_exist_beside_look_alike_folders(settings
     name = store.ensure_collection(models["clip"].info)
     _folder_rows(store, name, models["clip"].info.dim, {"/data/u_x": 12, "/data/uAx": 600, "/data/u_x2": 600})
     with Client(settings, embedders={"clip": models["clip"]}, store=store) as client:
-        query = {"clip": np.ones(models["clip"].info.dim, np.float32)}
+        query = {"clip": np.ones((1, models["clip"].info.dim), np.float32)}
         for k in (1, 10, 12):
-            hits = client.search_vectors(query, k=k, where=expr.Where(path_prefix="/data/u_x"))
+            hits = client.search_batch(query, k=k, where=expr.Where(path_prefix="/data/u_x"))[0]
             assert len(hits) == k and all(h.path.startswith("/data/u_x/") for h in hits)
-        assert len(client.search_vectors(query, k=50, where=expr.Where(path_prefix="/data/u_x"))) == 12
-        hits = client.search_vectors(query, k=20, where=expr.Where(path_glob="/data/u?x/*.jpg"))
+        assert len(client.search_batch(query, k=50, where=expr.Where(path_prefix="/data/u_x"))[0]) == 12
+        hits = client.search_batch(query, k=20, where=expr.Where(path_glob="/data/u?x/*.jpg"))[0]
         assert len(hits) == 20 and all(h.path.startswith(("/data/u_x/", "/data/uAx/")) for h in hits)
     store.close()
 
@@ -270,9 +270,9 @@ def test_under_with_a_large_k_stays_within_a_servers_top_k_cap(tiny_model_dirs, 
     _folder_rows(store, name, models["clip"].info.dim, {"/srv/u_x": 5200, "/srv/uAx": 400})
     assert store.like_dialect == "prefix"  # Milvus 2.3: a literal prefix, `_` not a wildcard
     with Client(settings, embedders={"clip": models["clip"]}, store=store) as client:
-        hits = client.search_vectors(
-            {"clip": np.ones(models["clip"].info.dim, np.float32)}, k=5000, where=expr.Where(path_prefix="/srv/u_x")
-        )
+        hits = client.search_batch(
+            {"clip": np.ones((1, models["clip"].info.dim), np.float32)}, k=5000, where=expr.Where(path_prefix="/srv/u_x")
+        )[0]
         assert len(hits) == 5000 and all(h.path.startswith("/srv/u_x/") for h in hits)
     store.close()
 

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
+from imsim.client import Client
 from imsim.errors import ImsimError, ModelError
 from imsim.ingest import Ingestor, ingest_local
 from imsim.names import path_id
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.store import VectorStore
 
 

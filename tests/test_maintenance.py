@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from imsim import expr
+from imsim.client import Client
 from imsim.errors import PathNotAllowed
 from imsim.images import Limits, read_file
 from imsim.names import path_id
-from imsim.query import Client
 from imsim.store import VectorStore
 
 from .support.rows import row as make_row

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
+from imsim.client import Client
 from imsim.errors import StoreError
 from imsim.ingest import Ingestor, ingest_local
 from imsim.names import path_id
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.store import SEARCH_CAP, VectorStore, has_iterator_v2
 
 from .support.rows import random_rows
@@ -82,7 +82,7 @@ def test_search_consistency_reaches_the_server(server_settings, models):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
     def first_hit(client: Client, vector: np.ndarray) -> str:
-        hits = client.search_vectors({"clip": vector}, k=1, fusion="none")
+        hits = client.search_batch({"clip": vector[None]}, k=1, fusion="none")[0]
         return hits[0].path if hits else ""
 
     strong = Client(server_settings.replace(search_consistency="Strong"), embedders=models, store=store)

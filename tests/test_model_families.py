@@ -260,8 +260,8 @@ def test_a_plain_client_searches_what_ingest_stored_for_every_family(family_fiel
     """The `imsim search` path: ingest with IMSIM_MODELS=NAME, then an unpinned Client (no models handed to it)
     loads the model from the config stored on the collection, validated, and finds the image itself first.
     (An ONNX collection once crashed here: the stored settings were re-applied as strings, unvalidated.)"""
+    from imsim.client import Client
     from imsim.ingest import ingest_local
-    from imsim.query import Client
 
     settings = make_settings(family_fields, tmp_path / "data", models=name)
     files = sorted(str(p) for p in (SAMPLES / "photos").glob("*.jpg"))[:4]
@@ -278,9 +278,9 @@ def test_a_family_added_by_register_is_configured_ingested_and_searched(tmp_path
     from pydantic import Field
 
     from imsim import models as registry
+    from imsim.client import Client
     from imsim.ingest import ingest_local
     from imsim.models.base import Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, l2_normalise, no_text
-    from imsim.query import Client
 
     class ColourConfig(FamilyConfig):
         model: str = Field("colour-histogram", description="A name for the histogram model.")

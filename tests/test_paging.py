@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
+from imsim.client import Client
 from imsim.expr import Where
-from imsim.query import Client
 from imsim.store import SEARCH_CAP, VectorStore
 
 from .support.rows import random_rows
@@ -34,7 +34,7 @@ def big(tiny_model_dirs, tmp_path_factory, models):
 def test_search_past_the_cap_returns_every_requested_hit_in_order(big):
     client, vectors = big
     k = SEARCH_CAP + 616  # 17,000
-    hits = client.search_vectors({"clip": vectors[0]}, k=k, fusion="none")
+    hits = client.search_batch({"clip": vectors[:1]}, k=k, fusion="none")[0]
     ids = [h.id for h in hits]
     assert len(ids) == k == len(set(ids))
     scores = [h.score for h in hits]
@@ -100,6 +100,6 @@ def test_paging_yields_every_row_once_in_the_brute_force_order(backend, tiny_mod
         ids = [int(h.id, 16) for h in hits]
         assert len(ids) == len(set(ids)) == len(vectors)  # every row, once
         np.testing.assert_allclose([h.score for h in hits], np.sort(exact)[::-1], atol=2e-5)  # in the exact order
-        under = client.search_vectors({"clip": query}, k=10, fusion="none", where=Where(path_prefix="/data/small"))
+        under = client.search_batch({"clip": query[None]}, k=10, fusion="none", where=Where(path_prefix="/data/small"))[0]
         assert sorted(int(h.id, 16) for h in under) == sorted(small[np.argsort(-exact[small])[:10]].tolist())
     store.close()

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imsim.client import Client
 from imsim.errors import ImsimError
 from imsim.expr import Where
 from imsim.ingest import Ingestor, ingest_local
 from imsim.names import path_id
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.store import VectorStore
 
 
@@ -89,5 +89,5 @@ def test_search_many_equals_one_by_one(tagged):
 def test_searching_a_model_with_no_collection_names_it(settings, models):
     client = Client(settings, embedders=models)  # a fresh store: nothing ingested yet
     with pytest.raises(ImsimError, match=r"no collection '\w+_clip_\w+' for model 'clip': ingest images with this model first"):
-        client.search_vectors({n: np.ones(m.info.dim, np.float32) for n, m in models.items()}, k=3)
+        client.search_batch({n: np.ones((1, m.info.dim), np.float32) for n, m in models.items()}, k=3)
     client.close()

@@ -10,9 +10,9 @@ import time
 import pytest
 from pydantic import SecretStr
 
+from imsim.client import Client
 from imsim.jobs import JobStore
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.queue import celery_config, enqueue
 from imsim.store import VectorStore
 

@@ -21,12 +21,12 @@ import pytest
 from PIL import Image
 
 from imsim import s3
+from imsim.client import Client
 from imsim.expr import Where
 from imsim.ingest import ingest_local
 from imsim.jobs import JobStore
 from imsim.names import path_id
 from imsim.paths import Discovery, iter_files
-from imsim.query import Client
 from imsim.queue import enqueue
 from imsim.store import VectorStore
 

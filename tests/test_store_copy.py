@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from imsim.client import Client
 from imsim.expr import Where
 from imsim.ingest import Ingestor, ingest_local
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.store import VectorStore
 from imsim.store.copy import Checkpoints, copy_collection, copy_store
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from imsim.client import Client
 from imsim.errors import ModelError
 from imsim.ingest import Ingestor, ingest_local
 from imsim.models.testing import build_tiny_clip
 from imsim.paths import discover
-from imsim.query import Client
 from imsim.store import VectorStore
 
 from .support.servers import settings_env
@@ -67,7 +67,7 @@ def test_versions_switch_back_and_forth_without_reingest(tiny_model_dirs, tmp_pa
 
 
 def test_a_running_client_follows_a_switch_made_elsewhere(tiny_model_dirs, tmp_path, image_folder, monkeypatch):
-    import imsim.query
+    import imsim.client
 
     files = discover([image_folder / "photos"]).files[:6]
     v1 = make_settings(tiny_model_dirs, tmp_path / "data", models="clip")

@@ -39,7 +39,7 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..expr import Where, parse_tags
-from ..query import SearchHit
+from ..fusion import SearchHit
 from ..settings import Settings
 from .service import SearchParams, Service
 

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from ..errors import ImsimError
-from ..query import SearchHit
+from ..fusion import SearchHit
 from ..settings import Settings, redact
 
 

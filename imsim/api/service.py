@@ -1,4 +1,4 @@
-"""What `imsim serve` keeps warm between requests, independent of HTTP: the models (one :class:`~imsim.query.Client`),
+"""What `imsim serve` keeps warm between requests, independent of HTTP: the models (one :class:`~imsim.client.Client`),
 micro-batched image queries, thumbnails, near-duplicate groups with the marks people made, and the metrics.
 
 Micro-batching, work-conserving: when the models are free, the next pass takes every image query already waiting
@@ -24,10 +24,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from ..client import Client
 from ..errors import ImageError, NotFound
 from ..expr import Where
+from ..fusion import SearchHit
 from ..images import DecodeBudget, Limits, open_file
-from ..query import Client, SearchHit
 from ..settings import Settings
 from ..timing import StageTimes
 

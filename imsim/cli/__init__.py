@@ -1,4 +1,4 @@
-"""The ``imsim`` command line: a thin layer over :mod:`imsim.query`, :mod:`imsim.ingest` and :mod:`imsim.queue`.
+"""The ``imsim`` command line: a thin layer over :mod:`imsim.client`, :mod:`imsim.ingest` and :mod:`imsim.queue`.
 
 One module per command group (``ingest``, ``search``, ``jobs``, ``models``, ``eval``, ``admin``); this one
 assembles them and turns expected errors into one line and an exit code (see ``imsim --help``)."""

@@ -20,8 +20,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ..client import Client
 from ..names import printable
-from ..query import Client
 from ..settings import Settings, get_settings
 
 # A message is never broken mid-line (paths and commands stay copyable), and nothing printed is read as rich markup

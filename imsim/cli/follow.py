@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from ..jobs import JobStatus
+from ..job_status import JobStatus
 from ..names import printable
 from ..settings import Settings, redact
 from ._common import INTERRUPTED, console, err, print_file_report, print_json, progress

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ImsimError
-from ..jobs import JobStatus
+from ..job_status import JobStatus
 from ..names import is_uri, printable
 from ..paths import Discovery, PathList, Seen, iter_files
 from ..queue import job_store

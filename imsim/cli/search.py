@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..client import Client
 from ..errors import ImsimError
+from ..fusion import SearchHit
 from ..names import printable
-from ..query import Client, SearchHit
 from ._common import (
     JsonOpt,
     ModelsOpt,

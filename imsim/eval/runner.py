@@ -3,7 +3,7 @@
 Copy detection (a benchmark folder from :mod:`imsim.eval.build`): the references are ingested with
 every model (one Milvus collection per model version, prefix ``imsimeval``, by default in a Milvus
 Lite file inside the output folder), the queries are embedded by the same decode path and searched per
-model and fused (:meth:`imsim.query.Client.search_batch`), and each method is scored with
+model and fused (:meth:`imsim.client.Client.search_batch`), and each method is scored with
 :mod:`imsim.eval.metrics`: recall@1/3/10, µAP, recall at 90 % precision, and the score thresholds
 for 90 % / 95 % precision (stored for ``imsim duplicates``, see :mod:`imsim.calibration`).
 
@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import calibration
+from ..client import Client
 from ..embedding import Embedded
 from ..errors import ImsimError
+from ..fusion import SearchHit
 from ..ingest import Ingestor, ingest_local
 from ..models import Embedder, load_model
-from ..query import Client, SearchHit
 from ..settings import Settings, known_variables
 from ..store import VectorStore
 from ..util import chunked

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -26,26 +25,18 @@ from . import models as registry
 from .embedding import EmbeddingStep
 from .errors import ImsimError, ModelError, NotFound, QueueError, StoreError
 from .expr import Where, both
+from .fusion import SearchHit
 from .models import Embedder
 from .settings import Settings, get_settings
 from .store import StoredHit, VectorStore, cosine, open_store
 from .timing import StageTimes
 
 if TYPE_CHECKING:
-    from .jobs import JobStatus
+    from .job_status import JobStatus
 
 log = logging.getLogger(__name__)
 ALIAS_TTL = 10.0  # seconds a resolved alias is trusted before it is read again
 DEEPEN = 4  # each deeper search asks for this many times more rows, when exact path checks dropped some
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    id: str
-    path: str
-    score: float  # the fused score (or the single model's cosine when fusion is "none")
-    scores: dict[str, float] = field(default_factory=dict)  # model -> cosine similarity
-    ranks: dict[str, int | None] = field(default_factory=dict)  # model -> 1-based rank in its own list (None: not in top-k)
 
 
 class Client:
@@ -257,24 +248,6 @@ class Client:
             return []
         return self.search_batch(self.embed_many(images, models), k=k, fusion=fusion, where=where, filter=filter)
 
-    def search_vectors(
-        self,
-        queries: dict[str, np.ndarray],
-        *,
-        k: int = 10,
-        fusion: str | None = None,
-        where: Where | None = None,
-        filter: str = "",
-    ) -> list[SearchHit]:
-        """Search each model's collection with its (1-d) query vector and fuse the lists."""
-        return self.search_batch(
-            {n: np.asarray(v, np.float32).reshape(1, -1) for n, v in queries.items()},
-            k=k,
-            fusion=fusion,
-            where=where,
-            filter=filter,
-        )[0]
-
     def _expression(self, collection: str, where: Where | None, filter: str) -> str:
         checked = self.store.check_filter(collection, filter) if filter.strip() else ""
         return both(where.expression(self.store.like_dialect) if where else "", checked)
@@ -315,15 +288,12 @@ class Client:
         count = len(next(iter(queries.values())))
         lists = [{n: lists_by_model[n][q] for n in names} for q in range(count)]
         # Each model's exact score for items only other models returned: one fetch per model for the whole batch.
-        missing: dict[str, set[str]] = {n: set() for n in names}
-        for per_model in lists:
-            found = {h.id for hits in per_model.values() for h in hits}
-            for n in names:
-                missing[n] |= found.difference(h.id for h in per_model[n])
+        wanted = fusion_maths.missing(lists)
         level = self.settings.search_consistency
-        vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(missing[n]), level), collections)
+        vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(wanted[n]), level), collections)
+        how = fusion_maths.Method(method, rrf_k=self.settings.rrf_k, weights=self.settings.weights, calibrated=calibrated)
         return [
-            self._fuse(per_model, {n: queries[n][q] for n in names}, vectors, method, k, calibrated)
+            fusion_maths.assemble(per_model, {n: queries[n][q] for n in names}, vectors, how, k)
             for q, per_model in enumerate(lists)
         ]
 
@@ -359,42 +329,6 @@ class Client:
                         f"no collection {collections[n]!r} for model {n!r}: ingest images with this model first"
                     ) from None
             raise
-
-    def _fuse(
-        self,
-        per_model: dict[str, list[StoredHit]],
-        queries: dict[str, np.ndarray],
-        vectors: dict[str, dict[str, np.ndarray]],
-        method: str,
-        k: int,
-        calibrated: tuple[dict[str, float], float] | None = None,
-    ) -> list[SearchHit]:
-        names = list(per_model)
-        paths = {h.id: str(h.fields.get("path", "")) for hits in per_model.values() for h in hits}
-        ranks = {n: {h.id: r for r, h in enumerate(hits, 1)} for n, hits in per_model.items()}
-        scores = {n: {h.id: h.score for h in hits} for n, hits in per_model.items()}
-        for n in names:
-            for i in paths:
-                if i not in scores[n] and i in vectors[n]:
-                    scores[n][i] = cosine(np.dot(vectors[n][i], queries[n]))
-        if method == "rrf":
-            fused = fusion_maths.rrf({n: [h.id for h in per_model[n]] for n in names}, k=self.settings.rrf_k)
-        elif method == "weighted":
-            fused = fusion_maths.weighted(scores, self.settings.weights)
-        elif method == "calibrated" and calibrated is not None:
-            fused = fusion_maths.calibrated(scores, *calibrated)
-        else:  # "none": the first model's own ranking
-            fused = {h.id: h.score for h in per_model[names[0]]}
-        return [
-            SearchHit(
-                id=i,
-                path=paths[i],
-                score=s,
-                scores={n: scores[n][i] for n in names if i in scores[n]},
-                ranks={n: ranks[n].get(i) for n in names},
-            )
-            for i, s in fusion_maths.order(fused, k)
-        ]
 
     def collections(self) -> list[Any]:
         return self.store.summaries()
