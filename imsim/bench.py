@@ -26,12 +26,12 @@ from pydantic import Field
 
 from .embedding import EmbeddingStep
 from .errors import ImsimError
-from .images import Limits, read_file
 from .ingest import Ingestor, ingest_local
 from .models import Embedder, FamilyConfig, ModelInfo, Preprocess
 from .models.base import l2_normalise, no_text
 from .names import path_id
 from .paths import discover
+from .reading import Limits, read_file
 from .settings import Settings
 from .store import VectorStore, make_row
 from .timing import StageTimes

@@ -1,6 +1,6 @@
 """The one embedding step: files (or query images) → every model's vectors, the same way for ingest, query and eval.
 
-Built from the models and the :class:`~imsim.images.Limits` made from settings, it owns the worker pool, the
+Built from the models and the :class:`~imsim.reading.Limits` made from settings, it owns the worker pool, the
 read and decode limits, the decoder, the draft scale and the timing. Per file, each model's input is made from
 that model alone: a JPEG is DCT-decoded at the scale the model's own input size needs (models whose scales
 agree share one decode), then resized and cropped to uint8 (:meth:`~imsim.models.base.Preprocess.to_uint8`).
@@ -28,21 +28,10 @@ from PIL import Image, ImageOps
 
 from .errors import ImageDecodeError, ImageError, ImageNotFound, ImageTooLarge
 from .files import FileBytes, FileFacts, FileStat
-from .images import (
-    DEFAULT_LIMITS,
-    DecodeBudget,
-    Limits,
-    decode_array,
-    decode_memory,
-    jpeg_draft_scale,
-    open_file,
-    read_file,
-    read_header,
-    resolve_decoder,
-    to_rgb_array,
-)
+from .images import DecodeBudget, decode_array, decode_memory, jpeg_draft_scale, read_header, resolve_decoder, to_rgb_array
 from .models.base import Embedder, Preprocess, embed_arrays
 from .names import absolute, is_uri
+from .reading import DEFAULT_LIMITS, Limits, open_file, read_file
 from .s3 import Listed
 from .timing import StageTimes, timed
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imsim.settings import env_example, known_variables, markdown_reference
+from imsim.settings import known_variables
+from imsim.settings_reference import env_example, markdown_reference
 
 from .support.servers import ROOT
 

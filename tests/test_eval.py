@@ -15,8 +15,9 @@ from imsim import calibration, fusion
 from imsim.errors import ImsimError
 from imsim.eval import edits, metrics, scoring
 from imsim.eval.build import Benchmark, BenchmarkError, Groups, build_copydetect
-from imsim.eval.runner import Evaluation, parse_models
+from imsim.eval.runner import Evaluation
 from imsim.eval.scoring import pca_whitening
+from imsim.eval.specs import parse_models
 
 from .support.servers import SAMPLES, settings_env
 from .support.settings import make_settings

@@ -20,10 +20,10 @@ from PIL import Image
 from imsim import expr
 from imsim.client import Client
 from imsim.errors import BadPath, FilterError, PathNotAllowed
-from imsim.images import Limits, read_file
 from imsim.ingest import ingest_local
 from imsim.names import glob_match, path_id, printable
 from imsim.paths import discover, read_path_list
+from imsim.reading import Limits, read_file
 from imsim.store import VectorStore
 
 from .support.rows import row
@@ -362,7 +362,7 @@ def test_a_path_swapped_mid_check_fails_that_file_alone(tmp_path, models, monkey
 
     import imsim.images as images
     from imsim.embedding import EmbeddingStep
-    from imsim.images import Limits
+    from imsim.reading import Limits
 
     root = tmp_path / "root"
     root.mkdir()

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from imsim.errors import ImageDecodeError, ImageNotFound, ImageTooLarge, ImageUnreadable
-from imsim.images import Limits, decode_bytes, load_image
+from imsim.images import decode_bytes, load_image
 from imsim.names import path_id
 from imsim.paths import discover, read_path_list
+from imsim.reading import Limits
 
 
 def photo(w=320, h=200) -> Image.Image:

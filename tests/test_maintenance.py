@@ -11,8 +11,8 @@ import pytest
 from imsim import expr
 from imsim.client import Client
 from imsim.errors import PathNotAllowed
-from imsim.images import Limits, read_file
 from imsim.names import path_id
+from imsim.reading import Limits, read_file
 from imsim.store import VectorStore
 
 from .support.rows import row as make_row

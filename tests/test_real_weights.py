@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from imsim.eval import real_weights
-from imsim.eval.runner import load_specs, parse_models
+from imsim.eval.specs import load_specs, parse_models
 from tests.support.settings import make_settings
 
 pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch not installed (install.sh --test)")

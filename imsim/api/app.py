@@ -2,18 +2,17 @@
 :class:`imsim.Client`; the OpenAPI schema is at ``/docs``.
 
 Secure by default: the token (``IMSIM_API_TOKEN``) is checked on every request but ``/healthz`` when set, and
-required to bind beyond loopback (:func:`check_bind`); uploads are capped (``IMSIM_API_MAX_UPLOAD_MB``) and decoded
-within the same limits as ingest; images are served by stored id only, never by a path from a request; raw filter
-expressions are refused unless ``IMSIM_API_RAW_FILTERS``; CORS is off unless ``IMSIM_API_CORS_ORIGINS``; every
-error is one line of JSON (``{"error": ..., "kind": ...}``), never a traceback; a request that runs past
-``IMSIM_API_TIMEOUT`` ends with 504.
+required to bind beyond loopback (:func:`imsim.api.server.check_bind`); uploads are capped
+(``IMSIM_API_MAX_UPLOAD_MB``) and decoded within the same limits as ingest; images are served by stored id only,
+never by a path from a request; raw filter expressions are refused unless ``IMSIM_API_RAW_FILTERS``; CORS is off
+unless ``IMSIM_API_CORS_ORIGINS``; every error is one line of JSON (``{"error": ..., "kind": ...}``), never a
+traceback; a request that runs past ``IMSIM_API_TIMEOUT`` ends with 504.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -40,24 +39,10 @@ from ..errors import (
 )
 from ..expr import Where, parse_tags
 from ..fusion import SearchHit
-from ..settings import Settings
 from .service import SearchParams, Service
 
 ROW_ID = re.compile(r"^[0-9a-f]{32}$")
 OPEN = {"/healthz", "/readyz", "/", "/duplicates"}  # no data: probes, and the pages (they ask for the token)
-
-
-def check_bind(settings: Settings, host: str) -> None:
-    """Refuse to serve beyond loopback without a token: anyone who can reach the port could search and queue."""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not settings.api_token.get_secret_value():
-        raise ConfigError(
-            f"`imsim serve` on {host} needs a token: set IMSIM_API_TOKEN (every request then sends "
-            "`Authorization: Bearer TOKEN`), or bind 127.0.0.1"
-        )
 
 
 def _status(error: BaseException) -> tuple[int, str]:
@@ -464,29 +449,3 @@ def create_app(service: Service) -> FastAPI:
         return page("duplicates.html")
 
     return app
-
-
-def serve(settings: Settings, host: str, port: int, on_start: Callable[[], None] | None = None) -> None:
-    """Run the API until interrupted: the bind checked first (a token beyond loopback), the models loaded on a
-    thread after the server starts (/healthz answers meanwhile; /readyz says when they are loaded)."""
-    import threading
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
-
-    import uvicorn
-
-    check_bind(settings, host)
-    service = Service(settings)
-    app = create_app(service)
-
-    @asynccontextmanager
-    async def lifespan(_app: Any) -> AsyncIterator[None]:
-        loading = threading.Thread(target=service.start, name="imsim-api-load", daemon=True)
-        loading.start()
-        yield
-        service.close()
-
-    app.router.lifespan_context = lifespan
-    if on_start is not None:
-        on_start()
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)

@@ -28,7 +28,8 @@ from ..client import Client
 from ..errors import ImageError, NotFound
 from ..expr import Where
 from ..fusion import SearchHit
-from ..images import DecodeBudget, Limits, open_file
+from ..images import DecodeBudget
+from ..reading import Limits, open_file
 from ..settings import Settings
 from ..timing import StageTimes
 

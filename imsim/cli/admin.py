@@ -50,7 +50,7 @@ def config(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the configuration reference as Markdown.")] = False,
 ) -> None:
     """The effective settings (passwords and tokens masked, hosts shown), or the generated reference with --env / --markdown."""
-    from ..settings import env_example, markdown_reference
+    from ..settings_reference import env_example, markdown_reference
 
     if env or markdown:
         sys.stdout.write(env_example() if env else markdown_reference())
@@ -86,7 +86,7 @@ def serve(
     Examples:
       imsim serve                                  http://127.0.0.1:8080
       IMSIM_API_TOKEN=secret imsim serve --host 0.0.0.0 --port 8080"""
-    from ..api.app import serve as serve_api
+    from ..api.server import serve as serve_api
 
     settings = get_settings()
     host, port = host or settings.api_host, port or settings.api_port

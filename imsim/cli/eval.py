@@ -101,7 +101,8 @@ def run(
 ) -> None:
     from ..eval import report as eval_report
     from ..eval.build import Benchmark, Groups
-    from ..eval.runner import Evaluation, parse_models
+    from ..eval.runner import Evaluation
+    from ..eval.specs import parse_models
 
     if bench is None and groups is None:
         raise ImsimError("give --bench (a copy-detection benchmark) and/or --groups (a path,group CSV)")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,7 @@ from ..embedding import Embedded
 from ..errors import ImsimError
 from ..fusion import SearchHit
 from ..ingest import Ingestor, ingest_local
-from ..models import Embedder, load_model
-from ..settings import Settings, known_variables
+from ..settings import Settings
 from ..store import VectorStore
 from ..util import chunked
 from . import metrics
@@ -47,46 +45,7 @@ from .scoring import (
     project,
     score_method,
 )
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model to evaluate: a registry name plus setting overrides (``label`` = the spec as written)."""
-
-    label: str
-    name: str
-    overrides: dict[str, str] = field(default_factory=dict)
-
-
-def parse_models(text: str) -> list[ModelSpec]:
-    """``clip,dinov2,gem=dinov2@dinov2_pooling=cls+gem;dinov2_model=...`` → specs.
-
-    A spec is ``[LABEL=]NAME[@SETTING=VALUE;...]``; the label (default: the spec as written) names it in reports."""
-    specs = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        head, _, rest = part.partition("@")
-        label, _, name = head.rpartition("=")
-        label = label.strip() or part
-        overrides = {}
-        for item in filter(None, rest.split(";")):
-            key, sep, value = item.partition("=")
-            if not sep or f"IMSIM_{key.strip().upper()}" not in known_variables():
-                raise ImsimError(f"model spec {part!r}: {item!r} is not SETTING=VALUE for a known setting")
-            overrides[key.strip()] = value.strip()
-        specs.append(ModelSpec(label, name.strip(), overrides))
-    if not specs:
-        raise ImsimError("no models to evaluate")
-    if len({s.label for s in specs}) != len(specs):
-        raise ImsimError(f"a model spec is given twice in {text!r}")
-    return specs
-
-
-def load_specs(specs: Sequence[ModelSpec], settings: Settings) -> dict[str, Embedder]:
-    models = {}
-    for spec in specs:
-        spec_settings = settings.replace(**spec.overrides) if spec.overrides else settings
-        models[spec.label] = load_model(spec.name, spec_settings)
-    return models
+from .specs import ModelSpec, load_specs
 
 
 def _stem(path: str) -> str:
