@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
 from imsim.models import load_models
 from imsim.models.testing import build_random_models
-from imsim.settings import Settings
+from imsim.settings import load
 
 
 def main() -> None:
@@ -26,14 +27,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="images per measurement")
     args = parser.parse_args()
     dirs = build_random_models(tempfile.mkdtemp(prefix="imsim-fwd-"))
-    settings = Settings(
-        clip_model=str(dirs["clip"]),
-        dinov2_model=str(dirs["dinov2"]),
-        device=args.device,
-        cpu_batch_size=65_536,
-        batch_size=65_536,
+    settings = load(
+        dict(
+            clip_model=str(dirs["clip"]),
+            dinov2_model=str(dirs["dinov2"]),
+            device=args.device,
+            cpu_batch_size=65_536,
+            batch_size=65_536,
+        )
     )
-    models = load_models(settings)
+    models: dict[str, Any] = dict(load_models(settings))  # torch embedders: their batch size is set below
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(args.images, 224, 224, 3), dtype=np.uint8)
     print("| model | device | batch | images/s |\n| --- | --- | ---: | ---: |")

@@ -21,6 +21,7 @@ still returns what it measured. Stages:
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -39,9 +40,11 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIP_B32 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=32)
-DINOV2_B14 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, patch_size=14)
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+CLIP_B32: dict[str, Any] = dict(
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=32
+)
+DINOV2_B14: dict[str, Any] = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, patch_size=14)
+TINY: dict[str, Any] = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 
 
 def clip_vision(smoke: bool) -> torch.nn.Module:
@@ -86,9 +89,13 @@ def stage_ceiling(args: argparse.Namespace, device: torch.device, dtype: torch.d
         row: dict[str, float] = {}
         with torch.inference_mode():
             for name in ("clip", "dinov2"):
-                iters, seconds = timed_loop(lambda n=name, x=x: forward[n](x), device, args.seconds)
+                iters, seconds = timed_loop(functools.partial(forward[name], x), device, args.seconds)
                 row[name] = round(iters * batch / seconds, 1)
-            iters, seconds = timed_loop(lambda x=x: (forward["clip"](x), forward["dinov2"](x)), device, args.seconds)
+
+            def both(x: torch.Tensor = x) -> Any:
+                return forward["clip"](x), forward["dinov2"](x)
+
+            iters, seconds = timed_loop(both, device, args.seconds)
             row["both"] = round(iters * batch / seconds, 1)
         out[str(batch)] = row
         print(f"ceiling batch {batch}: {row}", flush=True)

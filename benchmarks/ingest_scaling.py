@@ -16,7 +16,8 @@ from pathlib import Path
 
 from imsim.ingest import Ingestor, ingest_local
 from imsim.models.testing import build_tiny_models
-from imsim.settings import Settings
+from imsim.settings import load
+from imsim.store import VectorStore
 from imsim.synth import write_variants
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,14 +32,16 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")]
     work = Path(tempfile.mkdtemp(prefix="imsim-scaling-"))
     models = build_tiny_models(work / "models")
-    settings = Settings(
-        data_dir=work,
-        milvus_uri=args.milvus_uri,
-        clip_model=str(models["clip"]),
-        dinov2_model=str(models["dinov2"]),
-        device="cpu",
-        collection_prefix="scaling",
-        chunk_size=1000,
+    settings = load(
+        dict(
+            data_dir=work,
+            milvus_uri=args.milvus_uri,
+            clip_model=str(models["clip"]),
+            dinov2_model=str(models["dinov2"]),
+            device="cpu",
+            collection_prefix="scaling",
+            chunk_size=1000,
+        )
     )
     t0 = time.perf_counter()
     files = write_variants(
@@ -61,7 +64,9 @@ def main() -> None:
         assert result.done == len(part), result.failures
         print(f"| {total:,} | {len(part):,} | {seconds:.1f} | {len(part) / seconds:.0f} |", flush=True)
         done = total
-    counts = {name: ingestor.store.count(name) for name in ingestor.collections.values()}
+    store = ingestor.store
+    assert isinstance(store, VectorStore)
+    counts = {name: store.count(name) for name in ingestor.collections.values()}
     print(f"rows per collection: {counts}")
     ingestor.close()
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from imsim.models import load_model
 from imsim.models import testing as t
-from imsim.settings import Settings
+from imsim.settings import load
 
 
 def published(root: Path) -> dict[str, dict[str, str]]:
@@ -72,8 +72,8 @@ def main() -> None:
         name = label.split(":")[0]
         if wanted and name not in wanted:
             continue
-        settings = Settings(
-            device=args.device, batch_size=args.batch, cpu_batch_size=args.batch, data_dir=args.cache, **overrides
+        settings = load(
+            dict(device=args.device, batch_size=args.batch, cpu_batch_size=args.batch, data_dir=args.cache, **overrides)
         )
         model = load_model(name, settings)
         p = model.preprocess

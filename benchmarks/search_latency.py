@@ -195,7 +195,7 @@ def main() -> None:
     ef = efs[-1]
     params = {"metric_type": "COSINE", "params": {"ef": max(ef, args.k)}}
     q_clip = queries["clip"]
-    client = Client(settings, embedders=models, store=store)  # type: ignore[arg-type]
+    client = Client(settings, embedders=models, store=store)
     for i in range(10):  # warm-up: load, caches, first index use
         client.search_batch({n: queries[n][i : i + 1] for n in models}, k=args.k, fusion=args.fusion)
         raw_client.search(collections["clip"], data=[q_clip[i].tolist()], limit=args.k, search_params=params, anns_field=VECTOR)

@@ -12,163 +12,32 @@ the client deepens the search until enough rows pass the exact check (within the
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import fusion as fusion_maths
-from . import models as registry
-from .embedding import EmbeddingStep
-from .errors import ImsimError, ModelError, NotFound, QueueError, StoreError
+from .client_jobs import JobsSide
+from .client_models import ModelsSide
+from .errors import ImsimError, ModelError, StoreError
 from .expr import Where, both
 from .fusion import SearchHit
-from .models import Embedder
-from .settings import Settings, get_settings
-from .store import StoredHit, VectorStore, cosine, open_store
-from .timing import StageTimes
+from .store import StoredHit
 
 if TYPE_CHECKING:
-    from .job_status import JobStatus
+    pass
 
 log = logging.getLogger(__name__)
-ALIAS_TTL = 10.0  # seconds a resolved alias is trusted before it is read again
 DEEPEN = 4  # each deeper search asks for this many times more rows, when exact path checks dropped some
 
 
-class Client:
+class Client(ModelsSide, JobsSide):
     """Search the per-model collections and fuse the results; queue and follow ingest jobs.
 
     >>> client = Client(models="clip")                          # any setting as a keyword, validated
     >>> hits = client.search("query.jpg", k=10, fusion="rrf")   # doctest: +SKIP
     """
-
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        embedders: Mapping[str, Embedder] | None = None,
-        store: VectorStore | None = None,
-        **overrides: Any,
-    ):
-        """``overrides`` are settings by keyword name (``milvus_uri=``, ``models="clip"``, ``dinov2_pooling=``);
-        an unknown name or a bad value is a :class:`~imsim.errors.ConfigError`. ``embedders`` given here are
-        used as they are, each searching its own version's collection; other models follow their alias."""
-        base = settings or get_settings()
-        self.settings = base.replace(**overrides) if overrides else base
-        self._pinned: dict[str, Embedder] = dict(embedders or {})
-        self._models: dict[str, Embedder] = {}
-        self._aliases: dict[str, tuple[str | None, float]] = {}  # model -> (active collection or None, when read)
-        self._steps: dict[tuple[str, ...], tuple[tuple[int, ...], EmbeddingStep]] = {}
-        self._store = store
-        self._own_store = store is None
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imsim-search")  # threads start on first use
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    # --- which models, which collections ----------------------------------------------------------
-    @property
-    def store(self) -> VectorStore:
-        if self._store is None:
-            self._store = open_store(self.settings)
-        return self._store
-
-    def names(self, models: Sequence[str] | str | None = None) -> list[str]:
-        """Model names from a list, a comma-separated string, or the settings."""
-        if isinstance(models, str):
-            models = [m.strip() for m in models.split(",") if m.strip()]
-        chosen = list(models or self.settings.model_names)
-        for name in chosen:
-            registry.family(name)  # an unknown name is a clear error
-        return chosen
-
-    def _active(self, name: str) -> str | None:
-        cached = self._aliases.get(name)
-        if cached and time.monotonic() - cached[1] < ALIAS_TTL:
-            return cached[0]
-        active = self.store.active_collection(name)
-        self._aliases[name] = (active, time.monotonic())
-        return active
-
-    def collection(self, name: str) -> str:
-        """The collection queries for model ``name`` use: its active version (alias), else the configured version's."""
-        if name in self._pinned:
-            return self.store.collection_name(self._pinned[name].info)
-        active = self._active(name)
-        return active if active is not None else self.store.collection_name(self.model(name).info)
-
-    def model(self, name: str) -> Embedder:
-        """The model that embeds queries for ``name``: the one its active collection was written with, loaded once
-        from the config stored on that collection (identity first, weights once)."""
-        if name in self._pinned:
-            return self._pinned[name]
-        active = self._active(name)
-        cached = self._models.get(name)
-        if cached is not None and (active is None or self.store.collection_name(cached.info) == active):
-            return cached
-        if active is None:
-            model = registry.load_model(name, self.settings)
-        else:
-            config = self.store.model_config(active, registry.config_class(name)) or self.settings.family(name)
-            model = registry.load(name, config, self.settings.runtime)
-            if self.store.collection_name(model.info) != active:
-                raise ModelError(
-                    f"the active version of {name!r} is {active!r}, but its model now loads as {model.info.source} "
-                    f"revision {model.info.revision} (version {model.info.version_tag}): restore that model, "
-                    f"or `imsim models activate {name} ...` another version"
-                )
-        self._models[name] = model
-        return model
-
-    def _step(self, names: Sequence[str]) -> EmbeddingStep:
-        models = {n: self.model(n) for n in names}
-        key = tuple(names)
-        ids = tuple(id(m) for m in models.values())
-        cached = self._steps.get(key)
-        if cached is None or cached[0] != ids:
-            if cached is not None:
-                cached[1].close()
-            self._steps[key] = (ids, EmbeddingStep.from_settings(self.settings, models))
-        return self._steps[key][1]
-
-    # --- embedding --------------------------------------------------------------------------------
-    def embed(self, image: Any, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
-        """One normalised vector per model for a query image (path, bytes or PIL image)."""
-        return {n: vectors[0] for n, vectors in self.embed_many([image], models).items()}
-
-    def embed_many(
-        self, images: Sequence[Any], models: Sequence[str] | str | None = None, times: StageTimes | None = None
-    ) -> dict[str, np.ndarray]:
-        """(len(images), dim) normalised vectors per model, decoded exactly as ingest decodes files (``times``: where
-        the time went, per stage and per model)."""
-        return self._step(self.names(models)).embed_queries(list(images), times)
-
-    def compare(self, a: Any, b: Any, models: Sequence[str] | str | None = None) -> dict[str, float]:
-        """Cosine similarity of two images per model."""
-        vectors = self.embed_many([a, b], models)
-        return {n: cosine(np.dot(v[0], v[1])) for n, v in vectors.items()}
-
-    def stored_vectors(self, like: str, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
-        """The stored vectors of one image, by row id or path, per model that has it (no re-embedding)."""
-        from .maintenance import ROW_ID
-        from .names import path_id
-
-        row = like if ROW_ID.match(like) else path_id(like)
-        found = {}
-        for n in self.names(models):
-            vec = self.store.get_vectors(self.collection(n), [row], self.settings.search_consistency).get(row)
-            if vec is not None:
-                found[n] = vec[None]
-        if not found:
-            raise NotFound(f"no stored image {like!r} in the collections of {', '.join(self.names(models))}: ingest it first")
-        return found
 
     # --- search -----------------------------------------------------------------------------------
     def search(
@@ -333,64 +202,6 @@ class Client:
     def collections(self) -> list[Any]:
         return self.store.summaries()
 
-    # --- jobs and upkeep (thin: the work happens in workers, imsim.queue and imsim.maintenance) ---
-    def ingest(
-        self, paths: Sequence[str], *, force: bool = False, checksum: bool = False, tags: dict[str, str] | None = None
-    ) -> str:
-        """Queue files, folders or globs for the workers (streamed into chunks as they are found); returns the job id
-        (see :meth:`job`, :meth:`wait`). ``tags`` ({"key": "value"}) are merged into every image's tags and usable in
-        ``Where(tags=...)``; images stored unchanged are re-tagged without being re-embedded."""
-        from .paths import Discovery, iter_files
-        from .queue import enqueue
-        from .util import peeked
-
-        found = Discovery()
-        files = peeked(iter_files(paths, found))
-        if files is None:
-            raise ImsimError(f"no image files found in {', '.join(map(str, paths))}")
-        inputs = [str(p) for p in paths]
-        return enqueue(files, self.settings, inputs=inputs, force=force, checksum=checksum, tags=tags, found=found)
-
-    def job(self, job_id: str, failures: int = 0) -> JobStatus:
-        """A job's :class:`~imsim.jobs.JobStatus`: counts and times (O(1) whatever the job's size), with its first
-        ``failures`` failures; :meth:`failures` pages through all of them."""
-        from .queue import job_store
-
-        return job_store(self.settings).get(job_id, failures=failures)
-
-    def failures(self, job_id: str) -> Iterator[tuple[str, str]]:
-        """Every (path, reason) that failed in the job, streamed page by page."""
-        from .queue import job_store
-
-        return job_store(self.settings).iter_failures(job_id)
-
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5, failures: int = 100) -> JobStatus:
-        """Block until the job has finished (or was cancelled); a :class:`QueueError` after ``timeout`` seconds. The
-        status it returns holds the first ``failures`` failures (:meth:`failures` streams them all)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            status = self.job(job_id)
-            if status.finished_at:
-                return self.job(job_id, failures=failures) if status.failed and failures else status
-            if deadline is not None and time.monotonic() > deadline:
-                raise QueueError(
-                    f"job {job_id} still {status.state} after {timeout:g}s ({status.settled}/{status.total} settled)"
-                )
-            time.sleep(poll)
-
-    def retry(self, job_id: str) -> str | None:
-        """Queue the files that failed in ``job_id`` as a new job and return its id; None when nothing failed.
-        A :class:`~imsim.errors.JobRunning` error while the job still runs (:meth:`wait` first)."""
-        from .queue import retry
-
-        return retry(job_id, self.settings)
-
-    def cancel(self, job_id: str) -> JobStatus:
-        """Cancel a job: its queued chunks are dropped, running ones finish; returns its status."""
-        from .queue import cancel
-
-        return cancel(job_id, self.settings)
-
     def delete(self, selectors: str | Sequence[str]) -> dict[str, int]:
         """Delete rows by id, path, folder or glob (one, or a list) from every collection; returns rows removed
         per collection. A single string is one selector, never its characters (``"/"`` would select everything)."""
@@ -398,10 +209,3 @@ class Client:
 
         chosen = [selectors] if isinstance(selectors, str) else list(selectors)
         return maintenance.delete(self.store, [maintenance.resolve(self.store, s) for s in chosen])
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False)
-        for _, step in self._steps.values():
-            step.close()
-        if self._store is not None and self._own_store:
-            self._store.close()

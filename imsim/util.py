@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from itertools import chain, islice
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def read_ahead(batches: Iterable[T], depth: int = 2) -> Iterator[T]:
+def read_ahead(batches: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
     """``batches`` as they come, taken by a background thread up to ``depth`` ahead of the consumer, so finding
     the next chunk (walking a folder, a page of an object listing) overlaps with processing this one. An error of the
     producer is raised here, in order; a consumer that stops early stops the thread."""

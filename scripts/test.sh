@@ -7,6 +7,6 @@ bash scripts/install.sh --test
 . .venv/bin/activate
 echo "== ruff check" >&2 && ruff check .
 echo "== ruff format --check" >&2 && ruff format --check .
-echo "== mypy (imsim, workers)" >&2 && mypy
+echo "== mypy (imsim and workers with every def typed; tests, benchmarks)" >&2 && mypy
 echo "== import-linter (the layering of docs/architecture.md)" >&2 && lint-imports --no-cache
 exec python -m pytest -q -n "${IMSIM_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

@@ -1,7 +1,9 @@
 """Shared fixtures: tiny real-architecture models, and real servers (Redis, Milvus Lite, a Milvus server, Celery workers).
 
-Tests are in two tiers: the unit tier (``pytest -m "not integration"``) needs no server process; a test that
-uses one of the :data:`INTEGRATION_FIXTURES` (or is marked ``integration``) is in the integration tier.
+Tests are in two tiers, by module: the unit tier (``pytest -m "not integration"``) needs no server process; a module
+with a test that uses one of the :data:`INTEGRATION_FIXTURES` (or is marked ``integration``) is in the integration
+tier as a whole (its server-free tests belong in a module of their own, as ``test_X.py`` and
+``test_X_integration.py`` are split).
 The server classes live in :mod:`tests.support.servers`; every port they open is a free port.
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import pytest
 
 from imsim.settings import Settings
@@ -36,8 +39,10 @@ LONGEST_MODULES = ("test_store_outages", "test_resilience", "test_readme", "test
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    live = {item.path for item in items if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))}
+    live |= {item.path for item in items if item.get_closest_marker("integration")}
     for item in items:
-        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if item.path in live:  # a module is one tier
             item.add_marker(pytest.mark.integration)
 
     # `scripts/test.sh` runs two pytest-xdist workers, one test module at a time each (`--dist loadfile`, so a module's
@@ -171,3 +176,30 @@ def cli() -> Callable[..., Any]:
     from .support.servers import run_cli
 
     return run_cli
+
+
+# --- data shared by a module and its integration twin ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny copy-detection benchmark built from the samples (16 queries, 8 negatives, 4 background)."""
+    from imsim.eval.build import build_copydetect
+
+    root = tmp_path_factory.mktemp("bench") / "b"
+    build_copydetect(SAMPLES, root, queries=16, negatives=8, background=4, seed=1)
+    return root
+
+
+@pytest.fixture()
+def copies(tmp_path: Path) -> tuple[Path, list[list[str]]]:
+    """Ten photos; three of them also stored as byte copies and lossless PNG copies under other names."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photos = sorted((SAMPLES / "photos").glob("*.jpg"))[:10]
+    for p in photos:
+        shutil.copyfile(p, folder / p.name)
+    expected = []
+    for p in photos[:3]:
+        shutil.copyfile(p, folder / f"{p.stem}-copy.jpg")
+        PIL.Image.open(p).save(folder / f"{p.stem}-lossless.png")
+        expected.append(sorted(str(folder / n) for n in (p.name, f"{p.stem}-copy.jpg", f"{p.stem}-lossless.png")))
+    return folder, sorted(expected, key=lambda g: g[0])

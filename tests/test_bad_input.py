@@ -108,7 +108,7 @@ def build_folder(root: Path, outside: Path) -> dict[str, str]:
     shutil.copy(PHOTO, outside / "secret.jpg")
     os.symlink(outside / "secret.jpg", root / "escape.jpg")
     Image.new("RGB", (50_000, 1), (200, 30, 30)).save(root / "wide.png")
-    shutil.copy(PHOTO, os.path.join(os.fsencode(root), b"latin1-\xe9.jpg"))
+    shutil.copy(os.fsencode(PHOTO), os.path.join(os.fsencode(root), b"latin1-\xe9.jpg"))
     os.mkfifo(root / "pipe.jpg")
     shutil.copy(PHOTO, root / "trailing.jpg ")
     photo.save(root / "modern.avif")
@@ -177,6 +177,7 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     # Fix one file, then retry: only the failures are queued, as a new job linked to the old one.
     shutil.copy(PHOTO, paths["truncated JPEG"])
     retry_id = client.retry(job_id)
+    assert retry_id
     again = wait_finished(JobStore(redis_url), retry_id)
     assert again.total == len(expected_failures) and again.done == 1 and again.failed == len(expected_failures) - 1
     assert again.retry_of == job_id and client.job(job_id).retried_by == retry_id

@@ -34,7 +34,7 @@ def api(port: int, path: str, auth: str | None = AUTH) -> dict:
         return json.loads(response.read())
 
 
-class Labels(dict):  # type: ignore[type-arg]
+class Labels(dict):
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items())))
 

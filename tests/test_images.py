@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -183,7 +184,8 @@ def test_strip_conversion_equals_the_whole_image_conversion(mode, monkeypatch):
     if mode in ("I;16", "I", "F"):
         scale = {"I;16": 65535, "I": 5000, "F": 3.5}[mode]
         values = rng.uniform(-0.2 if mode == "F" else 0, 1, size=(61, 83)) * scale
-        im = Image.fromarray(values.astype({"I;16": "<u2", "I": np.int32, "F": np.float32}[mode]))
+        dtypes: dict[str, Any] = {"I;16": "<u2", "I": np.int32, "F": np.float32}
+        im = Image.fromarray(values.astype(dtypes[mode]))
         assert im.mode == mode
     else:
         im = Image.fromarray(rng.integers(0, 256, size=(61, 83, 4), dtype=np.uint8), "RGBA").convert(mode)

@@ -316,14 +316,14 @@ def test_a_family_added_by_register_is_configured_ingested_and_searched(tmp_path
     try:
         monkeypatch.setenv("IMSIM_COLOUR_BINS", "8")
         settings = make_settings({}, tmp_path / "data", models="colour")
-        assert settings.family("colour").bins == 8
+        assert settings.family("colour").model_dump()["bins"] == 8
         files = sorted(str(p) for p in (SAMPLES / "photos").glob("*.jpg"))[:5]
         assert ingest_local(files, settings).done == 5
         monkeypatch.setenv("IMSIM_COLOUR_BINS", "4")  # the collection remembers its own config: the search reloads bins=8
         with Client(
             make_settings({}, tmp_path / "data", models="colour", collection_prefix=settings.collection_prefix)
         ) as client:
-            assert client.settings.family("colour").bins == 4
+            assert client.settings.family("colour").model_dump()["bins"] == 4
             hits = client.search(files[1], k=3)
             assert hits[0].path == files[1] and client.model("colour").info.dim == 24
         with pytest.raises(ConfigError, match="IMSIM_COLOUR_BINS"):

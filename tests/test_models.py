@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
 import torch
@@ -146,7 +148,7 @@ def test_out_of_memory_halves_the_batch_and_retries(models, caplog):
 
 def test_cpu_forward_batch_is_capped_by_cpu_batch_size(tiny_model_dirs, tmp_path):
     model = load_model("clip", make_settings(tiny_model_dirs, tmp_path, batch_size=64, cpu_batch_size=4))
-    assert model.device == "cpu" and model.batch_size == 4
+    assert model.device == "cpu" and cast(Any, model).batch_size == 4
 
 
 @pytest.mark.parametrize("name", ["clip", "dinov2"])
@@ -154,7 +156,8 @@ def test_fp16_path_agrees_with_fp32(tiny_model_dirs, tmp_path, name):
     """The dtype path a CUDA worker takes (fp16 weights and inputs), run on CPU tensors: cosine >= 0.999 with fp32."""
     fp32 = load_model(name, make_settings(tiny_model_dirs, tmp_path, precision="fp32"))
     fp16 = load_model(name, make_settings(tiny_model_dirs, tmp_path, precision="fp16"))
-    assert fp16.dtype == torch.float16 and next(fp16.model.parameters()).dtype == torch.float16
+    half = cast(Any, fp16)  # a torch embedder: its dtype and module
+    assert half.dtype == torch.float16 and next(half.model.parameters()).dtype == torch.float16
     a, b = embed_images(fp32, images()), embed_images(fp16, images())
     assert b.dtype == np.float32 and np.min(np.sum(a * b, axis=1)) >= 0.999
     assert fp16.info.version_tag == fp32.info.version_tag  # precision is where a model runs, not what it is

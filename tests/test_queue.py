@@ -323,9 +323,13 @@ def test_redis_filling_up_mid_enqueue_is_one_line_saying_how_much_went_out(cli, 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
     assert "Redis is full (maxmemory reached)" in line and "stopped after" in line and "re-run the same ingest" in line
-    sent = int(re.search(r"stopped after (\d+) chunks", line).group(1))
+    stopped = re.search(r"stopped after (\d+) chunks", line)
+    assert stopped, line
+    sent = int(stopped.group(1))
     assert 0 < sent < 300
-    job = re.search(r"queuing job (\S+) stopped", line).group(1)
+    named = re.search(r"queuing job (\S+) stopped", line)
+    assert named, line
+    job = named.group(1)
     status = JobStore(server.url).get(job)
     assert not status.queuing and status.chunks == sent  # the job ends with the chunks that went out
     proc = cli(settings_env(settings), "jobs", check=False)  # reachable and full: said as it is

@@ -124,8 +124,8 @@ def test_redis_restart_loses_no_chunk_and_no_secret_is_logged_or_stored(
             "list": lambda k: r.lrange(k, 0, -1),
             "set": r.smembers,
             "zset": lambda k: r.zrange(k, 0, -1),
-        }.get(kind, lambda k: "")(key)
-        dump.append(f"{key} {value}")
+        }.get(str(kind), lambda k: "")(key)
+        dump.append(f"{key!s} {value!s}")
     text = "\n".join(dump)
     assert job_id in text and SECRET_REDIS not in text and SECRET_MILVUS not in text
     print(

@@ -26,7 +26,8 @@ def test_collection_is_self_describing(settings, models):
     assert props["revision"] == info.revision and props["dim"] == "32" and props["metric"] == "COSINE"
     assert props["index"].startswith("HNSW")
     config = store.model_config(name, type(info.config))
-    assert config == info.config and config.model == info.source and config.revision == "main"
+    assert config is not None and config == info.config
+    assert config.model_dump()["model"] == info.source and config.model_dump()["revision"] == "main"
     assert store.collections() == [name]
     assert store.active_collection("clip") == name  # a model's first version becomes the active one
     store.close()

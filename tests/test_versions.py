@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any, cast
 
 import pytest
 
@@ -13,7 +13,6 @@ from imsim.models.testing import build_tiny_clip
 from imsim.paths import discover
 from imsim.store import VectorStore
 
-from .support.servers import settings_env
 from .support.settings import make_settings
 
 
@@ -45,12 +44,12 @@ def test_versions_switch_back_and_forth_without_reingest(tiny_model_dirs, tmp_pa
     second = ingest(v2, files, store)["clip"]
     assert second != first and store.active_collection("clip") == first
     ids, scores, client = ranking(v2, store, query)  # configured v2, but the alias says v1: v1's model is loaded
-    assert (ids, scores) == before and client.model("clip").info.source == v1.family("clip").model
+    assert (ids, scores) == before and client.model("clip").info.source == v1.family("clip").model_dump()["model"]
 
     store.activate("clip", second)
     ids, scores, client = ranking(v2, store, query)
     assert ids[0] == before[0][0] and scores != before[1]  # itself first, but other vectors
-    assert client.collection("clip") == second and client.model("clip").info.source == v2.family("clip").model
+    assert client.collection("clip") == second and client.model("clip").info.source == v2.family("clip").model_dump()["model"]
 
     store.activate("clip", first)  # back: same results as before, nothing re-embedded
     assert ranking(v2, store, query)[:2] == before
@@ -67,7 +66,7 @@ def test_versions_switch_back_and_forth_without_reingest(tiny_model_dirs, tmp_pa
 
 
 def test_a_running_client_follows_a_switch_made_elsewhere(tiny_model_dirs, tmp_path, image_folder, monkeypatch):
-    import imsim.client
+    import imsim.client_models
 
     files = discover([image_folder / "photos"]).files[:6]
     v1 = make_settings(tiny_model_dirs, tmp_path / "data", models="clip")
@@ -75,12 +74,12 @@ def test_a_running_client_follows_a_switch_made_elsewhere(tiny_model_dirs, tmp_p
     first = ingest(v1, files, store)["clip"]
     v2 = v1.replace(clip_model=str(build_tiny_clip(tmp_path / "clip-v2" / "tiny-clip", seed=2)))
     second = ingest(v2, files, store)["clip"]
-    monkeypatch.setattr(imsim.query, "ALIAS_TTL", 0.0)
+    monkeypatch.setattr(imsim.client_models, "ALIAS_TTL", 0.0)
     client = Client(v1, store=store)
     assert client.collection("clip") == first
     other = VectorStore(v1.replace(milvus_uri=v1.resolved_milvus_uri))  # as if from another process
     other.activate("clip", second)
-    assert client.collection("clip") == second and client.model("clip").info.source == v2.family("clip").model
+    assert client.collection("clip") == second and client.model("clip").info.source == v2.family("clip").model_dump()["model"]
     assert client.search(files[0], k=1, models="clip")[0].path == files[0]
     other.close()
     store.close()
@@ -109,35 +108,12 @@ def test_dinov2_pooling_is_its_own_version(tiny_model_dirs, tmp_path, image_fold
     a = ingest(cls, files, store)["dinov2"]
     b = ingest(cls.replace(dinov2_pooling="cls+gem"), files, store)["dinov2"]
     assert a != b and store.dimension(b) == 2 * store.dimension(a) and store.properties(b)["variant"] == "cls_gem"
-    assert store.model_config(b, type(cls.family("dinov2"))).pooling == "cls+gem"
+    stored = store.model_config(b, type(cls.family("dinov2")))
+    assert stored is not None and stored.model_dump()["pooling"] == "cls+gem"
     store.activate("dinov2", b)
     client = Client(cls, store=store)  # configured cls, active cls+gem: queries embed with cls+gem
-    assert client.model("dinov2").pooling == "cls+gem" and client.search(files[2], k=1)[0].path == files[2]
+    assert cast(Any, client.model("dinov2")).pooling == "cls+gem" and client.search(files[2], k=1)[0].path == files[2]
     store.close()
-
-
-def test_cli_models_lists_versions_activates_and_shows_cards(cli, tiny_model_dirs, tmp_path, image_folder):
-    settings = make_settings(tiny_model_dirs, tmp_path / "data")
-    env = settings_env(settings)
-    cli(env, "ingest", "--local", str(image_folder / "flags"))
-    other = build_tiny_clip(tmp_path / "clip-v2" / "tiny-clip", seed=4)
-    env2 = {**env, "IMSIM_CLIP_MODEL": str(other), "IMSIM_MODELS": "clip"}
-    cli(env2, "ingest", "--local", "--activate", str(image_folder / "flags" / "[a-c]*.png"))  # ar br ca ch cn
-    listing = json.loads(cli(env, "models", "--json").stdout)
-    assert {"clip", "dinov2", "vit", "efficientnet", "blip2", "vgg16", "sscd", "onnx"} <= {r["name"] for r in listing["registry"]}
-    clip = sorted((v for v in listing["versions"] if v["model"] == "clip"), key=lambda v: -v["rows"])
-    assert [(v["rows"], v["active"]) for v in clip] == [(24, False), (5, True)]  # --activate switched to the new one
-    tag = clip[0]["name"].rsplit("_", 1)[1]
-    proc = cli(env, "models", "activate", "clip", tag)
-    assert clip[0]["name"] in proc.stderr
-    listing = json.loads(cli(env, "models", "--json").stdout)
-    assert [v["name"] for v in listing["versions"] if v["active"] and v["model"] == "clip"] == [clip[0]["name"]]
-    card = cli({**env, "COLUMNS": "200"}, "models", "--info", "sscd").stdout
-    assert "sscd_disc_mixup" in card and "MIT" in card and "512" in card and "copy" in card
-    proc = cli(env, "models", "activate", "clip", "deadbeef", check=False)
-    assert proc.returncode == 2 and "names no stored collection" in proc.stderr
-    proc = cli(env, "models", "--info", "nope", check=False)
-    assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
 
 
 def large_jpeg(path, size=(4200, 2800)):
@@ -188,7 +164,7 @@ def test_every_onnx_preprocessing_setting_is_part_of_its_version_and_a_change_re
     path = testing.export_onnx(testing.tiny_sscd_module(seed=2), tmp_path / "float.onnx")
     other = testing.export_onnx(testing.tiny_sscd_module(seed=3), tmp_path / "other.onnx")
     base = dict(onnx_input_layout="nchw", onnx_input_dtype="float32", onnx_resize="crop", onnx_size=64)
-    changes = {
+    changes: dict[str, dict[str, Any]] = {
         "file": {"onnx": other},
         "size": {"onnx_size": 72},
         "resize exact": {"onnx_resize": "exact"},

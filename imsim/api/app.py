@@ -361,7 +361,9 @@ def create_app(service: Service) -> FastAPI:
         }
 
     @app.get("/v1/duplicates/exact", tags=["duplicates"])
-    async def exact(under: str = "", offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50):
+    async def exact(
+        under: str = "", offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ) -> dict[str, Any]:
         """Images whose files are byte-identical (same sha256), found without any model."""
         groups = await run_in_threadpool(service.exact, under)
         return {"total": len(groups), "groups": [g.as_dict() for g in groups[offset : offset + limit]]}
@@ -396,7 +398,9 @@ def create_app(service: Service) -> FastAPI:
         return [s.as_dict() for s in found]
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
-    async def job(job_id: str, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=0, le=1000)] = 20):
+    async def job(
+        job_id: str, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=0, le=1000)] = 20
+    ) -> dict[str, Any]:
         """A job's counts (O(1)), with one page of its failures."""
         from ..names import printable
         from ..queue import job_store

@@ -15,6 +15,7 @@ import os
 import random
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
@@ -22,7 +23,7 @@ Edit = Callable[[Image.Image, random.Random], tuple[Image.Image, str]]
 
 
 @lru_cache(maxsize=1)
-def augly_image():
+def augly_image() -> tuple[Any, Any] | None:
     """AugLy's image module, or None when it is not installed (or does not import)."""
     try:
         import augly.image as imaugs
@@ -30,6 +31,14 @@ def augly_image():
     except Exception:  # noqa: BLE001 - any import failure means "use Pillow"
         return None
     return imaugs, utils
+
+
+def _augly() -> tuple[Any, Any]:
+    """AugLy's (image, utils) modules, for the edits that are used only when :func:`backend` chose it."""
+    modules = augly_image()
+    if modules is None:
+        raise RuntimeError("AugLy is not installed (pip install augly): the edit set chose it regardless")
+    return modules
 
 
 def backend(prefer_augly: bool = True) -> str:
@@ -150,7 +159,7 @@ def screenshot_pillow(im: Image.Image, rng: random.Random) -> tuple[Image.Image,
 
 # --- AugLy overlays -------------------------------------------------------------------------
 def emoji_augly(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
-    imaugs, utils = augly_image()
+    imaugs, utils = _augly()
     folder = utils.EMOJI_DIR
     group = rng.choice(sorted(os.listdir(folder)))
     name = rng.choice(sorted(f for f in os.listdir(os.path.join(folder, group)) if f.endswith(".png")))
@@ -166,7 +175,7 @@ def emoji_augly(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
 
 
 def text_augly(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
-    imaugs, utils = augly_image()
+    imaugs, utils = _augly()
     fonts = sorted(f for f in os.listdir(utils.FONTS_DIR) if f.endswith(".ttf") and "Noto" not in f)
     font = rng.choice(fonts)
     text = [rng.randint(0, 60) for _ in range(rng.randint(4, 12))]
@@ -184,7 +193,7 @@ def text_augly(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
 
 
 def screenshot_augly(im: Image.Image, rng: random.Random) -> tuple[Image.Image, str]:
-    imaugs, utils = augly_image()
+    imaugs, utils = _augly()
     template = rng.choice(["web.png", "mobile.png"])
     out = imaugs.overlay_onto_screenshot(
         im.convert("RGB"),

@@ -35,10 +35,10 @@ from ..store import VectorStore
 from ..util import chunked
 from . import metrics
 from .build import Benchmark, Groups
-from .results import CV_FOLDS, GROUP_DEPTH, K_VALUES, DuplicateResult, EvalReport, GroupResult, MethodResult
+from .duplicates_calibration import DuplicatesCalibration
+from .results import CV_FOLDS, GROUP_DEPTH, K_VALUES, EvalReport, GroupResult, MethodResult
 from .scoring import (
     cross_fitted,
-    duplicate_quality,
     exact_rankings,
     fit_fusion,
     pca_whitening,
@@ -65,7 +65,7 @@ def _stored_matrix(store: VectorStore, collection: str) -> tuple[list[str], np.n
     return ids, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
 
 
-class Evaluation:
+class Evaluation(DuplicatesCalibration):
     """One evaluation session: the models, an eval store of its own, and the numbers."""
 
     def __init__(
@@ -114,7 +114,7 @@ class Evaluation:
         yield
         self.progress(f"{what}: {time.perf_counter() - t0:.1f}s")
 
-    def _session(self, prefix: str):
+    def _session(self, prefix: str) -> tuple[Settings, VectorStore, Ingestor, Client]:
         settings = self.settings.replace(collection_prefix=prefix)
         store = VectorStore(settings)
         for name in store.collections():  # a rerun into the same folder starts clean
@@ -300,136 +300,6 @@ class Evaluation:
                     score_method(f"{label}+norm", "variant", exact_rankings(q, refs, ref_ids, query_ids, depth, offsets), truth)
                 )
         return out
-
-    def _duplicates(
-        self, store: VectorStore, client: Client, settings: Settings, bench: Benchmark, neighbours: int = 16
-    ) -> list[DuplicateResult]:
-        """Calibrate and measure `imsim duplicates` itself: every stored image (references and queries) is linked to
-        its ``neighbours`` nearest, as `imsim duplicates` does (:func:`imsim.duplicates.neighbour_edges`); a pair is
-        a positive when both images come from the same original (:meth:`Benchmark.copy_classes`: a query and its
-        reference, two queries of one reference, two copies of one no-match original), and every other pair (two
-        queries made with the same overlay template, two references) is a negative."""
-        from ..duplicates import neighbour_edges
-        from ..names import path_id
-
-        files = {**bench.references, **bench.queries}
-        positives = set()
-        for members in bench.copy_classes():
-            ids = sorted(path_id(files[m]) for m in members if m in files)
-            positives |= {(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]}
-        truth: dict[str, set[str]] = {}
-        for a, b in positives:
-            truth.setdefault(a, set()).add(b)
-        methods: list[tuple[str, str, dict[str, str], str]] = [
-            (label, "model", {label: client.collection(label)}, calibration.version_key(m.info.name, m.info.version_tag))
-            for label, m in self.models.items()
-        ]
-        if len(self.models) > 1:
-            key = calibration.fused_key(
-                "weighted", [(m.info.name, m.info.version_tag) for m in self.models.values()], settings.weights or None
-            )
-            methods.append(("fused:weighted", "fusion", {label: client.collection(label) for label in self.models}, key))
-        out = []
-        for label, kind, collections, key in methods:
-            paths, edges = neighbour_edges(
-                store, collections, float("-inf"), fused=kind == "fusion", weights=settings.weights or None, neighbours=neighbours
-            )
-            marked = self._marked_edges(list(collections), settings)
-            curve = metrics.pr_curve([*edges, *marked], truth)
-            seen = {(a, b) for a, b, _ in edges}
-            result = DuplicateResult(
-                label=label,
-                kind=kind,
-                calibration_key=key,
-                images=len(paths),
-                positives=len(positives),
-                pairs_seen=len(seen),
-                recall_seen=len(seen & positives) / len(positives) if positives else 0.0,
-                thresholds={f"p{round(p * 100)}": curve.threshold_for_precision(p) for p in calibration.PRECISIONS},
-                curve=curve,
-                marked_negatives=len(marked),
-            )
-            for name, value in result.thresholds.items():
-                if value is not None:
-                    result.at[name] = duplicate_quality(edges, value, positives, list(paths))
-            out.append(result)
-        return out
-
-    def _marked_edges(self, labels: Sequence[str], settings: Settings) -> list[tuple[str, str, float]]:
-        """The pairs people marked "not a duplicate" (`imsim serve`'s duplicates page) in the user's own store, scored
-        with the user's stored vectors of these very model versions (weighted mean of their cosines for a fusion, as
-        `imsim duplicates` scores it): extra negatives for the thresholds, so a marked pair's similarity is above no
-        threshold calibrated from now on at the precision it is calibrated for. None when the store has no marks, no
-        collection of these versions, or cannot be opened (said in the progress lines)."""
-        from ..duplicates import fused_edges
-
-        if self._user_marks is None:
-            self._user_marks = self._read_marks()
-        user_store, pairs = self._user_marks
-        if user_store is None or not pairs:
-            return []
-        collections = {}
-        for label in labels:
-            name = user_store.collection_name(self.models[label].info)
-            if not user_store._call("has_collection", name):
-                return []  # the user's store holds no vectors of this version: its marks cannot be scored by it
-            collections[label] = name
-        edges = fused_edges(user_store, collections, {p: 0.0 for p in pairs}, float("-inf"), settings.weights or None)
-        return [(f"mark:{a}", f"mark:{b}", score) for a, b, score in edges]
-
-    def _read_marks(self) -> tuple[VectorStore | None, list[tuple[str, str]]]:
-        from ..errors import StoreError
-        from ..store.marks import Marks
-
-        base = self.base_settings
-        if base.is_milvus_lite_file and not Path(base.resolved_milvus_uri).exists():
-            return None, []
-        try:
-            user_store = VectorStore(base)
-            pairs = sorted(Marks(user_store).pairs())
-        except StoreError as exc:
-            self.progress(f"marks not read from the store ({exc}); calibrating without them")
-            return None, []
-        if pairs:
-            self.progress(f"{len(pairs)} pair(s) marked 'not a duplicate' in the store: calibrated as negatives")
-        return user_store, pairs
-
-    def save_calibration(self) -> Path | None:
-        """Write the duplicate thresholds to OUT/calibration.json (never to the data dir: `imsim eval apply` does).
-
-        Every calibrated method gets an entry; one whose links never reach a precision has ``null`` there
-        (`imsim eval apply` skips those, so a threshold measured before is never replaced by "unreached")."""
-        entries = {}
-        for result in self.report.duplicates:
-            p95 = result.at.get("p95", {})
-            entries[result.calibration_key] = {
-                "threshold_p90": result.thresholds["p90"],
-                "threshold_p95": result.thresholds["p95"],
-                "label": result.label,
-                "calibrated_on": f"all pairs `imsim duplicates` links among {result.images} stored benchmark images "
-                "(references and queries; pairs from the same original positive, every other pair negative)",
-                "duplicates_precision_p95": p95.get("group_precision"),
-                "duplicates_recall_p95": p95.get("group_recall"),
-                "benchmark": self.report.bench.get("root", ""),
-                "queries": self.report.bench.get("queries", 0),
-            }
-        calibrated = next((r for r in self.report.copydetect if r.label == "fused:calibrated" and r.calibration_key), None)
-        if calibrated is not None and self.fusion_fit is not None:
-            weights, bias = self.fusion_fit
-            entries[calibrated.calibration_key] = {
-                "fusion": {"weights": weights, "bias": bias},
-                "label": calibrated.label,
-                "calibrated_on": f"the {self.report.bench.get('queries', 0)} queries' candidates (every model's top "
-                f"results, labelled by the ground truth); scored on {CV_FOLDS} folds it was not fitted on: "
-                f"µAP {calibrated.micro_ap:.4f}, R@1 {calibrated.recall[1]:.4f}",
-                "benchmark": self.report.bench.get("root", ""),
-                "queries": self.report.bench.get("queries", 0),
-            }
-        if not entries:
-            return None
-        file = calibration.save(self.out, entries)  # applied only on request: `imsim eval apply` / --calibration
-        self.report.calibration_file = str(file)
-        return file
 
     # --- groups ----------------------------------------------------------------------------------
     def groups(self, groups: Groups, fusions: Sequence[str], *, depth: int = GROUP_DEPTH) -> list[GroupResult]:

@@ -95,7 +95,7 @@ def cross_fitted(
     return rankings
 
 
-def pca_whitening(train: np.ndarray, dim: int | None = None, eps_ratio: float = 1e-2):
+def pca_whitening(train: np.ndarray, dim: int | None = None, eps_ratio: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
     """(mean, projection): x → normalise((x - mean) @ projection), whitened on ``train``'s principal axes.
 
     ``dim`` components at most (default: all the training set supports); eigenvalues are floored at

@@ -271,7 +271,7 @@ def build_tiny_vgg16(directory: str | Path, seed: int = 0, width_divisor: int = 
     return mark_random(directory)
 
 
-def tiny_sscd_module(width: int = 16, dim: int = 32, seed: int = 0):
+def tiny_sscd_module(width: int = 16, dim: int = 32, seed: int = 0) -> Any:
     """SSCD's shape in miniature: a residual CNN trunk, GeM pooling (p=3), a linear projection, L2 normalisation."""
     import torch
     from torch import nn
@@ -286,7 +286,7 @@ def tiny_sscd_module(width: int = 16, dim: int = 32, seed: int = 0):
             return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
 
     class TinySSCD(nn.Module):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(3, width, 7, stride=4, padding=3, bias=False), nn.BatchNorm2d(width), nn.ReLU())
             self.blocks = nn.Sequential(Block(width), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), Block(2 * width))
@@ -301,7 +301,7 @@ def tiny_sscd_module(width: int = 16, dim: int = 32, seed: int = 0):
     return TinySSCD().eval()
 
 
-def resnet50_sscd_module(dim: int = 512, seed: int = 0):
+def resnet50_sscd_module(dim: int = 512, seed: int = 0) -> Any:
     """SSCD's published architecture with random weights: ResNet-50 trunk, GeM (p=3), 2048→512 projection, L2.
 
     Plain torch (torchvision has no CPU build here); for speed measurements, not for similarity."""
@@ -327,7 +327,7 @@ def resnet50_sscd_module(dim: int = 512, seed: int = 0):
             return torch.relu(self.bn3(self.conv3(y)) + self.down(x))
 
     class ResNet50GeM(nn.Module):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             layers: list[nn.Module] = [
                 nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
@@ -364,7 +364,7 @@ def build_tiny_sscd(path: str | Path, seed: int = 0, size: str = "tiny") -> Path
     return path
 
 
-def export_onnx(module, path: str | Path, *, side: int = 64, nhwc_uint8: bool = False) -> Path:
+def export_onnx(module: Any, path: str | Path, *, side: int = 64, nhwc_uint8: bool = False) -> Path:
     """Export a torch image model with torch.onnx.export (dynamic batch and spatial size).
 
     ``nhwc_uint8`` wraps it the way int8 SSCD is shipped: raw NHWC uint8 pixels in, normalisation inside the graph.
