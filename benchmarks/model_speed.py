@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imsim.models import load_model
+from imsim.models import load_model, vgg16
 from imsim.models import testing as t
 from imsim.settings import load
 
@@ -34,7 +34,7 @@ def published(root: Path) -> dict[str, dict[str, str]]:
         "vit": {"vit_model": str(t.build_tiny_vit(root / "vit-large", size="large"))},
         "efficientnet": {"efficientnet_model": str(t.build_tiny_efficientnet(root / "efficientnet-b7", size="b7"))},
         "blip2": {"blip2_model": str(t.build_tiny_blip2(root / "blip2-opt-2.7b", size="opt-2.7b"))},
-        "vgg16": {"vgg16_model": str(t.build_tiny_vgg16(root / "vgg16", width_divisor=1))},
+        "vgg16": {"vgg16_model": str(vgg16.build_tiny(root / "vgg16", width_divisor=1))},
         "sscd": {"sscd_model": str(t.build_tiny_sscd(root / "sscd-resnet50.pt", size="resnet50"))},
         "onnx": {"onnx_model": str(onnx), "onnx_resize": "short", "onnx_size": "288"},
     }

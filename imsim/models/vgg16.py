@@ -198,11 +198,56 @@ class Vgg16Embedder(TorchEmbedder):
         return self.model(pixel_values, pooling=self.pooling)
 
 
+def build_tiny(directory: str | Path, seed: int = 0, width_divisor: int = 16) -> Path:
+    """timm's layout for ``timm/vgg16.tv_in1k`` (config.json + model.safetensors), channels divided by ``width_divisor``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .testing import IMAGENET_MEAN, IMAGENET_STD, mark_random
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    state, channels, index = {}, 3, 0
+    for v in CFGS["vgg16"]:
+        if v == "M":
+            index += 1
+            continue
+        out = int(v) // width_divisor
+        state[f"features.{index}.weight"] = torch.randn(out, channels, 3, 3) * (2 / (9 * channels)) ** 0.5
+        state[f"features.{index}.bias"] = torch.zeros(out)
+        channels, index = out, index + 2
+    hidden = HIDDEN // width_divisor
+    state["pre_logits.fc1.weight"] = torch.randn(hidden, channels, 7, 7) * (2 / (49 * channels)) ** 0.5
+    state["pre_logits.fc1.bias"] = torch.zeros(hidden)
+    state["pre_logits.fc2.weight"] = torch.randn(hidden, hidden, 1, 1) * (2 / hidden) ** 0.5
+    state["pre_logits.fc2.bias"] = torch.zeros(hidden)
+    state["head.fc.weight"] = torch.randn(1000, hidden) * 0.01
+    state["head.fc.bias"] = torch.zeros(1000)
+    save_file(state, str(directory / "model.safetensors"))
+    config = {
+        "architecture": "vgg16",
+        "num_classes": 1000,
+        "num_features": channels,
+        "model_args": {"width_divisor": width_divisor} if width_divisor > 1 else {},
+        "pretrained_cfg": {
+            "tag": "tv_in1k",
+            "input_size": [3, 224, 224],
+            "interpolation": "bilinear",
+            "crop_pct": 0.875,
+            "crop_mode": "center",
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "license": "bsd-3-clause",
+        },
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    return mark_random(directory)
+
+
 def tiny(directory: Path) -> dict[str, Any]:
     """A tiny random vgg16 saved as published (:mod:`imsim.models.testing`): the fields that load it."""
-    from .testing import build_tiny_vgg16
-
-    return {"model": str(build_tiny_vgg16(directory / "tiny-vgg16"))}
+    return {"model": str(build_tiny(directory / "tiny-vgg16"))}
 
 
 FAMILY = Family(
