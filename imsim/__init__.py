@@ -25,10 +25,14 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Client", "SearchHit"):
-        from . import query
+    if name == "Client":
+        from .client import Client
 
-        return getattr(query, name)
+        return Client
+    if name == "SearchHit":
+        from .fusion import SearchHit
+
+        return SearchHit
     if name == "Where":
         from .expr import Where
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from .support.servers import ROOT
 
 DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
 
 
 def test_doctor_reports_health_and_plain_words_for_each_problem(

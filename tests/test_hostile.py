@@ -28,19 +28,6 @@ from .support.servers import SAMPLES
 
 PHOTO = SAMPLES / "photos" / "coffee.jpg"
 
-MEMORY_PROBE = r"""
-import json, resource, sys
-from imsim.ingest import Ingestor, ingest_local
-from imsim.settings import load
-settings = load(json.loads(sys.argv[1]))
-with Ingestor(settings) as ingestor:
-    ingestor.ingest([sys.argv[3]])  # warm-up: models, pools and first-call costs out of the measurement
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = ingest_local(sys.argv[2:], settings, ingestor=ingestor, force=True)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_before_kb": before, "peak_after_kb": after, "done": result.done, "failures": result.failures}))
-"""
-
 
 def test_crop_models_resample_only_the_crop_of_an_extreme_image(models):
     clip = models["clip"].preprocess

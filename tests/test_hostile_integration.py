@@ -20,8 +20,6 @@ from .support.servers import ROOT, SAMPLES, settings_env
 from .support.settings import make_settings
 from .test_hostile import folder_rows
 
-PHOTO = SAMPLES / "photos" / "coffee.jpg"
-
 MEMORY_PROBE = r"""
 import json, resource, sys
 from imsim.ingest import Ingestor, ingest_local

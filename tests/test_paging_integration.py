@@ -9,8 +9,6 @@ from imsim.client import Client
 from imsim.expr import Where
 from imsim.store import VectorStore
 
-ROWS = 20_000
-
 
 def _clustered_store(settings, info, count: int = 2500, seed: int = 0):
     """``count`` rows of clustered unit vectors (near-ties, like real embeddings: where an approximate index errs), a

@@ -25,93 +25,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import (
-    ConfigError,
-    FilterError,
     ImageError,
     ImageTooLarge,
     ImsimError,
-    JobRunning,
-    ModelError,
-    NotFound,
-    QueueError,
-    StoreError,
-    StoreUnavailable,
 )
-from ..expr import Where, parse_tags
+from ..expr import Where
 from ..fusion import SearchHit
 from .service import SearchParams, Service
+from .translate import error_status, hit_json, upload_name, where_of
 
 ROW_ID = re.compile(r"^[0-9a-f]{32}$")
 OPEN = {"/healthz", "/readyz", "/", "/duplicates"}  # no data: probes, and the pages (they ask for the token)
-
-
-def _status(error: BaseException) -> tuple[int, str]:
-    if isinstance(error, NotFound):
-        return 404, "not_found"
-    if isinstance(error, ImageTooLarge):
-        return 413, "too_large"
-    if isinstance(error, ImageError):
-        return 422, "bad_image"
-    if isinstance(error, FilterError):
-        return 400, "bad_filter"
-    if isinstance(error, StoreUnavailable):
-        return 503, "store_unavailable"
-    if isinstance(error, JobRunning):
-        return 409, "job_running"
-    if isinstance(error, QueueError):
-        return 503, "queue_unavailable"
-    if isinstance(error, StoreError | ModelError | ConfigError):
-        return 400, "bad_request"
-    if isinstance(error, LookupError):
-        return 404, "not_found"
-    if isinstance(error, PermissionError):
-        return 403, "forbidden"
-    if isinstance(error, ImsimError | ValueError):
-        return 400, "bad_request"
-    return 500, "internal"
-
-
-def upload_name(file: UploadFile) -> str:
-    """How errors name an upload: its file name, printable and short (it is the client's to choose)."""
-    from ..names import printable
-
-    name = printable(file.filename or "")[:200]
-    return f"upload {name!r}" if name else "the upload"
-
-
-def _hit(hit: SearchHit) -> dict[str, Any]:
-    return {
-        "id": hit.id,
-        "path": hit.path,
-        "score": hit.score,
-        "scores": hit.scores,
-        "ranks": hit.ranks,
-        "image": f"/v1/images/{hit.id}",
-        "thumbnail": f"/v1/images/{hit.id}/thumbnail",
-    }
-
-
-def _where(
-    under: str,
-    glob: str,
-    job: str,
-    tag: list[str] | None,
-    min_width: int | None,
-    min_height: int | None,
-    after: float | None,
-    before: float | None,
-) -> Where | None:
-    where = Where(
-        path_prefix=under,
-        path_glob=glob,
-        job=job,
-        tags=parse_tags(tag) if tag else {},
-        min_width=min_width,
-        min_height=min_height,
-        ingested_after=after,
-        ingested_before=before,
-    )
-    return None if where == Where() else where
 
 
 def create_app(service: Service) -> FastAPI:
@@ -161,7 +85,7 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(PermissionError)
     @app.exception_handler(Exception)
     async def one_line(request: Request, error: Exception) -> JSONResponse:
-        status, kind = _status(error)
+        status, kind = error_status(error)
         metrics.errors.labels(kind).inc()
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
         return JSONResponse({"error": text if status < 500 else f"internal error: {type(error).__name__}", "kind": kind}, status)
@@ -227,7 +151,7 @@ def create_app(service: Service) -> FastAPI:
 
     def answer(hits: list[SearchHit], query: SearchParams) -> dict[str, Any]:
         models = list(hits[0].scores) if hits else list(query.models)
-        return {"hits": [_hit(h) for h in hits], "models": models, "random_weights": service.random_weights(models)}
+        return {"hits": [hit_json(h) for h in hits], "models": models, "random_weights": service.random_weights(models)}
 
     async def upload(file: UploadFile) -> bytes:
         """The upload's bytes, refused before any decoding when over the byte cap, empty, not an image, or over the
@@ -262,7 +186,7 @@ def create_app(service: Service) -> FastAPI:
     ) -> dict[str, Any]:
         """Search by an uploaded image: fused results, each with every model's score and rank."""
         data = await upload(image)
-        query = params(k, models, fusion, _where(under, glob, job, tag, min_width, min_height, after, before), filter)
+        query = params(k, models, fusion, where_of(under, glob, job, tag, min_width, min_height, after, before), filter)
         started = time.perf_counter()
         hits = await asyncio.wrap_future(service.search_image(data, query, upload_name(image)))
         return answer(hits, query) | {"ms": 1000 * (time.perf_counter() - started)}
@@ -284,7 +208,7 @@ def create_app(service: Service) -> FastAPI:
         filter: str = "",
     ) -> dict[str, Any]:
         """Search by text."""
-        query = params(k, models, fusion, _where(under, glob, job, tag, min_width, min_height, after, before), filter)
+        query = params(k, models, fusion, where_of(under, glob, job, tag, min_width, min_height, after, before), filter)
         hits = await run_in_threadpool(
             service.client.search,
             text=q,
@@ -313,7 +237,7 @@ def create_app(service: Service) -> FastAPI:
         filter: str = "",
     ) -> dict[str, Any]:
         """More like a stored image: its stored vectors, nothing re-embedded."""
-        query = params(k, models, fusion, _where(under, glob, job, tag, min_width, min_height, after, before), filter)
+        query = params(k, models, fusion, where_of(under, glob, job, tag, min_width, min_height, after, before), filter)
         hits = await run_in_threadpool(
             service.client.search,
             like=id,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -26,9 +30,11 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
     status = jobs.get(job_id)
     since, workers_checked, no_worker = time.monotonic(), False, ""
     try:
-        with progress() as bar:
+        with progress() as bar, _interruptible() as interrupted:
             task = bar.add_task(f"job {job_id}", total=status.total, note="queued")
             while True:
+                if interrupted.is_set():  # a Ctrl-C that a library call in progress swallowed
+                    raise KeyboardInterrupt
                 try:
                     status = jobs.get(job_id)
                 except Exception as exc:
@@ -60,6 +66,26 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
             f"stop it with `imsim cancel {job_id}`"
         )
         raise typer.Exit(INTERRUPTED) from None
+
+
+@contextmanager
+def _interruptible() -> Iterator[threading.Event]:
+    """Ctrl-C is honoured even where a broker or Redis call in progress catches KeyboardInterrupt: the signal is
+    recorded, and the display's loop raises it again at its next turn (the main thread only; elsewhere, as is)."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _note(status: JobStatus) -> str:
