@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .ingest import Ingestor
-from .jobs import JobStore, redis_problem
+from .jobs import JobStore
 from .names import printable
 from .queue import Chunk, fleet_identity, identity_digest
+from .redis_checks import redis_problem
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ class Check:
 
 
 def check_redis(settings: Settings) -> list[Check]:
-    from .jobs import redis_health
+    from .redis_checks import redis_health
 
     url = settings.redis_url.get_secret_value()
     checks = [Check(name, cast(Status, status), detail) for name, status, detail in redis_health(url, redact(url))]

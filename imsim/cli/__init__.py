@@ -42,7 +42,7 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(INTERRUPTED)
     except Exception as exc:
-        from ..jobs import redis_problem
+        from ..redis_checks import redis_problem
 
         why = redis_problem(exc)  # Redis's errors as one line (the URL may hold a password: never printed)
         if why is None:

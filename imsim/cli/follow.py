@@ -23,8 +23,8 @@ WAIT_HINT_AFTER = 5.0  # seconds a queued job may sit unstarted before the displ
 def follow(job_id: str, settings: Settings) -> JobStatus:
     """Show a queued job's progress until it ends. Redis going away for a while is waited out; with no worker on
     the queue the display says so; Ctrl-C leaves the job running and says how to follow or cancel it."""
-    from ..jobs import redis_problem
     from ..queue import job_store
+    from ..redis_checks import redis_problem
 
     jobs = job_store(settings)
     status = jobs.get(job_id)
