@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,21 +35,17 @@ from typing import Any
 
 from . import job_scripts
 from .errors import JobNotFound, QueueError
+from .fleet import FleetRecords
+from .job_scripts import job_key
 from .job_status import SUMMARY_BYTES, JobStatus, path_list_json, status_of, summary
 from .names import printable
 
 JOBS_INDEX = "imsim:jobs"  # job id -> created_at
 JOBS_EXPIRY = "imsim:jobs:expiry"  # finished job id -> when its keys expire (to trim the index)
 DEFAULT_RETENTION = 7 * 24 * 3600
-FLEET_KEY = "imsim:fleet:{queue}"  # sorted set: "identity|worker" -> last heartbeat (Unix seconds)
-FLEET_TTL = 60  # seconds a worker counts as on the queue after its last heartbeat (it beats every FLEET_TTL / 4)
 OPEN = 1 << 62  # the chunk count of a job whose chunks are still being sent: never reached
 CHUNK_SUFFIXES = ("chunks", "attempts", "ends", "progress", "running", "refusals")  # deleted when the job finishes
 KEPT_SUFFIXES = ("failures", "reasons", "about")  # expire with the job hash
-
-
-def job_key(job_id: str) -> str:
-    return f"imsim:job:{job_id}"
 
 
 def new_job_id() -> str:
@@ -76,7 +71,7 @@ def decode_path(stored: str) -> str:
     return stored[1:]
 
 
-class JobStore:
+class JobStore(FleetRecords):
     """Job bookkeeping on a Redis connection. ``retention``: seconds a finished job's record is kept."""
 
     def __init__(self, redis_url: str, retention: int = DEFAULT_RETENTION):
@@ -267,48 +262,6 @@ class JobStore:
             recorded = pipe.execute()[-1]
         return json.loads(recorded) if recorded else dict(collections or {})
 
-    def refused_for(
-        self, job_id: str, chunk: str, worker: str, why: str, *, capable_alive: bool = False
-    ) -> tuple[float, list[str]]:
-        """``worker`` refused ``chunk`` because ``why`` (it embeds with other models or versions than the job's): seconds
-        since the wait for a capable worker began and the distinct reasons every refusing worker gave, so a chunk no
-        worker can take fails after a bounded wait, saying what each kind of worker lacked, instead of circling forever.
-        ``capable_alive``: a worker that can take it is on the queue (busy): the wait starts again."""
-        key = job_key(job_id) + ":refusals"
-        now = time.time()
-        with self.redis.pipeline() as pipe:
-            if capable_alive:
-                pipe.hset(key, chunk, now)
-            else:
-                pipe.hsetnx(key, chunk, now)
-            pipe.hset(key, f"{chunk}|{worker}", why)
-            pipe.hget(key, chunk)
-            first = pipe.execute()[-1]
-        reasons = {
-            v.decode() if isinstance(v, bytes) else str(v)
-            for _, v in self.redis.hscan_iter(key, match=f"{_glob_escape(chunk)}|*", count=100)
-        }
-        return now - float(first or now), sorted(reasons)
-
-    # --- which workers serve a queue, and with what -----------------------------------------------
-    def fleet_beat(self, queue: str, identity: str, worker: str) -> None:
-        """``worker`` on ``queue`` embeds with ``identity`` (:func:`imsim.queue.identity_digest`), as of now: one
-        sorted-set member per worker, dropped ``FLEET_TTL`` seconds after its last beat (bounded by the fleet)."""
-        key, now = FLEET_KEY.format(queue=queue), time.time()
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {f"{identity}|{worker}": now})
-            pipe.zremrangebyscore(key, "-inf", now - FLEET_TTL)
-            pipe.expire(key, 2 * FLEET_TTL)
-            pipe.execute()
-
-    def fleet_leave(self, queue: str, identity: str, worker: str) -> None:
-        self.redis.zrem(FLEET_KEY.format(queue=queue), f"{identity}|{worker}")
-
-    def fleet_alive(self, queue: str, identity: str) -> bool:
-        """Whether a worker embedding with ``identity`` has beaten on ``queue`` in the last ``FLEET_TTL`` seconds."""
-        members = self.redis.zrangebyscore(FLEET_KEY.format(queue=queue), time.time() - FLEET_TTL, "+inf")
-        return any(str(m).startswith(identity + "|") for m in members)
-
     def mark_cancelled(self, job_id: str) -> None:
         """O(1): set the flag workers read before each chunk and each slice; they drop what is left."""
         self._exists(job_id)
@@ -404,8 +357,3 @@ def _read(pipe: Any, key: str) -> None:
     pipe.hgetall(key + ":progress")
     pipe.hgetall(key + ":running")
     pipe.ttl(key)
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` taken literally in a Redis MATCH pattern."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)

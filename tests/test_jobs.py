@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from imsim.errors import QueueError
-from imsim.jobs import JOBS_INDEX, JobStore, decode_path, encode_path, job_key
+from imsim.job_scripts import job_key
+from imsim.jobs import JOBS_INDEX, JobStore, decode_path, encode_path
 
 
 def _job(jobs: JobStore, chunks: int, **kwargs) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from celery import signals
 from celery.worker.control import inspect_command
 
-from imsim.jobs import FLEET_TTL
+from imsim.fleet import FLEET_TTL
 from imsim.queue import fleet_identity, identity_digest, job_store, make_celery
 from imsim.settings import get_settings
 
