@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -38,16 +37,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.servers import free_port, settings_env  # noqa: E402
+
 SAMPLES = ROOT / "samples"
 PHOTO = SAMPLES / "photos" / "chelsea.jpg"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
@@ -117,17 +112,6 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 600) -
     raise SystemExit("imsim serve not ready in time")
 
 
-def env_of(settings: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMSIM_")}
-    for name, value in settings.flat().items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        if isinstance(value, tuple):
-            value = ",".join(str(v) for v in value)
-        env[f"IMSIM_{name.upper()}"] = str(value)
-    return env
-
-
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -164,7 +148,7 @@ def main() -> None:
             env_file=tmp / "none.env",
         )
     )
-    env = env_of(settings)
+    env = settings_env(settings)
     procs: list[subprocess.Popen[bytes]] = []
     results: dict[str, Any] = {"models": "tiny" if args.tiny else "random-weight CLIP B/32 + DINOv2 B/14", "device": args.device}
     try:

@@ -26,6 +26,11 @@ import numpy as np
 FUSIONS = ("rrf", "weighted", "calibrated", "none")
 
 
+def cosine(value: float) -> float:
+    """A cosine as Milvus reports it, within [-1, 1] (float32 rounding gave 1.0000001 for an image against itself)."""
+    return min(1.0, max(-1.0, float(value)))
+
+
 def rrf(rankings: Mapping[str, Sequence[str]], k: int = 60) -> dict[str, float]:
     """Reciprocal-rank fusion: ``sum over models of 1 / (k + rank)``, ranks starting at 1.
 
@@ -159,7 +164,7 @@ def assemble(
     for n in names:
         for i in paths:
             if i not in scores[n] and i in vectors[n]:
-                scores[n][i] = min(1.0, max(-1.0, float(np.dot(vectors[n][i], queries[n]))))  # a cosine, float32-safe
+                scores[n][i] = cosine(np.dot(vectors[n][i], queries[n]))
     if method.name == "rrf":
         fused = rrf({n: [h.id for h in per_model[n]] for n in names}, k=method.rrf_k)
     elif method.name == "weighted":

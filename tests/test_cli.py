@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from .support.servers import ROOT, SAMPLES, settings_env
 from .support.settings import make_settings
+
+
+@contextlib.contextmanager
+def holding(store: Path) -> Iterator[None]:
+    """Another process with the Milvus Lite file ``store`` open (not serving it), until the block ends."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from pymilvus import MilvusClient; import time; MilvusClient({str(store)!r}); "
+            "print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        yield
+    finally:
+        holder.kill()
 
 
 def test_cli_local_ingest_search_compare_collections(cli, tiny_model_dirs, tmp_path, image_folder):
@@ -174,24 +198,10 @@ def test_store_serve_is_found_by_every_command_of_its_data_dir_and_a_busy_store_
     time.sleep(0.5)
     listed = cli(env, "collections", "--json")  # free again once the server stopped; the stale record is ignored
     assert json.loads(listed.stdout) and "using the store served" not in listed.stderr
-    holder = subprocess.Popen(  # another process holding the Lite file (not serving it)
-        [
-            sys.executable,
-            "-c",
-            f"from pymilvus import MilvusClient; import time; MilvusClient({str(settings.lite_store)!r}); "
-            "print('open', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    with holding(settings.lite_store):  # another process holding the Lite file (not serving it)
         busy = cli(env, "collections", check=False)
         assert busy.returncode == 2 and "Traceback" not in busy.stderr
         assert busy.stderr.strip().count("\n") == 0 and "open in one process" in busy.stderr
-    finally:
-        holder.kill()
 
 
 def test_a_filter_on_a_field_that_does_not_exist_is_an_error_naming_it(cli, tiny_model_dirs, tmp_path, image_folder):
@@ -278,23 +288,9 @@ def test_a_second_local_ingest_on_an_open_store_fails_before_any_model_loads(cli
 
     settings = make_settings(tiny_model_dirs, tmp_path / "data")
     settings.lite_store.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from pymilvus import MilvusClient; import time; MilvusClient({str(settings.lite_store)!r}); "
-            "print('open', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    with holding(settings.lite_store):
         started = time.perf_counter()
         proc = cli(settings_env(settings), "ingest", "--local", str(image_folder / "flags"), check=False)
         took = time.perf_counter() - started
         assert proc.returncode == 2 and "open in one process" in proc.stderr and "loading models" not in proc.stderr
         print(f"\nsecond `ingest --local` on an open store: error after {took:.2f} s")
-    finally:
-        holder.kill()

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -149,6 +149,36 @@ def create_app(service: Service) -> FastAPI:
         names = tuple(service.client.names(models or None))
         return SearchParams(k, names, fusion or None, where, filter)
 
+    def query_params(
+        k: int = 10,
+        models: str = "",
+        fusion: str = "",
+        under: str = "",
+        glob: str = "",
+        job: str = "",
+        tag: Annotated[list[str] | None, Query()] = None,
+        min_width: Annotated[int | None, Query(ge=0)] = None,
+        min_height: Annotated[int | None, Query(ge=0)] = None,
+        after: float | None = None,
+        before: float | None = None,
+        filter: str = "",
+    ) -> SearchParams:
+        """The query parameters every GET search takes (k, models, fusion and the structured filters), checked."""
+        return params(k, models, fusion, where_of(under, glob, job, tag, min_width, min_height, after, before), filter)
+
+    async def searched(query: SearchParams, **by: str) -> dict[str, Any]:
+        """``Client.search`` by text or by a stored image (``by``), off the event loop."""
+        hits = await run_in_threadpool(
+            service.client.search,
+            k=query.k,
+            models=list(query.models),
+            fusion=query.fusion,
+            where=query.where,
+            filter=query.filter,
+            **by,
+        )
+        return answer(hits, query)
+
     def answer(hits: list[SearchHit], query: SearchParams) -> dict[str, Any]:
         models = list(hits[0].scores) if hits else list(query.models)
         return {"hits": [hit_json(h) for h in hits], "models": models, "random_weights": service.random_weights(models)}
@@ -194,60 +224,18 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/v1/search/text", tags=["search"])
     async def search_text(
         q: Annotated[str, Query(description="The text to search by (text-capable models only).")],
-        k: int = 10,
-        models: str = "",
-        fusion: str = "",
-        under: str = "",
-        glob: str = "",
-        job: str = "",
-        tag: Annotated[list[str] | None, Query()] = None,
-        min_width: Annotated[int | None, Query(ge=0)] = None,
-        min_height: Annotated[int | None, Query(ge=0)] = None,
-        after: float | None = None,
-        before: float | None = None,
-        filter: str = "",
+        query: SearchParams = Depends(query_params),  # noqa: B008 - FastAPI reads the dependency from the default
     ) -> dict[str, Any]:
         """Search by text."""
-        query = params(k, models, fusion, where_of(under, glob, job, tag, min_width, min_height, after, before), filter)
-        hits = await run_in_threadpool(
-            service.client.search,
-            text=q,
-            k=query.k,
-            models=list(query.models),
-            fusion=query.fusion,
-            where=query.where,
-            filter=query.filter,
-        )
-        return answer(hits, query)
+        return await searched(query, text=q)
 
     @app.get("/v1/search/like", tags=["search"])
     async def search_like(
         id: Annotated[str, Query(description="A stored image's row id (or its path) whose stored vectors are the query.")],
-        k: int = 10,
-        models: str = "",
-        fusion: str = "",
-        under: str = "",
-        glob: str = "",
-        job: str = "",
-        tag: Annotated[list[str] | None, Query()] = None,
-        min_width: Annotated[int | None, Query(ge=0)] = None,
-        min_height: Annotated[int | None, Query(ge=0)] = None,
-        after: float | None = None,
-        before: float | None = None,
-        filter: str = "",
+        query: SearchParams = Depends(query_params),  # noqa: B008 - FastAPI reads the dependency from the default
     ) -> dict[str, Any]:
         """More like a stored image: its stored vectors, nothing re-embedded."""
-        query = params(k, models, fusion, where_of(under, glob, job, tag, min_width, min_height, after, before), filter)
-        hits = await run_in_threadpool(
-            service.client.search,
-            like=id,
-            k=query.k,
-            models=list(query.models),
-            fusion=query.fusion,
-            where=query.where,
-            filter=query.filter,
-        )
-        return answer(hits, query)
+        return await searched(query, like=id)
 
     @app.post("/v1/compare", tags=["search"])
     async def compare(a: UploadFile, b: UploadFile, models: Annotated[str, Form()] = "") -> dict[str, float]:

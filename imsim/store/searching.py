@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import expr
 from ..errors import StoreError
+from ..fusion import cosine
 from ..settings import Consistency
 from .connection import ITERATOR_BATCH, ITERATOR_V2, SEARCH_CAP, pages_of
 from .rows import Rows
@@ -25,11 +26,6 @@ class StoredHit:
     id: str
     score: float
     fields: dict[str, Any]
-
-
-def cosine(value: float) -> float:
-    """A cosine as Milvus reports it, within [-1, 1] (float32 rounding gave 1.0000001 for an image against itself)."""
-    return min(1.0, max(-1.0, float(value)))
 
 
 class Searching(Rows):
