@@ -27,8 +27,15 @@ def wait_finished(jobs: JobStore, job_id: str, timeout: float = 300):
 
 
 def busy(worker) -> bool:
-    """The worker has taken a chunk it has not finished yet (from its log)."""
+    """The worker has taken a chunk it has not finished yet (from its log).
+
+    Only the log since the worker's latest start and its pool process's latest death counts: a chunk a SIGKILL
+    interrupted earlier is "received" without ever "succeeding" in that worker's log, and would otherwise make the
+    worker look busy for ever (a kill "mid-chunk" then lands between chunks and nothing is redelivered).
+    """
     text = worker.log_path.read_text()
+    for mark in ("ready.", "exited with 'signal"):
+        text = text[text.rfind(mark) + 1 :] if mark in text else text
     return len(RECEIVED.findall(text)) > len(SUCCEEDED.findall(text))
 
 
