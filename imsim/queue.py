@@ -4,20 +4,21 @@ cancelling a job, and splitting a chunk that keeps killing its worker.
 ``workers/`` builds its Celery app from :func:`celery_config`; the CLI and client queue jobs by task *name*
 (:data:`EMBED_CHUNK`), so the library never imports the worker package. One message carries one :class:`Chunk`
 of paths; the worker batches inside the task. A job's paths are streamed into chunks as they are found (a
-million files never make one list), and cancelling a job is one flag the workers read.
+million files never make one list), and cancelling a job is one flag the workers read. What the queue reads from
+the settings is :class:`QueueConfig`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import JobRunning, QueueError
 from .job_status import SUMMARY_ITEMS, JobStatus
-from .jobs import JobStore, new_job_id
+from .jobs import DEFAULT_RETENTION, JobStore, new_job_id
 from .paths import Discovery, PathList
 from .settings import Settings
 from .util import batched
@@ -26,10 +27,42 @@ EMBED_CHUNK = "imsim.embed_chunk"
 PRIORITY_SEP = "\x06\x16"  # kombu's redis transport keeps priority levels in lists named QUEUE + this + level
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QueueConfig:
+    """What the queue needs from the settings, and nothing else: the broker, the queue's name, chunking, redelivery,
+    task events, how long job records stay, and the models a job is queued for. Every function here takes one, or the
+    settings (read through :meth:`of`)."""
+
+    redis_url: str = field(repr=False)  # may hold a password
+    queue: str = "imsim"
+    chunk_size: int = 256
+    visibility_timeout: int = 3600
+    redelivery_interval: int = 60
+    task_events: bool = True
+    job_retention: int = DEFAULT_RETENTION
+    models: Mapping[str, str] = field(default_factory=dict)  # model -> settings digest (:func:`fleet_identity`)
+
+    @classmethod
+    def of(cls, source: QueueConfig | Settings) -> QueueConfig:
+        if isinstance(source, QueueConfig):
+            return source
+        return cls(
+            redis_url=source.redis_url.get_secret_value(),
+            queue=source.queue,
+            chunk_size=source.chunk_size,
+            visibility_timeout=source.visibility_timeout,
+            redelivery_interval=source.redelivery_interval,
+            task_events=source.task_events,
+            job_retention=source.job_retention,
+            models=fleet_identity(source),
+        )
+
+
+def celery_config(source: QueueConfig | Settings) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, redelivery when a worker dies, one chunk at a time, task events on
     (so Flower shows waiting and running chunks)."""
-    url = settings.redis_url.get_secret_value()
+    config = QueueConfig.of(source)
+    url = config.redis_url
     return {
         "broker_url": url,
         "result_backend": url,
@@ -40,11 +73,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_default_queue": settings.queue,
+        "task_default_queue": config.queue,
         "task_track_started": True,
-        "task_send_sent_event": settings.task_events,  # a queued chunk shows in Flower before a worker takes it
-        "worker_send_task_events": settings.task_events,
-        "result_expires": settings.job_retention or None,
+        "task_send_sent_event": config.task_events,  # a queued chunk shows in Flower before a worker takes it
+        "worker_send_task_events": config.task_events,
+        "result_expires": config.job_retention or None,
         "broker_connection_retry_on_startup": True,
         # A chunk whose worker died (SIGKILL, node lost) stays "unacked" in Redis; every worker sweeps
         # for ones older than the visibility timeout each `redelivery_interval` seconds and re-queues them.
@@ -52,31 +85,32 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # other worker's sweep for kombu's default 300 s, so the lock expires after a few sweep periods.
         # (Two sweeps overlapping is harmless: each restore is a WATCHed transaction.)
         "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout,
-            "unacked_restore_interval": settings.redelivery_interval,
+            "visibility_timeout": config.visibility_timeout,
+            "unacked_restore_interval": config.redelivery_interval,
             "unacked_restore_throttle": 1,
-            "unacked_mutex_expire": restore_lock_expiry(settings),
+            "unacked_mutex_expire": restore_lock_expiry(config),
         },
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": config.visibility_timeout},
         "worker_hijack_root_logger": False,
     }
 
 
-def restore_lock_expiry(settings: Settings) -> int:
+def restore_lock_expiry(source: QueueConfig | Settings) -> int:
     """Seconds before the lock around kombu's redelivery sweep expires if its holder died."""
-    return max(10, 3 * settings.redelivery_interval)
+    return max(10, 3 * QueueConfig.of(source).redelivery_interval)
 
 
-def make_celery(settings: Settings, main: str = "imsim") -> Any:
+def make_celery(source: QueueConfig | Settings, main: str = "imsim") -> Any:
     from celery import Celery
 
     app = Celery(main)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(source))
     return app
 
 
-def job_store(settings: Settings) -> JobStore:
-    return JobStore(settings.redis_url.get_secret_value(), retention=settings.job_retention)
+def job_store(source: QueueConfig | Settings) -> JobStore:
+    config = QueueConfig.of(source)
+    return JobStore(config.redis_url, retention=config.job_retention)
 
 
 def fleet_identity(settings: Settings) -> dict[str, str]:
@@ -158,21 +192,21 @@ class Chunk:
         return {p: self.listed[p] for p in paths if p in self.listed} or None
 
 
-def send_chunk(app: Any, settings: Settings, chunk: Chunk) -> None:
+def send_chunk(app: Any, source: QueueConfig | Settings, chunk: Chunk) -> None:
     """Queue one chunk (by task name: the library never imports the workers), its body compressed: the paths of a
     chunk share most of their bytes, and Redis holds every queued message."""
     app.send_task(
         EMBED_CHUNK,
         args=[chunk.job_id, chunk.key, list(chunk.paths)],
         kwargs=chunk.options(),
-        queue=settings.queue,
+        queue=QueueConfig.of(source).queue,
         compression="zlib",
     )
 
 
 def enqueue(
     paths: Iterable[str],
-    settings: Settings,
+    source: QueueConfig | Settings,
     inputs: Sequence[str] = (),
     job_id: str | None = None,
     force: bool = False,
@@ -198,28 +232,29 @@ def enqueue(
     import redis
     from kombu.exceptions import OperationalError
 
-    jobs = job_store(settings)
+    config = QueueConfig.of(source)
+    jobs = job_store(config)
     jobs.ping()
     stream = iter(paths)
     first = next(stream, None)
     if first is None:
         raise QueueError("no image files to queue")
     job_id = job_id or new_job_id()
-    models = fleet_identity(settings)
+    models = dict(config.models)
     jobs.create(
         job_id,
         inputs=list(inputs)[:SUMMARY_ITEMS],
         inputs_count=len(inputs),
-        models=settings.model_names,
+        models=list(models),
         retry_of=retry_of,
         queuing=True,
     )
-    app = make_celery(settings)
+    app = make_celery(config)
     sent = files = 0
     try:
-        for index, part in enumerate(batched(itertools.chain([first], stream), settings.chunk_size)):
+        for index, part in enumerate(batched(itertools.chain([first], stream), config.chunk_size)):
             chunk = Chunk.of(job_id, str(index), part, force=force, checksum=checksum, tags=tags, models=models)
-            send_chunk(app, settings, chunk)
+            send_chunk(app, config, chunk)
             jobs.add_chunks(job_id, len(part))
             sent, files = sent + 1, files + len(part)
             if on_sent is not None:
@@ -250,9 +285,9 @@ def _redis_why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def failed_files(job_id: str, settings: Settings) -> Iterator[str]:
+def failed_files(job_id: str, source: QueueConfig | Settings) -> Iterator[str]:
     """The paths that failed in ``job_id``, byte-exact, streamed; :class:`JobRunning` while the job still runs."""
-    jobs = job_store(settings)
+    jobs = job_store(source)
     status = jobs.get(job_id)
     if not status.finished_at:
         raise JobRunning(
@@ -262,57 +297,62 @@ def failed_files(job_id: str, settings: Settings) -> Iterator[str]:
     return (path for path, _ in jobs.iter_failures(job_id))
 
 
-def retry(job_id: str, settings: Settings) -> str | None:
+def retry(job_id: str, source: QueueConfig | Settings) -> str | None:
     """Queue a new job holding only the files that failed in ``job_id``; returns its id, or None if none failed."""
-    failed = failed_files(job_id, settings)
-    if not job_store(settings).get(job_id).failed:
+    config = QueueConfig.of(source)
+    failed = failed_files(job_id, config)
+    if not job_store(config).get(job_id).failed:
         return None
-    return enqueue(failed, settings, inputs=[f"failed files of {job_id}"], retry_of=job_id)
+    return enqueue(failed, config, inputs=[f"failed files of {job_id}"], retry_of=job_id)
 
 
-def cancel(job_id: str, settings: Settings) -> JobStatus:
+def cancel(job_id: str, source: QueueConfig | Settings) -> JobStatus:
     """Cancel a job in O(1): it is marked cancelled at once; workers check the mark before each chunk and each slice, so
     queued chunks are dropped unread as workers reach them and running ones stop at their next slice. Returns the
     job's status."""
-    jobs = job_store(settings)
+    jobs = job_store(source)
     jobs.ping()
     jobs.mark_cancelled(job_id)
     return jobs.get(job_id)
 
 
-def queue_length(settings: Settings) -> int:
-    jobs = job_store(settings)
-    return int(sum(jobs.redis.llen(q) for q in [settings.queue] + [f"{settings.queue}{PRIORITY_SEP}{n}" for n in range(10)]))
+def queue_length(source: QueueConfig | Settings) -> int:
+    """Chunks waiting on the queue (every priority level)."""
+    config = QueueConfig.of(source)
+    lists = [config.queue] + [f"{config.queue}{PRIORITY_SEP}{n}" for n in range(10)]
+    return int(sum(job_store(config).redis.llen(q) for q in lists))
 
 
-def worker_answers(settings: Settings, timeout: float = 1.5) -> dict[str, dict[str, Any]] | None:
+def worker_answers(source: QueueConfig | Settings, timeout: float = 1.5) -> dict[str, dict[str, Any]] | None:
     """worker name -> its ``imsim_identity`` answer (``models``: model -> settings digest; ``s3``: allowed s3:// root
-    -> '' when it lists from there, else why not), for the workers of ``settings.queue`` that answer (None when the
-    broker cannot be asked)."""
+    -> '' when it lists from there, else why not), for the workers of the queue that answer (None when the broker
+    cannot be asked)."""
+    config = QueueConfig.of(source)
     try:
-        replies = make_celery(settings).control.broadcast("imsim_identity", reply=True, timeout=timeout) or []
+        replies = make_celery(config).control.broadcast("imsim_identity", reply=True, timeout=timeout) or []
     except Exception:  # any broker failure means "cannot ask"
         return None
     out: dict[str, dict[str, Any]] = {}
     for reply in replies:
         for name, answer in reply.items():
-            if isinstance(answer, dict) and answer.get("queue") == settings.queue:
+            if isinstance(answer, dict) and answer.get("queue") == config.queue:
                 out[name] = answer
     return out
 
 
-def worker_identities(settings: Settings, timeout: float = 1.5) -> dict[str, dict[str, str]] | None:
+def worker_identities(source: QueueConfig | Settings, timeout: float = 1.5) -> dict[str, dict[str, str]] | None:
     """worker name -> the models it embeds with (model -> settings digest); see :func:`worker_answers`."""
-    answers = worker_answers(settings, timeout)
+    answers = worker_answers(source, timeout)
     return None if answers is None else {name: dict(a.get("models") or {}) for name, a in answers.items()}
 
 
-def workers_on_queue(settings: Settings, timeout: float = 1.0) -> list[str] | None:
-    """Names of the workers that consume ``settings.queue`` (asked over the broker), or None if they cannot be asked.
+def workers_on_queue(source: QueueConfig | Settings, timeout: float = 1.0) -> list[str] | None:
+    """Names of the workers that consume the queue (asked over the broker), or None if they cannot be asked.
 
     A ping would also count workers of other queues on the same Redis; this asks each for its queues."""
+    config = QueueConfig.of(source)
     try:
-        replies = make_celery(settings).control.inspect(timeout=timeout).active_queues() or {}
+        replies = make_celery(config).control.inspect(timeout=timeout).active_queues() or {}
     except Exception:  # any broker failure means "cannot ask"
         return None
-    return sorted(name for name, queues in replies.items() if any(q.get("name") == settings.queue for q in queues or []))
+    return sorted(name for name, queues in replies.items() if any(q.get("name") == config.queue for q in queues or []))

@@ -1,0 +1,42 @@
+"""The queue reads its own config (:class:`imsim.queue.QueueConfig`), not the whole settings: each field comes from its
+setting, the password never shows in a repr, and Celery's configuration is the same whether it is made from the
+settings or from a config built by hand (no Settings object at all)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from imsim.queue import QueueConfig, celery_config, fleet_identity, restore_lock_expiry
+
+
+def test_the_config_carries_each_queue_setting_and_the_jobs_models(settings):
+    settings = settings.replace(
+        redis_url=SecretStr("redis://:pw-5c1e@127.0.0.1:6390/3"),
+        queue="gpu-a",
+        chunk_size=77,
+        visibility_timeout=600,
+        task_events=False,
+        job_retention="2d",
+        models="dinov2,clip",
+        dinov2_pooling="mean",
+    )
+    config = QueueConfig.of(settings)
+    assert (config.redis_url, config.queue, config.chunk_size, config.visibility_timeout) == (
+        "redis://:pw-5c1e@127.0.0.1:6390/3",
+        "gpu-a",
+        77,
+        600,
+    )
+    assert (config.redelivery_interval, config.task_events, config.job_retention) == (60, False, 2 * 86400)
+    assert list(config.models) == ["dinov2", "clip"] and dict(config.models) == fleet_identity(settings)
+    assert config.models["dinov2"] != QueueConfig.of(settings.replace(dinov2_pooling="cls")).models["dinov2"]
+    assert "pw-5c1e" not in repr(config) and QueueConfig.of(config) is config
+
+
+def test_celery_is_configured_alike_from_the_settings_or_a_config_made_by_hand(settings):
+    assert celery_config(QueueConfig.of(settings)) == celery_config(settings)
+    config = QueueConfig(redis_url="redis://127.0.0.1:6391/0", queue="by-hand", visibility_timeout=40, redelivery_interval=8)
+    conf = celery_config(config)
+    assert conf["broker_url"] == conf["result_backend"] == "redis://127.0.0.1:6391/0"
+    assert conf["task_default_queue"] == "by-hand" and conf["broker_transport_options"]["visibility_timeout"] == 40
+    assert conf["broker_transport_options"]["unacked_mutex_expire"] == restore_lock_expiry(config) == 24
