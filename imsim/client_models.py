@@ -17,6 +17,7 @@ from . import models as registry
 from .embedding import EmbeddingStep
 from .errors import ModelError, NotFound
 from .models import Embedder
+from .query_images import embed_queries
 from .settings import Settings, get_settings
 from .store import VectorStore, cosine, open_store
 from .timing import StageTimes
@@ -133,7 +134,7 @@ class ModelsSide:
     ) -> dict[str, np.ndarray]:
         """(len(images), dim) normalised vectors per model, decoded exactly as ingest decodes files (``times``: where
         the time went, per stage and per model)."""
-        return self._step(self.names(models)).embed_queries(list(images), times)
+        return embed_queries(self._step(self.names(models)), list(images), times)
 
     def compare(self, a: Any, b: Any, models: Sequence[str] | str | None = None) -> dict[str, float]:
         """Cosine similarity of two images per model."""

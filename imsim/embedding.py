@@ -9,29 +9,28 @@ So the vector a model version stores for a file never depends on which other mod
 Files stream through in slices (``slice_size`` images). One pool task per file opens it, asks the caller's
 :class:`SkipRule` whether it is stored unchanged (by size, mtime and inode: nothing read), reads and hashes it,
 asks again by content, and then decodes and resizes it; while the models run on one slice, the pool is already
-on the next, and the caller (ingest) writes the previous one. A bad file fails alone with its reason.
+on the next, and the caller (ingest) writes the previous one. A bad file fails alone with its reason. Query images
+(bytes, PIL images) come in through :mod:`imsim.query_images`.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from .errors import ImageDecodeError, ImageError, ImageNotFound, ImageTooLarge
+from .errors import ImageError, ImageTooLarge
 from .files import FileBytes, FileFacts, FileStat
-from .images import DecodeBudget, decode_array, decode_memory, jpeg_draft_scale, read_header, resolve_decoder, to_rgb_array
+from .images import DecodeBudget, decode_array, decode_memory, jpeg_draft_scale, read_header, resolve_decoder
 from .models.base import Embedder, Preprocess, embed_arrays
 from .names import absolute, is_uri
-from .reading import DEFAULT_LIMITS, Limits, open_file, read_file
+from .reading import DEFAULT_LIMITS, Limits, open_file
 from .s3 import Listed
 from .timing import StageTimes, timed
 
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 LOOKAHEAD = 1  # slices read and decoded ahead of the one the models are running on
-URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class Decision(enum.Enum):
@@ -361,44 +359,6 @@ class EmbeddingStep:
 
     def embed_paths(self, paths: Sequence[str], times: StageTimes | None = None) -> Embedded:
         return self.embed(list(paths), times)
-
-    def embed_queries(self, queries: Sequence[Any], times: StageTimes | None = None) -> dict[str, np.ndarray]:
-        """(len(queries), dim) vectors per model for query images given as paths, bytes or PIL images; a bad query
-        raises its :class:`~imsim.errors.ImageError`. Paths and bytes take exactly the ingest path."""
-        files: list[FileBytes] = []
-        pils: dict[int, np.ndarray] = {}
-        for i, query in enumerate(queries):
-            if isinstance(query, Image.Image):
-                if query.width < 1 or query.height < 1:
-                    raise ImageDecodeError(f"<query {i}: PIL image>", f"degenerate image size {query.width}x{query.height}")
-                pils[i] = to_rgb_array(ImageOps.exif_transpose(query) or query)
-            elif isinstance(query, (bytes, bytearray, memoryview)):
-                data = bytes(query)
-                if len(data) > self.limits.max_bytes:
-                    raise ImageTooLarge(
-                        "<bytes>", f"{len(data):,} bytes, over the limit of {self.limits.max_bytes:,} (IMSIM_MAX_FILE_BYTES)"
-                    )
-                files.append(FileBytes(path=f"<query {i}: bytes>", sha256="", file_size=len(data), mtime=0.0, data=data))
-            elif isinstance(query, (str, os.PathLike)):
-                if isinstance(query, str) and URL.match(query) and not is_uri(query):
-                    raise ImageNotFound(query, "a URL: queries are read from local files only; download the image first")
-                files.append(read_file(query, self.limits))
-            else:
-                raise TypeError(f"a query image must be a path, bytes or PIL.Image, not {type(query).__name__}")
-        embedded = self.embed(list(files), times)
-        if embedded.failures:
-            path, reason = next(iter(embedded.failures.items()))
-            raise ImageError(path, reason)
-        if not pils:
-            return embedded.vectors
-        from_files = iter(range(len(files)))
-        order = [("pil", i) if i in pils else ("file", next(from_files)) for i in range(len(queries))]
-        out = {}
-        for name, model in self.models.items():
-            arrays = {i: model.preprocess.to_uint8(im) for i, im in pils.items()}
-            pil_vectors = dict(zip(arrays, embed_arrays(model, list(arrays.values())), strict=True))
-            out[name] = np.stack([pil_vectors[i] if kind == "pil" else embedded.vectors[name][i] for kind, i in order])
-        return out
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

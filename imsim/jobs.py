@@ -26,22 +26,20 @@ which is kept byte-exact (base64 when it is not UTF-8) so that ``imsim retry`` r
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import job_scripts
 from .errors import JobNotFound, QueueError
 from .fleet import FleetRecords
+from .job_reads import JOBS_EXPIRY, JOBS_INDEX, JobReads, encode_path
 from .job_scripts import job_key
-from .job_status import SUMMARY_BYTES, JobStatus, path_list_json, status_of, summary
+from .job_status import SUMMARY_BYTES, path_list_json, summary
 from .names import printable
 
-JOBS_INDEX = "imsim:jobs"  # job id -> created_at
-JOBS_EXPIRY = "imsim:jobs:expiry"  # finished job id -> when its keys expire (to trim the index)
 DEFAULT_RETENTION = 7 * 24 * 3600
 OPEN = 1 << 62  # the chunk count of a job whose chunks are still being sent: never reached
 CHUNK_SUFFIXES = ("chunks", "attempts", "ends", "progress", "running", "refusals")  # deleted when the job finishes
@@ -52,27 +50,10 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
 
 
-def encode_path(path: str) -> str:
-    """A path as stored in a failure entry, byte-exact: ``u`` + the text, or ``b`` + base64 of its raw bytes when it
-    is not UTF-8 or holds a NUL (a name listed in a path file can hold both)."""
-    raw = path.encode("utf-8", "surrogateescape")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if text and "\x00" not in text:
-        return "u" + text
-    return "b" + base64.b64encode(raw).decode("ascii")
-
-
-def decode_path(stored: str) -> str:
-    if stored.startswith("b"):
-        return base64.b64decode(stored[1:]).decode("utf-8", "surrogateescape")
-    return stored[1:]
-
-
-class JobStore(FleetRecords):
-    """Job bookkeeping on a Redis connection. ``retention``: seconds a finished job's record is kept."""
+class JobStore(JobReads, FleetRecords):
+    """Job bookkeeping on a Redis connection. ``retention``: seconds a finished job's record is kept. Reading a job
+    (status, failures, the recent jobs) is :class:`~imsim.job_reads.JobReads`; the fleet's records
+    :class:`~imsim.fleet.FleetRecords`."""
 
     def __init__(self, redis_url: str, retention: int = DEFAULT_RETENTION):
         import redis
@@ -277,83 +258,3 @@ class JobStore(FleetRecords):
     def _exists(self, job_id: str) -> None:
         if not self.redis.exists(job_key(job_id)):
             raise JobNotFound(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
-
-    # --- reading ---------------------------------------------------------------------------------
-    def get(self, job_id: str, failures: int = 0) -> JobStatus:
-        """The job's counts and summaries (O(1) in its size), with its first ``failures`` failures."""
-        key = job_key(job_id)
-        with self.redis.pipeline(transaction=False) as pipe:  # no MULTI: a full Redis refuses MULTI's reads too
-            _read(pipe, key)
-            raw, about, progress, running, ttl = pipe.execute()
-        if not raw:
-            raise JobNotFound(f"no job {job_id!r} in Redis: unknown, or older than IMSIM_JOB_RETENTION (see `imsim jobs`)")
-        status = status_of(job_id, {**about, **raw}, progress, running, ttl)
-        if failures:
-            status.failures = dict(self.failures(job_id, 0, failures))
-        return status
-
-    def failures(self, job_id: str, start: int = 0, count: int = 100) -> list[tuple[str, str]]:
-        """(path, reason) of failures ``start`` .. ``start + count - 1``, in the order they were recorded; paths are
-        byte-exact (non-UTF-8 bytes as surrogates: print them with :func:`~imsim.names.printable`)."""
-        if count <= 0:
-            return []
-        key = job_key(job_id)
-        entries = [str(e) for e in self.redis.lrange(key + ":failures", start, start + count - 1)]
-        if not entries:
-            return []
-        ids = sorted({e.split("\t", 1)[0] for e in entries})
-        texts = dict(zip(ids, self.redis.hmget(key + ":reasons", [f"n:{i}" for i in ids]), strict=True))
-        out = []
-        for entry in entries:
-            rid, _, path = entry.partition("\t")
-            out.append((decode_path(path), str(texts.get(rid) or "?")))
-        return out
-
-    def iter_failures(self, job_id: str, page: int = 10_000) -> Iterator[tuple[str, str]]:
-        """Every failure of the job, page by page (bounded memory, however many there are)."""
-        start = 0
-        while True:
-            batch = self.failures(job_id, start, page)
-            yield from batch
-            if len(batch) < page:
-                return
-            start += page
-
-    def list(self, limit: int = 20) -> list[JobStatus]:
-        """The most recent jobs (one round trip for the page; records that expired are dropped from the index)."""
-        self._trim_index(time.time())
-        ids = [str(j) for j in self.redis.zrevrange(JOBS_INDEX, 0, max(0, limit - 1))]
-        if not ids:
-            return []
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                _read(pipe, job_key(job_id))
-            replies = pipe.execute()
-        found, gone = [], []
-        for n, job_id in enumerate(ids):
-            raw, about, progress, running, ttl = replies[5 * n : 5 * n + 5]
-            if raw:
-                found.append(status_of(job_id, {**about, **raw}, progress, running, ttl))
-            else:
-                gone.append(job_id)
-        if gone:
-            self.redis.zrem(JOBS_INDEX, *gone)
-        return found
-
-    def _trim_index(self, now: float) -> None:
-        """Drop expired jobs from the index (bounded by how many expired since the last trim)."""
-        expired = self.redis.zrangebyscore(JOBS_EXPIRY, "-inf", now, start=0, num=1000)
-        if expired:
-            with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zrem(JOBS_INDEX, *expired)
-                pipe.zrem(JOBS_EXPIRY, *expired)
-                pipe.execute()
-
-
-def _read(pipe: Any, key: str) -> None:
-    """Queue the reads of one job's status on a pipeline: its hash, its summaries, progress, running chunks, TTL."""
-    pipe.hgetall(key)
-    pipe.hgetall(key + ":about")
-    pipe.hgetall(key + ":progress")
-    pipe.hgetall(key + ":running")
-    pipe.ttl(key)

@@ -20,6 +20,7 @@ from .errors import BadPath, ImsimError
 
 GLOB_CHARS = frozenset("*?[")
 MAX_PATH_BYTES = 4096  # the store's path field holds this many bytes of UTF-8
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # any scheme://, of which imsim reads s3:// only (:func:`is_uri`)
 # Never let Pillow fill a truncated file with grey: a truncated image is an error.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 

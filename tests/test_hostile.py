@@ -305,10 +305,11 @@ def test_a_path_swapped_mid_check_fails_that_file_alone(tmp_path, models, monkey
 def test_a_pil_image_of_no_pixels_is_an_error_naming_it(models):
     from imsim.embedding import EmbeddingStep
     from imsim.errors import ImageDecodeError
+    from imsim.query_images import embed_queries
 
     step = EmbeddingStep(models, workers=1)
     with pytest.raises(ImageDecodeError, match="degenerate image size 0x0"):
-        step.embed_queries([Image.new("RGB", (0, 0))])
+        embed_queries(step, [Image.new("RGB", (0, 0))])
     step.close()
 
 

@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 from imsim.errors import QueueError
+from imsim.job_reads import JOBS_INDEX, decode_path, encode_path
 from imsim.job_scripts import job_key
-from imsim.jobs import JOBS_INDEX, JobStore, decode_path, encode_path
+from imsim.jobs import JobStore
 
 
 def _job(jobs: JobStore, chunks: int, **kwargs) -> str:

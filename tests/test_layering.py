@@ -81,3 +81,51 @@ def test_no_private_name_is_imported_across_modules():
                     if a.name.startswith("_") and not a.name.startswith("__")
                 ]
     assert crossings == []
+
+
+def _contracts() -> list[dict]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+
+
+def _top_level_modules() -> set[str]:
+    """imsim's modules and subpackages, one level down (what the contracts name)."""
+    return {
+        f"imsim.{p.stem if p.is_file() else p.name}"
+        for p in ROOT.joinpath("imsim").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    }
+
+
+# Each third-party rule: the modules allowed to import it (every other module must be named as a source).
+THIRD_PARTY_HOMES = {
+    "pymilvus": {"imsim.store"},
+    "redis": {"imsim.jobs", "imsim.redis_checks", "imsim.queue"},
+    "boto3": {"imsim.s3", "imsim.api"},
+}
+
+
+def test_every_module_has_a_layer_and_is_held_to_every_third_party_rule():
+    """import-linter checks only the modules a contract names: a new module left out would escape every rule."""
+    contracts = _contracts()
+    modules = _top_level_modules()
+    layers = next(c for c in contracts if c["type"] == "layers")["layers"]
+    layered = {m.strip() for layer in layers for m in layer.split("|")}
+    assert modules - layered == set(), "give each new module a layer in pyproject.toml [tool.importlinter]"
+    assert layered - modules == set(), "a layer names a module that no longer exists"
+    for contract in contracts:
+        home = THIRD_PARTY_HOMES.get(contract.get("forbidden_modules", [""])[0])
+        if home is not None:
+            missing = modules - set(contract["source_modules"]) - home
+            assert not missing, f"{contract['name']!r} does not name {sorted(missing)} as sources"
+
+
+def test_the_layer_picture_in_the_architecture_page_is_the_enforced_one():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    start = text.index("Imports point down these layers")
+    block = text[text.index("```\n", start) + 4 : text.index("```", text.index("```\n", start) + 4)]
+    drawn = [" | ".join(m.strip() for m in line.split("|")) for line in block.strip().splitlines()]
+    layers = next(c for c in _contracts() if c["type"] == "layers")["layers"]
+    enforced = [" | ".join(m.strip().removeprefix("imsim.") for m in layer.split("|")) for layer in layers]
+    assert drawn == enforced, "docs/architecture.md's layer picture differs from pyproject.toml's contract"

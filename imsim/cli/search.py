@@ -73,9 +73,8 @@ def check_search(
     """The search's arguments, checked before a model loads (which takes 10-30 s): one clear error at once."""
     from .. import expr
     from .. import models as registry
-    from ..embedding import URL
     from ..fusion import FUSIONS
-    from ..names import is_uri
+    from ..names import URL, is_uri
     from ..store import FIELD_NAMES, VECTOR
 
     if sum(x is not None for x in (query, text, like)) != 1:

@@ -4,9 +4,12 @@ report. Kept apart from the runner so a report can be read, rendered or compared
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics
+
+if TYPE_CHECKING:
+    from ..models.base import ModelInfo
 
 K_VALUES = (1, 3, 10)
 CV_FOLDS = 5  # the calibrated fusion is scored on each fifth of the queries with weights fitted on the other four
@@ -100,6 +103,18 @@ class GroupResult:
             "map": round(self.map, 4),
             "recall": {f"@{k}": round(v, 4) for k, v in self.recall.items()},
         }
+
+
+def model_facts(info: ModelInfo) -> dict[str, Any]:
+    """What a report says of one evaluated model: name, source, revision, version, dim and variant."""
+    return {
+        "name": info.name,
+        "source": info.source,
+        "revision": info.revision,
+        "version": info.version_tag,
+        "dim": info.dim,
+        "variant": info.variant,
+    }
 
 
 @dataclass

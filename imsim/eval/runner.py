@@ -36,15 +36,8 @@ from ..util import chunked
 from . import metrics
 from .build import Benchmark, Groups
 from .duplicates_calibration import DuplicatesCalibration
-from .results import CV_FOLDS, GROUP_DEPTH, K_VALUES, EvalReport, GroupResult, MethodResult
-from .scoring import (
-    cross_fitted,
-    exact_rankings,
-    fit_fusion,
-    pca_whitening,
-    project,
-    score_method,
-)
+from .results import CV_FOLDS, GROUP_DEPTH, K_VALUES, EvalReport, GroupResult, MethodResult, model_facts
+from .scoring import cross_fitted, descriptor_variants, fit_fusion, score_method
 from .specs import ModelSpec, load_specs
 
 
@@ -91,20 +84,7 @@ class Evaluation(DuplicatesCalibration):
         self.models = load_specs(self.specs, self.settings)
         self.fusion_fit: tuple[dict[str, float], float] | None = None  # (weights by model name, bias), to apply
         self._user_marks: tuple[VectorStore | None, list[tuple[str, str]]] | None = None
-        self.report = EvalReport(
-            models={
-                label: {
-                    "name": m.info.name,
-                    "source": m.info.source,
-                    "revision": m.info.revision,
-                    "version": m.info.version_tag,
-                    "dim": m.info.dim,
-                    "variant": m.info.variant,
-                }
-                for label, m in self.models.items()
-            },
-            throughput={},
-        )
+        self.report = EvalReport(models={label: model_facts(m.info) for label, m in self.models.items()}, throughput={})
 
     @contextlib.contextmanager
     def _stage(self, what: str) -> Iterator[None]:
@@ -281,25 +261,13 @@ class Evaluation(DuplicatesCalibration):
         score_norm: bool,
         depth: int,
     ) -> list[MethodResult]:
-        background: dict[str, np.ndarray] = {}
+        background: dict[str, np.ndarray] | None = None
         if score_norm:
             if not bench.background:
                 raise ImsimError("--score-norm needs background images: build the benchmark with --background N")
             _, background = self._embed(ingestor, sorted(bench.background.values()))
-        out = []
-        for label in self.models:
-            ref_ids, refs = _stored_matrix(store, client.collection(label))
-            q = queries[label]
-            if whiten:
-                mean, projection = pca_whitening(refs)
-                ranked = exact_rankings(project(mean, projection, q), project(mean, projection, refs), ref_ids, query_ids, depth)
-                out.append(score_method(f"{label}+pcaw", "variant", ranked, truth))
-            if score_norm:
-                offsets = (q @ background[label].T).max(axis=1)  # similarity to the nearest background image
-                out.append(
-                    score_method(f"{label}+norm", "variant", exact_rankings(q, refs, ref_ids, query_ids, depth, offsets), truth)
-                )
-        return out
+        references = {label: _stored_matrix(store, client.collection(label)) for label in self.models}
+        return descriptor_variants(queries, references, query_ids, truth, depth, whiten=whiten, background=background)
 
     # --- groups ----------------------------------------------------------------------------------
     def groups(self, groups: Groups, fusions: Sequence[str], *, depth: int = GROUP_DEPTH) -> list[GroupResult]:

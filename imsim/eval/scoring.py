@@ -122,3 +122,30 @@ def exact_rankings(
         sims = sims - offsets[:, None]
     top = np.argsort(-sims, axis=1)[:, :depth]
     return {q: [(ref_ids[j], float(sims[i, j])) for j in top[i]] for i, q in enumerate(query_ids)}
+
+
+def descriptor_variants(
+    queries: dict[str, np.ndarray],
+    references: dict[str, tuple[list[str], np.ndarray]],
+    query_ids: list[str],
+    truth: dict[str, str],
+    depth: int,
+    *,
+    whiten: bool = False,
+    background: dict[str, np.ndarray] | None = None,
+) -> list[MethodResult]:
+    """Per model label, scored by exact search over its stored ``references`` (ids, matrix): ``+pcaw`` with
+    PCA-whitening learned on the references, ``+norm`` (given ``background`` vectors) with each query's scores minus
+    its similarity to the nearest background image."""
+    out = []
+    for label, q in queries.items():
+        ref_ids, refs = references[label]
+        if whiten:
+            mean, projection = pca_whitening(refs)
+            ranked = exact_rankings(project(mean, projection, q), project(mean, projection, refs), ref_ids, query_ids, depth)
+            out.append(score_method(f"{label}+pcaw", "variant", ranked, truth))
+        if background is not None:
+            offsets = (q @ background[label].T).max(axis=1)  # similarity to the nearest background image
+            ranked = exact_rankings(q, refs, ref_ids, query_ids, depth, offsets)
+            out.append(score_method(f"{label}+norm", "variant", ranked, truth))
+    return out
