@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Literal
@@ -54,6 +55,12 @@ def like_prefix(field: str, value: str, dialect: LikeDialect = "escape") -> str:
     else:
         pattern = value.split("%", 1)[0] + "%"
     return f"{_field(field)} like {quote(pattern)}"
+
+
+def any_prefix(field: str, prefixes: Sequence[str], dialect: LikeDialect = "escape") -> str:
+    """Rows whose ``field`` starts with one of ``prefixes`` (each as :func:`like_prefix` makes it)."""
+    parts = sorted({like_prefix(field, p, dialect) for p in prefixes})
+    return parts[0] if len(parts) == 1 else " or ".join(f"({p})" for p in parts)
 
 
 def path_under(path: str, root: str) -> bool:

@@ -9,7 +9,8 @@ rows, is literal**, brackets and all (``photo[1].jpg``); otherwise ``*``, ``?`` 
 with :class:`imsim.names.Glob` (``*`` stays in a folder, ``**`` crosses folders).
 
 A folder or a literal path is selected by a Milvus filter expression that is exact on the backend, so it is
-counted, sampled and deleted by that expression, server-side. A glob is pre-filtered by a LIKE prefix and then
+counted, sampled and deleted by that expression, server-side. A glob is pre-filtered by LIKE prefixes (its literal
+head, a character class in it expanded: ``d[23]/**`` reads the rows under ``d2/`` and ``d3/`` only) and then
 matched exactly here, streaming ids; so is a folder on a backend whose LIKE is not exact for its name.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from . import expr
-from .names import Glob, absolute, compile_glob, glob_base, is_glob, is_uri
+from .names import Glob, absolute, compile_glob, is_glob, is_uri
 from .store import VectorStore
 
 ROW_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -55,7 +56,8 @@ def resolve(store: VectorStore, raw: str) -> Selector:
     path = absolute(raw)
     dialect = store.like_dialect
     if is_glob(raw) and not os.path.lexists(path) and not _stored(store, path):
-        return Selector(raw, expr.like_prefix("path", glob_base(path), dialect), exact=compile_glob(path))
+        glob = compile_glob(path)
+        return Selector(raw, expr.any_prefix("path", glob.prefixes(), dialect), exact=glob)
     exact_like = dialect == "escape" or "%" not in path
     return Selector(raw, expr.folder_filter(path, dialect), under="" if exact_like else path)
 

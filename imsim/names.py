@@ -175,6 +175,20 @@ class Glob:
         self.pattern = pattern
         self._tokens = _tokens(pattern)
 
+    def prefixes(self, limit: int = 64) -> list[str]:
+        """Literal prefixes one of which every match starts with: the pattern's fixed characters up to its first
+        wildcard, a character class on the way expanded into its members while that makes at most ``limit`` prefixes
+        (``/d[23]/**`` → ``/d2/``, ``/d3/``). A store pre-filters on these instead of on the whole folder above."""
+        out = [""]
+        for token in self._tokens:
+            if token.kind == "lit" and len(token.chars) == 1:
+                out = [p + c for p in out for c in token.chars]
+            elif token.kind == "class" and not token.negated and 0 < len(out) * len(token.chars) <= limit:
+                out = [p + c for p in out for c in sorted(token.chars)]
+            else:
+                break
+        return out
+
     def _closure(self, states: set[tuple[int, bool]]) -> set[tuple[int, bool]]:
         """Add the states reachable without reading: a star may match nothing."""
         todo = list(states)

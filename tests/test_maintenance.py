@@ -89,10 +89,13 @@ class RecordingStore(VectorStore):
     def __init__(self, settings):
         super().__init__(settings)
         self.calls: list[str] = []
+        self.streamed = 0  # rows read back by iter_rows
 
     def iter_rows(self, *args, **kwargs):
         self.calls.append("iter_rows")
-        return super().iter_rows(*args, **kwargs)
+        for batch in super().iter_rows(*args, **kwargs):
+            self.streamed += len(batch)
+            yield batch
 
     def get(self, *args, **kwargs):
         self.calls.append("get")
@@ -132,6 +135,31 @@ def test_a_folder_is_counted_sampled_and_deleted_server_side_and_a_glob_streams(
     glob = [maintenance.resolve(store, "/corpus/d[45]/1*.jpg")]
     assert maintenance.delete(store, glob) == {c: 222 for c in ingestor.collections.values()}
     assert all(c == "iter_rows" or c.startswith("delete ") for c in store.calls)
+    assert store.streamed == 2 * 222  # only the rows under d4/1 and d5/1 were read back, not the 2,700 under /corpus
     assert all(store.count(c) == 3000 - 300 - 222 for c in ingestor.collections.values())
     ingestor.close()
     store.close()
+
+
+def test_a_globs_prefixes_cover_every_match_and_narrow_the_folder():
+    """The store pre-filters a glob on its literal prefixes: every path the glob matches must start with one of them
+    (checked against the matcher on every path of a generated tree), and a class is expanded only while that makes few
+    prefixes."""
+    import itertools
+
+    from imsim.names import Glob
+
+    assert Glob("/c/d[23]/**").prefixes() == ["/c/d2/", "/c/d3/"]
+    assert Glob("/c/img*.jpg").prefixes() == ["/c/img"]
+    assert Glob("/c/[!a]x").prefixes() == ["/c/"]  # a negated class ends the prefix
+    assert Glob("/c/[0-9][0-9][0-9]").prefixes() == [f"/c/{i}" for i in range(10)]  # 100 would be over the limit
+    assert Glob("/c/[[]a").prefixes() == ["/c/[a"]
+    names = ["a", "b", "d2", "d3", "d23", "x_y", "[a", "%", "é"]
+    paths = ["/c/" + "/".join(p) for n in (1, 2, 3) for p in itertools.product(names, repeat=n)]
+    patterns = ["/c/d[23]/**", "/c/d[23]*", "/c/[ab]/[!a]*", "/c/*/d2", "/c/**/b", "/c/[[]a/?", "/c/[a-d]?/[%_]", "/c/d2/[b-e]*"]
+    for pattern in patterns:
+        glob = Glob(pattern)
+        prefixes = glob.prefixes()
+        matched = [p for p in paths if glob.match(p)]
+        assert matched, pattern
+        assert all(any(p.startswith(x) for x in prefixes) for p in matched), (pattern, prefixes)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from imsim import maintenance
 from imsim.client import Client
 from imsim.errors import StoreError
 from imsim.ingest import Ingestor, ingest_local
@@ -60,6 +61,13 @@ def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, m
 
     assert client.delete(files[0]) == {c: 1 for c in collections.values()}
     assert all(store.count(c) == 37 for c in collections.values())
+
+    # A bracket glob is pre-filtered on the server by one LIKE prefix per class member (its prefix-only LIKE), then
+    # matched exactly: ca, ch, cn, de, dk.
+    selector = maintenance.resolve(store, str(image_folder / "flags" / "[cd]*.png"))
+    assert selector.filter.count(" like ") == 2
+    assert maintenance.delete(store, [selector]) == {c: 5 for c in collections.values()}
+    assert all(store.count(c) == 32 for c in collections.values())
     ingestor.close()
     store.close()
 
