@@ -188,10 +188,11 @@ def test_a_finished_ingest_seals_every_collection_it_wrote(settings, models, ima
     store.close()
 
 
-def test_the_skip_check_is_one_bounded_read_per_model_per_slice(settings, models, image_folder):
+def test_the_skip_check_is_one_bounded_read_per_model_per_block_of_slices(settings, models, image_folder, monkeypatch):
     """A Strong read waits for a Milvus server's next time tick (~0.2 s): two per 64-image slice capped a worker at
-    ~100 images/s. Skip checks read Bounded (a row they miss is re-embedded: harmless), one read per model per slice,
-    issued ahead of the slice's files."""
+    ~100 images/s. Skip checks read Bounded (a row they miss is re-embedded: harmless), one read per model for a block
+    of whole slices (up to LOOKUP_IDS ids: each request costs a round trip), issued ahead of the block's files."""
+    from imsim import ingest
 
     class Counting(VectorStore):
         reads: list[tuple[int, str]] = []
@@ -204,6 +205,30 @@ def test_the_skip_check_is_one_bounded_read_per_model_per_slice(settings, models
     ingestor = Ingestor(settings, embedders=models, store=store)
     files = discover([image_folder]).files  # 38 files, slices of batch_size=16: 16, 16, 6
     ingest_local(files, settings, ingestor=ingestor)
-    assert sorted(store.reads) == sorted([(16, "Bounded"), (16, "Bounded"), (6, "Bounded")] * 2)
+    assert sorted(store.reads) == [(38, "Bounded")] * 2  # one block: 38 ids <= LOOKUP_IDS
+    store.reads.clear()
+    monkeypatch.setattr(ingest, "LOOKUP_IDS", 40)  # blocks of whole slices: 32 ids (2 slices), then 6
+    result = ingest_local(files, settings, ingestor=ingestor)
+    assert result.skipped == 38 and sorted(store.reads) == sorted([(32, "Bounded"), (6, "Bounded")] * 2)
     ingestor.close()
     store.close()
+
+
+def test_a_chunk_stopped_mid_block_counts_every_file_it_left_unread(settings, models, image_folder, monkeypatch):
+    """``should_stop`` is asked before each slice; what is left (the rest of this block and every later block) is
+    counted as cancelled, so done + cancelled is the chunk."""
+    from imsim import ingest
+
+    files = discover([image_folder]).files  # slices of 16, 16, 6
+    for lookup_ids, asked in ((16, 2), (1024, 2), (1024, 3)):  # blocks of one slice each, or one block of all
+        monkeypatch.setattr(ingest, "LOOKUP_IDS", lookup_ids)
+        with Ingestor(settings.replace(data_dir=settings.data_dir / f"{lookup_ids}-{asked}"), embedders=models) as ingestor:
+            asked_so_far: list[int] = []
+
+            def stop(limit: int = asked, seen: list[int] = asked_so_far) -> bool:
+                seen.append(1)
+                return len(seen) >= limit
+
+            result = ingestor.ingest(files, should_stop=stop)
+            stored = 16 * (asked - 1)
+            assert (result.done, result.cancelled) == (stored, len(files) - stored)
