@@ -233,6 +233,8 @@ def enqueue(
     from kombu.exceptions import OperationalError
 
     config = QueueConfig.of(source)
+    if not config.models:  # a chunk for no models would be refused by every worker
+        raise QueueError("the queue config names no models: a job is queued for models (QueueConfig.of(settings))")
     jobs = job_store(config)
     jobs.ping()
     stream = iter(paths)

@@ -4,9 +4,11 @@ settings or from a config built by hand (no Settings object at all)."""
 
 from __future__ import annotations
 
+import pytest
 from pydantic import SecretStr
 
-from imsim.queue import QueueConfig, celery_config, fleet_identity, restore_lock_expiry
+from imsim.errors import QueueError
+from imsim.queue import QueueConfig, celery_config, enqueue, fleet_identity, restore_lock_expiry
 
 
 def test_the_config_carries_each_queue_setting_and_the_jobs_models(settings):
@@ -40,3 +42,11 @@ def test_celery_is_configured_alike_from_the_settings_or_a_config_made_by_hand(s
     assert conf["broker_url"] == conf["result_backend"] == "redis://127.0.0.1:6391/0"
     assert conf["task_default_queue"] == "by-hand" and conf["broker_transport_options"]["visibility_timeout"] == 40
     assert conf["broker_transport_options"]["unacked_mutex_expire"] == restore_lock_expiry(config) == 24
+
+
+def test_a_job_cannot_be_queued_for_no_models():
+    """Every worker refuses a chunk whose models differ from its own: a hand-made config without models is an error
+    before anything reaches Redis (none runs at this address)."""
+    config = QueueConfig(redis_url="redis://127.0.0.1:9/0")
+    with pytest.raises(QueueError, match="names no models"):
+        enqueue(["/a.jpg"], config)
