@@ -244,23 +244,24 @@ class Ingestor:
         stop = should_stop or (lambda: False)
         size = self.step.slice_size
         blocks = batched(paths, max(1, LOOKUP_IDS // size) * size)  # one stored-row read per block, per model
-        lookups: deque[tuple[list[str], Future[dict[str, Rows]]]] = deque()
+        lookups: deque[tuple[list[str], list[str], Future[dict[str, Rows]]]] = deque()  # block, its ids, their rows
 
         def fetch_next() -> None:
             block = next(blocks, None)
             if block is not None:
-                lookups.append((block, self._lookup([path_id(p) for p in block])))
+                ids = [path_id(p) for p in block]
+                lookups.append((block, ids, self._lookup(ids)))
 
         def slices() -> Iterator[list[str]]:
             for _ in range(LOOKUP_AHEAD):
                 fetch_next()
             while lookups:
-                block, lookup = lookups.popleft()
+                block, ids, lookup = lookups.popleft()
                 fetch_next()
-                rule.expect([path_id(p) for p in block], lookup)
+                rule.expect(ids, lookup)
                 for start in range(0, len(block), size):
                     if stop():
-                        left = sum(len(b) for b, _ in lookups) + sum(len(b) for b in blocks)
+                        left = sum(len(b) for b, _, _ in lookups) + sum(len(b) for b in blocks)
                         result.cancelled = len(block) - start + left
                         return
                     yield block[start : start + size]
