@@ -48,7 +48,10 @@ def test_milvus_outage_of_30s_is_retried_with_backoff_and_loses_nothing(
     finished_at = time.time()
 
     assert during.finished_at is None and during.failed == 0
-    assert (status.done, status.failed, status.chunks_done) == (600, 0, 30)
+    # The chunk in flight when Milvus went down may have stored a slice before the next write failed: its retry finds
+    # those rows stored unchanged and counts them "skipped" (seen once in CI: 584 + 16). Each image counted once.
+    assert (status.done + status.skipped, status.failed, status.chunks_done) == (600, 0, 30)
+    assert status.skipped <= 20  # at most the one chunk the worker was running
     retries = worker.log_path.read_text().count("Retry in")
     assert retries >= 2 and "StoreUnavailable" in worker.log_path.read_text()
     store = VectorStore(settings)
@@ -56,7 +59,7 @@ def test_milvus_outage_of_30s_is_retried_with_backoff_and_loses_nothing(
     store.close()
     print(
         f"\nMilvus outage: down {up_at - down_at:.1f}s, {retries} Celery retries, job finished {finished_at - up_at:.1f}s "
-        f"after Milvus came back; 600/600 stored once"
+        f"after Milvus came back; 600/600 stored once ({status.skipped} found stored on the retry)"
     )
 
 
