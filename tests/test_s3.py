@@ -238,7 +238,9 @@ def test_a_queued_job_survives_a_restarted_server_and_fails_only_what_changed(
     server.start()
     status = wait_finished(jobs, job, timeout=300)
     failures = dict(jobs.failures(job))
-    assert (status.done, status.failed) == (118, 2), (status, failures)
+    # A chunk that stored a slice before the server stopped finds those rows stored on its retry ("skipped").
+    assert (status.done + status.skipped, status.failed) == (118, 2), (status, failures)
+    assert status.skipped <= 10  # at most the one chunk in flight
     assert "no such object" in failures[f"s3://{bucket}/set/0003.jpg"]
     assert "changed since it was listed" in failures[f"s3://{bucket}/set/0007.jpg"]
     with VectorStore(settings) as store:
