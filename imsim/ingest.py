@@ -13,7 +13,9 @@ Which files are embedded at all (:class:`UnchangedRule`), as rsync decides what 
 mtime and inode equal the stored row's (for every model, at the same model revision) is skipped unread;
 otherwise it is read and hashed, and one whose content is unchanged is not embedded again: its row is rewritten
 with the new file facts and tags around the stored vector (a *restamp*). ``checksum`` always reads and hashes;
-``force`` re-embeds everything. :func:`ingest_local` runs the same chunks in-process, for a laptop with no Redis.
+``force`` re-embeds everything. A file skipped because an earlier attempt of the same job stored it (a worker
+killed, or the store gone, mid-chunk) counts as done, not unchanged: its rows carry the job's id. :func:`ingest_local`
+runs the same chunks in-process, for a laptop with no Redis.
 Each chunk reports typed stage timings (:class:`~imsim.timing.StageTimes`), including the time the pipeline waits
 on the store.
 """
@@ -41,7 +43,7 @@ from .util import batched, read_ahead
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]  # called with how many more files of the chunk are settled (stored, skipped or failed)
 StopCheck = Callable[[], bool]  # True: stop before the next slice (the job was cancelled)
-LOOKUP_FIELDS = ("sha256", "model_revision", "tags", "file_size", "mtime", "file_version")
+LOOKUP_FIELDS = ("sha256", "model_revision", "tags", "file_size", "mtime", "file_version", "job_id")
 LOOKUP_IDS = 1024  # ids whose stored rows one skip-check read fetches (per model): whole slices, at least one
 LOOKUP_AHEAD = 2  # such reads in flight ahead of the slice being opened
 WRITES_IN_FLIGHT = 4  # slices being upserted at once before the pipeline waits for the oldest
@@ -68,8 +70,8 @@ class Sink(Protocol):
 class ChunkResult:
     """What happened to one chunk of paths (or to a whole local ingest, merged)."""
 
-    done: int = 0
-    skipped: int = 0  # stored unchanged (content and model version): not embedded again
+    done: int = 0  # stored by this job (an earlier attempt of the chunk included: its worker died or the store went away)
+    skipped: int = 0  # stored unchanged (content and model version) before this job: not embedded again
     updated: int = 0  # of those, rows rewritten with new file facts or tags around the stored vector
     cancelled: int = 0  # left unread because the job was cancelled
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
@@ -141,6 +143,10 @@ class UnchangedRule:
         return all(
             row is not None and (row.get("tags") or {}) == {**(row.get("tags") or {}), **self.tags} for row in rows.values()
         )
+
+    def stored_by(self, image_id: str, job_id: str) -> bool:
+        """Every model's row of ``image_id`` was written by job ``job_id`` (an earlier attempt of the same chunk)."""
+        return all(row is not None and row.get("job_id") == job_id for row in self.rows(image_id).values())
 
     def by_stat(self, stat: FileStat) -> Decision:
         if self.checksum or not self.skip:
@@ -269,7 +275,9 @@ class Ingestor:
         writes: deque[tuple[list[Future[dict[str, str]]], int]] = deque()
         for embedded in self.step.stream(slices(), result.times, rule=rule):
             result.failures.update(embedded.failures)
-            result.skipped += len(embedded.skipped) + len(embedded.restamp)
+            own = sum(rule.stored_by(path_id(p), job_id) for p in embedded.skipped) if job_id else 0
+            result.done += own  # rows an earlier attempt of this chunk stored: this job's work, not "unchanged"
+            result.skipped += len(embedded.skipped) - own + len(embedded.restamp)
             if embedded.failures or embedded.skipped:
                 progress(len(embedded.failures) + len(embedded.skipped))
             if embedded.restamp:

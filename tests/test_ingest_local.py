@@ -232,3 +232,16 @@ def test_a_chunk_stopped_mid_block_counts_every_file_it_left_unread(settings, mo
             result = ingestor.ingest(files, should_stop=stop)
             stored = 16 * (asked - 1)
             assert (result.done, result.cancelled) == (stored, len(files) - stored)
+
+
+def test_files_an_earlier_attempt_of_the_same_job_stored_count_as_done(settings, models, image_folder):
+    """A chunk whose worker died (or whose store went away) after writing a slice is run again: the rows it finds
+    carry its own job id, so they count as this job's work (done), not as files stored unchanged before it."""
+    files = discover([image_folder]).files
+    with Ingestor(settings, embedders=models) as ingestor:
+        first = ingestor.ingest(files[:10], job_id="job-a")  # the attempt that stored one part, then died
+        again = ingestor.ingest(files, job_id="job-a")
+        assert (first.done, again.done, again.skipped) == (10, len(files), 0)
+        other = ingestor.ingest(files, job_id="job-b")  # another job: everything was stored before it
+        unnamed = ingestor.ingest(files)  # no job id (a local ingest): stored rows are unchanged files
+        assert (other.done, other.skipped, unnamed.done, unnamed.skipped) == (0, len(files), 0, len(files))
