@@ -111,11 +111,18 @@ class UnchangedRule:
     compared with each file by size, mtime and inode before it is read, then by content hash once read."""
 
     def __init__(
-        self, models: Mapping[str, Embedder], tags: dict[str, str] | None, checksum: bool, times: StageTimes, skip: bool = True
+        self,
+        models: Mapping[str, Embedder],
+        tags: dict[str, str] | None,
+        checksum: bool,
+        times: StageTimes,
+        skip: bool = True,
+        job_id: str = "",
     ) -> None:
         self.revisions = {name: m.info.revision for name, m in models.items()}
-        self.tags, self.checksum, self.times, self.skip = tags, checksum, times, skip
+        self.tags, self.checksum, self.times, self.skip, self.job_id = tags, checksum, times, skip, job_id
         self._pending: dict[str, Future[dict[str, Rows]]] = {}  # file id -> the lookup that holds its rows
+        self.own: set[str] = set()  # ids skipped because every row carries ``job_id``: an earlier attempt stored them
 
     def expect(self, ids: Sequence[str], lookup: Future[dict[str, Rows]]) -> None:
         for i in ids:
@@ -144,9 +151,12 @@ class UnchangedRule:
             row is not None and (row.get("tags") or {}) == {**(row.get("tags") or {}), **self.tags} for row in rows.values()
         )
 
-    def stored_by(self, image_id: str, job_id: str) -> bool:
-        """Every model's row of ``image_id`` was written by job ``job_id`` (an earlier attempt of the same chunk)."""
-        return all(row is not None and row.get("job_id") == job_id for row in self.rows(image_id).values())
+    def _skip(self, image_id: str, rows: Mapping[str, dict[str, Any] | None]) -> Decision:
+        """Skip it; note it as this job's own when every model's row was written by this job (pool threads call this:
+        adding to a set is atomic)."""
+        if self.job_id and all(row is not None and row.get("job_id") == self.job_id for row in rows.values()):
+            self.own.add(image_id)
+        return Decision.SKIP
 
     def by_stat(self, stat: FileStat) -> Decision:
         if self.checksum or not self.skip:
@@ -159,7 +169,7 @@ class UnchangedRule:
             return Decision.EMBED
         if not all(_same_stat(row, stat) for row in rows.values() if row is not None):
             return Decision.EMBED
-        return Decision.SKIP if self._tags_kept(rows) else Decision.RESTAMP
+        return self._skip(stat.id, rows) if self._tags_kept(rows) else Decision.RESTAMP
 
     def by_content(self, file: FileBytes) -> Decision:
         if not self.skip:
@@ -168,7 +178,7 @@ class UnchangedRule:
         if not self._same_content(rows, file.sha256):
             return Decision.EMBED
         facts_kept = all(row is not None and _same_stat(row, file) for row in rows.values())
-        return Decision.SKIP if facts_kept and self._tags_kept(rows) else Decision.RESTAMP
+        return self._skip(file.id, rows) if facts_kept and self._tags_kept(rows) else Decision.RESTAMP
 
 
 def _merged(stored: dict[str, str] | None, tags: dict[str, str] | None) -> dict[str, str]:
@@ -246,7 +256,7 @@ class Ingestor:
         result = ChunkResult()
         progress = on_progress or (lambda n: None)
         skip = self.settings.skip_unchanged and not force
-        rule = UnchangedRule(self.models, tags, checksum, result.times, skip=skip)  # its lookups also keep stored tags
+        rule = UnchangedRule(self.models, tags, checksum, result.times, skip=skip, job_id=job_id)  # also keeps stored tags
         stop = should_stop or (lambda: False)
         size = self.step.slice_size
         blocks = batched(paths, max(1, LOOKUP_IDS // size) * size)  # one stored-row read per block, per model
@@ -275,9 +285,7 @@ class Ingestor:
         writes: deque[tuple[list[Future[dict[str, str]]], int]] = deque()
         for embedded in self.step.stream(slices(), result.times, rule=rule):
             result.failures.update(embedded.failures)
-            own = sum(rule.stored_by(path_id(p), job_id) for p in embedded.skipped) if job_id else 0
-            result.done += own  # rows an earlier attempt of this chunk stored: this job's work, not "unchanged"
-            result.skipped += len(embedded.skipped) - own + len(embedded.restamp)
+            result.skipped += len(embedded.skipped) + len(embedded.restamp)
             if embedded.failures or embedded.skipped:
                 progress(len(embedded.failures) + len(embedded.skipped))
             if embedded.restamp:
@@ -290,6 +298,8 @@ class Ingestor:
                 self._settle(*writes.popleft(), result, progress)
         while writes:  # the chunk is done (and may be acknowledged) only once every row is stored
             self._settle(*writes.popleft(), result, progress)
+        result.done += len(rule.own)  # rows an earlier attempt of this chunk stored: this job's work, not "unchanged"
+        result.skipped -= len(rule.own)
         log.info(
             "chunk of %d: %d stored, %d unchanged (%d restamped), %d failed, %d cancelled; %s",
             len(paths),
