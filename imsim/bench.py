@@ -35,6 +35,7 @@ from .reading import Limits, read_file
 from .settings import Settings
 from .store import VectorStore, make_row
 from .timing import StageTimes
+from .whitening import Whitening
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -125,6 +126,10 @@ class NullStore:
 
     def flush(self, name: str) -> None:
         """Nothing to seal: the rows are in memory."""
+
+    def followers(self, base: str) -> dict[str, Whitening]:
+        """No derived versions: a benchmark sink holds one collection per model."""
+        return {}
 
     def close(self) -> None:
         """Nothing to close."""

@@ -17,9 +17,10 @@ from . import models as registry
 from .embedding import EmbeddingStep
 from .errors import ModelError, NotFound
 from .models import Embedder
+from .models.whitened import WhitenedEmbedder
 from .query_images import embed_queries
 from .settings import Settings, get_settings
-from .store import VectorStore, cosine, open_store
+from .store import VectorStore, cosine, derived, open_store
 from .timing import StageTimes
 
 if TYPE_CHECKING:
@@ -102,15 +103,25 @@ class ModelsSide:
         if active is None:
             model = registry.load_model(name, self.settings)
         else:
-            config = self.store.model_config(active, registry.config_class(name)) or self.settings.family(name)
-            model = registry.load(name, config, self.settings.runtime)
-            if self.store.collection_name(model.info) != active:
-                raise ModelError(
-                    f"the active version of {name!r} is {active!r}, but its model now loads as {model.info.source} "
-                    f"revision {model.info.revision} (version {model.info.version_tag}): restore that model, "
-                    f"or `imsim models activate {name} ...` another version"
-                )
+            model = self._load_version(name, active)
         self._models[name] = model
+        return model
+
+    def _load_version(self, name: str, collection: str) -> Embedder:
+        """The model that wrote ``collection``: loaded from the config stored on it (on its base collection for a derived
+        version, then followed by the version's whitening), checked to compute exactly that version."""
+        base = derived.base_of(self.store, collection)
+        source = base or collection
+        config = self.store.model_config(source, registry.config_class(name)) or self.settings.family(name)
+        model = registry.load(name, config, self.settings.runtime)
+        if base is not None and self.store.collection_name(model.info) == base:
+            model = WhitenedEmbedder(model, derived.transform(self.store, collection))
+        if self.store.collection_name(model.info) != collection:
+            raise ModelError(
+                f"the active version of {name!r} is {collection!r}, but its model now loads as {model.info.source} "
+                f"revision {model.info.revision} (version {model.info.version_tag}): restore that model, "
+                f"or `imsim models activate {name} ...` another version"
+            )
         return model
 
     def _step(self, names: Sequence[str]) -> EmbeddingStep:

@@ -37,6 +37,7 @@ DEFAULT_THRESHOLDS: dict[str, tuple[float, str]] = {}
 COPY_ORIENTED = ("sscd", "dinov2")  # preferred when no model is named, in this order
 SEARCH_BATCH = 1024  # rows searched per request on a server (measured: ~1,100 rows/s at 100k x 768 on 2 cores)
 DUPLICATES_EF = 64  # HNSW breadth for the k-NN graph: near-duplicates are each other's nearest, found at a small ef
+LINK_SHARE = 0.5  # two groups join only when at least half the pairs between them are links (0: connected components)
 EXACT_BLOCK_FLOATS = 8 * 1024 * 1024  # scores held at once by the exact (Lite) path: 32 MB (+ 64 MB of indices)
 Progress = Callable[[int, int], None]  # (rows searched, rows in all)
 
@@ -144,12 +145,13 @@ class Linked:
     edges: list[tuple[str, str, float]]
     threshold: Threshold
     model: str
+    link_share: float = LINK_SHARE
 
     def groups(self, hidden: Iterable[tuple[str, str]] = ()) -> list[Group]:
-        """The groups, without the pairs in ``hidden`` (marked "not a duplicate")."""
+        """The groups (:func:`linked_groups`), without the pairs in ``hidden`` (marked "not a duplicate")."""
         skip = set(hidden)
         kept = [(a, b, s) for a, b, s in self.edges if (a, b) not in skip]
-        return groups_of(self.paths, kept)
+        return groups_of(self.paths, kept, self.link_share)
 
 
 def link(
@@ -189,7 +191,7 @@ def link(
         batch=batch,
         on_progress=on_progress,
     )
-    return Linked(paths, edges, chosen, model)
+    return Linked(paths, edges, chosen, model, client.settings.duplicate_link_share)
 
 
 def marked_pairs(store: VectorStore, ids: Iterable[str]) -> set[tuple[str, str]]:
@@ -341,14 +343,74 @@ def exact_groups(store: VectorStore, collection: str, where: Where | None = None
     return sorted(groups, key=lambda g: (-len(g.members), g.members[0][1]))
 
 
-def groups_of(paths: Mapping[str, str], edges: Sequence[tuple[str, str, float]]) -> list[Group]:
-    """The connected components of ``edges`` as groups, largest first; each keeps its own edges, best first."""
+def linked_groups(ids: Iterable[str], edges: Iterable[tuple[str, str, float]], link_share: float = LINK_SHARE) -> list[list[str]]:
+    """Groups that do not chain: the strongest links first (as connected components are built), but two groups join
+    only when at least ``link_share`` of the pairs between them are links (at or above the threshold). One weak link,
+    or a frame several edited copies share, can no longer put two sets of copies into one group: two linked pairs
+    joined by one link share 1 of 4 pairs. ``link_share`` 0 gives the connected components; singletons left out.
+
+    Passes over the links repeat until nothing merges (a join can raise the share between the groups it made and
+    another group); each group's links to the others are counted as they merge (the smaller into the larger)."""
+    if link_share <= 0:
+        return components(ids, edges)
+    ordered = sorted(((a, b, s) for a, b, s in edges if a != b), key=lambda e: (-e[2], e[0], e[1]))
+    parent: dict[str, str] = {i: i for i in ids}
+    size: dict[str, int] = {}
+    links: dict[str, dict[str, int]] = {}  # group root -> other group root -> links between them
+    for a, b, _ in ordered:
+        for x in (a, b):
+            parent.setdefault(x, x)
+            size.setdefault(x, 1)
+            links.setdefault(x, {})
+    seen: set[tuple[str, str]] = set()
+    for a, b, _ in ordered:
+        if (a, b) in seen or (b, a) in seen:
+            continue
+        seen.add((a, b))
+        links[a][b] = links[a].get(b, 0) + 1
+        links[b][a] = links[b].get(a, 0) + 1
+
+    def root(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    merged = True
+    while merged:
+        merged = False
+        for a, b, _ in ordered:
+            ra, rb = root(a), root(b)
+            if ra == rb or links[ra].get(rb, 0) < link_share * size[ra] * size[rb]:
+                continue
+            if size[ra] < size[rb]:
+                ra, rb = rb, ra
+            parent[rb] = ra
+            size[ra] += size[rb]
+            for other, count in links.pop(rb).items():  # rb's links now belong to ra
+                links[other].pop(rb, None)
+                if other != ra:
+                    links[ra][other] = links[ra].get(other, 0) + count
+                    links[other][ra] = links[other].get(ra, 0) + count
+            links[ra].pop(rb, None)
+            merged = True
+    groups: dict[str, list[str]] = {}
+    for i in parent:
+        groups.setdefault(root(i), []).append(i)
+    return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
+
+
+def groups_of(paths: Mapping[str, str], edges: Sequence[tuple[str, str, float]], link_share: float = LINK_SHARE) -> list[Group]:
+    """The groups of ``edges`` (:func:`linked_groups`), largest first; each keeps the links among its members, best first."""
     by_member: dict[str, list[tuple[str, str, float]]] = {}
     for edge in edges:
         by_member.setdefault(edge[0], []).append(edge)
     groups = []
-    for members in components(paths, edges):
-        group_edges = sorted({e for m in members for e in by_member.get(m, [])}, key=lambda e: -e[2])
+    for members in linked_groups(paths, edges, link_share):
+        inside = set(members)
+        group_edges = sorted(
+            {e for m in members for e in by_member.get(m, []) if e[1] in inside}, key=lambda e: (-e[2], e[0], e[1])
+        )
         groups.append(Group(sorted(((m, paths[m]) for m in members), key=lambda mp: mp[1]), group_edges))
     return groups
 

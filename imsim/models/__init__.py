@@ -32,6 +32,7 @@ class ModelSettings(Protocol):
 # name -> module defining FAMILY (architectures as data; imported on first use)
 FAMILIES: dict[str, str] = {
     "clip": "imsim.models.clip",
+    "clip_onnx": "imsim.models.clip_onnx",
     "siglip2": "imsim.models.siglip2",
     "dinov2": "imsim.models.dinov2",
     "vit": "imsim.models.vit",

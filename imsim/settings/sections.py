@@ -259,6 +259,13 @@ class QuerySection(Section):
     )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k.")
     fusion_weights: str = Field("", description="Weights for weighted fusion, e.g. 'clip=0.3,dinov2=0.7' (default equal).")
+    duplicate_link_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Duplicate groups join only when at least this share of the pairs between them are links (0: every "
+        "connected component, which chains copies of different originals through one shared overlay).",
+    )
 
     @property
     def weights(self) -> dict[str, float]:

@@ -6,6 +6,7 @@ schema and rows, :mod:`~imsim.store.failures` how errors are classified. Nothing
 touches pymilvus.
 """
 
+from . import derived
 from .config import StoreConfig
 from .connection import SEARCH_CAP, has_iterator_v2
 from .failures import is_transient
@@ -27,6 +28,7 @@ __all__ = [
     "StoredHit",
     "VectorStore",
     "cosine",
+    "derived",
     "has_iterator_v2",
     "is_transient",
     "make_row",

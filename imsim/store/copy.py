@@ -4,9 +4,10 @@ The way out of Milvus Lite's envelope (docs/operations.md): each imsim collectio
 the current schema, its description (rebuilt from the version's properties where Lite dropped it), the same
 properties (the config that reloads its model) and the same index; its rows stream across in primary-key order
 (one batch in memory) and are upserted, so a copy that stops can resume after the last batch it wrote (a
-checkpoint per collection beside the target's name in ``IMSIM_DATA_DIR/copies/``) and a copy run twice writes
-nothing twice. Each model's alias is pointed at the same version as on the source. The copy is verified by row
-counts and by a sample of vectors compared bit for bit.
+checkpoint per collection beside the target's name in ``IMSIM_DATA_DIR/copies/``), and a copy run again after it
+finished brings the target up to date (rows added, changed or deleted since: :mod:`imsim.store.mirror`). Each
+model's alias is pointed at the same version as on the source. The copy is verified by row counts and by a sample of
+vectors compared bit for bit.
 
 Duplicate-threshold calibrations (``IMSIM_DATA_DIR/calibration.json``) are keyed by model version, which the copy
 keeps: they apply to the target unchanged.
@@ -15,19 +16,20 @@ keeps: they apply to the target unchanged.
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import StoreError
+from .mirror import Checkpoints, mirror
 from .schema import FIELDS, METRIC, PK, PROPERTY_PREFIX, VECTOR
-from .vector_store import VectorStore
+
+if TYPE_CHECKING:
+    from .vector_store import VectorStore
 
 SAMPLE = 200  # vectors compared bit for bit per collection
 _DEFAULTS = {"VARCHAR": "", "INT32": 0, "INT64": 0, "DOUBLE": 0.0, "JSON": {}}  # for fields an older collection lacks
@@ -42,6 +44,8 @@ class CollectionCopy:
     target_rows: int
     sampled: int
     identical: int  # sampled vectors equal bit for bit
+    deleted: int = 0  # target rows removed because the source no longer has them
+    synced: bool = False  # a finished copy brought up to date (only differences written)
 
     @property
     def verified(self) -> bool:
@@ -104,32 +108,6 @@ def _normalised(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Checkpoints:
-    """Where each collection's copy to one target got to: the last primary key written, in a small JSON file."""
-
-    def __init__(self, data_dir: Path, target: str):
-        digest = hashlib.sha256(target.encode()).hexdigest()[:12]
-        self.folder = data_dir / "copies" / digest
-
-    def _file(self, name: str) -> Path:
-        return self.folder / f"{name}.json"
-
-    def last(self, name: str) -> str | None:
-        try:
-            return str(json.loads(self._file(name).read_text())["last_id"])
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def save(self, name: str, last_id: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self._file(name).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"last_id": last_id}))
-        tmp.replace(self._file(name))
-
-    def clear(self, name: str) -> None:
-        self._file(name).unlink(missing_ok=True)
-
-
 def copy_collection(
     source: VectorStore,
     target: VectorStore,
@@ -140,27 +118,24 @@ def copy_collection(
     restart: bool = False,
     on_progress: Progress | None = None,
 ) -> CollectionCopy:
-    """Copy one collection (create it on the target if needed, resume after its checkpoint), then verify it."""
-    from .. import expr
-
+    """Copy one collection (create it on the target if needed; resume after its checkpoint, or bring a finished copy up
+    to date: :func:`~imsim.store.mirror.mirror`), then verify it."""
     if name not in target.collections():
         _create_like(source, target, name)
     elif target.dimension(name) != source.dimension(name):
         raise StoreError(f"{name!r} exists on the target with another dimension; refusing to mix vectors")
-    total = source.count(name)
-    after = None if restart else checkpoints.last(name)
-    condition = f"{PK} > {expr.quote(after)}" if after else ""
-    copied = 0
-    for rows in source.iter_rows(name, condition, output_fields=["*", VECTOR], batch=batch):
-        target.upsert(name, [_normalised(r) for r in rows], batch=batch)
-        copied += len(rows)
-        checkpoints.save(name, str(max(r[PK] for r in rows)))
+
+    def normalised(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [_normalised(r) for r in rows]
+
+    def progress(done: int, rows: int) -> None:
         if on_progress is not None:
-            on_progress(name, copied, total)
-    target.flush(name)
+            on_progress(name, done, rows)
+
+    done = mirror(source, name, target, name, checkpoints, convert=normalised, restart=restart, batch=batch, on_progress=progress)
     target_rows = target.count(name)
     sampled, identical = _compare_sample(source, target, name)
-    return CollectionCopy(name, total, copied, target_rows, sampled, identical)
+    return CollectionCopy(name, source.count(name), done.written, target_rows, sampled, identical, done.deleted, done.compared)
 
 
 def _compare_sample(source: VectorStore, target: VectorStore, name: str) -> tuple[int, int]:

@@ -20,10 +20,24 @@ from .searching import Searching
 
 if TYPE_CHECKING:
     from ..settings import Settings
+    from ..whitening import Whitening
 
 
 class VectorStore(Searching):
     """A connection to Milvus plus imsim's conventions for its collections. Use it as a context manager."""
+
+    def drop(self, name: str) -> None:
+        """Drop one of imsim's collections, and the artifact that explains it (a derived version's transform)."""
+        from .artifacts import Artifacts
+
+        super().drop(name)
+        Artifacts(self).delete(name)
+
+    def followers(self, base: str) -> dict[str, Whitening]:
+        """The derived versions written from ``base`` (collection → whitening): ingest writes each new row to them too."""
+        from .derived import followers
+
+        return followers(self, base)
 
 
 def open_store(settings: Settings) -> VectorStore:
