@@ -10,6 +10,7 @@ real servers (Redis, a Milvus 2.3.5 server or Milvus Lite): nothing is mocked. E
     python benchmarks/scale.py copy --rows 100000                   # `imsim store copy` Lite -> server, 2 models
     python benchmarks/scale.py delete --rows 100000                 # delete a folder and a glob on Milvus Lite
     python benchmarks/scale.py lite --rows 100000                   # Milvus Lite's envelope behind `imsim store serve`
+    python benchmarks/scale.py whiten --rows 100000 1000000         # `imsim models whiten` on a Milvus 2.3.5 server
 
 ``--uri http://host:port`` uses a running Milvus server instead of starting one; ``--checkout DIR`` (queue only) also
 runs the same commands with the imsim of another checkout (``git worktree add /tmp/old COMMIT``), for a before/after
@@ -382,6 +383,59 @@ def copy(args: argparse.Namespace) -> None:
             shutil.rmtree(data, ignore_errors=True)
 
 
+# --- whiten -------------------------------------------------------------------------------------------------------
+_WHITEN_SCRIPT = """
+import json, sys, tempfile, time
+from pathlib import Path
+from imsim.settings import load
+from imsim.store import VectorStore, derived
+from imsim.store.mirror import Checkpoints, mirror
+uri, prefix, name = sys.argv[1:4]
+store = VectorStore(load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": "/dev/null"}))
+data = Path(tempfile.mkdtemp())
+started = time.perf_counter()
+whitening = derived.learn(store, name)
+learned = time.perf_counter() - started
+target = derived.register(store, name, whitening)
+started = time.perf_counter()
+report = derived.write(store, name, target, whitening, Checkpoints(data, "bench"))
+written = time.perf_counter() - started
+# the same rows mirrored without a transform into a plain copy on the same server: the `imsim store copy` path's rate
+copy = name + "_copy"
+index = ("HNSW", {"M": 16, "efConstruction": 200})
+store.create_version(copy, store.dimension(name), description="copy", vector_doc="copy", index=index, properties={})
+started = time.perf_counter()
+mirror(store, name, store, copy, Checkpoints(data, "copy"), batch=2000)
+copied = time.perf_counter() - started
+print(json.dumps({"learn": learned, "rows": whitening.rows, "write": written, "written": report.written,
+                  "verified": report.verified, "copy": copied}))
+"""
+
+
+def whiten(args: argparse.Namespace) -> None:
+    from imsim.settings import load
+
+    for rows in args.rows:
+        milvus, uri = _server(args)
+        try:
+            prefix = f"wh{uuid.uuid4().hex[:6]}"
+            name, fill_s = _fill(load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": os.devnull}), rows, 768)
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            _, rss, out, err = measured([sys.executable, "-c", _WHITEN_SCRIPT, uri, prefix, name], env)
+            if not out.strip():
+                raise SystemExit(err[-3000:])
+            r = json.loads(out)
+            say(
+                f"whiten | Milvus 2.3.5 server | {rows:>9,} rows x 768 | learn {r['learn']:6.1f} s ({r['rows']:,} rows, "
+                f"{r['rows'] / r['learn']:,.0f} rows/s) | write {r['write']:7.1f} s ({r['written'] / r['write']:,.0f} rows/s, "
+                f"verified {r['verified']}) | plain copy of the same rows {r['copy']:7.1f} s ({rows / r['copy']:,.0f} rows/s) | "
+                f"peak RSS {rss:,.0f} MB | (filling took {fill_s:.0f} s)"
+            )
+        finally:
+            if milvus is not None:
+                milvus.kill()
+
+
 # --- delete -------------------------------------------------------------------------------------------------------
 def delete(args: argparse.Namespace) -> None:
     from imsim import maintenance
@@ -465,14 +519,16 @@ def main() -> None:
         p.add_argument("--files", type=int, nargs="+", default=default)
         p.add_argument("--checkout", default="")
         p.add_argument("--uri", default="")
-    for name in ("duplicates", "copy", "delete", "lite"):
+    for name in ("duplicates", "copy", "delete", "lite", "whiten"):
         p = sub.add_parser(name)
         p.add_argument("--rows", type=int, nargs="+", default=[10_000])
         p.add_argument("--uri", default="")
         p.add_argument("--lite", action="store_true", help="duplicates: on Milvus Lite (behind `imsim store serve`)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    {"queue": queue, "sync": sync, "duplicates": duplicates, "copy": copy, "delete": delete, "lite": lite}[args.part](args)
+    parts = {"queue": queue, "sync": sync, "duplicates": duplicates, "copy": copy, "delete": delete, "lite": lite}
+    parts["whiten"] = whiten
+    parts[args.part](args)
 
 
 if __name__ == "__main__":

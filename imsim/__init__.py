@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Client", "SearchHit", "Where", "Settings", "get_settings", "__version__"]
+__all__ = ["Client", "ImsimError", "ModelError", "SearchHit", "Where", "Settings", "get_settings", "__version__"]
 
 if TYPE_CHECKING:
     from .client import Client
+    from .errors import ImsimError, ModelError
     from .expr import Where
     from .fusion import SearchHit
     from .settings import Settings, get_settings
@@ -29,6 +30,10 @@ def __getattr__(name: str) -> Any:
         from .client import Client
 
         return Client
+    if name in ("ImsimError", "ModelError"):
+        from . import errors
+
+        return getattr(errors, name)
     if name == "SearchHit":
         from .fusion import SearchHit
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import fusion as fusion_maths
+from . import models as registry
 from .client_jobs import JobsSide
 from .client_models import ModelsSide
 from .errors import ImsimError, ModelError, StoreError
@@ -67,7 +68,7 @@ class Client(ModelsSide, JobsSide):
                 raise ImsimError("the text query is empty: give the words to search for")
             names = [n for n in names if self.model(n).info.supports_text]
             if not names:
-                raise ModelError("none of the selected models can embed text; include 'clip' in --models")
+                raise registry.no_text_model(names)
             return {n: self.model(n).embed_texts([text]) for n in names}
         if like is not None:
             return self.stored_vectors(like, names)
@@ -149,6 +150,7 @@ class Client(ModelsSide, JobsSide):
             raise ImsimError(f"k must be at least 1, got {k}")
         names = list(queries)
         collections = {n: self.collection(n) for n in names}
+        method = self.resolve_fusion(method, names)
         calibrated = self.calibrated_fusion(names) if method == "calibrated" and len(names) > 1 else None
         expressions = self._per_model(names, lambda n: self._expression(collections[n], where, filter), collections)
         lists_by_model = self._per_model(
@@ -165,6 +167,19 @@ class Client(ModelsSide, JobsSide):
             fusion_maths.assemble(per_model, {n: queries[n][q] for n in names}, vectors, how, k)
             for q, per_model in enumerate(lists)
         ]
+
+    def resolve_fusion(self, method: str, names: Sequence[str]) -> str:
+        """``auto`` made concrete for these models: one model, its own cosine (``none``); several, the calibrated
+        fusion when `imsim eval apply` kept one for exactly their active versions, else ``rrf``."""
+        if method != "auto":
+            return method
+        if len(names) < 2:
+            return "none"
+        try:
+            self.calibrated_fusion(names)
+        except ImsimError:
+            return "rrf"
+        return "calibrated"
 
     def calibrated_fusion(self, names: Sequence[str]) -> tuple[dict[str, float], float]:
         """(weights, bias) of the calibrated fusion of these models' active versions, fitted by `imsim eval run` on a

@@ -124,6 +124,13 @@ class ModelsSide:
             )
         return model
 
+    def random_weights(self, models: Sequence[str] | str | None = None) -> list[str]:
+        """The models (of ``models``, default the configured ones) whose loaded weights are random (a demo or test
+        model built where the hub was unreachable): their similarities mean nothing, and every output says so."""
+        from .models.base import random_weights
+
+        return [n for n in self.names(models) if random_weights(self.model(n).info.source)]
+
     def _step(self, names: Sequence[str]) -> EmbeddingStep:
         models = {n: self.model(n) for n in names}
         key = tuple(names)

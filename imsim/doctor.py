@@ -172,6 +172,7 @@ def lite_envelope_warning(rows: dict[str, int], limit: int) -> str | None:
 
 def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
     from .models import load_model
+    from .models.base import random_weights
 
     checks = []
     existing = set(store.collections()) if store is not None else set()
@@ -185,6 +186,15 @@ def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
             checks.append(Check(f"model {name}", "fail", f"cannot load {name!r}: {exc}"))
             continue
         checks.append(Check(f"model {name}", "ok", f"{info.source} (revision {info.revision}) loads: {info.dim}-d"))
+        if random_weights(info.source):
+            checks.append(
+                Check(
+                    f"model {name} weights",
+                    "warn",
+                    "RANDOM weights (a demo model built where the model hub was unreachable): every similarity it gives "
+                    "means nothing; point IMSIM_" + name.upper() + "_MODEL at real weights",
+                )
+            )
         if store is None:
             continue
         collection = store.collection_name(info)
@@ -213,7 +223,15 @@ def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
             checks.append(
                 Check(f"collection {collection}", "ok", "not created yet: the first ingest with this model version creates it")
             )
-        if active is not None and active != collection:
+        if active is not None and active != collection and store.properties(active).get("derived_from") == collection:
+            checks.append(
+                Check(
+                    f"model {name} version",
+                    "ok",
+                    f"queries use {active}, whitened from {collection}: ingest writes to both",
+                )
+            )
+        elif active is not None and active != collection:
             props = store.properties(active)
             checks.append(
                 Check(

@@ -90,10 +90,12 @@ def components(ids: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> l
 
 def default_model(client: Client) -> str:
     names = client.settings.model_names
-    for name in COPY_ORIENTED:
-        if name in names:
-            return name
-    return "fused" if len(names) > 1 else names[0]
+    return copy_model(names) or ("fused" if len(names) > 1 else names[0])
+
+
+def copy_model(names: Sequence[str]) -> str | None:
+    """The copy-oriented model among ``names`` (:data:`COPY_ORIENTED`, in that order), if there is one."""
+    return next((name for name in COPY_ORIENTED if name in names), None)
 
 
 def resolve_threshold(

@@ -137,7 +137,7 @@ class EmbeddingStep:
         self.slice_size = max(1, slice_size)
         self.decoder = resolve_decoder(decoder)
         self.workers = workers or os.cpu_count() or 1
-        self.budget = DecodeBudget(limits.decode_bytes)
+        self.budget = DecodeBudget.process(limits.decode_bytes)
         self.io_workers = max(1, io_workers)
         self._io: ThreadPoolExecutor | None = None
         self._pool = ThreadPoolExecutor(

@@ -23,7 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-FUSIONS = ("rrf", "weighted", "calibrated", "none")
+FUSIONS = ("auto", "rrf", "weighted", "calibrated", "none")
+# "auto" (the default) is resolved by the client: one model -> "none" (its own cosine), several -> "calibrated" where
+# `imsim eval apply` kept a fit for exactly the versions searched, else "rrf".
 
 
 def cosine(value: float) -> float:

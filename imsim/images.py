@@ -43,17 +43,20 @@ class DecodedImage(FileFacts):
 
 
 # --- decoding ----------------------------------------------------------------------------------
-STRIP_PIXELS = 4_000_000  # pixels converted at a time: the temporaries of a conversion never exceed one strip's
+STRIP_PIXELS = 1_000_000  # pixels converted at a time: the temporaries of a conversion never exceed one strip's
+STRIP_BYTES = 32  # bytes per pixel of one strip's temporaries (measured up to ~23: crop, RGBA, background, composite, RGB)
 _WIDE = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA = ("RGBA", "LA", "PA", "La", "RGBa")
 # bytes per pixel Pillow keeps a decoded image in (multi-band and 32-bit modes take 4, "1" takes a byte per pixel)
 _PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
-def decode_bytes_per_pixel(mode: str) -> int:
+def decode_bytes_per_pixel(mode: str, oriented: bool = False) -> int:
     """Bytes per pixel of decoding an image of this Pillow mode to RGB: Pillow's own storage (4 for most modes) plus
-    the 3 of the RGB array it becomes (conversions run in strips: :data:`STRIP_PIXELS`)."""
-    return _PILLOW_BYTES.get(mode, 4) + 3
+    the 3 of the RGB array it becomes (conversions run in strips: :data:`STRIP_PIXELS`); an EXIF orientation is applied
+    to that array once Pillow's copy is freed, so it costs a second RGB array (6) where that is more."""
+    held = _PILLOW_BYTES.get(mode, 4) + 3
+    return max(held, 6) if oriented else held
 
 
 def to_rgb_array(im: Image.Image) -> np.ndarray:
@@ -61,9 +64,7 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     scaled to 8 bits. Converted a strip of rows at a time, so memory is the image, the RGB array and one strip (a
     13000x13000 16-bit PNG made several full-size float32 copies: 3.1 GB); the result is the same, pixel for pixel,
     as converting the whole image at once."""
-    if im.mode == "RGB":
-        return np.asarray(im, dtype=np.uint8)
-    width, height = im.size
+    width, height = im.size  # RGB too, by strips: a whole image's tobytes() (np.asarray) joins its chunks, 2 x 3 bytes
     out = np.empty((height, width, 3), np.uint8)
     step = max(1, STRIP_PIXELS // max(1, width))
     convert = _strip_converter(im)
@@ -112,9 +113,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 def decode_memory(header: Header, scale: int = 1) -> int:
     """Bytes decoding this image (at this JPEG draft scale) to an RGB array holds at its peak: the decoded pixels in
-    Pillow's storage, the RGB array, and one strip of the conversion."""
+    Pillow's storage, the RGB array, one strip of the conversion, and (an EXIF-rotated image) the rotated copy. Checked
+    against the measured peak of every colour mode in tests/test_images.py."""
     pixels = -(-header.width // scale) * -(-header.height // scale)
-    return pixels * decode_bytes_per_pixel(header.mode or "RGB") + min(pixels, STRIP_PIXELS) * 12
+    per_pixel = decode_bytes_per_pixel(header.mode or "RGB", oriented=header.orientation in _TRANSPOSE)
+    return pixels * per_pixel + min(pixels, STRIP_PIXELS) * STRIP_BYTES
 
 
 class DecodeBudget:
@@ -122,10 +125,22 @@ class DecodeBudget:
     estimate fits, and a file whose estimate alone exceeds the budget fails with that reason, so no file (and no set
     of files decoded together) can take more memory than ``IMSIM_DECODE_MEMORY_MB`` states."""
 
+    _process: dict[int, DecodeBudget] = {}
+    _process_lock = threading.Lock()
+
     def __init__(self, limit_bytes: int):
         self.limit = limit_bytes
         self.used = 0
         self._cond = threading.Condition()
+
+    @classmethod
+    def process(cls, limit_bytes: int) -> DecodeBudget:
+        """The one budget of this process for this limit: every embedding step (the API holds one per set of models)
+        and the thumbnails share it, so two large images admitted by two of them cannot together exceed it."""
+        with cls._process_lock:
+            if limit_bytes not in cls._process:
+                cls._process[limit_bytes] = cls(limit_bytes)
+            return cls._process[limit_bytes]
 
     def reserve(self, path: str, need: int) -> None:
         if need > self.limit:
@@ -314,9 +329,24 @@ def _decode_simplejpeg(data: bytes, header: Header, min_size: int | None) -> np.
         )
     except (ValueError, RuntimeError, OSError):
         return None
-    if header.orientation in _TRANSPOSE:  # as ImageOps.exif_transpose does on the Pillow path
-        return np.asarray(Image.fromarray(pixels, "RGB").transpose(_TRANSPOSE[header.orientation]))
-    return np.asarray(pixels)
+    return orient(np.asarray(pixels), header.orientation)
+
+
+def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """An HWC array turned as its EXIF orientation says (what ``ImageOps.exif_transpose`` does, pixel for pixel, tested),
+    made with numpy views and one contiguous copy: no Pillow image of it (4 bytes per pixel) is ever made."""
+    if orientation not in _TRANSPOSE:
+        return pixels
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda a: a.transpose(1, 0, 2)[::-1],
+    }[orientation](pixels)
+    return np.ascontiguousarray(turned)
 
 
 def decode_array(
@@ -347,8 +377,12 @@ def decode_array(
                 im.draft("RGB", (min_size, min_size))
             im.seek(0)  # first frame of animations
             im.load()
-            im = ImageOps.exif_transpose(im) or im
-            return to_rgb_array(im), width, height
+            # ImageOps.exif_transpose copied the whole image even when there was nothing to turn (+4 bytes a pixel: a
+            # 13000x13000 RGBA PNG took 1.8 GB where 1.2 GB was budgeted); the RGB array is turned instead, Pillow's
+            # image freed first
+            pixels = to_rgb_array(im)
+            del im
+            return orient(pixels, header.orientation), width, height
     except MemoryError:
         raise ImageTooLarge(
             path, "out of memory while decoding (lower IMSIM_MAX_IMAGE_PIXELS or give the worker more memory)"

@@ -82,7 +82,7 @@ def test_cli_errors_are_plain_and_name_the_input(cli, tiny_model_dirs, tmp_path)
     proc = cli(env, "ingest", "--local", str(tmp_path / "nothing-*.jpg"), check=False)
     assert proc.returncode == 2 and "no image files found" in proc.stderr and "nothing-*.jpg" in proc.stderr
     proc = cli(env, "search", "--text", "x", "--models", "dinov2", check=False)
-    assert proc.returncode == 2 and "can embed text" in proc.stderr
+    assert proc.returncode == 2 and "has a text tower" in proc.stderr and "clip, siglip2" in proc.stderr
 
 
 def test_names_that_look_like_rich_markup_are_printed_as_they_are(cli, tiny_model_dirs, tmp_path):

@@ -271,10 +271,11 @@ def exact_recall_at_1(settings, bench: Benchmark, name: str) -> float:
     return float(np.mean([refs[j] == bench.truth[q] for q, j in zip(queries, best, strict=False)]))
 
 
-def exact_whitened(settings, evaluation, bench, name):
-    """``name+pcaw`` computed by hand: a whitening learned on the reference vectors, every query ranked exactly."""
+def exact_whitened(settings, evaluation, bench, name, folds=False):
+    """``name+pcaw`` computed by hand: a whitening learned on the reference vectors, every query ranked exactly (with
+    ``folds``: ``+pcaw(collection)``, each fold of queries with a whitening of the references and the other folds)."""
     from imsim.client import Client
-    from imsim.eval.scoring import exact_rankings, score_method
+    from imsim.eval.scoring import exact_rankings, fold_of, score_method
     from imsim.whitening import learn
 
     model = evaluation.models[name]
@@ -283,9 +284,18 @@ def exact_whitened(settings, evaluation, bench, name):
     with Client(settings.replace(models=name), embedders={name: model}) as client:
         ref_vecs = client.embed_many([bench.references[r] for r in refs], name)[name]
         q_vecs = client.embed_many([bench.queries[q] for q in queries], name)[name]
-    w = learn(ref_vecs)
-    ranked = exact_rankings(w.apply(q_vecs), w.apply(ref_vecs), refs, queries, 50)
-    return score_method(f"{name}+pcaw", "variant", ranked, dict(bench.truth))
+    if not folds:
+        w = learn(ref_vecs)
+        ranked = exact_rankings(w.apply(q_vecs), w.apply(ref_vecs), refs, queries, 50)
+        return score_method(f"{name}+pcaw", "variant", ranked, dict(bench.truth))
+    ranked = {}
+    for fold in range(5):
+        held = [i for i, q in enumerate(queries) if fold_of(q) == fold]
+        others = [i for i, q in enumerate(queries) if fold_of(q) != fold]
+        if held:
+            w = learn(np.concatenate([ref_vecs, q_vecs[others]]))
+            ranked.update(exact_rankings(w.apply(q_vecs[held]), w.apply(ref_vecs), refs, [queries[i] for i in held], 50))
+    return score_method(f"{name}+pcaw(collection)", "variant", ranked, dict(bench.truth))
 
 
 def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_path, small_bench):
@@ -300,8 +310,10 @@ def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_
         "fused:rrf",
         "fused:weighted",
         "clip+pcaw",
+        "clip+pcaw(collection)",
         "clip+norm",
         "dinov2+pcaw",
+        "dinov2+pcaw(collection)",
         "dinov2+norm",
     }
     bench = Benchmark.load(small_bench)
@@ -316,7 +328,8 @@ def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_
     stored = calibration.load(tmp_path / "out")
     # the duplicate thresholds are calibrated on the pairs `imsim duplicates` links, not on query->reference rankings
     duplicates = {d.label: d for d in evaluation.report.duplicates}
-    assert set(duplicates) == {"clip", "dinov2", "fused:weighted", "clip+pcaw", "dinov2+pcaw"}  # whitened versions too
+    whitened = {f"{m}+pcaw{w}" for m in ("clip", "dinov2") for w in ("", "(collection)")}
+    assert set(duplicates) == {"clip", "dinov2", "fused:weighted", *whitened}  # whitened versions too
     assert set(stored) == {d.calibration_key for d in duplicates.values()}  # unreached ones too, with null thresholds
     for d in duplicates.values():
         assert d.images == len(bench.references) + len(bench.queries) and d.positives == len(bench.truth)
@@ -324,13 +337,17 @@ def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_
         assert stored[d.calibration_key]["threshold_p90"] == d.thresholds["p90"]
     assert not any(r.calibration_key for r in results.values() if r.label.endswith("+norm") or r.label == "fused:rrf")
     for name in ("clip", "dinov2"):
-        whitened = evaluation.whitened[f"{name}+pcaw"][2]
-        assert results[f"{name}+pcaw"].calibration_key == calibration.version_key(name, whitened.info.version_tag)
+        version = evaluation.whitened[f"{name}+pcaw"][2]
+        assert results[f"{name}+pcaw"].calibration_key == calibration.version_key(name, version.info.version_tag)
         assert duplicates[f"{name}+pcaw"].calibration_key == results[f"{name}+pcaw"].calibration_key
         # the production path (a derived version searched by the client) scores as an exact whitened ranking does
         exact = exact_whitened(settings, evaluation, bench, name)
         assert results[f"{name}+pcaw"].micro_ap == pytest.approx(exact.micro_ap, abs=0.005)
         assert results[f"{name}+pcaw"].recall == pytest.approx(exact.recall, abs=0.005)
+        # learned on the collection, a fold of queries at a time: never on the queries being ranked
+        folds = exact_whitened(settings, evaluation, bench, name, folds=True)
+        assert results[f"{name}+pcaw(collection)"].micro_ap == pytest.approx(folds.micro_ap, abs=0.005)
+        assert results[f"{name}+pcaw(collection)"].recall == pytest.approx(folds.recall, abs=0.005)
     assert duplicates["fused:weighted"].calibration_key == results["fused:weighted"].calibration_key
     report = evaluation.report.as_dict()
     rrf = next(r for r in report["copydetect"] if r["label"] == "fused:rrf")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imsim import images
 from imsim.errors import ImageDecodeError, ImageNotFound, ImageTooLarge, ImageUnreadable
 from imsim.images import decode_bytes, load_image
 from imsim.names import path_id
@@ -232,6 +233,82 @@ def test_a_huge_16_bit_or_rgba_png_decodes_within_a_bounded_peak(kind, tmp_path)
     assert out["mb"] < decoded + rgb + 200, out  # the decoded image, the RGB array, one strip; not float32 copies
 
 
+_PEAK = """
+import json, sys
+from imsim.images import decode_array, decode_memory, read_header
+def rss(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) * 1024
+data = open(sys.argv[1], "rb").read()
+header = read_header(data, sys.argv[1])
+open("/proc/self/clear_refs", "w").write("5")  # the peak RSS (VmHWM) starts again from here
+before = rss("VmRSS:")
+pixels, w, h = decode_array(data, sys.argv[1], decoder=sys.argv[2])
+print(json.dumps({"peak": rss("VmHWM:") - before, "estimate": decode_memory(header), "mode": header.mode,
+                  "shape": list(pixels.shape)}))
+"""
+_MAKE = """
+import sys
+import numpy as np
+from PIL import Image
+n, mode, path = 4000, sys.argv[1], sys.argv[2]
+y, x = np.mgrid[0:n, 0:n]
+band = ((x // 7 + y // 11) % 256).astype(np.uint8)
+exif = Image.Exif()
+if mode == "RGB-rotated":
+    exif[0x0112] = 6
+    Image.fromarray(np.stack([band, band[::-1], band.T], axis=2), "RGB").save(path, quality=90, exif=exif)
+elif mode == "I;16":
+    Image.fromarray((band.astype(np.uint16) * 250).astype("<u2")).save(path)
+elif mode == "P-transparent":
+    im = Image.fromarray(band, "L").convert("P")
+    im.save(path, transparency=5)
+elif mode == "CMYK":
+    Image.fromarray(np.stack([band, band.T, band[::-1], band[:, ::-1]], axis=2), "CMYK").save(path, quality=90)
+elif mode == "1":
+    Image.fromarray(band > 127).save(path)
+elif mode == "LA":
+    Image.fromarray(np.stack([band, band.T], axis=2), "LA").save(path)
+else:
+    Image.fromarray(np.stack([band, band.T, band[::-1], (band > 60).astype(np.uint8) * 255], axis=2), "RGBA").save(path)
+"""
+
+
+@pytest.mark.parametrize(
+    "mode, decoder",
+    [
+        ("RGBA", "pillow"),
+        ("LA", "pillow"),
+        ("I;16", "pillow"),
+        ("P-transparent", "pillow"),
+        ("CMYK", "pillow"),
+        ("1", "pillow"),
+        ("RGB-rotated", "pillow"),
+        ("RGB-rotated", "simplejpeg"),
+    ],
+)
+def test_the_decode_estimate_holds_the_measured_peak_of_every_mode(mode, decoder, tmp_path):
+    """A 16-megapixel image of each colour mode decoded in a process of its own: the peak RSS the decode adds (VmHWM,
+    reset just before) never exceeds what the budget reserves for it, and the reservation is not a wild overestimate
+    (at most the strip allowance above 1.5 x the peak). Before: ImageOps.exif_transpose copied every image."""
+    import json
+    import subprocess
+    import sys
+
+    from .support.servers import ROOT
+
+    suffix = ".jpg" if mode in ("CMYK", "RGB-rotated") else ".png"
+    path = tmp_path / f"image{suffix}"
+    subprocess.run([sys.executable, "-c", _MAKE, mode, str(path)], check=True, cwd=ROOT)
+    run = subprocess.run([sys.executable, "-c", _PEAK, str(path), decoder], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    mb = 2**20
+    print(f"\n{mode} ({decoder}): peak {out['peak'] / mb:.0f} MB, reserved {out['estimate'] / mb:.0f} MB")
+    assert out["shape"] == [4000, 4000, 3]
+    assert out["peak"] <= out["estimate"], out
+    assert out["estimate"] <= 1.5 * out["peak"] + images.STRIP_PIXELS * images.STRIP_BYTES, out
+
+
 def test_the_decode_budget_fails_an_image_too_big_for_it_alone_and_bounds_what_decodes_at_once():
     import threading
 
@@ -240,8 +317,11 @@ def test_the_decode_budget_fails_an_image_too_big_for_it_alone_and_bounds_what_d
     budget = DecodeBudget(100 * 2**20)
     with pytest.raises(ImageTooLarge, match="needs ~.* MB .*IMSIM_DECODE_MEMORY_MB=100"):
         budget.reserve("/x.png", 101 * 2**20)
-    assert decode_memory(Header("PNG", 1000, 1000, 1, "RGBA")) == 1000 * 1000 * 7 + 1000 * 1000 * 12
-    assert decode_memory(Header("JPEG", 4000, 3000, 1, "RGB"), scale=4) == 1000 * 750 * 7 + 1000 * 750 * 12
+    assert decode_memory(Header("PNG", 1000, 1000, 1, "RGBA")) == 1000 * 1000 * 7 + 1000 * 1000 * images.STRIP_BYTES
+    assert decode_memory(Header("JPEG", 4000, 3000, 1, "RGB"), scale=4) == 1000 * 750 * 7 + 1000 * 750 * images.STRIP_BYTES
+    assert (
+        decode_memory(Header("PNG", 1000, 1000, 6, "L")) == 1000 * 1000 * 6 + 1000 * 1000 * images.STRIP_BYTES
+    )  # the turned copy
     budget.reserve("/a.png", 60 * 2**20)
     waited = threading.Event()
 

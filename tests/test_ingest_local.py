@@ -147,7 +147,7 @@ def test_text_search_and_errors(ingested, models):
     client = Client(settings, embedders=models, store=store)
     hits = client.search(text="a cat", k=5)
     assert len(hits) == 5 and set(hits[0].scores) == {"clip"}
-    with pytest.raises(ModelError, match="can embed text"):
+    with pytest.raises(ModelError, match="has a text tower; text search needs one of clip, siglip2"):
         client.search(text="a cat", models=["dinov2"])
     with pytest.raises(ImsimError, match="exactly one"):
         client.search()

@@ -99,7 +99,7 @@ def test_the_published_specs_through_imsims_pipeline_agree_with_the_reference_pr
     specs = real_weights.specs(tmp_path / "models")
     settings = make_settings({}, tmp_path / "data")
     models = load_specs(parse_models(",".join(specs.values())), settings)
-    assert set(models) == {"sscd-int8", "sscd-distilled", "efficientnet-lite0"}
+    assert set(models) == {"sscd-int8", "sscd-distilled", "efficientnet-lite0", "clip-b16"}
     large = tmp_path / "large.jpg"  # big enough that imsim decodes it at a reduced DCT scale (the draft)
     Image.open(PHOTOS / "coffee.jpg").resize((2700, 1800), Image.Resampling.LANCZOS).save(large, quality=92)
     paths = [str(PHOTOS / f"{n}.jpg") for n in NAMES] + [str(large)]
@@ -119,6 +119,15 @@ def test_the_published_specs_through_imsims_pipeline_agree_with_the_reference_pr
     want, logits = lite0.run(["embedding", "logits"], {"image": np.stack([imagenet_crop(Path(p)) for p in paths])})
     assert min(cosine(a, b) for a, b in zip(stored.vectors["efficientnet-lite0"], want, strict=True)) > 0.995
     assert logits[0].argmax() in CATS and logits[1].argmax() == ESPRESSO
+    # CLIP's tower against the model's own processor (transformers' CLIPImageProcessor: short edge 224 bicubic, centre
+    # crop 224, CLIP's mean and std), fed to the converted graph
+    from transformers import CLIPImageProcessor
+
+    tower = models["clip-b16"]
+    session = ort.InferenceSession(str(tower.file), providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
+    reference = CLIPImageProcessor()(images=[Image.open(p).convert("RGB") for p in paths], return_tensors="np")["pixel_values"]
+    (want,) = session.run(["image_embeds"], {"pixel_values": reference.astype(np.float32)})
+    assert min(cosine(a, b) for a, b in zip(stored.vectors["clip-b16"], want, strict=True)) > 0.995
     # the wiring's preprocessing is part of its version: another resize filter is another collection
     assert models["sscd-int8"].info.config.resample == "bilinear"  # type: ignore[attr-defined]
 

@@ -96,7 +96,7 @@ class Service:
         self.settings = settings
         self.client = client or Client(settings)
         self.limits = Limits.from_settings(settings)
-        self.budget = DecodeBudget(self.limits.decode_bytes)  # thumbnails' decodes: bounded like ingest's
+        self.budget = DecodeBudget.process(self.limits.decode_bytes)  # thumbnails' decodes: bounded like ingest's
         self.metrics = Metrics()
         self.ready = False
         self._queue: queue.Queue[_Pending | None] = queue.Queue()

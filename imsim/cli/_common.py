@@ -75,6 +75,22 @@ def progress() -> Progress:
     )
 
 
+RANDOM_NOTE = "RANDOM weights (demo models built where the model hub was unreachable): these similarities mean nothing"
+
+
+def warn_random(names: list[str]) -> None:
+    """Say, on stderr, which of the models that produced the similarities just printed have random weights."""
+    if names:
+        err.print(f"!! {', '.join(names)}: {RANDOM_NOTE}", highlight=False)
+
+
+def random_among(settings: Settings, names: list[str]) -> list[str]:
+    """The configured models (no weights loaded) whose directory says its weights are random."""
+    from ..models.base import random_weights
+
+    return [n for n in names if random_weights(str(settings.family(n).model_dump().get("model", "")))]
+
+
 def settings_with(models: str | None = None) -> Settings:
     settings = get_settings()
     return settings.replace(models=models) if models else settings

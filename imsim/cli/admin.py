@@ -7,7 +7,7 @@ import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -139,7 +139,14 @@ def store_serve(
 @store_app.command("copy")
 def store_copy(
     to: Annotated[str, typer.Option("--to", help="The target Milvus server: http://host:19530.")],
-    token: Annotated[str, typer.Option("--token", help="The target's token or user:password (default: none).")] = "",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="A file holding the target's token or user:password ('-': read it from stdin); never on the command "
+            "line, where every process of the machine can read it (/proc/PID/cmdline).",
+        ),
+    ] = None,
     batch: Annotated[int, typer.Option(help="Rows per read and per upsert.", min=1, max=16_384)] = 1000,
     restart: Annotated[
         bool, typer.Option("--restart", help="Copy from the start, ignoring where an earlier copy got to.")
@@ -156,6 +163,12 @@ def store_copy(
     from ..store.copy import copy_store
     from ._common import progress
 
+    token = ""
+    if token_file is not None:
+        try:
+            token = (sys.stdin.read() if str(token_file) == "-" else token_file.read_text()).strip()
+        except OSError as exc:
+            raise ImsimError(f"--token-file {token_file}: {exc.strerror or exc}") from None
     settings = get_settings()
     target_settings = settings.replace(milvus_uri=to, milvus_token=SecretStr(token))
     if target_settings.is_milvus_lite_file:
@@ -176,16 +189,39 @@ def store_copy(
     else:
         for c in report.collections:
             console.print(
-                f"{c.name}: {c.rows:,} rows, {c.copied:,} copied now, {c.target_rows:,} on the target; "
-                f"{c.identical}/{c.sampled} sampled vectors identical" + ("" if c.verified else "  [NOT VERIFIED]"),
+                f"{c.name}: {c.rows:,} rows, {c.copied:,} {'brought up to date' if c.synced else 'copied'} now"
+                + (f", {c.deleted:,} removed" if c.deleted else "")
+                + f", {c.target_rows:,} on the target; {c.identical}/{c.sampled} sampled rows identical"
+                + ("" if c.verified else "  [NOT VERIFIED]"),
                 highlight=False,
             )
+            if not c.verified:
+                err.print(f"  {c.name}: {mismatch(c)}", highlight=False)
         for alias, collection in report.aliases.items():
             console.print(f"alias {alias} -> {collection}", highlight=False)
         if report.verified:
             err.print(f"copied and verified: set IMSIM_MILVUS_URI={redact(to)} to use it", highlight=False)
     if not report.verified:
         raise typer.Exit(SOME_FAILED)
+
+
+def mismatch(c: Any) -> str:
+    """Why a copied collection did not verify, and what to do (a :class:`~imsim.store.copy.CollectionCopy`)."""
+    again = "run `imsim store copy` again: it brings a finished copy up to date"
+    if c.target_rows < c.rows:
+        return (
+            f"{c.rows - c.target_rows:,} rows of the source are missing on the target: rows were added to the source "
+            f"while it copied (an ingest, a worker), or the copy stopped; {again}"
+        )
+    if c.target_rows > c.rows:
+        return (
+            f"the target holds {c.target_rows - c.rows:,} rows more than the source: rows were deleted from the source "
+            f"while it copied, or written to the target directly; {again} (it removes rows the source no longer has)"
+        )
+    return (
+        f"{c.sampled - c.identical} of {c.sampled} sampled rows differ: rows were re-embedded or re-tagged on one side "
+        f"while it copied; {again}"
+    )
 
 
 def _corpus(images: str | None, generate: int, size: str, quality: int) -> list[str]:

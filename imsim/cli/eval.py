@@ -80,8 +80,9 @@ def run(
     ] = None,
     groups: Annotated[Path | None, typer.Option("--groups", help="A path,group CSV of images that belong together.")] = None,
     models: Annotated[
-        str, typer.Option("--models", "-m", help="Model specs: clip,dinov2,dinov2@dinov2_pooling=cls+gem ...")
-    ] = "clip,dinov2",
+        str | None,
+        typer.Option("--models", "-m", help="Model specs: clip,dinov2,dinov2@dinov2_pooling=cls+gem ... (default: IMSIM_MODELS)"),
+    ] = None,
     fusion: Annotated[
         str,
         typer.Option(
@@ -112,7 +113,9 @@ def run(
             raise ImsimError(f"unknown fusion {f!r}: use rrf, weighted and/or calibrated")
     loaded = Benchmark.load(bench) if bench is not None else None  # checked before any model loads
     loaded_groups = Groups.load(groups) if groups is not None else None
-    evaluation = Evaluation(parse_models(models), get_settings(), out, milvus_uri=milvus_uri, progress=err.print)
+    settings = get_settings()
+    specs = parse_models(models or ",".join(settings.model_names))
+    evaluation = Evaluation(specs, settings, out, milvus_uri=milvus_uri, progress=err.print)
     if loaded is not None:
         evaluation.copydetect(loaded, fusions, whiten=whiten, score_norm=score_norm)
         evaluation.save_calibration()

@@ -107,7 +107,9 @@ def activate(
 
 @app.command("whiten")
 def whiten(
-    model: Annotated[str, typer.Argument(help="Registry name, e.g. sscd.")],
+    model: Annotated[
+        str | None, typer.Argument(help="Registry name (default: the copy model configured: sscd, else dinov2, else the first).")
+    ] = None,
     dim: Annotated[
         int | None, typer.Option("--dim", min=2, help="Dimensions to keep (default: all the data supports), e.g. 256.")
     ] = None,
@@ -130,11 +132,13 @@ def whiten(
 
     from rich.progress import TaskID
 
+    from ..duplicates import copy_model
     from ..store import derived
     from ._common import progress
 
-    registry.family(model)  # an unknown name is a clear error
     settings = get_settings()
+    model = model or copy_model(settings.model_names) or settings.model_names[0]
+    registry.family(model)  # an unknown name is a clear error
     with open_store(settings) as store:
         base = _resolve(store, model, version) if version else store.active_collection(model)
         if base is None:

@@ -25,7 +25,9 @@ from ._common import (
     parse_tag_options,
     print_json,
     progress,
+    random_among,
     settings_with,
+    warn_random,
     wide,
 )
 
@@ -43,9 +45,11 @@ def compare(a: Path, b: Path, models: ModelsOpt = None, as_json: JsonOpt = False
         from ..api.remote import Remote
 
         sims = Remote(settings).compare(str(a), str(b), models)
+        warn_random(random_among(settings, list(sims)))
     else:
         with client(models) as c:
             sims = c.compare(a, b)
+            warn_random(c.random_weights(list(sims)))
     if as_json:
         print_json(sims)
         return
@@ -93,7 +97,7 @@ def check_search(
         if not text.strip():
             raise ImsimError("the text query is empty: give the words to search for")
         if not any(registry.model_card(n).text for n in names):
-            raise ImsimError(f"none of the selected models ({', '.join(names)}) can embed text; include 'clip' in --models")
+            raise registry.no_text_model(names)
     if filter.strip():
         expr.check_raw(filter, FIELD_NAMES - {VECTOR})
 
@@ -101,7 +105,7 @@ def check_search(
 @app.command()
 def search(
     query: Annotated[str | None, typer.Argument(help="Query image path.")] = None,
-    text: Annotated[str | None, typer.Option("--text", help="Search by text (CLIP models only).")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Search by text (models with a text tower: clip, siglip2).")] = None,
     like: Annotated[
         str | None, typer.Option("--like", help="A stored image (row id or path): search with its stored vectors.")
     ] = None,
@@ -165,9 +169,11 @@ def search(
             "filter": filter,
         }
         hits = Remote(remote).search(image=query, text=text, like=like, k=k, models=models, fusion=fusion, filters=filters)
+        warn_random(random_among(remote, list(hits[0].scores) if hits else []))
     else:
         with client(models) as c:
             hits = c.search(query, text=text, like=like, k=k, fusion=fusion, where=where, filter=filter)
+            warn_random(c.random_weights(list(hits[0].scores)) if hits else [])
             if html_out or png_out:
                 _write_gallery(c, hits, query=query, text=text, like=like, fusion=fusion, html_out=html_out, png_out=png_out)
     if as_json:
@@ -214,7 +220,7 @@ def _write_gallery(
     from ..models.base import random_weights
 
     names = list(hits[0].scores) if hits else c.names(None)
-    method = fusion or c.settings.fusion
+    method = c.resolve_fusion(fusion or c.settings.fusion, names)
     title = f"imsim: {q.label}"
     rand = [n for n in names if random_weights(c.model(n).info.source)]
     note = f"{', '.join(rand)}: random weights (a demo model): these similarities mean nothing" if rand else ""
@@ -276,6 +282,8 @@ def duplicates(
 
         answer = Remote(remote).duplicates(model=model, threshold=threshold, precision=precision, under=path_prefix)
         _print_groups(answer, csv_out, json_out, as_json)
+        answered = str(answer.get("model", ""))
+        warn_random(random_among(remote, remote.model_names if answered == "fused" else [answered] if answered else []))
         return
     with client() as c, progress() as bar:
         task = bar.add_task("duplicates", total=None, note="")
@@ -289,6 +297,7 @@ def duplicates(
             calibration_file=calibration,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
+        rand = c.random_weights(c.settings.model_names if model_used == "fused" else [model_used])
     payload = {
         "model": model_used,
         "threshold": used.value,
@@ -296,6 +305,7 @@ def duplicates(
         "groups": [g.as_dict() for g in groups],
     }
     _print_groups(payload, csv_out, json_out, as_json)
+    warn_random(rand)
 
 
 def _print_groups(payload: dict[str, Any], csv_out: Path | None, json_out: Path | None, as_json: bool) -> None:

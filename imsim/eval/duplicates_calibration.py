@@ -31,7 +31,7 @@ class DuplicatesCalibration:
     out: Path
     progress: Callable[[str], None]
     base_settings: Settings
-    fusion_fit: tuple[dict[str, float], float] | None
+    fusion_fits: dict[str, tuple[str, dict[str, float], float]]
     _user_marks: tuple[VectorStore | None, list[tuple[str, str]]] | None
 
     def _duplicates(
@@ -153,15 +153,17 @@ class DuplicatesCalibration:
                 "benchmark": self.report.bench.get("root", ""),
                 "queries": self.report.bench.get("queries", 0),
             }
-        calibrated = next((r for r in self.report.copydetect if r.label == "fused:calibrated" and r.calibration_key), None)
-        if calibrated is not None and self.fusion_fit is not None:
-            weights, bias = self.fusion_fit
-            entries[calibrated.calibration_key] = {
+        scored = {r.label: r for r in self.report.copydetect}
+        for label, (key, weights, bias) in self.fusion_fits.items():
+            fused = scored.get(label)
+            if fused is None:
+                continue
+            entries[key] = {
                 "fusion": {"weights": weights, "bias": bias},
-                "label": calibrated.label,
+                "label": label,
                 "calibrated_on": f"the {self.report.bench.get('queries', 0)} queries' candidates (every model's top "
                 f"results, labelled by the ground truth); scored on {CV_FOLDS} folds it was not fitted on: "
-                f"µAP {calibrated.micro_ap:.4f}, R@1 {calibrated.recall[1]:.4f}",
+                f"µAP {fused.micro_ap:.4f}, R@1 {fused.recall[1]:.4f}",
                 "benchmark": self.report.bench.get("root", ""),
                 "queries": self.report.bench.get("queries", 0),
             }

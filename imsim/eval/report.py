@@ -75,8 +75,24 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
                 f"every model's top candidates, scored on {CV_FOLDS} folds of the queries it was not fitted on; fitted on all "
                 f"of them: {weights}.",
             ]
+        if any("+pcaw" in r.label for r in report.copydetect):
+            lines += [
+                "",
+                "`+pcaw`: PCA-whitening learned on the references; `+pcaw(collection)`: learned on the references and the "
+                "edited copies beside them (the collection `imsim models whiten` sees), each fold of queries ranked with a "
+                "whitening learned without it; `+pcaw(store)`: the whitened version in your own store. Each is a derived "
+                "version of the evaluation's store, searched as `imsim search` searches one.",
+            ]
         if report.recommendation:
             lines += ["", f"**Recommendation: {report.recommendation}.**"]
+        gain = report.gain
+        if gain and gain["method"] != gain["best_single"]:
+            lines += [
+                "",
+                f"Against the best single model ({gain['best_single']}): {gain['method']} µAP "
+                f"{gain['micro_ap_points']:+.1f} points, R@1 {gain['recall_at_1_points']:+.1f} points (against the best "
+                "single model's R@1).",
+            ]
     if report.duplicates:
         d0 = report.duplicates[0]
         lines += [
@@ -89,25 +105,27 @@ def markdown(report: EvalReport, *, command: str = "", plots: list[str] | None =
             "the ground truth's reference_id and source columns, transitively); every other pair is a negative (two "
             "queries edited with the same overlay, two references). Threshold P90 / P95: the operating point of the "
             "links at 90 % / 95 % precision, as ISC2021 chooses it: the highest recall that keeps the precision, at its "
-            "highest score (these go to calibration.json). At each: the links' precision / recall, and the precision / "
-            "recall of the groups `imsim duplicates` returns (every pair inside a connected component, what a user is "
-            "shown).",
+            "highest score (these go to calibration.json). At each: the links' precision / recall, the precision / "
+            "recall of the groups `imsim duplicates` returns (every pair inside a group: two groups join only when half "
+            "the pairs between them are links, IMSIM_DUPLICATE_LINK_SHARE), and, for comparison, of connected components "
+            "(which chain groups through single links).",
             "",
-            "| method | pairs seen | positives seen | threshold P90 | links P/R @P90 | groups P/R @P90 | threshold P95 "
-            "| links P/R @P95 | groups P/R @P95 | groups @P95 (largest) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| method | pairs seen | positives seen | threshold P90 | links P/R @P90 | groups P/R @P90 | components P/R @P90 "
+            "| threshold P95 | links P/R @P95 | groups P/R @P95 | components P/R @P95 | groups @P95 (largest) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for d in report.duplicates:
             cells = []
             for name in ("p90", "p95"):
                 at, value = d.at.get(name), d.thresholds.get(name)
                 if at is None or value is None:
-                    cells += ["-", "-", "-"]
+                    cells += ["-", "-", "-", "-"]
                     continue
                 cells += [
                     f"{value:.4f}",
                     f"{_pct(at['edge_precision'])} / {_pct(at['edge_recall'])}",
                     f"{_pct(at['group_precision'])} / {_pct(at['group_recall'])}",
+                    f"{_pct(at.get('component_precision', 0.0))} / {_pct(at.get('component_recall', 0.0))}",
                 ]
             p95 = d.at.get("p95")
             size = f"{int(p95['groups'])} ({int(p95['largest_group'])})" if p95 else "-"

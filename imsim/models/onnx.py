@@ -115,6 +115,7 @@ class OnnxEmbedder:
         if want_cuda and "CUDAExecutionProvider" not in available:
             raise ModelError(f"IMSIM_DEVICE={device!r} but onnxruntime has no CUDA provider (install onnxruntime-gpu)")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        self.file = file  # the graph run (for a converted model, the conversion)
         try:
             self.session = ort.InferenceSession(str(file), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types

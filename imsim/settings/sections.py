@@ -19,7 +19,7 @@ from .values import parse_duration, parse_weights, served_store
 DEFAULT_DATA_DIR = Path.home() / ".imsim"
 DEFAULT_ENV_FILE = DEFAULT_DATA_DIR / "imsim.env"
 
-Fusion = Literal["rrf", "weighted", "calibrated", "none"]
+Fusion = Literal["auto", "rrf", "weighted", "calibrated", "none"]
 Consistency = Literal["Strong", "Bounded", "Session", "Eventually"]
 
 
@@ -253,9 +253,10 @@ class QuerySection(Section):
     title: ClassVar[str] = "Queries and fusion"
 
     fusion: Fusion = Field(
-        "rrf",
-        description="Default fusion of per-model results: rrf, weighted, calibrated (a match probability fitted by "
-        "`imsim eval run` on your images, applied with `imsim eval apply`) or none.",
+        "auto",
+        description="Default fusion of per-model results: auto (one model: its own cosine; several: the calibrated "
+        "fusion where one was fitted for exactly these versions and applied, else rrf), rrf, weighted, calibrated (a "
+        "match probability fitted by `imsim eval run` on your images, applied with `imsim eval apply`) or none.",
     )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k.")
     fusion_weights: str = Field("", description="Weights for weighted fusion, e.g. 'clip=0.3,dinov2=0.7' (default equal).")

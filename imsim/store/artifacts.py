@@ -65,6 +65,10 @@ class Artifacts:
     def exists(self) -> bool:
         return bool(self.store._call("has_collection", self.name))
 
+    def ensure(self) -> None:
+        """Create the artifacts collection (if needed) and load it."""
+        self._ensure()
+
     def _ensure(self) -> None:
         if self._ready:
             return

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import StoreError
+from .artifacts import Artifacts
+from .marks import Marks
 from .mirror import Checkpoints, mirror
 from .schema import FIELDS, METRIC, PK, PROPERTY_PREFIX, VECTOR
 
@@ -138,8 +140,33 @@ def copy_collection(
     return CollectionCopy(name, source.count(name), done.written, target_rows, sampled, identical, done.deleted, done.compared)
 
 
-def _compare_sample(source: VectorStore, target: VectorStore, name: str) -> tuple[int, int]:
-    """A sample of ids (a reservoir over the first ids streamed) whose vectors must be equal bit for bit."""
+def copy_rows(
+    source: VectorStore,
+    target: VectorStore,
+    name: str,
+    checkpoints: Checkpoints,
+    *,
+    batch: int = 1000,
+    restart: bool = False,
+    on_progress: Progress | None = None,
+) -> CollectionCopy:
+    """Copy the rows of one of the store's own collections (marks, artifacts: made on the target by their owners),
+    resumably, then verify it by counts and a sample compared field for field."""
+
+    def progress(done: int, rows: int) -> None:
+        if on_progress is not None:
+            on_progress(name, done, rows)
+
+    done = mirror(source, name, target, name, checkpoints, restart=restart, batch=batch, on_progress=progress)
+    sampled, identical = _compare_sample(source, target, name, whole_rows=True)
+    return CollectionCopy(
+        name, source.count(name), done.written, target.count(name), sampled, identical, done.deleted, done.compared
+    )
+
+
+def _compare_sample(source: VectorStore, target: VectorStore, name: str, whole_rows: bool = False) -> tuple[int, int]:
+    """A sample of ids (a reservoir over the first ids streamed) whose vectors must be equal bit for bit (``rows``: whose
+    every field must be equal with ``whole_rows``: the store's own collections, whose vector field is a placeholder)."""
     ids: list[str] = []
     seen = 0
     rng = random.Random(0)
@@ -152,6 +179,10 @@ def _compare_sample(source: VectorStore, target: VectorStore, name: str) -> tupl
                 ids[j] = r[PK]
     if not ids:
         return 0, 0
+    if whole_rows:
+        fields = sorted(source.fields(name) - {PK, VECTOR, "vector"})
+        before, after = source.get(name, ids, fields), target.get(name, ids, fields)
+        return len(ids), sum(1 for i in ids if i in after and all(before[i].get(f) == after[i].get(f) for f in fields))
     want = source.get_vectors(name, ids)
     got = target.get_vectors(name, ids)
     same = sum(1 for i in ids if i in got and np.array_equal(want[i].view(np.uint32), got[i].view(np.uint32)))
@@ -178,6 +209,14 @@ def copy_store(
             copy_collection(source, target, name, checkpoints, batch=batch, restart=restart, on_progress=on_progress)
         )
         models.add(source.properties(name).get("model", ""))
+    for kind in (Marks, Artifacts):  # what the store keeps beside the vectors: "not a duplicate" marks, transforms
+        source_side, target_side = kind(source), kind(target)
+        if not source_side.exists():
+            continue
+        target_side.ensure()
+        report.collections.append(
+            copy_rows(source, target, source_side.name, checkpoints, batch=batch, restart=restart, on_progress=on_progress)
+        )
     for model in sorted(m for m in models if m):
         active = source.active_collection(model)
         if active is None:

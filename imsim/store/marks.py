@@ -50,6 +50,13 @@ class Marks:
         self.name = f"marks_{store.config.collection_prefix}"
         self._ready = False
 
+    def exists(self) -> bool:
+        return bool(self.store._call("has_collection", self.name))
+
+    def ensure(self) -> None:
+        """Create the marks collection (if needed) and load it."""
+        self._ensure()
+
     def _ensure(self) -> None:
         if self._ready:
             return

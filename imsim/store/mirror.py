@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import expr
 from ..settings import Consistency
-from .schema import FIELDS, PK, VECTOR
+from .schema import PK, VECTOR
 
 if TYPE_CHECKING:
     from .vector_store import VectorStore
 
-METADATA = [name for name, *_ in FIELDS if name != PK]
 Convert = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]  # source rows -> target rows (same ids, same order)
 Progress = Callable[[int, int], None]  # (source rows passed, source rows in all)
 
@@ -81,8 +80,8 @@ class Mirrored:
     resumed_after: str = ""  # the id a resumed pass started after
 
 
-def _changed(row: dict[str, Any], stored: dict[str, Any] | None) -> bool:
-    return stored is None or any(stored.get(f) != row.get(f) for f in METADATA if f in row)
+def _changed(row: dict[str, Any], stored: dict[str, Any] | None, fields: list[str]) -> bool:
+    return stored is None or any(stored.get(f) != row.get(f) for f in fields if f in row)
 
 
 def mirror(
@@ -108,14 +107,14 @@ def mirror(
     total = source.count(name, consistency=consistency)
     condition = f"{PK} > {expr.quote(after)}" if after else ""
     passed = 0
-    fields = [f for f in METADATA if f in source.fields(name)] + [VECTOR]
+    fields = sorted(source.fields(name) - {PK, VECTOR})  # what a sync pass compares: every stored field but the vector
     for rows in source.iter_rows(name, condition, output_fields=["*", VECTOR], batch=batch, consistency=consistency):
         passed += len(rows)
         rows = [{k: v for k, v in r.items() if not k.startswith("$")} for r in rows]
         last = str(max(r[PK] for r in rows))
         if done.compared:
-            stored = target.get(target_name, [r[PK] for r in rows], [f for f in fields if f != VECTOR], consistency)
-            rows = [r for r in rows if _changed(r, stored.get(r[PK]))]
+            stored = target.get(target_name, [r[PK] for r in rows], fields, consistency)
+            rows = [r for r in rows if _changed(r, stored.get(r[PK]), fields)]
         if rows:
             target.upsert(target_name, convert(rows) if convert else rows, batch=batch)
             done.written += len(rows)
