@@ -16,6 +16,7 @@ scale without a measurement is a guess (immich users report thousands of false d
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import numpy as np
 from . import calibration
 from . import fusion as fusion_maths
 from .client import Client
-from .errors import ImsimError
+from .errors import ImsimError, InvalidInput
 from .expr import Where
 from .store import VECTOR, VectorStore
 
@@ -86,6 +87,15 @@ def components(ids: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> l
     for i in parent:
         groups.setdefault(root(i), []).append(i)
     return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
+
+
+def check_threshold(threshold: float | None, precision: float) -> None:
+    """A threshold is a cosine, within [-1, 1] (NaN refused: it compares false with everything, so it linked nothing
+    after scanning everything); the calibrated precisions are 0.9 and 0.95."""
+    if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
+        raise InvalidInput(f"threshold {threshold!r}: a cosine similarity lies in [-1, 1]")
+    if precision not in calibration.PRECISIONS:
+        raise InvalidInput(f"precision {precision!r}: the calibrated ones are {', '.join(map(str, calibration.PRECISIONS))}")
 
 
 def default_model(client: Client) -> str:
@@ -170,6 +180,7 @@ def link(
 ) -> Linked:
     """The pairs at or above the threshold (see :class:`Linked`); ``on_progress(done, total)`` is told as rows are
     searched (``total``: the rows of every collection searched)."""
+    check_threshold(threshold, precision)
     model = model or default_model(client)
     names = client.settings.model_names if model == "fused" else [model]
     if model == "fused" and len(names) < 2:

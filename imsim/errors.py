@@ -7,6 +7,11 @@ class ImsimError(Exception):
     """Base class of every error imsim raises on purpose (the CLI prints its message, exit code 2)."""
 
 
+class InvalidInput(ImsimError, ValueError):
+    """A value given to imsim (an option, a request field, a tag) that it cannot take; the message names it. The same
+    rule answers every door: the CLI (exit 2), the Client (this error) and the API (422, kind ``invalid``)."""
+
+
 class ConfigError(ImsimError):
     """A setting is unknown or has a value it cannot take; the message names the ``IMSIM_*`` variable."""
 

@@ -15,13 +15,13 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Literal
 
-from .errors import FilterError
-from .names import GLOB_CHARS, absolute, compile_glob, glob_match
+from .errors import FilterError, InvalidInput
+from .names import GLOB_CHARS, absolute, check_path, compile_glob, glob_match
 
 LikeDialect = Literal["escape", "prefix"]
 
@@ -122,15 +122,41 @@ def tag(key: str, value: str) -> str:
     return f"tags[{quote(key)}] == {quote(value)}"
 
 
+TAG_VALUE_MAX = 1024  # characters of one tag value
+
+
+def check_tags(tags: object, what: str = "tags") -> dict[str, str]:
+    """Tags as every door takes them (``--tag``, ``Client.ingest(tags=)``, the API's ``tags``): an object of keys
+    (:data:`TAG_KEY`: what a filter can select) to string values; anything else is an :class:`InvalidInput` naming the
+    part that is wrong, before a job is queued (a job of 10,000 files failing one by one is what it replaces)."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise InvalidInput(f"{what}: give an object of key: value strings, not {type(tags).__name__} {str(tags)[:40]!r}")
+    out: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not TAG_KEY.match(key):
+            raise InvalidInput(
+                f"{what}: key {str(key)[:70]!r} must be letters, digits, '_', '.', '-', start with a letter or '_', "
+                "at most 64 characters (what a filter can select)"
+            )
+        if not isinstance(value, str):
+            raise InvalidInput(f"{what}: the value of {key!r} must be a string, not {type(value).__name__}")
+        if len(value) > TAG_VALUE_MAX or "\x00" in value:
+            raise InvalidInput(f"{what}: the value of {key!r} must be at most {TAG_VALUE_MAX} characters, without NUL")
+        out[key] = value
+    return out
+
+
 def parse_tags(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     """``["k=v", ...]`` from the command line → ``{"k": "v"}``; a clear error naming a malformed item."""
     tags: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not TAG_KEY.match(key.strip()):
-            raise ValueError(f"tag {item!r} is not key=value (key: letters, digits, '_', '.', '-')")
+            raise InvalidInput(f"tag {item!r} is not key=value (key: letters, digits, '_', '.', '-')")
         tags[key.strip()] = value
-    return tags
+    return check_tags(tags, "--tag")
 
 
 # --- raw expressions from users ------------------------------------------------------------------------
@@ -205,9 +231,15 @@ class Where:
     ingested_before: float | None = None
 
     def __post_init__(self) -> None:
-        if self.path_glob:  # a bad glob is an error at once, not a search that matches nothing
-            from .errors import ImsimError
+        from .errors import ImsimError
 
+        for text in (self.path_prefix, self.path_glob):  # what a stored path cannot hold, no filter can ask for
+            if text:
+                try:
+                    check_path(text)
+                except ImsimError as exc:
+                    raise FilterError(str(exc)) from None
+        if self.path_glob:  # a bad glob is an error at once, not a search that matches nothing
             try:
                 compile_glob(self._glob())
             except ImsimError as exc:

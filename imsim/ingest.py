@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .embedding import Decision, Embedded, EmbeddingStep
+from .expr import check_tags
 from .files import FileBytes, FileFacts, FileStat
 from .models import Embedder, ModelInfo, load_models
 from .names import path_id
@@ -432,6 +433,7 @@ def ingest_local(
     """Run the whole ingest in this process, chunk by chunk (no Redis, no Celery); ``paths`` is consumed lazily.
     ``on_chunk`` is told each chunk's result as it ends (so an interrupted run can say what it stored); ``seal``:
     flush what was written at the end (as a job's last chunk does)."""
+    tags = check_tags(tags) or None  # one rule for every door, before anything is read
     own = ingestor is None
     worker = ingestor or Ingestor(settings)
     total = ChunkResult()

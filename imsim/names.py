@@ -161,6 +161,9 @@ def _tokens(pattern: str) -> list[_Token]:
     return out
 
 
+MAX_GLOB_STARS = 16
+
+
 class Glob:
     """A compiled path glob: ``*`` and ``?`` stay inside one folder, ``**`` crosses folders (``a/**/b`` also matches
     ``a/b``), ``[...]`` is a character class (``[!...]`` or ``[^...]`` negated, never matching ``/``; ``[[]`` is a
@@ -174,6 +177,12 @@ class Glob:
             raise ImsimError(f"glob {printable(pattern[:60])}...: longer than {MAX_GLOB_BYTES} bytes, the longest stored path")
         self.pattern = pattern
         self._tokens = _tokens(pattern)
+        stars = sum(1 for t in self._tokens if t.kind in ("star", "deep", "dirs"))
+        if stars > MAX_GLOB_STARS:  # each keeps a state alive: matching costs stars x path length (400 took 17.6 s)
+            raise ImsimError(
+                f"glob {printable(pattern[:60])}{'...' if len(pattern) > 60 else ''}: {stars} wildcards (* and **), more "
+                f"than the {MAX_GLOB_STARS} a path glob may have"
+            )
 
     def prefixes(self, limit: int = 64) -> list[str]:
         """Literal prefixes one of which every match starts with: the pattern's fixed characters up to its first

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import JobRunning, QueueError
+from .expr import check_tags
 from .job_status import SUMMARY_ITEMS, JobStatus
 from .jobs import DEFAULT_RETENTION, JobStore, new_job_id
 from .paths import Discovery, PathList
@@ -201,6 +202,8 @@ def send_chunk(app: Any, source: QueueConfig | Settings, chunk: Chunk) -> None:
         kwargs=chunk.options(),
         queue=QueueConfig.of(source).queue,
         compression="zlib",
+        # readable without the body: a cancel finds the job's queued messages by these (:func:`purge`)
+        headers={"imsim_job": chunk.job_id, "imsim_chunk": chunk.key, "imsim_files": len(chunk.paths)},
     )
 
 
@@ -232,6 +235,7 @@ def enqueue(
     import redis
     from kombu.exceptions import OperationalError
 
+    tags = check_tags(tags) or None  # before anything is recorded: a bad tag would fail every file of the job
     config = QueueConfig.of(source)
     if not config.models:  # a chunk for no models would be refused by every worker
         raise QueueError("the queue config names no models: a job is queued for models (QueueConfig.of(settings))")
@@ -253,16 +257,25 @@ def enqueue(
     )
     app = make_celery(config)
     sent = files = 0
+    uncounted = 0  # files of a chunk that went out but whose count the job record refused (Redis full)
     try:
         for index, part in enumerate(batched(itertools.chain([first], stream), config.chunk_size)):
             chunk = Chunk.of(job_id, str(index), part, force=force, checksum=checksum, tags=tags, models=models)
+            if index and index % CANCEL_CHECK == 0 and jobs.is_cancelled(job_id):
+                break  # cancelled while it was being queued: nothing more goes out (cancel purged what had)
             send_chunk(app, config, chunk)
+            sent, files, uncounted = sent + 1, files + len(part), len(part)  # it is on the queue: it counts as sent
             jobs.add_chunks(job_id, len(part))
-            sent, files = sent + 1, files + len(part)
+            uncounted = 0
             if on_sent is not None:
                 on_sent(len(part))
     except (redis.RedisError, OSError, OperationalError) as exc:
         why = _redis_why(exc)
+        if uncounted:
+            try:
+                jobs.add_chunks(job_id, uncounted)
+            except redis.RedisError:
+                why += f" (the last chunk's {uncounted} files went out but the job record could not count them)"
         try:
             jobs.seal(job_id, error=f"queuing stopped after {sent} chunks ({files} files): {why}")
         except redis.RedisError:  # a full Redis refuses scripts; HDEL frees memory, so it is still allowed
@@ -271,6 +284,8 @@ def enqueue(
             f"queuing job {job_id} stopped after {sent} chunks ({files} files): {why}. Those chunks are queued and the "
             f"job ends with them; re-run the same ingest once Redis has room: stored files are skipped"
         ) from None
+    if jobs.is_cancelled(job_id):
+        purge(job_id, config)  # chunks sent after the cancel's own purge
     jobs.seal(
         job_id,
         skipped=found.skipped if found is not None else skipped,
@@ -309,13 +324,57 @@ def retry(job_id: str, source: QueueConfig | Settings) -> str | None:
 
 
 def cancel(job_id: str, source: QueueConfig | Settings) -> JobStatus:
-    """Cancel a job in O(1): it is marked cancelled at once; workers check the mark before each chunk and each slice, so
-    queued chunks are dropped unread as workers reach them and running ones stop at their next slice. Returns the
-    job's status."""
-    jobs = job_store(source)
+    """Cancel a job: it is marked cancelled at once (workers check the mark before each chunk and each slice, so running
+    chunks stop at their next slice), then its chunks still waiting on the queue are taken off it and counted as
+    cancelled (:func:`purge`), so nothing of it stays queued, with or without a worker. Returns the job's status."""
+    config = QueueConfig.of(source)
+    jobs = job_store(config)
     jobs.ping()
     jobs.mark_cancelled(job_id)
+    purge(job_id, config)
     return jobs.get(job_id)
+
+
+CANCEL_CHECK = 64  # chunks sent between two looks at the job's cancel flag while it is being queued
+PURGE_PAGE = 1000  # queued messages one script call looks at (atomic per page: workers keep popping between pages)
+TOMBSTONE = "imsim:cancelled-chunk"
+_PURGE = """
+local items = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
+local found = {}
+for i, item in ipairs(items) do
+  local ok, message = pcall(cjson.decode, item)
+  if ok and type(message) == 'table' and type(message.headers) == 'table' and message.headers.imsim_job == ARGV[3] then
+    redis.call('LSET', KEYS[1], tonumber(ARGV[1]) + i - 1, ARGV[4])
+    table.insert(found, (message.headers.imsim_chunk or '') .. ' ' .. tostring(message.headers.imsim_files or 0))
+  end
+end
+return {#items, found}
+"""
+
+
+def purge(job_id: str, source: QueueConfig | Settings) -> tuple[int, int]:
+    """Take ``job_id``'s chunks off the queue (every priority list) and count them cancelled in its record; returns
+    (chunks, files). The queue is read a page at a time from its head, where new messages arrive (so a page that moved
+    is read again, never skipped); each message of the job is replaced by a tombstone inside the page's script, and the
+    tombstones go in one LREM at the end. Cost: one pass over what is queued, whatever the job's size."""
+    config = QueueConfig.of(source)
+    jobs = job_store(config)
+    script = jobs.redis.register_script(_PURGE)
+    chunks = files = 0
+    for key in [config.queue] + [f"{config.queue}{PRIORITY_SEP}{n}" for n in range(10)]:
+        start, marked = 0, 0
+        while True:
+            seen, found = script(keys=[key], args=[start, start + PURGE_PAGE - 1, job_id, TOMBSTONE])
+            for entry in found:
+                chunk, _, count = (entry.decode() if isinstance(entry, bytes) else str(entry)).rpartition(" ")
+                jobs.record_chunk(job_id, chunk, 0, 0, {}, cancelled=int(count or 0))
+                chunks, files, marked = chunks + 1, files + int(count or 0), marked + 1
+            if int(seen) < PURGE_PAGE:
+                break
+            start += PURGE_PAGE
+        if marked:
+            jobs.redis.lrem(key, 0, TOMBSTONE)
+    return chunks, files
 
 
 def queue_length(source: QueueConfig | Settings) -> int:

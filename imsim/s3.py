@@ -20,6 +20,7 @@ Owns the URI form, the client, the paged listing and reading one object:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from .errors import (
 )
 from .files import FileBytes, FileStat
 from .names import check_path, compile_glob, is_glob, is_image_name, is_uri
+from .settings import redact
 
 SCHEME = "s3://"
 PAGE = 1000  # keys per LIST request (S3's maximum)
@@ -91,7 +93,8 @@ class S3Config:
         )
 
     def where(self) -> str:
-        return self.endpoint or "AWS S3"
+        """The endpoint as messages show it: a password in it masked (``http://user:pass@host`` is allowed)."""
+        return redact(self.endpoint) if self.endpoint else "AWS S3"
 
 
 _clients: dict[S3Config, Any] = {}
@@ -177,6 +180,7 @@ def iter_objects(uri: str, config: S3Config, skip: Any = None) -> Iterator[Liste
 
     uri = canonical(uri)
     bucket, key = split(uri)
+    probe(uri, config)
     s3 = client(config)
     pattern = None
     if is_glob(key):
@@ -343,12 +347,23 @@ def _status_error(uri: str, status: int, code: str, config: S3Config) -> ImsimEr
     return _error(uri, ClientError(answer, "GetObject"), config)
 
 
+def dot_segments(key: str) -> bool:
+    """Whether an object key holds a ``.`` or ``..`` segment (legal in S3, rewritten by every URL normaliser)."""
+    return any(part in (".", "..") for part in key.split("/"))
+
+
 def open_object(uri: str, limits: Any, config: S3Config) -> OpenedObject:
     """An object to read: its listed facts when ``uri`` is a :class:`Listed`, else one HEAD (a query, a thumbnail)."""
 
     check_path(uri)
     if not allowed(uri, limits.allowed_roots):
         raise PathNotAllowed(uri, "outside the allowed roots (IMSIM_ALLOWED_ROOTS)")
+    if dot_segments(split(uri)[1]):
+        raise ImageUnreadable(
+            uri,
+            "its key has a '.' or '..' path segment, which HTTP clients resolve before asking (a GET of 'a/../b.jpg' "
+            "fetches 'b.jpg'): rename the object",
+        )
     facts = getattr(uri, "facts", None)
     if facts is None or not facts[2]:
         bucket, key = split(uri)
@@ -358,6 +373,32 @@ def open_object(uri: str, limits: Any, config: S3Config) -> OpenedObject:
             raise _error(uri, exc, config) from None
         facts = facts_of({**head, "Size": head["ContentLength"]})
     return OpenedObject(str(uri), facts, limits, config)
+
+
+PROBE_TIMEOUT = 5.0  # seconds a first LIST may take before an endpoint is called unreachable
+_probed: set[tuple[S3Config, str]] = set()
+
+
+def probe(uri: str, config: S3Config) -> None:
+    """Before the first listing of a bucket: one 1-key LIST with a short timeout and no retry, so an endpoint that
+    accepts connections and never answers is named in seconds (it took 8 attempts x 30 s before). Any answer, an error
+    included, passes: the listing itself reports what is wrong."""
+    bucket, key = split(uri)
+    if (config, bucket) in _probed:
+        return
+    quick = dataclasses.replace(config, timeout=min(config.timeout, PROBE_TIMEOUT), max_attempts=1)
+    try:
+        client(quick).list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    except Exception as exc:  # noqa: BLE001 - botocore's errors
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ReadTimeoutError
+
+        if isinstance(exc, ReadTimeoutError | BotoConnectionError):
+            raise SourceUnavailable(
+                f"{uri}: {config.where()} did not answer a 1-key LIST within {quick.timeout:g} s ({type(exc).__name__}): "
+                "check IMSIM_S3_ENDPOINT and that the store is up"
+            ) from None
+    _probed.add((config, bucket))
 
 
 def check_listable(uri: str, config: S3Config) -> str:

@@ -405,7 +405,7 @@ def test_a_token_guards_everything_but_the_probes_and_beyond_loopback_is_refused
     assert refused.returncode == 2 and "needs a token: set IMSIM_API_TOKEN" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
 
-    settings = served.settings.replace(api_token="s3cret-token")
+    settings = served.settings.replace(api_token="s3cret-token-of-24-chars")
     port = free_port()
     proc = start_serve(settings, tmp_path / "serve.log", "--host", "0.0.0.0", "--port", str(port))
     try:

@@ -328,3 +328,53 @@ def test_a_folder_the_walk_cannot_list_is_counted_not_dropped(tmp_path):
     found = discover([tmp_path])
     assert found.files == [str(tmp_path / "found.jpg")]
     assert any(reason.startswith("folder not listed") for reason in found.skipped), found.skipped
+
+
+@pytest.mark.parametrize(
+    "tags, words",
+    [
+        ("notadict", "give an object of key: value strings, not str"),
+        (["a", "b"], "not list"),
+        ({"k": {"n": 1}}, "the value of 'k' must be a string, not dict"),
+        ({'a"b': "c"}, "must be letters, digits"),
+        ({"k": "x" * 2000}, "at most 1024 characters"),
+    ],
+)
+def test_tags_are_checked_by_one_rule_at_every_door_before_a_job_exists(tags, words, settings, tmp_path):
+    """`"tags": "notadict"` queued a job whose every file then failed with a TypeError; a key no filter can select was
+    stored. The same rule now answers the Client, a local ingest and the queue, before anything is queued or read."""
+    from imsim.errors import InvalidInput
+    from imsim.queue import enqueue
+
+    unreachable = settings.replace(redis_url="redis://127.0.0.1:9/0")  # refused before Redis is ever asked
+    with pytest.raises(InvalidInput, match=words):
+        enqueue([str(PHOTO)], unreachable, tags=tags)
+    with pytest.raises(InvalidInput, match=words):
+        ingest_local([str(PHOTO)], settings, tags=tags)
+    with pytest.raises(InvalidInput, match=words):
+        Client(unreachable).ingest([str(PHOTO)], tags=tags)
+    assert expr.check_tags({"kind": "flag", "a.b-c_d": ""}) == {"kind": "flag", "a.b-c_d": ""}
+
+
+def test_filters_refuse_what_no_stored_path_can_hold_and_globs_too_costly_to_match():
+    with pytest.raises(FilterError, match="NUL byte"):
+        expr.Where(path_prefix="/photos/\x00")
+    with pytest.raises(FilterError, match="NUL byte"):
+        expr.Where(path_glob="/photos/*\x00.jpg")
+    with pytest.raises(FilterError, match="400 wildcards"):  # 400 of them took 17.6 s against one 4,000-character path
+        expr.Where(path_glob="/x/" + "*a" * 400)
+    assert expr.Where(path_glob="/x/" + "*a" * 16).accepts("/x/" + "a" * 20)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), 5.0, -1.5, float("inf")])
+def test_a_duplicate_threshold_is_a_cosine(threshold):
+    """threshold=nan linked nothing after scanning every row (past the API's 504); threshold=5 the same."""
+    from imsim.duplicates import check_threshold
+    from imsim.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"lies in \[-1, 1\]"):
+        check_threshold(threshold, 0.95)
+    with pytest.raises(InvalidInput, match="calibrated ones are 0.9, 0.95"):
+        check_threshold(0.9, 0.5)
+    check_threshold(-1.0, 0.9)
+    check_threshold(1.0, 0.95)

@@ -297,8 +297,7 @@ def create_app(service: Service) -> FastAPI:
         paths = body.get("paths")
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             raise HTTPException(422, "paths: give a list of server-side paths")
-        tags = body.get("tags") or None
-        job_id = await run_in_threadpool(service.queue_job, paths, bool(body.get("force")), tags)
+        job_id = await run_in_threadpool(service.queue_job, paths, bool(body.get("force")), body.get("tags"))
         return {"job": job_id}
 
     @app.get("/v1/jobs", tags=["jobs"])

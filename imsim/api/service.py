@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..client import Client
 from ..errors import ImageError, NotFound
-from ..expr import Where
+from ..expr import Where, check_tags
 from ..fusion import SearchHit
 from ..images import DecodeBudget
 from ..reading import Limits, open_file
@@ -220,7 +220,7 @@ class Service:
         return Marks(self.client.store).add(Mark(a, b, rows[a]["sha256"], rows[b]["sha256"], rows[a]["path"], rows[b]["path"]))
 
     # --- jobs -----------------------------------------------------------------------------------
-    def queue_job(self, paths: list[str], force: bool, tags: dict[str, str] | None) -> str:
+    def queue_job(self, paths: list[str], force: bool, tags: object) -> str:
         """Queue an ingest of server-side paths; only under IMSIM_ALLOWED_ROOTS (refused when none are set)."""
         import os
 
@@ -231,7 +231,7 @@ class Service:
             real = os.path.realpath(path)
             if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
                 raise PermissionError(f"{path}: outside IMSIM_ALLOWED_ROOTS")
-        return self.client.ingest(paths, force=force, tags=tags)
+        return self.client.ingest(paths, force=force, tags=check_tags(tags) or None)
 
     # --- stored images and thumbnails -----------------------------------------------------------
     def stored_path(self, row_id: str) -> str:

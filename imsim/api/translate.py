@@ -13,6 +13,7 @@ from ..errors import (
     ImageError,
     ImageTooLarge,
     ImsimError,
+    InvalidInput,
     JobRunning,
     ModelError,
     NotFound,
@@ -25,6 +26,8 @@ from ..fusion import SearchHit
 
 
 def error_status(error: BaseException) -> tuple[int, str]:
+    if isinstance(error, InvalidInput):
+        return 422, "invalid"
     if isinstance(error, NotFound):
         return 404, "not_found"
     if isinstance(error, ImageTooLarge):

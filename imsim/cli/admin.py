@@ -63,6 +63,8 @@ def config(
             shown = "**" if value.get_secret_value() else ""
         elif name == "milvus_uri":
             shown = redact(str(value)) if value else f"  # empty: the Milvus Lite store {settings.resolved_milvus_uri}"
+        elif isinstance(value, str) and "://" in value:  # IMSIM_S3_ENDPOINT, IMSIM_API_URL: a password in a URL is masked
+            shown = redact(value)
         elif isinstance(value, tuple):
             shown = ",".join(str(v) for v in value)
         else:

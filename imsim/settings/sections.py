@@ -298,6 +298,9 @@ class S3Section(Section):
     )
 
 
+MIN_TOKEN = 16
+
+
 class ApiSection(Section):
     """`imsim serve`: where it listens, who may call it, uploads, micro-batching, thumbnails."""
 
@@ -326,6 +329,19 @@ class ApiSection(Section):
     )
     api_max_batch: int = Field(32, ge=1, le=1024, description="Most image queries the API embeds in one forward pass.")
     api_thumbnail_cache_mb: int = Field(64, ge=0, description="Memory for thumbnails the API has made (MB; LRU).")
+
+    @field_validator("api_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr) -> SecretStr:
+        """A token guards an API that may bind beyond loopback: ``" "`` or one character let anyone in (and a token with
+        whitespace locked every client out: headers are stripped)."""
+        token = value.get_secret_value()
+        if token and (len(token) < MIN_TOKEN or any(c.isspace() for c in token)):
+            raise ValueError(
+                f"must be at least {MIN_TOKEN} characters without whitespace (e.g. `openssl rand -hex 24`), "
+                f"or empty (loopback only)"
+            )
+        return value
 
 
 SECTIONS: tuple[type[Section], ...] = (
