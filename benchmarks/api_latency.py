@@ -127,12 +127,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from imsim.api.remote import Remote
-    from imsim.client import Client
+    from imsim.client.local import Client
+    from imsim.client.remote import Remote
     from imsim.ingest import ingest_local
     from imsim.models.testing import build_random_models, build_tiny_models
-    from imsim.paths import discover
     from imsim.settings import load
+    from imsim.sources.paths import discover
 
     tmp = Path(tempfile.mkdtemp(prefix="imsim-api-bench-"))
     models = build_tiny_models(tmp / "models") if args.tiny else build_random_models(tmp / "models")

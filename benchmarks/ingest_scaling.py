@@ -66,7 +66,7 @@ def main() -> None:
         done = total
     store = ingestor.store
     assert isinstance(store, VectorStore)
-    counts = {name: store.count(name) for name in ingestor.collections.values()}
+    counts = {name: store.rows.count(name) for name in ingestor.collections.values()}
     print(f"rows per collection: {counts}")
     ingestor.close()
 

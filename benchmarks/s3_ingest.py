@@ -67,10 +67,10 @@ def main() -> None:
 
     import os
 
-    from imsim import s3
     from imsim.bench import corpus, null_models, run_ingest
-    from imsim.paths import Discovery, iter_files
     from imsim.settings import load
+    from imsim.sources import s3
+    from imsim.sources.paths import Discovery, iter_files
 
     tmp = Path(tempfile.mkdtemp(prefix="imsim-s3-bench-"))
     results: dict[str, Any] = {"files": args.files, "size": args.size, "unchanged": args.unchanged}
@@ -132,11 +132,11 @@ def main() -> None:
 
 def unchanged(kind: str, settings: Any, config: Any, tmp: Path) -> dict[str, Any]:
     """Ingest the prefix once into ``kind`` (Milvus Lite, or a Milvus 2.3.5 server started here), then again."""
-    from imsim import s3
     from imsim.bench import null_models
     from imsim.ingest import LOOKUP_FIELDS, LOOKUP_IDS, SKIP_CHECK_CONSISTENCY, Ingestor, ingest_local
-    from imsim.names import path_id
-    from imsim.paths import Discovery, iter_files
+    from imsim.sources import s3
+    from imsim.sources.names import path_id
+    from imsim.sources.paths import Discovery, iter_files
 
     milvus = None
     if kind == "server":
@@ -173,7 +173,7 @@ def unchanged(kind: str, settings: Any, config: Any, tmp: Path) -> dict[str, Any
                 for collection in ingestor.collections.values():
                     list(
                         pool.map(
-                            lambda i, c=collection: ingestor.store.get(
+                            lambda i, c=collection: ingestor.store.rows.get(
                                 c, ids[i : i + LOOKUP_IDS], LOOKUP_FIELDS, consistency=SKIP_CHECK_CONSISTENCY
                             ),
                             range(0, len(ids), LOOKUP_IDS),

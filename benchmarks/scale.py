@@ -188,7 +188,7 @@ def queue_part(files: int, checkout: Path | None, label: str) -> dict[str, Any]:
 
 _FAIL_SCRIPT = """
 import json, sys, time
-from imsim.jobs import JobStore
+from imsim.jobs.records import JobStore
 job, files, url, chunk = sys.argv[1], int(sys.argv[2]), sys.argv[3], 256
 jobs = JobStore(url)
 reason = "chunk failed after 20 retries: StoreUnavailable: Milvus at http://milvus:19530 is unreachable or restarting"
@@ -227,8 +227,8 @@ def queue(args: argparse.Namespace) -> None:
 def sync(args: argparse.Namespace) -> None:
     from imsim import bench, maintenance
     from imsim.ingest import Ingestor, ingest_local
-    from imsim.paths import Discovery, iter_files
     from imsim.settings import load
+    from imsim.sources.paths import Discovery, iter_files
     from imsim.store import VectorStore
 
     milvus, uri = _server(args)
@@ -254,7 +254,7 @@ def sync(args: argparse.Namespace) -> None:
                 gone = maintenance.remove_missing(store, [str(corpus)])
                 again = ingest_local(iter_files([corpus], Discovery()), settings, ingestor=ingestor)
                 sync_s = time.perf_counter() - started
-                for name in store.collections():
+                for name in store.versions.collections():
                     store.drop(name)
             store.close()
             say(
@@ -322,13 +322,13 @@ def _fill(settings: Any, rows: int, dim: int, seed: int = 1, name: str = "") -> 
 
     store = VectorStore(settings)
     info: ModelInfo = NullEmbedder("dinov2" if dim == 768 else "clip", *NULL_MODELS["dinov2" if dim == 768 else "clip"]).info
-    name = store.ensure_collection(info)
+    name = store.versions.ensure_collection(info)
     started = time.perf_counter()
     done = 0
     for vectors in clustered(rows, dim, seed):
-        store.upsert(name, rows_of(done, vectors), batch=2000)
+        store.rows.upsert(name, rows_of(done, vectors), batch=2000)
         done += len(vectors)
-    store.flush(name)
+    store.rows.flush(name)
     _wait_indexed(store, name, rows)
     store.close()
     return name, time.perf_counter() - started
@@ -339,7 +339,7 @@ def _wait_indexed(store: Any, name: str, rows: int, timeout: float = 1200) -> No
     counts differ from the rows written), at most ``timeout`` seconds."""
     deadline, last, still = time.time() + timeout, -1, time.time()
     while time.time() < deadline:
-        state = store.index_state(name)
+        state = store.versions.index_state(name)
         if "pending_index_rows" not in state or state.get("pending_index_rows") == 0:
             return
         indexed = int(state.get("indexed_rows", 0))
@@ -403,7 +403,8 @@ written = time.perf_counter() - started
 # the same rows mirrored without a transform into a plain copy on the same server: the `imsim store copy` path's rate
 copy = name + "_copy"
 index = ("HNSW", {"M": 16, "efConstruction": 200})
-store.create_version(copy, store.dimension(name), description="copy", vector_doc="copy", index=index, properties={})
+dim = store.versions.dimension(name)
+store.versions.create_version(copy, dim, description="copy", vector_doc="copy", index=index, properties={})
 started = time.perf_counter()
 mirror(store, name, store, copy, Checkpoints(data, "copy"), batch=2000)
 copied = time.perf_counter() - started
@@ -475,12 +476,12 @@ def lite(args: argparse.Namespace) -> None:
     try:
         store = VectorStore(load({"milvus_uri": server.uri, "collection_prefix": "env", "env_file": os.devnull}))
         infos: dict[str, ModelInfo] = {n: NullEmbedder(n, *NULL_MODELS[n]).info for n in ("clip", "dinov2")}
-        names = {n: store.ensure_collection(info) for n, info in infos.items()}
+        names = {n: store.versions.ensure_collection(info) for n, info in infos.items()}
         streams = {n: clustered(rows, info.dim, seed=i, batch=1000) for i, (n, info) in enumerate(infos.items())}
         done, step, mark = 0, max(1, rows // 4), time.perf_counter()
         while done < rows:
             for n, stream in streams.items():
-                store.upsert(names[n], rows_of(done, next(stream)), batch=1000)
+                store.rows.upsert(names[n], rows_of(done, next(stream)), batch=1000)
             done += 1000
             if done % step == 0 or done >= rows:
                 seconds = time.perf_counter() - mark
@@ -491,12 +492,12 @@ def lite(args: argparse.Namespace) -> None:
                 )
                 mark = time.perf_counter()
         for name in names.values():
-            store.flush(name)
+            store.rows.flush(name)
         query = next(clustered(64, infos["dinov2"].dim, seed=9))
         times = []
         for v in query:
             started = time.perf_counter()
-            store.search(names["dinov2"], v[None], 10, consistency="Bounded")
+            store.searching.search(names["dinov2"], v[None], 10, consistency="Bounded")
             times.append(1000 * (time.perf_counter() - started))
         say(f"lite | {rows:>9,} images | raw search of the 768-d collection, k=10: p50 {statistics.median(times):.1f} ms")
         store.close()

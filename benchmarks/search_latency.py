@@ -10,7 +10,7 @@ rows, so no embedding time is included. In one run it times, per query (p50 / p9
 - ``raw_dinov2``: the same raw search of the DINOv2-sized collection (fused needs both: their sum is its floor
   where the store serialises requests, as Milvus Lite does);
 - ``store``: the same search through :meth:`imsim.store.VectorStore.search`;
-- ``fused``: :meth:`imsim.client.Client.search_batch` (one query) over both collections (searched concurrently, missing
+- ``fused``: :meth:`imsim.client.local.Client.search_batch` (one query) over both collections (searched concurrently, missing
   per-model scores fetched, fused);
 - FAISS ``IndexFlatIP`` (exact) and ``IndexHNSWFlat`` (M=16) over the same CLIP-sized vectors, in process;
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.models.base import FamilyConfig, ModelInfo, Preprocess
 from imsim.settings import load
 from imsim.store import VectorStore, make_row
@@ -111,7 +111,7 @@ def wait_indexed(store: VectorStore, collection: str, timeout: float = 1800) -> 
     brute force): wait until no row is pending, so the timings are of the index. Returns seconds waited."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
-        state = store.index_state(collection)
+        state = store.versions.index_state(collection)
         pending, indexed, total = (int(state.get(k, 0)) for k in ("pending_index_rows", "indexed_rows", "total_rows"))
         if "pending_index_rows" not in state or (pending == 0 and indexed >= total):
             return time.perf_counter() - t0
@@ -151,9 +151,9 @@ def main() -> None:
     vectors = {name: clustered(args.rows, dim, topics, args.spread, seed=1 + i) for i, (name, dim) in enumerate(DIMS.items())}
     collections: dict[str, str] = {}
     for name, model in models.items():
-        collection = store.ensure_collection(model.info)
+        collection = store.versions.ensure_collection(model.info)
         collections[name] = collection
-        reuse = not store.is_lite and store.count(collection) == args.rows  # a server keeps the same seeded rows
+        reuse = not store.connection.is_lite and store.rows.count(collection) == args.rows  # a server keeps the same seeded rows
         t0 = time.perf_counter()
         if not reuse:
             for start in range(0, args.rows, 5000):
@@ -161,8 +161,8 @@ def main() -> None:
                     make_row(model.info, image(ids[i], i), vectors[name][i], job_id="bench")
                     for i in range(start, min(start + 5000, args.rows))
                 ]
-                store.upsert(collection, rows, batch=5000)
-        store.flush(collection)  # as every finished ingest does: sealed segments are indexed
+                store.rows.upsert(collection, rows, batch=5000)
+        store.rows.flush(collection)  # as every finished ingest does: sealed segments are indexed
         waited = wait_indexed(store, collection)
         what = "reused (same seed)" if reuse else f"written in {time.perf_counter() - t0:.1f}s"
         print(f"{name}: {args.rows:,} clustered {model.info.dim}-d rows {what}; index built {waited:.0f}s after the flush")
@@ -176,12 +176,12 @@ def main() -> None:
         "queries": args.queries,
         "k": args.k,
         "clusters": args.clusters,
-        "backend": "Milvus Lite file" if store.is_lite else f"{args.uri} (Milvus {store.server_version})",
-        "index": store.describe_index_type(collections["clip"]),
+        "backend": "Milvus Lite file" if store.connection.is_lite else f"{args.uri} (Milvus {store.connection.server_version})",
+        "index": store.versions.describe_index_type(collections["clip"]),
         "recall": {},
         "latency_ms": {},
     }
-    raw_client = store.client  # the pymilvus MilvusClient itself: what one raw search costs
+    raw_client = store.connection.client  # the pymilvus MilvusClient itself: what one raw search costs
     for ef in efs:
         params = {"metric_type": "COSINE", "params": {"ef": max(ef, args.k)}}
         for n in models:
@@ -216,7 +216,9 @@ def main() -> None:
     runs: dict[str, list[float]] = {
         "raw": timed(lambda i: raw_search("clip", i), args.queries),
         "raw_dinov2": timed(lambda i: raw_search("dinov2", i), args.queries),
-        "store": timed(lambda i: store.search(collections["clip"], q_clip[i : i + 1], args.k, consistency=level), args.queries),
+        "store": timed(
+            lambda i: store.searching.search(collections["clip"], q_clip[i : i + 1], args.k, consistency=level), args.queries
+        ),
         "fused": timed(
             lambda i: client.search_batch({n: queries[n][i : i + 1] for n in models}, k=args.k, fusion=args.fusion),
             args.queries,
@@ -273,7 +275,7 @@ def main() -> None:
             all(out["recall"][f"{n}@ef{ef}"] >= 0.95 for n in models),
         ),
     ]
-    if not store.is_lite:
+    if not store.connection.is_lite:
         fused_p50 = out["latency_ms"]["fused"]["p50"]
         checks.append((f"server fused p50 <= 20 ms ({fused_p50} ms)", fused_p50 <= 20))
     for what, ok in checks:

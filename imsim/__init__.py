@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 __all__ = ["Client", "ImsimError", "ModelError", "SearchHit", "Where", "Settings", "get_settings", "__version__"]
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .client.local import Client
     from .errors import ImsimError, ModelError
     from .expr import Where
     from .fusion import SearchHit
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "Client":
-        from .client import Client
+        from .client.local import Client
 
         return Client
     if name in ("ImsimError", "ModelError"):

@@ -29,10 +29,10 @@ from .errors import ImsimError
 from .ingest import Ingestor, ingest_local
 from .models import Embedder, FamilyConfig, ModelInfo, Preprocess
 from .models.base import l2_normalise, no_text
-from .names import path_id
-from .paths import discover
-from .reading import Limits, read_file
 from .settings import Settings
+from .sources.names import path_id
+from .sources.paths import discover
+from .sources.reading import Limits, read_file
 from .store import VectorStore, make_row
 from .timing import StageTimes
 from .whitening import Whitening
@@ -105,24 +105,34 @@ class NullStore:
     where = "no-op sink (rows kept in memory)"
 
     def __init__(self) -> None:
-        self.rows: dict[str, dict[str, dict[str, Any]]] = {}
+        self.kept: dict[str, dict[str, dict[str, Any]]] = {}  # collection -> id -> row
+
+    @property
+    def versions(self) -> NullStore:
+        """Its own versions part (ingest's VersionsSink)."""
+        return self
+
+    @property
+    def rows(self) -> NullStore:
+        """Its own rows part (ingest's RowsSink)."""
+        return self
 
     def ensure_collection(self, info: ModelInfo) -> str:
         name = f"{info.name}_{info.version_tag}"
-        self.rows.setdefault(name, {})
+        self.kept.setdefault(name, {})
         return name
 
     def get(
         self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",), consistency: str = "Strong"
     ) -> dict[str, dict[str, Any]]:
-        return {i: self.rows[name][i] for i in ids if i in self.rows[name]}
+        return {i: self.kept[name][i] for i in ids if i in self.kept[name]}
 
     def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-        self.rows[name].update({r["id"]: r for r in rows})
+        self.kept[name].update({r["id"]: r for r in rows})
         return {}
 
     def get_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return {i: np.asarray(self.rows[name][i]["vector"], np.float32) for i in ids if i in self.rows[name]}
+        return {i: np.asarray(self.kept[name][i]["vector"], np.float32) for i in ids if i in self.kept[name]}
 
     def flush(self, name: str) -> None:
         """Nothing to seal: the rows are in memory."""
@@ -212,9 +222,9 @@ def make_sink(kind: str, settings: Settings, prefix: str = "bench") -> tuple[Any
         return NullStore(), NullStore.where
     uri = os.path.join(tempfile.mkdtemp(prefix="imsim-bench-"), "bench.db") if kind == "lite" else kind
     store = VectorStore(settings.replace(milvus_uri=uri, collection_prefix=prefix))
-    for name in store.collections():
+    for name in store.versions.collections():
         store.drop(name)
-    return store, f"{'Milvus Lite file' if kind == 'lite' else 'Milvus'} {store.where} ({store.server_version})"
+    return store, f"{'Milvus Lite file' if kind == 'lite' else 'Milvus'} {store.where} ({store.connection.server_version})"
 
 
 def process_cpu_seconds(pid: int) -> float:

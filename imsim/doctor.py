@@ -30,13 +30,13 @@ class Check:
 
 
 def check_redis(settings: Settings) -> list[Check]:
-    from .redis_checks import redis_health
+    from .jobs.health import redis_health
 
     url = settings.redis_url.get_secret_value()
     checks = [Check(name, cast(Status, status), detail) for name, status, detail in redis_health(url, redact(url))]
     if checks[0].status == "fail":
         return checks
-    from .queue import queue_length
+    from .jobs.queue import queue_length
 
     queued = queue_length(settings)
     checks.append(Check("queue", "ok", f"{queued} chunks waiting on queue '{settings.queue}'"))
@@ -49,7 +49,7 @@ def check_fleet(settings: Settings, store: VectorStore | None = None) -> list[Ch
     worker that does not refuses their chunks (they wait, then fail), so a split fleet is a failed check. And each
     worker's settings are compared with those of the version queries use (its model's alias in the store): a worker
     that writes another version writes rows no search reads until that version is activated."""
-    from .queue import Chunk, fleet_identity, worker_answers
+    from .jobs.queue import Chunk, fleet_identity, worker_answers
 
     answers = worker_answers(settings)
     if not answers:
@@ -95,11 +95,11 @@ def _active_identities(store: VectorStore, models: set[str]) -> dict[str, tuple[
 
     out = {}
     for model in sorted(models):
-        collection = store.active_collection(model)
+        collection = store.versions.active_collection(model)
         if collection is None:
             continue
         try:
-            config = store.model_config(collection, registry.config_class(model))
+            config = store.versions.model_config(collection, registry.config_class(model))
         except ImsimError:
             continue
         if config is not None:
@@ -108,7 +108,7 @@ def _active_identities(store: VectorStore, models: set[str]) -> dict[str, tuple[
 
 
 def _check_workers(settings: Settings) -> Check:
-    from .queue import workers_on_queue
+    from .jobs.queue import workers_on_queue
 
     names = workers_on_queue(settings, timeout=1.5)
     if names is None:
@@ -136,11 +136,11 @@ def check_store(settings: Settings) -> tuple[list[Check], VectorStore | None]:
 
     try:
         store = open_store(settings)
-        names = store.collections()
+        names = store.versions.collections()
     except ImsimError as exc:
         return [Check("milvus", "fail", str(exc))], None
     checks = [Check("milvus", "ok", f"Milvus at {store.where} answers; {len(names)} imsim collection(s)")]
-    if store.is_lite:
+    if store.connection.is_lite:
         checks.append(
             Check(
                 "milvus lite",
@@ -150,7 +150,7 @@ def check_store(settings: Settings) -> tuple[list[Check], VectorStore | None]:
             )
         )
     if store.lite_backend:
-        warning = lite_envelope_warning({n: store.count(n) for n in names}, settings.lite_warn_rows)
+        warning = lite_envelope_warning({n: store.rows.count(n) for n in names}, settings.lite_warn_rows)
         if warning:
             checks.append(Check("milvus lite size", "warn", warning))
     return checks, store
@@ -175,7 +175,7 @@ def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
     from .models.base import random_weights
 
     checks = []
-    existing = set(store.collections()) if store is not None else set()
+    existing = set(store.versions.collections()) if store is not None else set()
     for name in settings.model_names:
         try:
             info = load_model(name, settings).info
@@ -197,10 +197,10 @@ def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
             )
         if store is None:
             continue
-        collection = store.collection_name(info)
-        active = store.active_collection(name)
+        collection = store.versions.collection_name(info)
+        active = store.versions.active_collection(name)
         if collection in existing:
-            stored_dim = store.dimension(collection)
+            stored_dim = store.versions.dimension(collection)
             if stored_dim != info.dim:
                 checks.append(
                     Check(
@@ -216,14 +216,14 @@ def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
                 Check(
                     f"collection {collection}",
                     "ok",
-                    f"{store.count(collection):,} rows, {stored_dim}-d, written by the configured model version",
+                    f"{store.rows.count(collection):,} rows, {stored_dim}-d, written by the configured model version",
                 )
             )
         else:
             checks.append(
                 Check(f"collection {collection}", "ok", "not created yet: the first ingest with this model version creates it")
             )
-        if active is not None and active != collection and store.properties(active).get("derived_from") == collection:
+        if active is not None and active != collection and store.versions.properties(active).get("derived_from") == collection:
             checks.append(
                 Check(
                     f"model {name} version",
@@ -232,7 +232,7 @@ def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
                 )
             )
         elif active is not None and active != collection:
-            props = store.properties(active)
+            props = store.versions.properties(active)
             checks.append(
                 Check(
                     f"model {name} version",
@@ -248,7 +248,7 @@ def check_models(settings: Settings, store: VectorStore | None) -> list[Check]:
 def check_sources(settings: Settings) -> list[Check]:
     """Each ``s3://`` allowed root: one LIST of one key from here, with the credentials this process finds (workers
     answer the same check for themselves: ``imsim_identity``)."""
-    from . import s3
+    from .sources import s3
 
     config = s3.S3Config.from_settings(settings)
     checks = []

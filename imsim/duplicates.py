@@ -27,7 +27,7 @@ import numpy as np
 
 from . import calibration
 from . import fusion as fusion_maths
-from .client import Client
+from .client.local import Client
 from .errors import ImsimError, InvalidInput
 from .expr import Where
 from .store import VECTOR, VectorStore
@@ -120,7 +120,7 @@ def resolve_threshold(
     if given is not None:
         return Threshold(given, "given")
     names = client.settings.model_names if model == "fused" else [model]
-    versions = {n: client.store.properties(client.collection(n)).get("version", "") for n in names}
+    versions = {n: client.store.versions.properties(client.collection(n)).get("version", "") for n in names}
     key = (
         calibration.fused_key("weighted", list(versions.items()), client.settings.weights or None)
         if model == "fused"
@@ -185,7 +185,7 @@ def link(
     names = client.settings.model_names if model == "fused" else [model]
     if model == "fused" and len(names) < 2:
         raise ImsimError("--model fused needs at least two models in IMSIM_MODELS")
-    existing = set(client.store.collections())
+    existing = set(client.store.versions.collections())
     for name in names:
         if client.collection(name) not in existing:
             raise ImsimError(
@@ -251,12 +251,12 @@ def _server_neighbours(
     """Each row with its ``k`` nearest, by the server's own index: rows stream out in batches (one Strong read at the
     start of the stream), each batch is searched as one request at Bounded consistency (no time-tick wait per batch).
     Client memory: one batch."""
-    for rows in store.iter_rows(collection, filter=expression, output_fields=["path", VECTOR], batch=batch):
+    for rows in store.rows.iter_rows(collection, filter=expression, output_fields=["path", VECTOR], batch=batch):
         rows = [r for r in rows if where is None or where.accepts(r["path"])]
         if not rows:
             continue
         vectors = np.asarray([r[VECTOR] for r in rows], np.float32)
-        found = store.search(collection, vectors, k, filter=expression, consistency="Bounded", ef=max(DUPLICATES_EF, k))
+        found = store.searching.search(collection, vectors, k, filter=expression, consistency="Bounded", ef=max(DUPLICATES_EF, k))
         yield rows, [[(h.id, str(h.fields.get("path", "")), h.score) for h in hits] for hits in found]
 
 
@@ -269,7 +269,7 @@ def _exact_neighbours(
     ids: list[str] = []
     paths: list[str] = []
     blocks: list[np.ndarray] = []
-    for rows in store.iter_rows(collection, filter=expression, output_fields=["path", VECTOR], batch=4000):
+    for rows in store.rows.iter_rows(collection, filter=expression, output_fields=["path", VECTOR], batch=4000):
         rows = [r for r in rows if where is None or where.accepts(r["path"])]
         if rows:
             ids += [r["id"] for r in rows]
@@ -310,11 +310,11 @@ def neighbour_edges(
     by the weighted mean of every collection's exact cosine. Memory: the edges, plus one batch (a server) or one
     collection's vectors (Lite). The evaluation calibrates on exactly these pairs (``threshold=-inf``: every pair
     this search sees)."""
-    expression = where.expression(store.like_dialect) if where else ""
+    expression = where.expression(store.connection.like_dialect) if where else ""
     paths: dict[str, str] = {}
     candidates: dict[tuple[str, str], float] = {}
     neighbours_of = _exact_neighbours if store.lite_backend else _server_neighbours
-    total = sum(store.count(c, expression) for c in collections.values()) if on_progress else 0
+    total = sum(store.rows.count(c, expression) for c in collections.values()) if on_progress else 0
     done = 0
     for collection in collections.values():
         for rows, found in neighbours_of(store, collection, expression, where, neighbours + 1, batch):
@@ -341,9 +341,9 @@ def neighbour_edges(
 def exact_groups(store: VectorStore, collection: str, where: Where | None = None) -> list[Group]:
     """Images whose files have the same content (sha256), found without any model: one stream of the collection's
     ids, paths and hashes (memory: one entry per row), largest group first. The exact tier of the review page."""
-    expression = where.expression(store.like_dialect) if where else ""
+    expression = where.expression(store.connection.like_dialect) if where else ""
     by_content: dict[str, list[tuple[str, str]]] = {}
-    for rows in store.iter_rows(collection, filter=expression, output_fields=["path", "sha256"]):
+    for rows in store.rows.iter_rows(collection, filter=expression, output_fields=["path", "sha256"]):
         for r in rows:
             if r.get("sha256") and (where is None or where.accepts(r["path"])):
                 by_content.setdefault(r["sha256"], []).append((r["id"], r["path"]))
@@ -444,7 +444,7 @@ def fused_edges(
     for start in range(0, len(pairs), block):
         part = pairs[start : start + block]
         ids = sorted({i for pair in part for i in pair})
-        vectors = {n: store.get_vectors(collections[n], ids, consistency="Bounded") for n in names}
+        vectors = {n: store.rows.get_vectors(collections[n], ids, consistency="Bounded") for n in names}
         for a, b in part:
             scores = {
                 n: {"pair": float(np.dot(vectors[n][a], vectors[n][b]))} for n in names if a in vectors[n] and b in vectors[n]

@@ -1,59 +1,43 @@
 """The one embedding step: files (or query images) → every model's vectors, the same way for ingest, query and eval.
 
-Built from the models and the :class:`~imsim.reading.Limits` made from settings, it owns the worker pool, the
+Built from the models and the :class:`~imsim.sources.reading.Limits` made from settings, it owns the worker pool, the
 read and decode limits, the decoder, the draft scale and the timing. Per file, each model's input is made from
 that model alone: a JPEG is DCT-decoded at the scale the model's own input size needs (models whose scales
 agree share one decode), then resized and cropped to uint8 (:meth:`~imsim.models.base.Preprocess.to_uint8`).
 So the vector a model version stores for a file never depends on which other models are enabled.
 
-Files stream through in slices (``slice_size`` images). One pool task per file opens it, asks the caller's
-:class:`SkipRule` whether it is stored unchanged (by size, mtime and inode: nothing read), reads and hashes it,
-asks again by content, and then decodes and resizes it; while the models run on one slice, the pool is already
-on the next, and the caller (ingest) writes the previous one. A bad file fails alone with its reason. Query images
-(bytes, PIL images) come in through :mod:`imsim.query_images`.
+Files stream through in slices (``slice_size`` images). The fetch stage (:mod:`imsim.sources.fetch`) opens each one,
+asks the caller's :class:`~imsim.sources.fetch.SkipRule` whether it is stored unchanged (by size, mtime and inode:
+nothing read), reads and hashes it, asks again by content, and hands it to this step, which decodes and resizes it on
+the same pool thread; while the models run on one slice, the pool is already on the next, and the caller (ingest)
+writes the previous one. A bad file fails alone with its reason. Query images (bytes, PIL images) come in through
+:mod:`imsim.client.queries`.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ImageError, ImageTooLarge
-from .files import FileBytes, FileFacts, FileStat
 from .images import DecodeBudget, decode_array, decode_memory, jpeg_draft_scale, read_header, resolve_decoder
 from .models.base import Embedder, Preprocess, embed_arrays
-from .names import absolute, is_uri
-from .reading import DEFAULT_LIMITS, Limits, open_file
-from .s3 import Listed
+from .sources.fetch import Fetched, Fetcher, Restamp, Skipped, SkipRule
+from .sources.files import FileBytes, FileFacts
+from .sources.names import absolute
+from .sources.reading import DEFAULT_LIMITS, Limits
 from .timing import StageTimes, timed
 
 if TYPE_CHECKING:
     from .settings import Settings
 
 LOOKAHEAD = 1  # slices read and decoded ahead of the one the models are running on
-
-
-class Decision(enum.Enum):
-    """What to do with one file, asked before it is read (from its size, mtime and inode) and again once read."""
-
-    EMBED = "embed"  # read it (before reading), decode and embed it (after)
-    SKIP = "skip"  # stored unchanged: nothing to do
-    RESTAMP = "restamp"  # stored with the same content: rewrite the row's file facts and tags, keep its vector
-
-
-class SkipRule(Protocol):
-    """The caller's say on which files need embedding at all (ingest: those not stored unchanged)."""
-
-    def by_stat(self, stat: FileStat) -> Decision: ...
-
-    def by_content(self, file: FileBytes) -> Decision: ...
 
 
 @dataclass(frozen=True)
@@ -91,17 +75,7 @@ class _Prepared:
     arrays: dict[str, np.ndarray]  # model -> HWC uint8 input
 
 
-@dataclass(frozen=True)
-class _Skipped:
-    path: str
-
-
-@dataclass(frozen=True)
-class _Restamp:
-    facts: FileFacts
-
-
-_Outcome = _Prepared | _Skipped | _Restamp | ImageError
+_Outcome = _Prepared | Fetched
 
 
 def _one_torch_thread() -> None:
@@ -110,13 +84,6 @@ def _one_torch_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def _relay(done: Future[_Outcome], to: Future[_Outcome]) -> None:
-    try:
-        to.set_result(done.result())
-    except BaseException as exc:  # noqa: BLE001 - handed on as it came
-        to.set_exception(exc)
 
 
 class EmbeddingStep:
@@ -138,11 +105,10 @@ class EmbeddingStep:
         self.decoder = resolve_decoder(decoder)
         self.workers = workers or os.cpu_count() or 1
         self.budget = DecodeBudget.process(limits.decode_bytes)
-        self.io_workers = max(1, io_workers)
-        self._io: ThreadPoolExecutor | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix="imsim-decode", initializer=_one_torch_thread
         )
+        self.fetcher: Fetcher[_Prepared] = Fetcher(limits, self._prepare, self._pool, io_workers)
 
     @classmethod
     def from_settings(cls, settings: Settings, models: Mapping[str, Embedder]) -> EmbeddingStep:
@@ -232,91 +198,6 @@ class EmbeddingStep:
         except MemoryError:
             return ImageTooLarge(file.path, "out of memory while decoding or resizing")
 
-    @staticmethod
-    def _by_stat(stat: FileStat, rule: SkipRule) -> _Outcome | None:
-        """What ``rule`` decides from a file's stat (or an object's listing) alone; None: read it."""
-        decision = rule.by_stat(stat)
-        if decision is Decision.SKIP:
-            return _Skipped(stat.path)
-        if decision is Decision.RESTAMP:
-            return _Restamp(FileFacts(stat.path, "", stat.file_size, stat.mtime, file_version=stat.file_version))
-        return None
-
-    def _read(self, item: str, rule: SkipRule | None, times: StageTimes | None) -> FileBytes | _Outcome:
-        """Open one file or object, ask ``rule`` whether it is stored unchanged (before reading a byte), read and
-        hash it. Any error of this one file is this file's outcome alone."""
-        try:
-            with timed(times, "read"), open_file(item, self.limits) as opened:
-                if rule is not None and (decided := self._by_stat(opened.stat, rule)) is not None:
-                    return decided
-                file = opened.read()
-            if times is not None:
-                times.count_read(len(file.data))
-            return file
-        except ImageError as exc:
-            return exc
-        except OSError as exc:  # anything the checks above did not name: still this file's failure alone
-            return ImageError(absolute(item), f"cannot read: {exc.strerror or exc}")
-
-    def _decide_listed(self, item: Listed, rule: SkipRule) -> _Outcome | None:
-        """An object's fate from its listing alone (its facts came with it): skipped, restamped, refused, or None."""
-        try:
-            with open_file(item, self.limits) as opened:
-                return self._by_stat(opened.stat, rule)
-        except ImageError as exc:
-            return exc
-
-    def _work(self, item: str | FileBytes, rule: SkipRule | None, times: StageTimes | None) -> _Outcome:
-        """One pool task: read (unless given bytes), ask ``rule`` again by content, then decode and resize."""
-        file = item if isinstance(item, FileBytes) else self._read(item, rule, times)
-        if not isinstance(file, FileBytes):
-            return file
-        if rule is not None:
-            decision = rule.by_content(file)
-            if decision is Decision.SKIP:
-                return _Skipped(file.path)
-            if decision is Decision.RESTAMP:
-                return _Restamp(FileFacts(file.path, file.sha256, file.file_size, file.mtime, file_version=file.file_version))
-        return self._prepare(file, times)
-
-    def _submit(self, item: str | FileBytes, rule: SkipRule | None, times: StageTimes | None) -> Future[_Outcome]:
-        """A file is read and decoded on one pool thread; an object is fetched on the I/O pool (``s3_concurrency``
-        GETs in flight, waiting on the network, not on a core) and then decoded on the decode pool."""
-        if not (isinstance(item, str) and is_uri(item)):
-            return self._pool.submit(self._work, item, rule, times)
-        outcome: Future[_Outcome] = Future()
-        stat_rule = rule
-        if rule is not None and isinstance(item, Listed):  # the listing decides "unchanged" here: no thread, no GET
-            decided = self._decide_listed(item, rule)
-            if decided is not None:
-                outcome.set_result(decided)
-                return outcome
-            stat_rule = None  # asked already; the content check after the GET still applies
-
-        def fetched(done: Future[FileBytes | _Outcome]) -> None:
-            try:
-                got = done.result()
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the outcome
-                outcome.set_exception(exc)
-                return
-            if not isinstance(got, FileBytes):
-                outcome.set_result(got)
-                return
-            try:
-                decoded = self._pool.submit(self._work, got, rule, times)
-            except RuntimeError as exc:  # the pool shut down meanwhile
-                outcome.set_exception(exc)
-                return
-            decoded.add_done_callback(lambda d: _relay(d, outcome))
-
-        self._io_pool().submit(self._read, item, stat_rule, times).add_done_callback(fetched)
-        return outcome
-
-    def _io_pool(self) -> ThreadPoolExecutor:
-        if self._io is None:
-            self._io = ThreadPoolExecutor(max_workers=self.io_workers, thread_name_prefix="imsim-fetch")
-        return self._io
-
     # --- slices: the models ------------------------------------------------------------------
     def _finish(self, futures: list[tuple[str | FileBytes, Future[_Outcome]]], times: StageTimes | None) -> Embedded:
         out = Embedded()
@@ -325,9 +206,9 @@ class EmbeddingStep:
             outcome = future.result()
             if isinstance(outcome, ImageError):  # keyed by the path as given (byte-exact), not as the message prints it
                 out.failures[item.path if isinstance(item, FileBytes) else absolute(item)] = outcome.reason
-            elif isinstance(outcome, _Skipped):
+            elif isinstance(outcome, Skipped):
                 out.skipped.append(outcome.path)
-            elif isinstance(outcome, _Restamp):
+            elif isinstance(outcome, Restamp):
                 out.restamp.append(outcome.facts)
             else:
                 prepared.append(outcome)
@@ -344,7 +225,7 @@ class EmbeddingStep:
         while the models run on this one. ``rule`` leaves out files stored unchanged (``skipped``/``restamp``)."""
         window: deque[list[tuple[str | FileBytes, Future[_Outcome]]]] = deque()
         for items in slices:
-            window.append([(item, self._submit(item, rule, times)) for item in items])
+            window.append([(item, self.fetcher.submit(item, rule, times)) for item in items])
             if len(window) > LOOKAHEAD:
                 yield self._finish(window.popleft(), times)
         while window:
@@ -362,5 +243,4 @@ class EmbeddingStep:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._io is not None:
-            self._io.shutdown(wait=False, cancel_futures=True)
+        self.fetcher.close()

@@ -21,7 +21,7 @@ from dataclasses import field as dc_field
 from typing import Literal
 
 from .errors import FilterError, InvalidInput
-from .names import GLOB_CHARS, absolute, check_path, compile_glob, glob_match
+from .sources.names import GLOB_CHARS, absolute, check_path, compile_glob, glob_match
 
 LikeDialect = Literal["escape", "prefix"]
 

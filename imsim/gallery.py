@@ -80,7 +80,7 @@ def render_html(
     title: str = "imsim search",
     note: str = "",
 ) -> str:
-    """The gallery page for ``hits`` (:class:`~imsim.client.SearchHit` objects), best first. ``note`` is shown as a
+    """The gallery page for ``hits`` (:class:`~imsim.client.local.SearchHit` objects), best first. ``note`` is shown as a
     warning above the results (models with random weights: the similarities mean nothing)."""
     colours = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
     esc = html.escape

@@ -1,10 +1,10 @@
-"""Images in: decoding one file's bytes into RGB pixels (reading it safely is :mod:`imsim.reading`).
+"""Images in: decoding one file's bytes into RGB pixels (reading it safely is :mod:`imsim.sources.reading`).
 
 Owns every decision about pixels before a model sees them: the pixel limit and the decode-memory budget, the
 header (format, size, EXIF orientation) read without decoding, the decoders (Pillow; libjpeg-turbo through simplejpeg, the same
 pixels), the JPEG DCT draft scale, colour-mode conversion (L/LA/P/RGBA/CMYK/I;16/F), and the typed errors
 that name the file. Each file is read once; its content hash is taken from the bytes decoded. Which files
-there are, and globs, are :mod:`imsim.paths`.
+there are, and globs, are :mod:`imsim.sources.paths`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from .errors import (
     ImageDecodeError,
     ImageTooLarge,
 )
-from .files import FileBytes, FileFacts
-from .reading import DEFAULT_LIMITS, DEFAULT_MAX_PIXELS, Limits, read_file
+from .sources.files import FileBytes, FileFacts
+from .sources.reading import DEFAULT_LIMITS, DEFAULT_MAX_PIXELS, Limits, read_file
 
 if TYPE_CHECKING:
     pass

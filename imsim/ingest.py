@@ -33,12 +33,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .embedding import Decision, Embedded, EmbeddingStep
+from .embedding import Embedded, EmbeddingStep
 from .expr import check_tags
-from .files import FileBytes, FileFacts, FileStat
 from .models import Embedder, ModelInfo, load_models
-from .names import path_id
 from .settings import Consistency, Settings
+from .sources.fetch import Decision
+from .sources.files import FileBytes, FileFacts, FileStat
+from .sources.names import path_id
 from .store import VECTOR, VectorStore, make_row
 from .timing import StageTimes, timed
 from .util import batched, read_ahead
@@ -55,10 +56,14 @@ SKIP_CHECK_CONSISTENCY: Consistency = "Bounded"  # a row a Bounded read misses i
 FOLLOWERS_TTL = 10.0  # seconds the derived versions of the collections written to are trusted before being read again
 
 
-class Sink(Protocol):
-    """What ingest needs from a store: :class:`~imsim.store.VectorStore`, or the benchmark's no-op sink."""
+class VersionsSink(Protocol):
+    """The versions a sink keeps: one collection per model version (:class:`~imsim.store.versions.Versions`)."""
 
     def ensure_collection(self, info: ModelInfo) -> str: ...
+
+
+class RowsSink(Protocol):
+    """The rows a sink reads and writes (:class:`~imsim.store.rows.Rows`)."""
 
     def get(
         self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",), consistency: Consistency = "Strong"
@@ -67,6 +72,16 @@ class Sink(Protocol):
     def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]: ...
 
     def flush(self, name: str) -> None: ...
+
+
+class Sink(Protocol):
+    """What ingest needs from a store: :class:`~imsim.store.VectorStore`, or the benchmark's no-op sink."""
+
+    @property
+    def versions(self) -> VersionsSink: ...
+
+    @property
+    def rows(self) -> RowsSink: ...
 
     def followers(self, base: str) -> dict[str, Whitening]: ...
 
@@ -216,7 +231,7 @@ class Ingestor:
         self.settings = settings
         self.models = dict(embedders) if embedders is not None else load_models(settings)
         self.store: Sink = store if store is not None else VectorStore(settings)
-        self.collections = {name: self.store.ensure_collection(m.info) for name, m in self.models.items()}
+        self.collections = {name: self.store.versions.ensure_collection(m.info) for name, m in self.models.items()}
         self._followers: dict[str, dict[str, Whitening]] = {}  # model -> derived versions written beside its collection
         self._followers_read = -FOLLOWERS_TTL
         self.step = EmbeddingStep.from_settings(settings, self.models)
@@ -241,7 +256,7 @@ class Ingestor:
         """The stored rows of ``ids`` in every model's collection, one Bounded read per model, all at once."""
         reads = {
             name: self._lookups.submit(
-                self.store.get, self.collections[name], ids, LOOKUP_FIELDS, consistency=SKIP_CHECK_CONSISTENCY
+                self.store.rows.get, self.collections[name], ids, LOOKUP_FIELDS, consistency=SKIP_CHECK_CONSISTENCY
             )
             for name in self.models
         }
@@ -350,7 +365,7 @@ class Ingestor:
         refused: dict[str, str] = {}
         for name in self.models:
             with timed(result.times, "write", name):
-                stored = self.store.get(self.collections[name], ids, ["*", VECTOR], consistency=SKIP_CHECK_CONSISTENCY)
+                stored = self.store.rows.get(self.collections[name], ids, ["*", VECTOR], consistency=SKIP_CHECK_CONSISTENCY)
                 rows = []
                 for facts in files:
                     row = stored.get(facts.id)
@@ -366,9 +381,9 @@ class Ingestor:
                     if facts.sha256:
                         row["sha256"] = facts.sha256
                     rows.append(row)
-                refused.update(self.store.upsert_each(self.collections[name], rows))
+                refused.update(self.store.rows.upsert_each(self.collections[name], rows))
                 for collection, whitening in self.followers(name).items():
-                    refused.update(self.store.upsert_each(collection, _whitened(rows, whitening)))
+                    refused.update(self.store.rows.upsert_each(collection, _whitened(rows, whitening)))
         result.failures.update(refused)
         return len(files) - len(refused)
 
@@ -399,17 +414,17 @@ class Ingestor:
     def _upsert(self, name: str, rows: list[dict[str, Any]], times: StageTimes) -> dict[str, str]:
         """One model's rows of a slice into its collection and into each version derived from it (whitened)."""
         with timed(times, "write", name):
-            refused = self.store.upsert_each(self.collections[name], rows)
+            refused = self.store.rows.upsert_each(self.collections[name], rows)
             for collection, whitening in self.followers(name).items():
-                refused.update(self.store.upsert_each(collection, _whitened(rows, whitening)))
+                refused.update(self.store.rows.upsert_each(collection, _whitened(rows, whitening)))
             return refused
 
     def seal(self) -> None:
         """At the end of a job: flush every collection written to, so the new rows are indexed for search."""
         for name, collection in self.collections.items():
-            self.store.flush(collection)
+            self.store.rows.flush(collection)
             for follower in self.followers(name):
-                self.store.flush(follower)
+                self.store.rows.flush(follower)
 
     def close(self) -> None:
         self.step.close()

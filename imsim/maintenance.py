@@ -6,7 +6,7 @@ imsim collection; a collection that lacks some rows (a model added later) is sim
 is a row id, a path (that file's row and, if it is a folder, every row below it), or a glob. One rule decides
 between path and glob for every command (ingest, delete, sync): **a path that exists on disk, or has stored
 rows, is literal**, brackets and all (``photo[1].jpg``); otherwise ``*``, ``?`` and ``[`` make it a glob, matched
-with :class:`imsim.names.Glob` (``*`` stays in a folder, ``**`` crosses folders).
+with :class:`imsim.sources.names.Glob` (``*`` stays in a folder, ``**`` crosses folders).
 
 A folder or a literal path is selected by a Milvus filter expression that is exact on the backend, so it is
 counted, sampled and deleted by that expression, server-side. A glob is pre-filtered by LIKE prefixes (its literal
@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from . import expr
-from .names import Glob, absolute, compile_glob, is_glob, is_uri
+from .sources.names import Glob, absolute, compile_glob, is_glob, is_uri
 from .store import VectorStore
 
 ROW_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -54,7 +54,7 @@ def resolve(store: VectorStore, raw: str) -> Selector:
     if ROW_ID.match(raw):
         return Selector(raw, expr.eq("id", raw))
     path = absolute(raw)
-    dialect = store.like_dialect
+    dialect = store.connection.like_dialect
     if is_glob(raw) and not os.path.lexists(path) and not _stored(store, path):
         glob = compile_glob(path)
         return Selector(raw, expr.any_prefix("path", glob.prefixes(), dialect), exact=glob)
@@ -64,13 +64,13 @@ def resolve(store: VectorStore, raw: str) -> Selector:
 
 def _stored(store: VectorStore, path: str) -> bool:
     """Whether some collection holds a row at exactly ``path`` (one bounded query per collection)."""
-    return any(store.query(name, expr.eq("path", path), limit=1) for name in store.collections())
+    return any(store.rows.query(name, expr.eq("path", path), limit=1) for name in store.versions.collections())
 
 
 def select_ids(store: VectorStore, name: str, selectors: Sequence[Selector], batch: int = 2000) -> Iterator[list[str]]:
     """Batches of the ids in collection ``name`` that any selector matches (streamed)."""
     for selector in selectors:
-        for rows in store.iter_rows(name, selector.filter, output_fields=["path"], batch=batch):
+        for rows in store.rows.iter_rows(name, selector.filter, output_fields=["path"], batch=batch):
             ids = [r["id"] for r in rows if selector.accepts(r["path"])]
             if ids:
                 yield ids
@@ -79,13 +79,13 @@ def select_ids(store: VectorStore, name: str, selectors: Sequence[Selector], bat
 def count(store: VectorStore, selectors: Sequence[Selector]) -> dict[str, int]:
     """Rows matched per collection: a server-side count for an exact filter, a streamed count otherwise."""
     out = {}
-    for name in store.collections():
+    for name in store.versions.collections():
         total = 0
         for selector in selectors:
             if selector.needs_check:
                 total += sum(len(ids) for ids in select_ids(store, name, [selector]))
             else:
-                total += store.count(name, selector.filter)
+                total += store.rows.count(name, selector.filter)
         out[name] = total
     return out
 
@@ -93,15 +93,15 @@ def count(store: VectorStore, selectors: Sequence[Selector]) -> dict[str, int]:
 def sample(store: VectorStore, selectors: Sequence[Selector], size: int = SAMPLE) -> list[str]:
     """Up to ``size`` matched paths (bounded queries; a glob streams until it has them)."""
     paths: dict[str, None] = {}
-    for name in store.collections():
+    for name in store.versions.collections():
         for selector in selectors:
             if selector.needs_check:
-                for rows in store.iter_rows(name, selector.filter, output_fields=["path"], batch=200):
+                for rows in store.rows.iter_rows(name, selector.filter, output_fields=["path"], batch=200):
                     paths.update((r["path"], None) for r in rows if selector.accepts(r["path"]))
                     if len(paths) >= size:
                         break
             else:
-                paths.update((r["path"], None) for r in store.query(name, selector.filter, ["path"], limit=size))
+                paths.update((r["path"], None) for r in store.rows.query(name, selector.filter, ["path"], limit=size))
             if len(paths) >= size:
                 return sorted(paths)[:size]
     return sorted(paths)
@@ -111,15 +111,15 @@ def delete(store: VectorStore, selectors: Sequence[Selector]) -> dict[str, int]:
     """Delete every matched row from every imsim collection; returns {collection: rows deleted}. An exact filter is
     deleted server-side by expression; otherwise ids stream out and are deleted in batches."""
     removed: dict[str, int] = {}
-    for name in store.collections():
+    for name in store.versions.collections():
         total = 0
         for selector in selectors:
             if selector.needs_check:
                 for ids in select_ids(store, name, [selector]):
                     for start in range(0, len(ids), DELETE_BATCH):
-                        total += store.delete(name, ids[start : start + DELETE_BATCH])
+                        total += store.rows.delete(name, ids[start : start + DELETE_BATCH])
             else:
-                total += store.delete_where(name, selector.filter)
+                total += store.rows.delete_where(name, selector.filter)
         removed[name] = total
     return removed
 
@@ -128,10 +128,10 @@ def delete_ids(store: VectorStore, ids: Sequence[str]) -> dict[str, int]:
     """Delete rows by id from every imsim collection; returns {collection: rows that were there}."""
     chosen = sorted(set(ids))
     removed: dict[str, int] = {}
-    for name in store.collections():
-        present = list(store.get(name, chosen, output_fields=["path"])) if chosen else []
+    for name in store.versions.collections():
+        present = list(store.rows.get(name, chosen, output_fields=["path"])) if chosen else []
         if present:
-            store.delete(name, present)
+            store.rows.delete(name, present)
         removed[name] = len(present)
     return removed
 
@@ -140,9 +140,9 @@ def select(store: VectorStore, selectors: Sequence[str]) -> dict[str, str]:
     """Stored rows matched by any selector, as {id: path} (for small selections: it holds them all)."""
     resolved = [resolve(store, s) for s in selectors]
     found: dict[str, str] = {}
-    for name in store.collections():
+    for name in store.versions.collections():
         for selector in resolved:
-            for rows in store.iter_rows(name, selector.filter, output_fields=["path"]):
+            for rows in store.rows.iter_rows(name, selector.filter, output_fields=["path"]):
                 found.update((r["id"], r["path"]) for r in rows if selector.accepts(r["path"]))
     return found
 
@@ -163,7 +163,7 @@ class _Listed:
     """The URIs of a listing as 16-byte digests (a million keys in ~60 MB, not the keys themselves)."""
 
     def __init__(self, uris: Sequence[str]):
-        from .paths import Discovery, iter_files
+        from .sources.paths import Discovery, iter_files
 
         self._digests = {self._digest(u) for u in iter_files(uris, Discovery())} if uris else set()
 
@@ -188,10 +188,10 @@ def remove_missing(store: VectorStore, roots: Sequence[str], *, dry_run: bool = 
         return path in listed if is_uri(path) else os.path.lexists(path)
 
     gone = Gone({}, [])
-    for name in store.collections():
+    for name in store.versions.collections():
         total = 0
         for selector in selectors:
-            for rows in store.iter_rows(name, selector.filter, output_fields=["path"], batch=batch):
+            for rows in store.rows.iter_rows(name, selector.filter, output_fields=["path"], batch=batch):
                 missing = [r for r in rows if selector.accepts(r["path"]) and not exists(r["path"])]
                 if not missing:
                     continue
@@ -200,6 +200,6 @@ def remove_missing(store: VectorStore, roots: Sequence[str], *, dry_run: bool = 
                     if len(gone.sample) < SAMPLE and r["path"] not in gone.sample:
                         gone.sample.append(r["path"])
                 if not dry_run:
-                    store.delete(name, [r["id"] for r in missing])
+                    store.rows.delete(name, [r["id"] for r in missing])
         gone.rows[name] = total
     return gone

@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageEnhance, ImageOps
 
 from .images import load_image
-from .paths import discover
+from .sources.paths import discover
 
 
 def variant(source: Image.Image, rng: random.Random, size: tuple[int, int]) -> Image.Image:

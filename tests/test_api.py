@@ -29,11 +29,11 @@ import pytest
 import requests
 from PIL import Image
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.ingest import ingest_local
-from imsim.names import path_id
-from imsim.paths import discover
 from imsim.settings import Settings
+from imsim.sources.names import path_id
+from imsim.sources.paths import discover
 
 from .support.servers import ROOT, SAMPLES, free_port, settings_env, stop
 from .support.settings import make_settings

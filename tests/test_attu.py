@@ -21,8 +21,8 @@ import pytest
 from imsim.ingest import ingest_local
 from imsim.models import load_models
 from imsim.models.testing import build_tiny_clip
-from imsim.names import path_id
-from imsim.paths import discover
+from imsim.sources.names import path_id
+from imsim.sources.paths import discover
 from imsim.store import VectorStore
 
 from .support.servers import ROOT, SAMPLES, free_port, stop, wait_for_port
@@ -74,8 +74,8 @@ def attu(milvus_server, tiny_model_dirs, tmp_path_factory):
     ingest_local(files, settings)
     ingest_local(files, settings.replace(models="clip", clip_model=str(second_clip)))
     with VectorStore(settings) as store:
-        collections = store.collections()
-        active = {model: store.active_collection(model) for model in ("clip", "dinov2")}
+        collections = store.versions.collections()
+        active = {model: store.versions.active_collection(model) for model in ("clip", "dinov2")}
     port = free_port()
     log = open(tmp / "attu.log", "w")  # noqa: SIM115 - closed below
     # The first start installs Attu's server dependencies into one folder per machine (~/.cache/attu-2.5.6): a second

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.images import load_image
-from imsim.jobs import JobStore
-from imsim.names import path_id, printable
-from imsim.paths import discover
+from imsim.jobs.records import JobStore
+from imsim.sources.names import path_id, printable
+from imsim.sources.paths import discover
 from imsim.store import VectorStore
 
 from .support.faults import wait_finished
@@ -163,15 +163,15 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     assert {printable(p): r for p, r in client.job(job_id, failures=1000).as_dict()["failures"].items()} == status.failures
 
     store = VectorStore(settings)
-    clip = store.collection_name(models["clip"].info)
-    rows = store.get(clip, [path_id(p) for p in stored], output_fields=["path", "width", "height"])
+    clip = store.versions.collection_name(models["clip"].info)
+    rows = store.rows.get(clip, [path_id(p) for p in stored], output_fields=["path", "width", "height"])
     assert set(r["path"] for r in rows.values()) == set(stored)
     size = lambda case: (rows[path_id(paths[case])]["width"], rows[path_id(paths[case])]["height"])  # noqa: E731
     assert size("EXIF-rotated JPEG") == (300, 451)  # 451×300 stored sideways; orientation applied
     assert size("extremely large valid image") == (8000, 6000)
     # The animated GIF is embedded from its first frame, exactly as a query of that frame is.
     first = Image.open(paths["animated GIF"]).convert("RGB")
-    stored_vec = store.get_vectors(clip, [path_id(paths["animated GIF"])])[path_id(paths["animated GIF"])]
+    stored_vec = store.rows.get_vectors(clip, [path_id(paths["animated GIF"])])[path_id(paths["animated GIF"])]
     assert float(np.dot(stored_vec, client.embed(first, ["clip"])["clip"])) > 0.999
 
     # Fix one file, then retry: only the failures are queued, as a new job linked to the old one.
@@ -189,7 +189,7 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     assert all(expected_failures[p] in reason for p, reason in retried.items()), retried
     assert (
         load_image(paths["truncated JPEG"]).sha256
-        == store.get(clip, [path_id(paths["truncated JPEG"])], output_fields=["sha256"])[path_id(paths["truncated JPEG"])][
+        == store.rows.get(clip, [path_id(paths["truncated JPEG"])], output_fields=["sha256"])[path_id(paths["truncated JPEG"])][
             "sha256"
         ]
     )

@@ -1,4 +1,4 @@
-"""A chunk's life on a worker (imsim.chunk_runner), without Celery: a real Redis for the job records, models that cost
+"""A chunk's life on a worker (imsim.jobs.runner), without Celery: a real Redis for the job records, models that cost
 nothing and an in-memory sink, so each branch (stored, sealed, cancelled, refused then failed, split, poison file,
 duplicate delivery) is checked in milliseconds, on the job record a user reads."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from imsim.bench import NullStore, null_models
-from imsim.chunk_runner import ChunkRunner
 from imsim.ingest import Ingestor
-from imsim.jobs import JobStore, new_job_id
-from imsim.queue import Chunk, fleet_identity
-from imsim.s3 import Listed
+from imsim.jobs.queue import Chunk, fleet_identity
+from imsim.jobs.records import JobStore, new_job_id
+from imsim.jobs.runner import ChunkRunner
+from imsim.sources.s3 import Listed
 
 from .support.servers import SAMPLES
 
@@ -61,7 +61,7 @@ def test_a_chunk_is_stored_counted_once_and_the_last_one_seals(parts, tmp_path):
     status = jobs.get(job_id, failures=10)
     assert (status.done, status.failed, status.chunks_done, status.running) == (4, 1, 2, {})
     assert "no such file" in status.failures[files[4]]
-    assert {len(rows) for rows in sink.rows.values()} == {4}
+    assert {len(rows) for rows in sink.kept.values()} == {4}
 
 
 def test_a_cancelled_job_is_counted_unread(parts):
@@ -71,7 +71,7 @@ def test_a_cancelled_job_is_counted_unread(parts):
     jobs.mark_cancelled(job_id)
     outcome = runner.run(Chunk(job_id, "0", files))
     assert outcome.kind == "cancelled" and outcome.counts == {"cancelled": 3}
-    assert jobs.get(job_id).cancelled == 3 and not any(sink.rows.values())
+    assert jobs.get(job_id).cancelled == 3 and not any(sink.kept.values())
 
 
 def test_a_worker_with_other_models_refuses_then_the_files_fail_saying_why(parts):
@@ -88,7 +88,7 @@ def test_a_worker_with_other_models_refuses_then_the_files_fail_saying_why(parts
     assert failed.kind == "failed"
     status = jobs.get(job_id, failures=5)
     assert status.failed == 2 and all("no worker on queue" in r and "IMSIM_FLEET_WAIT" in r for r in status.failures.values())
-    assert not any(sink.rows.values())
+    assert not any(sink.kept.values())
 
 
 def test_a_chunk_that_killed_its_worker_is_split_keeping_listed_facts_and_a_poison_file_fails_alone(parts):
@@ -121,4 +121,4 @@ def test_a_job_written_by_another_model_version_is_refused(parts):
     runner.settings = settings.replace(fleet_wait=3600.0)
     outcome = runner.run(Chunk(job_id, "0", files, models=fleet_identity(settings)))
     assert outcome.kind == "refused" and "another model revision or weights" in outcome.reason
-    assert jobs.get(job_id).running == {} and not any(sink.rows.values())  # the attempt ended
+    assert jobs.get(job_id).running == {} and not any(sink.kept.values())  # the attempt ended

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from imsim.settings import known_variables
-from imsim.settings_reference import env_example, markdown_reference
+from imsim.settings.reference import env_example, markdown_reference
 
 from .support.servers import ROOT
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from imsim import calibration
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.duplicates import components, find_groups
 from imsim.errors import ImsimError
 from imsim.expr import Where
 from imsim.ingest import Ingestor, ingest_local
-from imsim.paths import discover
+from imsim.sources.paths import discover
 from imsim.store import VectorStore
 
 from .support.settings import make_settings
@@ -50,7 +50,7 @@ def test_calibrated_threshold_is_used_and_missing_ones_are_a_clear_error(stored)
     client, expected = stored
     with pytest.raises(ImsimError, match="no threshold for dinov2@.*imsim eval run"):
         find_groups(client)  # IMSIM_MODELS=clip,dinov2: the copy-oriented default is dinov2
-    version = client.store.properties(client.collection("dinov2"))["version"]
+    version = client.store.versions.properties(client.collection("dinov2"))["version"]
     calibration.save(
         client.settings.data_dir,
         {calibration.version_key("dinov2", version): {"threshold_p90": 0.99, "threshold_p95": 0.9999, "benchmark": "/bench/x"}},

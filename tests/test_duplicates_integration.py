@@ -9,6 +9,7 @@ import pytest
 
 from imsim import calibration
 from imsim.store import VectorStore
+from imsim.store.searching import Searching
 
 from .support.servers import settings_env
 from .support.settings import make_settings
@@ -71,16 +72,24 @@ def test_eval_thresholds_apply_only_when_asked_and_a_bad_benchmark_exits_2(cli, 
     assert not (tmp_path / "never").exists()  # nothing ingested, no output written
 
 
-class CountingStore(VectorStore):
-    """The real store, counting the searches and reads `imsim duplicates` makes and at which consistency."""
+class CountingSearches(Searching):
+    """The real search part, counting the searches `imsim duplicates` makes and at which consistency."""
 
-    def __init__(self, settings):
-        super().__init__(settings)
+    def __init__(self, *args):
+        super().__init__(*args)
         self.searches: list[tuple[int, str]] = []  # (query vectors, consistency)
 
     def search(self, name, vectors, k, **kwargs):
         self.searches.append((len(vectors), kwargs.get("consistency", "Strong")))
         return super().search(name, vectors, k, **kwargs)
+
+
+class CountingStore(VectorStore):
+    """The real store, its search part counting."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.searching = self.counted = CountingSearches(self.connection, self.versions, self.rows)
 
 
 def _clustered(count: int, dim: int, seed: int):
@@ -118,17 +127,19 @@ def test_the_knn_graph_is_built_in_large_bounded_batches_and_equals_brute_force(
     uri = request.getfixturevalue("milvus_server_uri") if backend == "server" else ""
     settings = make_settings(tiny_model_dirs, tmp_path / "data", **({"milvus_uri": uri} if uri else {}))
     store = CountingStore(settings)
-    name = store.ensure_collection(models["clip"].info)
+    name = store.versions.ensure_collection(models["clip"].info)
     rows, vectors = _clustered(2500, models["clip"].info.dim, seed=4)
-    store.upsert(name, rows, batch=1000)
-    store.flush(name)
+    store.rows.upsert(name, rows, batch=1000)
+    store.rows.flush(name)
     paths, edges = neighbour_edges(store, {"clip": name}, 0.9, neighbours=4)
     want = _brute_force_edges(vectors, 4, 0.9)
     got = {(int(a, 16), int(b, 16)) for a, b, _ in edges}
     assert len(want) > 800 and got == want
     assert set(paths) == {f"{i:032x}" for pair in want for i in pair}  # only the images in an edge are kept
     if backend == "server":
-        assert [n for n, _ in store.searches] == [1024, 1024, 452] and {c for _, c in store.searches} == {"Bounded"}
+        assert [n for n, _ in store.counted.searches] == [1024, 1024, 452] and {c for _, c in store.counted.searches} == {
+            "Bounded"
+        }
     else:
-        assert store.searches == []
+        assert store.counted.searches == []
     store.close()

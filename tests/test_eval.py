@@ -260,7 +260,7 @@ def test_a_benchmark_folder_that_breaks_the_format_is_an_error_naming_the_file_l
 
 def exact_recall_at_1(settings, bench: Benchmark, name: str) -> float:
     """Independent of the runner: embed with the Client (PIL path) and search by numpy."""
-    from imsim.client import Client
+    from imsim.client.local import Client
 
     client = Client(settings.replace(models=name))
     refs = sorted(bench.references)
@@ -274,7 +274,7 @@ def exact_recall_at_1(settings, bench: Benchmark, name: str) -> float:
 def exact_whitened(settings, evaluation, bench, name, folds=False):
     """``name+pcaw`` computed by hand: a whitening learned on the reference vectors, every query ranked exactly (with
     ``folds``: ``+pcaw(collection)``, each fold of queries with a whitening of the references and the other folds)."""
-    from imsim.client import Client
+    from imsim.client.local import Client
     from imsim.eval.scoring import exact_rankings, fold_of, score_method
     from imsim.whitening import learn
 
@@ -358,9 +358,9 @@ def test_copydetect_run_scores_models_fusions_and_variants(tiny_model_dirs, tmp_
     assert per_query[sorted(bench.truth)[0]]["ranking"][0][1] >= per_query[sorted(bench.truth)[0]]["ranking"][1][1]
 
     # what the report says `imsim duplicates` returns is what `imsim duplicates` returns, on the same stored images
-    from imsim.client import Client
+    from imsim.client.local import Client
     from imsim.duplicates import find_groups
-    from imsim.names import path_id
+    from imsim.sources.names import path_id
 
     positives = {tuple(sorted((path_id(bench.queries[q]), path_id(bench.references[r])))) for q, r in bench.truth.items()}
     eval_store = settings.replace(milvus_uri=str(tmp_path / "out" / "eval.db"), collection_prefix="imsimeval")
@@ -402,7 +402,7 @@ def test_group_run_matches_an_independent_map(tiny_model_dirs, tmp_path):
     evaluation = Evaluation(parse_models("clip,dinov2"), settings, tmp_path / "out")
     results = {r.label: r for r in evaluation.groups(groups, ["rrf"])}
     assert set(results) == {"clip", "dinov2", "fused:rrf"}
-    from imsim.client import Client
+    from imsim.client.local import Client
 
     paths = sorted(groups.members)
     vecs = Client(settings.replace(models="dinov2")).embed_many(paths, "dinov2")["dinov2"]
@@ -446,7 +446,7 @@ def test_two_images_of_one_original_are_a_true_pair_transitively(tmp_path):
 def test_duplicates_calibration_counts_copies_of_one_original_as_true_pairs(tiny_model_dirs, tmp_path):
     """Two queries of one reference (and two copies of one no-match original) used to be negatives: every "false" pair
     at the calibrated threshold was such a pair, which pushed the threshold up and recall down 3-5x."""
-    from imsim.names import path_id
+    from imsim.sources.names import path_id
 
     photos = sorted((SAMPLES / "photos").glob("*.jpg"))
     bench = Benchmark.load(_bench_with_repeated_sources(tmp_path / "b", photos))
@@ -504,7 +504,7 @@ def test_pairs_marked_not_a_duplicate_in_the_store_are_calibrated_as_negatives(t
     import shutil
 
     from imsim.ingest import ingest_local
-    from imsim.names import path_id
+    from imsim.sources.names import path_id
     from imsim.store import VectorStore
     from imsim.store.marks import Mark, Marks
 

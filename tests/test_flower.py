@@ -16,8 +16,8 @@ import urllib.request
 
 import pytest
 
-from imsim.paths import discover
-from imsim.queue import enqueue
+from imsim.jobs.queue import enqueue
+from imsim.sources.paths import discover
 
 from .support.servers import ROOT, free_port, settings_env, stop, wait_for_port
 from .support.settings import make_settings

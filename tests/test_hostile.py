@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from imsim import expr
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.errors import BadPath, FilterError, PathNotAllowed
 from imsim.ingest import ingest_local
-from imsim.names import glob_match, path_id, printable
-from imsim.paths import discover, read_path_list
-from imsim.reading import Limits, read_file
+from imsim.sources.names import glob_match, path_id, printable
+from imsim.sources.paths import discover, read_path_list
+from imsim.sources.reading import Limits, read_file
 from imsim.store import VectorStore
 
 from .support.rows import row
@@ -191,15 +191,15 @@ def folder_rows(store: VectorStore, name: str, dim: int, folders: dict[str, int]
             v = rng.normal(size=dim).astype(np.float32)
             path = f"{folder}/{i}.jpg"
             rows.append(row(path_id(path), path, v / np.linalg.norm(v)))
-    store.upsert(name, rows, batch=2000)
-    store.flush(name)
+    store.rows.upsert(name, rows, batch=2000)
+    store.rows.flush(name)
 
 
 def test_under_returns_exactly_k_when_k_exist_beside_look_alike_folders(settings, models):
     """LIKE's ``_`` matches any character and a missing ``/`` matches sibling folders: ``u_x`` once filled the
     over-fetch with ``uAx`` and ``u_x2`` rows and returned 1-2 of 10."""
     store = VectorStore(settings)
-    name = store.ensure_collection(models["clip"].info)
+    name = store.versions.ensure_collection(models["clip"].info)
     folder_rows(store, name, models["clip"].info.dim, {"/data/u_x": 12, "/data/uAx": 600, "/data/u_x2": 600})
     with Client(settings, embedders={"clip": models["clip"]}, store=store) as client:
         query = {"clip": np.ones((1, models["clip"].info.dim), np.float32)}
@@ -253,7 +253,7 @@ def test_globs_match_in_linear_time_and_agree_with_the_definition():
     import time
 
     from imsim.errors import ImsimError
-    from imsim.names import Glob
+    from imsim.sources.names import Glob
 
     rng = random.Random(7)
     pieces = ["a", "b", "/", "*", "**", "**/", "?", "[ab]", "[!a]", "[^b]", "[a-c]", "x.jpg", "["]
@@ -279,7 +279,7 @@ def test_a_path_swapped_mid_check_fails_that_file_alone(tmp_path, models, monkey
 
     import imsim.images as images
     from imsim.embedding import EmbeddingStep
-    from imsim.reading import Limits
+    from imsim.sources.reading import Limits
 
     root = tmp_path / "root"
     root.mkdir()
@@ -303,9 +303,9 @@ def test_a_path_swapped_mid_check_fails_that_file_alone(tmp_path, models, monkey
 
 
 def test_a_pil_image_of_no_pixels_is_an_error_naming_it(models):
+    from imsim.client.queries import embed_queries
     from imsim.embedding import EmbeddingStep
     from imsim.errors import ImageDecodeError
-    from imsim.query_images import embed_queries
 
     step = EmbeddingStep(models, workers=1)
     with pytest.raises(ImageDecodeError, match="degenerate image size 0x0"):
@@ -344,7 +344,7 @@ def test_tags_are_checked_by_one_rule_at_every_door_before_a_job_exists(tags, wo
     """`"tags": "notadict"` queued a job whose every file then failed with a TypeError; a key no filter can select was
     stored. The same rule now answers the Client, a local ingest and the queue, before anything is queued or read."""
     from imsim.errors import InvalidInput
-    from imsim.queue import enqueue
+    from imsim.jobs.queue import enqueue
 
     unreachable = settings.replace(redis_url="redis://127.0.0.1:9/0")  # refused before Redis is ever asked
     with pytest.raises(InvalidInput, match=words):

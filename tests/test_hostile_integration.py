@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from imsim import expr
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.store import VectorStore
 
 from .support.servers import ROOT, SAMPLES, settings_env
@@ -71,9 +71,9 @@ def test_an_aspect_ratio_bomb_never_grows_memory_and_the_good_images_are_stored(
 def test_under_with_a_large_k_stays_within_a_servers_top_k_cap(tiny_model_dirs, tmp_path, models, milvus_server_uri):
     settings = make_settings(tiny_model_dirs, tmp_path / "data", milvus_uri=milvus_server_uri, search_consistency="Strong")
     store = VectorStore(settings)
-    name = store.ensure_collection(models["clip"].info)
+    name = store.versions.ensure_collection(models["clip"].info)
     folder_rows(store, name, models["clip"].info.dim, {"/srv/u_x": 5200, "/srv/uAx": 400})
-    assert store.like_dialect == "prefix"  # Milvus 2.3: a literal prefix, `_` not a wildcard
+    assert store.connection.like_dialect == "prefix"  # Milvus 2.3: a literal prefix, `_` not a wildcard
     with Client(settings, embedders={"clip": models["clip"]}, store=store) as client:
         hits = client.search_batch(
             {"clip": np.ones((1, models["clip"].info.dim), np.float32)}, k=5000, where=expr.Where(path_prefix="/srv/u_x")

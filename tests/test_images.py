@@ -13,9 +13,9 @@ from PIL import Image
 from imsim import images
 from imsim.errors import ImageDecodeError, ImageNotFound, ImageTooLarge, ImageUnreadable
 from imsim.images import decode_bytes, load_image
-from imsim.names import path_id
-from imsim.paths import discover, read_path_list
-from imsim.reading import Limits
+from imsim.sources.names import path_id
+from imsim.sources.paths import discover, read_path_list
+from imsim.sources.reading import Limits
 
 
 def photo(w=320, h=200) -> Image.Image:

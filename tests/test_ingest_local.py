@@ -7,12 +7,13 @@ import os
 import numpy as np
 import pytest
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.errors import ImsimError, ModelError
 from imsim.ingest import Ingestor, ingest_local
-from imsim.names import path_id
-from imsim.paths import discover
+from imsim.sources.names import path_id
+from imsim.sources.paths import discover
 from imsim.store import VectorStore
+from imsim.store.rows import Rows
 
 
 @pytest.fixture()
@@ -35,9 +36,9 @@ def test_ingest_stores_every_good_image_and_records_the_bad_one(ingested, image_
     assert list(result.failures) == [str(image_folder / "broken.jpg")]
     assert "cannot decode" in result.failures[str(image_folder / "broken.jpg")]
     for name in ingestor.collections.values():
-        assert store.count(name) == 38
+        assert store.rows.count(name) == 38
     chelsea = str(image_folder / "photos" / "chelsea.jpg")
-    row = store.get(
+    row = store.rows.get(
         ingestor.collections["clip"], [path_id(chelsea)], output_fields=["path", "job_id", "model_revision", "width", "height"]
     )
     assert row[path_id(chelsea)]["path"] == chelsea and row[path_id(chelsea)]["job_id"] == "job-1"
@@ -67,7 +68,7 @@ def test_fused_hits_carry_every_models_score(ingested, models):
     for h in hits:
         assert set(h.scores) == {"clip", "dinov2"}  # filled in even when only one model ranked it
         assert h.score == pytest.approx((h.scores["clip"] + h.scores["dinov2"]) / 2, abs=1e-5)
-        vec = store.get_vectors(store.collection_name(models["clip"].info), [h.id])[h.id]
+        vec = store.rows.get_vectors(store.versions.collection_name(models["clip"].info), [h.id])[h.id]
         assert h.scores["clip"] == pytest.approx(float(np.dot(vec, q["clip"])), abs=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
@@ -80,7 +81,7 @@ def test_reingest_skips_unchanged_and_leaves_row_counts_unchanged(ingested):
     forced = ingest_local(files, settings, ingestor=ingestor, force=True)
     assert (forced.done, forced.skipped) == (38, 0)
     for name in ingestor.collections.values():
-        assert store.count(name) == 38
+        assert store.rows.count(name) == 38
 
 
 def test_edited_file_is_re_embedded_and_others_skipped(ingested):
@@ -91,11 +92,11 @@ def test_edited_file_is_re_embedded_and_others_skipped(ingested):
     Image.open(edited).convert("RGB").rotate(90).save(edited, "PNG" if edited.endswith(".png") else "JPEG")
     again = ingest_local(files, settings, ingestor=ingestor)
     assert (again.done, again.skipped) == (1, 37)
-    row = store.get(ingestor.collections["dinov2"], [path_id(edited)], output_fields=["sha256"])[path_id(edited)]
+    row = store.rows.get(ingestor.collections["dinov2"], [path_id(edited)], output_fields=["sha256"])[path_id(edited)]
     import hashlib
 
     assert row["sha256"] == hashlib.sha256(open(edited, "rb").read()).hexdigest()
-    assert store.count(ingestor.collections["dinov2"]) == 38
+    assert store.rows.count(ingestor.collections["dinov2"]) == 38
 
 
 def test_unchanged_is_decided_by_size_mtime_and_inode_unread_and_checksum_reads(ingested, image_folder):
@@ -117,11 +118,11 @@ def test_a_touched_file_is_read_once_restamped_not_re_embedded_then_skipped_unre
     settings, store, ingestor, files, _ = ingested
     target = files[2]
     collection = ingestor.collections["clip"]
-    before = store.get(collection, [path_id(target)], ["mtime", "ingested_at", "vector"])[path_id(target)]
+    before = store.rows.get(collection, [path_id(target)], ["mtime", "ingested_at", "vector"])[path_id(target)]
     os.utime(target, (1_000_000_000, 1_000_000_000))
     touched = ingest_local(files, settings, ingestor=ingestor)
     assert (touched.done, touched.skipped, touched.updated, touched.read_bytes) == (0, 38, 1, os.path.getsize(target))
-    after = store.get(collection, [path_id(target)], ["mtime", "ingested_at", "vector"])[path_id(target)]
+    after = store.rows.get(collection, [path_id(target)], ["mtime", "ingested_at", "vector"])[path_id(target)]
     assert after["mtime"] == 1_000_000_000 and after["vector"] == before["vector"]
     assert after["ingested_at"] == before["ingested_at"]  # the vector was made then, not now
     assert ingest_local(files, settings, ingestor=ingestor).read_bytes == 0
@@ -133,7 +134,7 @@ def test_new_tags_are_merged_into_stored_rows_without_re_embedding(ingested, mod
     retagged = ingest_local(files[:5], settings, ingestor=ingestor, tags={"set": "b"})
     assert (retagged.done, retagged.skipped, retagged.updated, retagged.read_bytes) == (0, 5, 5, 0)
     for collection in ingestor.collections.values():
-        rows = store.get(collection, [path_id(f) for f in files[:6]], ["tags"])
+        rows = store.rows.get(collection, [path_id(f) for f in files[:6]], ["tags"])
         assert [rows[path_id(f)]["tags"] for f in files[:6]] == [{"kind": "photo", "set": "b"}] * 5 + [{}]
     same = ingest_local(files[:5], settings, ingestor=ingestor, tags={"set": "b"})
     assert (same.skipped, same.updated) == (5, 0)  # tags already there: nothing rewritten
@@ -170,20 +171,21 @@ def test_compare_is_cosine_per_model(ingested, models):
 def test_a_finished_ingest_seals_every_collection_it_wrote(settings, models, image_folder):
     """Rows left in growing segments are searched by brute force (10x slower on Lite): the end of a job flushes."""
 
-    class CountingStore(VectorStore):  # the real store on a real Milvus Lite file, counting its flushes
+    class CountingRows(Rows):  # the real rows part on a real Milvus Lite file, counting its flushes
         flushed: list[str] = []
 
         def flush(self, name: str) -> None:
             super().flush(name)
             self.flushed.append(name)
 
-    store = CountingStore(settings)
+    store = VectorStore(settings)
+    store.rows = counted = CountingRows(store.connection, store.versions)
     ingestor = Ingestor(settings, embedders=models, store=store)
     ingest_local(discover([image_folder / "photos"]).files, settings, ingestor=ingestor)
-    assert sorted(store.flushed) == sorted(ingestor.collections.values())
-    store.flushed.clear()
+    assert sorted(counted.flushed) == sorted(ingestor.collections.values())
+    counted.flushed.clear()
     ingest_local([], settings, ingestor=ingestor)  # nothing written: nothing to seal
-    assert store.flushed == []
+    assert counted.flushed == []
     ingestor.close()
     store.close()
 
@@ -194,22 +196,23 @@ def test_the_skip_check_is_one_bounded_read_per_model_per_block_of_slices(settin
     of whole slices (up to LOOKUP_IDS ids: each request costs a round trip), issued ahead of the block's files."""
     from imsim import ingest
 
-    class Counting(VectorStore):
+    class Counting(Rows):
         reads: list[tuple[int, str]] = []
 
         def get(self, name, ids, output_fields=("path",), consistency="Strong"):
             self.reads.append((len(ids), consistency))
             return super().get(name, ids, output_fields, consistency)
 
-    store = Counting(settings)
+    store = VectorStore(settings)
+    store.rows = counting = Counting(store.connection, store.versions)
     ingestor = Ingestor(settings, embedders=models, store=store)
     files = discover([image_folder]).files  # 38 files, slices of batch_size=16: 16, 16, 6
     ingest_local(files, settings, ingestor=ingestor)
-    assert sorted(store.reads) == [(38, "Bounded")] * 2  # one block: 38 ids <= LOOKUP_IDS
-    store.reads.clear()
+    assert sorted(counting.reads) == [(38, "Bounded")] * 2  # one block: 38 ids <= LOOKUP_IDS
+    counting.reads.clear()
     monkeypatch.setattr(ingest, "LOOKUP_IDS", 40)  # blocks of whole slices: 32 ids (2 slices), then 6
     result = ingest_local(files, settings, ingestor=ingestor)
-    assert result.skipped == 38 and sorted(store.reads) == sorted([(32, "Bounded"), (6, "Bounded")] * 2)
+    assert result.skipped == 38 and sorted(counting.reads) == sorted([(32, "Bounded"), (6, "Bounded")] * 2)
     ingestor.close()
     store.close()
 

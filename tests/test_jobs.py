@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from imsim.errors import QueueError
-from imsim.job_reads import JOBS_INDEX, decode_path, encode_path
-from imsim.job_scripts import job_key
-from imsim.jobs import JobStore
+from imsim.jobs.reads import JOBS_INDEX, decode_path, encode_path
+from imsim.jobs.records import JobStore
+from imsim.jobs.scripts import job_key
 
 
 def _job(jobs: JobStore, chunks: int, **kwargs) -> str:

@@ -8,10 +8,12 @@ import shutil
 import pytest
 
 from imsim import expr
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.errors import PathNotAllowed
-from imsim.reading import Limits, read_file
+from imsim.sources.reading import Limits, read_file
 from imsim.store import VectorStore
+from imsim.store.rows import Rows
+from imsim.store.searching import Searching
 
 from .support.rows import row as make_row
 from .support.servers import SAMPLES
@@ -35,7 +37,7 @@ def test_selection_never_crosses_into_a_sibling_folder(tiny_model_dirs, tmp_path
     # The client takes one selector as a plain string: it must not become one selector per character ("/" = all).
     client = Client(settings, embedders=models, store=store)
     assert client.delete(str(tmp_path / "set" / "a.jpg")) == {c: 1 for c in ingestor.collections.values()}
-    assert all(store.count(c) == 2 for c in ingestor.collections.values())
+    assert all(store.rows.count(c) == 2 for c in ingestor.collections.values())
     ingestor.close()
     store.close()
 
@@ -59,10 +61,10 @@ def test_hostile_path_is_one_string_to_milvus(settings, models):
     store = VectorStore(settings)
     name = Ingestor(settings, embedders={"clip": models["clip"]}, store=store).collections["clip"]
     row = make_row("x" * 32, '/x" or id != "', [1.0] + [0.0] * (models["clip"].info.dim - 1))
-    store.upsert(name, [row])
+    store.rows.upsert(name, [row])
     other = dict(row, id="y" * 32, path="/y.jpg")
-    store.upsert(name, [other])
-    found = [r for batch in store.iter_rows(name, expr.eq("path", row["path"]), ["path"]) for r in batch]
+    store.rows.upsert(name, [other])
+    found = [r for batch in store.rows.iter_rows(name, expr.eq("path", row["path"]), ["path"]) for r in batch]
     assert [r["path"] for r in found] == [row["path"]]
     store.close()
 
@@ -83,11 +85,11 @@ def test_allowed_roots_follow_symlinks(tmp_path):
     assert read_file(outside / "secret.jpg").file_size > 0  # no roots: any path
 
 
-class RecordingStore(VectorStore):
-    """The real store on a real Milvus Lite file, recording how rows are read and deleted."""
+class RecordingRows(Rows):
+    """The real rows part, recording how rows are read and deleted."""
 
-    def __init__(self, settings):
-        super().__init__(settings)
+    def __init__(self, *args):
+        super().__init__(*args)
         self.calls: list[str] = []
         self.streamed = 0  # rows read back by iter_rows
 
@@ -110,6 +112,15 @@ class RecordingStore(VectorStore):
         return super().delete_where(name, filter)
 
 
+class RecordingStore(VectorStore):
+    """The real store on a real Milvus Lite file, its rows part recording how rows are read and deleted."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.rows = self.recorded = RecordingRows(self.connection, self.versions)
+        self.searching = Searching(self.connection, self.versions, self.rows)
+
+
 def test_a_folder_is_counted_sampled_and_deleted_server_side_and_a_glob_streams(tiny_model_dirs, tmp_path, models):
     """Deleting a folder held every matching row of every collection in one dict, sorted them all for a 10-line
     sample and read every id again before deleting (100k rows: 155 s). Now a folder is one delete by expression per
@@ -123,20 +134,20 @@ def test_a_folder_is_counted_sampled_and_deleted_server_side_and_a_glob_streams(
     store = RecordingStore(settings)
     ingestor = Ingestor(settings, embedders=models, store=store)
     for model, collection in ingestor.collections.items():
-        store.upsert(collection, random_rows(3000, models[model].info.dim)[0])
-    store.calls.clear()
+        store.rows.upsert(collection, random_rows(3000, models[model].info.dim)[0])
+    store.recorded.calls.clear()
     folder = [maintenance.resolve(store, "/corpus/d3")]
     assert maintenance.count(store, folder) == {c: 300 for c in ingestor.collections.values()}
     assert len(maintenance.sample(store, folder)) == maintenance.SAMPLE
     assert maintenance.delete(store, folder) == {c: 300 for c in ingestor.collections.values()}
-    assert "iter_rows" not in store.calls and "get" not in store.calls
-    assert store.calls.count("delete_where") == 2
-    store.calls.clear()
+    assert "iter_rows" not in store.recorded.calls and "get" not in store.recorded.calls
+    assert store.recorded.calls.count("delete_where") == 2
+    store.recorded.calls.clear()
     glob = [maintenance.resolve(store, "/corpus/d[45]/1*.jpg")]
     assert maintenance.delete(store, glob) == {c: 222 for c in ingestor.collections.values()}
-    assert all(c == "iter_rows" or c.startswith("delete ") for c in store.calls)
-    assert store.streamed == 2 * 222  # only the rows under d4/1 and d5/1 were read back, not the 2,700 under /corpus
-    assert all(store.count(c) == 3000 - 300 - 222 for c in ingestor.collections.values())
+    assert all(c == "iter_rows" or c.startswith("delete ") for c in store.recorded.calls)
+    assert store.recorded.streamed == 2 * 222  # only the rows under d4/1 and d5/1 were read back, not the 2,700 under /corpus
+    assert all(store.rows.count(c) == 3000 - 300 - 222 for c in ingestor.collections.values())
     ingestor.close()
     store.close()
 
@@ -147,7 +158,7 @@ def test_a_globs_prefixes_cover_every_match_and_narrow_the_folder():
     prefixes."""
     import itertools
 
-    from imsim.names import Glob
+    from imsim.sources.names import Glob
 
     assert Glob("/c/d[23]/**").prefixes() == ["/c/d2/", "/c/d3/"]
     assert Glob("/c/img*.jpg").prefixes() == ["/c/img"]

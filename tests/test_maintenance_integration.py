@@ -6,8 +6,8 @@ import json
 import os
 import shutil
 
-from imsim.names import path_id
-from imsim.reading import read_file
+from imsim.sources.names import path_id
+from imsim.sources.reading import read_file
 from imsim.store import VectorStore
 
 from .support.servers import SAMPLES, settings_env
@@ -17,8 +17,8 @@ from .support.settings import make_settings
 def rows(settings) -> dict[str, set[str]]:
     store = VectorStore(settings)
     out = {
-        name: {r["path"] for batch in store.iter_rows(name, output_fields=["path"]) for r in batch}
-        for name in store.collections()
+        name: {r["path"] for batch in store.rows.iter_rows(name, output_fields=["path"]) for r in batch}
+        for name in store.versions.collections()
     }
     store.close()
     return out
@@ -47,8 +47,8 @@ def test_sync_removes_rows_of_deleted_files_and_re_embeds_changed_ones(cli, tiny
     after = rows(settings)
     assert all(paths == before[name] - set(map(str, gone)) for name, paths in after.items())
     store = VectorStore(settings)
-    for name in store.collections():
-        sha = store.get(name, [path_id(changed)], output_fields=["sha256"])[path_id(changed)]["sha256"]
+    for name in store.versions.collections():
+        sha = store.rows.get(name, [path_id(changed)], output_fields=["sha256"])[path_id(changed)]["sha256"]
         assert sha == read_file(changed).sha256
     store.close()
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from imsim import maintenance
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.errors import StoreError
 from imsim.ingest import Ingestor, ingest_local
-from imsim.names import path_id
-from imsim.paths import discover
+from imsim.sources.names import path_id
+from imsim.sources.paths import discover
 from imsim.store import SEARCH_CAP, VectorStore, has_iterator_v2
 
 from .support.rows import random_rows
@@ -29,23 +29,23 @@ def server_settings(tiny_model_dirs, tmp_path, milvus_server_uri):
 
 def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, models, image_folder):
     store = VectorStore(server_settings)
-    assert not store.is_lite and not store.lite_backend
+    assert not store.connection.is_lite and not store.lite_backend
     ingestor = Ingestor(server_settings, embedders=models, store=store)
     files = discover([image_folder]).files
     result = ingest_local(files, server_settings, ingestor=ingestor, job_id="server-1")
     assert result.done == 38 and not result.failures
     collections = dict(ingestor.collections)
-    assert all(store.count(c) == 38 for c in collections.values())
+    assert all(store.rows.count(c) == 38 for c in collections.values())
 
     # Self-describing in Attu: a server keeps what Lite drops.
-    described = store.describe(collections["dinov2"])
+    described = store.versions.describe(collections["dinov2"])
     info = models["dinov2"].info
     assert described["description"].startswith(
         f"dinov2 · version {info.version_tag} · 48-d COSINE HNSW(M=16, efConstruction=200) · rev {info.revision} · {info.source}"
     )
     fields = {f["name"]: f.get("description", "") for f in described["fields"]}
     assert fields["path"] and fields["vector"] and fields["sha256"]
-    assert store.active_collection("clip") == collections["clip"]  # the alias exists on the server
+    assert store.versions.active_collection("clip") == collections["clip"]  # the alias exists on the server
 
     client = Client(server_settings, embedders=models, store=store)
     for path in files[:: len(files) // 6]:
@@ -55,19 +55,19 @@ def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, m
     # A server's insert would keep a second row per id; the re-ingest must leave exactly one.
     again = ingest_local(files, server_settings, ingestor=ingestor, job_id="server-2", force=True)
     assert again.done == 38
-    assert all(store.count(c) == 38 for c in collections.values())
-    rows = store.get(collections["clip"], [path_id(files[0])], output_fields=["job_id"])
+    assert all(store.rows.count(c) == 38 for c in collections.values())
+    rows = store.rows.get(collections["clip"], [path_id(files[0])], output_fields=["job_id"])
     assert rows[path_id(files[0])]["job_id"] == "server-2"
 
     assert client.delete(files[0]) == {c: 1 for c in collections.values()}
-    assert all(store.count(c) == 37 for c in collections.values())
+    assert all(store.rows.count(c) == 37 for c in collections.values())
 
     # A bracket glob is pre-filtered on the server by one LIKE prefix per class member (its prefix-only LIKE), then
     # matched exactly: ca, ch, cn, de, dk.
     selector = maintenance.resolve(store, str(image_folder / "flags" / "[cd]*.png"))
     assert selector.filter.count(" like ") == 2
     assert maintenance.delete(store, [selector]) == {c: 5 for c in collections.values()}
-    assert all(store.count(c) == 32 for c in collections.values())
+    assert all(store.rows.count(c) == 32 for c in collections.values())
     ingestor.close()
     store.close()
 
@@ -84,7 +84,7 @@ def test_search_consistency_reaches_the_server(server_settings, models):
     so a row written a moment ago can be missing for ~0.2 s: only possible if the level is passed through."""
     store = VectorStore(server_settings)
     clip = models["clip"]
-    collection = store.ensure_collection(clip.info)
+    collection = store.versions.ensure_collection(clip.info)
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(20, clip.info.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -95,14 +95,14 @@ def test_search_consistency_reaches_the_server(server_settings, models):
 
     strong = Client(server_settings.replace(search_consistency="Strong"), embedders=models, store=store)
     for i, row in enumerate(_rows(clip, vectors[:10], "strong")):
-        store.upsert(collection, [row])
+        store.rows.upsert(collection, [row])
         assert first_hit(strong, vectors[i]) == row["path"], f"Strong search missed the row written just before ({i})"
 
     bounded = Client(server_settings.replace(search_consistency="Bounded"), embedders=models, store=store)
     assert server_settings.search_consistency == "Bounded"  # the default
     missed = 0
     for i, row in enumerate(_rows(clip, vectors[10:], "bounded"), start=10):
-        store.upsert(collection, [row])
+        store.rows.upsert(collection, [row])
         missed += first_hit(bounded, vectors[i]) != row["path"]
     assert missed > 0, "every Bounded search saw a write made microseconds before: the level did not reach Milvus"
     deadline = time.time() + 10
@@ -116,18 +116,18 @@ def test_results_past_the_cap_on_a_server_without_iterator_v2_fail_clearly(serve
     """Milvus < 2.5.2 has only the client-side v1 search iterator, which returned 2,718 of 17,000 hits on HNSW
     (measured on this 2.3.5 server): a short list passed off as complete would lose results silently."""
     store = VectorStore(server_settings)
-    collection = store.ensure_collection(models["clip"].info)
-    assert store.server_version.startswith("v2.3.5") and not store.has_search_iterator
+    collection = store.versions.ensure_collection(models["clip"].info)
+    assert store.connection.server_version.startswith("v2.3.5") and not store.connection.has_search_iterator
     query = np.ones((1, models["clip"].info.dim), np.float32)
-    assert store.search(collection, query, SEARCH_CAP) == [[]]  # at the cap: one plain search (empty collection)
+    assert store.searching.search(collection, query, SEARCH_CAP) == [[]]  # at the cap: one plain search (empty collection)
     # past the cap, but the collection holds fewer rows than the cap: one plain search returns them all, nothing lost
-    assert store.search(collection, query, SEARCH_CAP + 616) == [[]]
+    assert store.searching.search(collection, query, SEARCH_CAP + 616) == [[]]
     rows, _ = random_rows(SEARCH_CAP + 616, models["clip"].info.dim)
-    store.upsert(collection, rows, batch=5000)
+    store.rows.upsert(collection, rows, batch=5000)
     with pytest.raises(
         StoreError, match=r"17,000 results asked for, past Milvus's top-k cap of 16,384: this server \(v2\.3\.5.*2\.5\.2"
     ):
-        store.search(collection, query, SEARCH_CAP + 616)
+        store.searching.search(collection, query, SEARCH_CAP + 616)
     assert [has_iterator_v2(v) for v in ("v2.5.2", "v2.6.0", "2.5.10", "v2.5.1", "v2.4.15", "Zilliz Cloud")] == [
         True,
         True,

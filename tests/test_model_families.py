@@ -260,7 +260,7 @@ def test_a_plain_client_searches_what_ingest_stored_for_every_family(family_fiel
     """The `imsim search` path: ingest with IMSIM_MODELS=NAME, then an unpinned Client (no models handed to it)
     loads the model from the config stored on the collection, validated, and finds the image itself first.
     (An ONNX collection once crashed here: the stored settings were re-applied as strings, unvalidated.)"""
-    from imsim.client import Client
+    from imsim.client.local import Client
     from imsim.ingest import ingest_local
 
     settings = make_settings(family_fields, tmp_path / "data", models=name)
@@ -269,7 +269,7 @@ def test_a_plain_client_searches_what_ingest_stored_for_every_family(family_fiel
     with Client(settings) as client:
         hits = client.search(files[2], k=2, fusion="none")
         assert hits[0].path == files[2] and hits[0].scores[name] == pytest.approx(1.0, abs=1e-4)
-        assert client.collection(name) == client.store.collection_name(client.model(name).info)
+        assert client.collection(name) == client.store.versions.collection_name(client.model(name).info)
 
 
 def test_a_family_added_by_register_is_configured_ingested_and_searched(tmp_path, monkeypatch):
@@ -278,7 +278,7 @@ def test_a_family_added_by_register_is_configured_ingested_and_searched(tmp_path
     from pydantic import Field
 
     from imsim import models as registry
-    from imsim.client import Client
+    from imsim.client.local import Client
     from imsim.ingest import ingest_local
     from imsim.models.base import Family, FamilyConfig, ModelCard, ModelInfo, Preprocess, Runtime, l2_normalise, no_text
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.expr import Where
 from imsim.store import SEARCH_CAP, VectorStore
 
@@ -23,9 +23,9 @@ def big(tiny_model_dirs, tmp_path_factory, models):
 
     settings = make_settings(tiny_model_dirs, tmp_path_factory.mktemp("paging"), models="clip")
     store = VectorStore(settings)
-    name = store.ensure_collection(models["clip"].info)
+    name = store.versions.ensure_collection(models["clip"].info)
     rows, vectors = random_rows(ROWS, models["clip"].info.dim)
-    store.upsert(name, rows, batch=5000)
+    store.rows.upsert(name, rows, batch=5000)
     client = Client(settings, embedders={"clip": models["clip"]}, store=store)
     yield client, vectors
     store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.expr import Where
 from imsim.store import VectorStore
 
@@ -16,15 +16,15 @@ def _clustered_store(settings, info, count: int = 2500, seed: int = 0):
     from .support.rows import row
 
     store = VectorStore(settings)
-    name = store.ensure_collection(info)
+    name = store.versions.ensure_collection(info)
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(25, info.dim)).astype(np.float32)
     vectors = centres[rng.integers(0, 25, count)] + 0.35 * rng.normal(size=(count, info.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = [row(f"{i:032x}", f"/data/{'small' if i % 97 == 0 else 'big'}/{i}.jpg", v) for i, v in enumerate(vectors)]
     for start in range(0, count, 500):
-        store.upsert(name, rows[start : start + 500])
-    store.flush(name)
+        store.rows.upsert(name, rows[start : start + 500])
+    store.rows.flush(name)
     return store, name, vectors
 
 
@@ -50,7 +50,7 @@ def test_paging_yields_every_row_once_in_the_brute_force_order(backend, tiny_mod
         query = vectors[rng.integers(0, len(vectors))] + 0.1 * rng.normal(size=vectors.shape[1]).astype(np.float32)
         query /= np.linalg.norm(query)
         exact = vectors @ query
-        hits = list(store.search_iter(name, query, batch=1000, consistency="Strong"))
+        hits = list(store.searching.search_iter(name, query, batch=1000, consistency="Strong"))
         ids = [int(h.id, 16) for h in hits]
         assert len(ids) == len(set(ids)) == len(vectors)  # every row, once
         np.testing.assert_allclose([h.score for h in hits], np.sort(exact)[::-1], atol=2e-5)  # in the exact order

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.errors import ImsimError
 from imsim.expr import Where
 from imsim.ingest import Ingestor, ingest_local
-from imsim.names import path_id
-from imsim.paths import discover
+from imsim.sources.names import path_id
+from imsim.sources.paths import discover
 from imsim.store import VectorStore
 
 

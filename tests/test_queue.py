@@ -10,10 +10,10 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from imsim.client import Client
-from imsim.jobs import JobStore
-from imsim.paths import discover
-from imsim.queue import celery_config, enqueue, queue_length
+from imsim.client.local import Client
+from imsim.jobs.queue import celery_config, enqueue, queue_length
+from imsim.jobs.records import JobStore
+from imsim.sources.paths import discover
 from imsim.store import VectorStore
 
 from .support.settings import make_settings
@@ -39,7 +39,7 @@ def test_celery_config_is_json_only_and_redelivers(settings):
 def test_a_dead_sweeper_cannot_block_redelivery_for_long(settings, redis_url):
     """kombu sweeps unacked chunks under a Redis lock that, by default, outlives a SIGKILLed holder by 300 s
     (seen in the kill test: a chunk came back exactly 5 minutes late). Our expiry must reach the real channel."""
-    from imsim.queue import make_celery, restore_lock_expiry
+    from imsim.jobs.queue import make_celery, restore_lock_expiry
 
     settings = settings.replace(redis_url=SecretStr(redis_url), visibility_timeout=10)
     assert settings.redelivery_interval == 2 and restore_lock_expiry(settings) == 10
@@ -74,15 +74,15 @@ def test_queued_job_end_to_end(tiny_model_dirs, tmp_path, redis_url, milvus_uri,
 
     store = VectorStore(settings)
     client = Client(settings, embedders=models, store=store)
-    names = store.collections()
-    assert len(names) == 2 and all(store.count(n) == 38 for n in names)
+    names = store.versions.collections()
+    assert len(names) == 2 and all(store.rows.count(n) == 38 for n in names)
     for path in files:
         if path.endswith("broken.png"):
             continue
         assert client.search(path, k=1)[0].path == path
 
     again = wait_finished(jobs, enqueue(files, settings))
-    assert (again.done, again.skipped, again.failed) == (0, 38, 1) and all(store.count(n) == 38 for n in names)
+    assert (again.done, again.skipped, again.failed) == (0, 38, 1) and all(store.rows.count(n) == 38 for n in names)
     assert [j.id for j in jobs.list(5)][:2] == [again.id, job_id]
     store.close()
 
@@ -290,7 +290,7 @@ def test_a_fleet_that_disagrees_on_models_leaves_no_holes_and_says_why(
     status = wait_finished(jobs, enqueue(sorted(map(str, corpus)), settings))
     assert (status.done, status.failed) == (80, 0)
     store = VectorStore(settings)
-    assert sorted(store.count(n) for n in store.collections()) == [80, 80]  # no holes in either collection
+    assert sorted(store.rows.count(n) for n in store.versions.collections()) == [80, 80]  # no holes in either collection
 
     checks = {
         c["name"]: c for c in json.loads(cli(settings_env(settings), "doctor", "--no-models", "--json", check=False).stdout)
@@ -305,7 +305,7 @@ def test_a_fleet_that_disagrees_on_models_leaves_no_holes_and_says_why(
     failures = dict(jobs.failures(job))
     assert status.failed == 8 and status.done == 0
     assert all("no worker on queue" in r and "settings for dinov2 differ" in r for r in failures.values()), failures
-    assert sorted(store.count(n) for n in store.collections()) == [80, 80]  # nothing written to the default version
+    assert sorted(store.rows.count(n) for n in store.versions.collections()) == [80, 80]  # nothing written to the default version
     store.close()
 
 

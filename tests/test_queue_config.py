@@ -1,4 +1,4 @@
-"""The queue reads its own config (:class:`imsim.queue.QueueConfig`), not the whole settings: each field comes from its
+"""The queue reads its own config (:class:`imsim.jobs.queue.QueueConfig`), not the whole settings: each field comes from its
 setting, the password never shows in a repr, and Celery's configuration is the same whether it is made from the
 settings or from a config built by hand (no Settings object at all)."""
 
@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from imsim.errors import QueueError
-from imsim.queue import QueueConfig, celery_config, enqueue, fleet_identity, restore_lock_expiry
+from imsim.jobs.queue import QueueConfig, celery_config, enqueue, fleet_identity, restore_lock_expiry
 
 
 def test_the_config_carries_each_queue_setting_and_the_jobs_models(settings):

@@ -12,8 +12,8 @@ import os
 import signal
 import time
 
-from imsim.jobs import JobStore
-from imsim.queue import enqueue
+from imsim.jobs.queue import enqueue
+from imsim.jobs.records import JobStore
 from imsim.store import VectorStore
 from imsim.synth import write_variants
 
@@ -66,7 +66,7 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(tiny_model_dirs, tmp_path,
     assert_exactly_once(store, files)
     print(
         f"\nkill test: {len(files)} images, {chunks} chunks, 3 SIGKILLs, {received} deliveries, "
-        f"{ {n: store.count(n) for n in store.collections()} } rows, 0 duplicates, "
+        f"{ {n: store.rows.count(n) for n in store.versions.collections()} } rows, 0 duplicates, "
         f"{status.done} stored by the job, {status.skipped} unchanged"
     )
     store.close()

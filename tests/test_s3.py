@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from imsim import s3
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.expr import Where
 from imsim.ingest import ingest_local
-from imsim.jobs import JobStore
-from imsim.names import path_id
-from imsim.paths import Discovery, iter_files
-from imsim.queue import enqueue
+from imsim.jobs.queue import enqueue
+from imsim.jobs.records import JobStore
+from imsim.sources import s3
+from imsim.sources.names import path_id
+from imsim.sources.paths import Discovery, iter_files
 from imsim.store import VectorStore
 
 from .support.faults import wait_finished
@@ -81,7 +81,7 @@ def s3_settings(server: S3Server, tiny_model_dirs, tmp_path: Path, **extra: Any)
 
 def active(store: VectorStore, model: str) -> str:
     """The collection ``model``'s queries use (it must exist: the test ingested it)."""
-    found = store.active_collection(model)
+    found = store.versions.active_collection(model)
     assert found, f"no active collection for {model}"
     return found
 
@@ -115,7 +115,9 @@ def test_ingest_from_a_bucket_search_and_an_unchanged_prefix_downloads_nothing(s
     assert len(gets) == len(keys)  # each object read once
 
     with VectorStore(settings) as store:
-        rows = {r["path"]: r for rows in store.iter_rows(active(store, "dinov2"), "", ["path", "file_version"]) for r in rows}
+        rows = {
+            r["path"]: r for rows in store.rows.iter_rows(active(store, "dinov2"), "", ["path", "file_version"]) for r in rows
+        }
     assert set(rows) == set(listed) and all(r["file_version"].startswith("etag:") for r in rows.values())
     for key in ODD_KEYS:  # stored byte for byte as the key is
         assert f"s3://local-ingest/{key}" in rows
@@ -168,7 +170,7 @@ def test_the_cli_ingests_searches_deletes_syncs_and_draws_a_bucket(server, tiny_
     # delete by a glob of URIs; sync a prefix after objects went away
     cli(env, "delete", "s3://cli-bucket/lib/flags/f*.png", "--yes")
     with VectorStore(settings) as store:
-        left = {r["path"] for rows in store.iter_rows(active(store, "clip"), "", ["path"]) for r in rows}
+        left = {r["path"] for rows in store.rows.iter_rows(active(store, "clip"), "", ["path"]) for r in rows}
     assert not any(p.startswith("s3://cli-bucket/lib/flags/f") for p in left)
     assert len(left) == len(lib) - len([k for k in lib if k.startswith("lib/flags/f")])
     server.client().delete_object(Bucket="cli-bucket", Key="lib/photos/horse.jpg")
@@ -177,7 +179,7 @@ def test_the_cli_ingests_searches_deletes_syncs_and_draws_a_bucket(server, tiny_
     synced = cli(env, "sync", "s3://cli-bucket/lib/", "--local")
     assert "1 stored rows point to files that no longer exist" in synced.stderr
     with VectorStore(settings) as store:  # the rows deleted by the glob came back (their objects are there), horse went
-        assert store.count(active(store, "dinov2")) == len(lib) - 1
+        assert store.rows.count(active(store, "dinov2")) == len(lib) - 1
 
 
 def test_wrong_credentials_are_one_line_and_print_no_secret(server, tiny_model_dirs, tmp_path, cli):
@@ -245,7 +247,7 @@ def test_a_queued_job_survives_a_restarted_server_and_fails_only_what_changed(
     with VectorStore(settings) as store:
         for name in ("clip", "dinov2"):
             collection = active(store, name)
-            paths = [r["path"] for rows in store.iter_rows(collection, "", ["path"]) for r in rows]
+            paths = [r["path"] for rows in store.rows.iter_rows(collection, "", ["path"]) for r in rows]
             assert len(paths) == len(set(paths)) == 118  # rows == objects read, no duplicates
     # nothing secret reached Redis: not in the job record, the failures or the queued messages
     import redis as redis_client

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from imsim import s3
 from imsim.errors import ImageUnreadable, SourceUnavailable
-from imsim.reading import Limits
+from imsim.sources import s3
+from imsim.sources.reading import Limits
 
 from .support.servers import ROOT
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.expr import Where
 from imsim.ingest import Ingestor, ingest_local
-from imsim.paths import discover
+from imsim.sources.paths import discover
 from imsim.store import VectorStore
 from imsim.store.copy import Checkpoints, copy_collection, copy_store
 
@@ -31,7 +31,7 @@ def test_a_lite_store_is_copied_to_a_server_resumably_and_verified(tiny_model_di
     ingestor.close()
     server = lite.replace(milvus_uri=milvus_server_uri)
     target = VectorStore(server)
-    names = source.collections()
+    names = source.versions.collections()
     assert len(names) == 2
 
     # Interrupted after its first batch, the copy resumes after the last row it wrote.
@@ -42,17 +42,19 @@ def test_a_lite_store_is_copied_to_a_server_resumably_and_verified(tiny_model_di
 
     with pytest.raises(Interrupted):
         copy_collection(source, target, names[0], checkpoints, batch=10, on_progress=stop)
-    assert target.count(names[0]) == 10
+    assert target.rows.count(names[0]) == 10
     report = copy_store(source, target, lite.data_dir, batch=10)
     first = next(c for c in report.collections if c.name == names[0])
     assert (first.rows, first.copied, first.target_rows) == (38, 28, 38)  # the 10 already there were not sent again
     assert report.verified and all(c.sampled == c.identical == 38 for c in report.collections)
-    assert report.aliases == {source.alias_name(m): source.active_collection(m) for m in ("clip", "dinov2")}
+    assert report.aliases == {source.versions.alias_name(m): source.versions.active_collection(m) for m in ("clip", "dinov2")}
 
     for name in names:
-        assert target.properties(name) | {"description": ""} == source.properties(name) | {"description": ""}
-        description = target.describe(name)["description"]
-        assert description.startswith(f"{source.properties(name)['model']} · version {source.properties(name)['version']}")
+        assert target.versions.properties(name) | {"description": ""} == source.versions.properties(name) | {"description": ""}
+        description = target.versions.describe(name)["description"]
+        assert description.startswith(
+            f"{source.versions.properties(name)['model']} · version {source.versions.properties(name)['version']}"
+        )
     # the server answers like the Lite store did, from the copied vectors and rows (tags included)
     with Client(server, embedders=models, store=target) as on_server, Client(lite, embedders=models, store=source) as on_lite:
         for path in files[:5]:
@@ -88,8 +90,8 @@ def test_a_copy_run_again_brings_the_target_up_to_date_with_everything_the_store
     flags = discover([SAMPLES / "flags"]).files
     ingest_local(photos, lite, ingestor=ingestor)
     whitened = derived.whiten(source, ingestor.collections["dinov2"], lite.data_dir).collection
-    source.activate("dinov2", whitened)
-    ids = [r["id"] for rows in source.iter_rows(ingestor.collections["clip"], output_fields=["id"]) for r in rows]
+    source.versions.activate("dinov2", whitened)
+    ids = [r["id"] for rows in source.rows.iter_rows(ingestor.collections["clip"], output_fields=["id"]) for r in rows]
     Marks(source).add(Mark(ids[0], ids[1], path_a="a.jpg", path_b="b.jpg"))
     target = VectorStore(lite.replace(milvus_uri=milvus_server_uri))
     first = copy_store(source, target, lite.data_dir)
@@ -115,7 +117,7 @@ def test_a_copy_run_again_brings_the_target_up_to_date_with_everything_the_store
     by_name = {c.name: c for c in second.collections}
     for name in (ingestor.collections["clip"], ingestor.collections["dinov2"], whitened):
         assert by_name[name].rows == by_name[name].target_rows == len(photos) + len(flags) - 2
-        assert source.count(name) == target.count(name)
+        assert source.rows.count(name) == target.rows.count(name)
     assert by_name[order[1]].synced and by_name[order[1]].copied > 0  # not skipped on the first run's checkpoint
     assert Marks(target).pairs() == Marks(source).pairs() and len(Marks(target).pairs()) == 2
     # the target answers with the whitened version, as the source does

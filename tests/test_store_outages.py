@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from imsim.jobs import JobStore
-from imsim.queue import enqueue
+from imsim.jobs.queue import enqueue
+from imsim.jobs.records import JobStore
 from imsim.store import VectorStore
 from imsim.synth import write_variants
 

@@ -6,11 +6,11 @@ from typing import Any, cast
 
 import pytest
 
-from imsim.client import Client
+from imsim.client.local import Client
 from imsim.errors import ModelError
 from imsim.ingest import Ingestor, ingest_local
 from imsim.models.testing import build_tiny_clip
-from imsim.paths import discover
+from imsim.sources.paths import discover
 from imsim.store import VectorStore
 
 from .support.settings import make_settings
@@ -42,31 +42,31 @@ def test_versions_switch_back_and_forth_without_reingest(tiny_model_dirs, tmp_pa
     # A retrained CLIP (other weights, same size) is a new version: a new collection; queries stay on the first.
     v2 = v1.replace(clip_model=str(build_tiny_clip(tmp_path / "clip-v2" / "tiny-clip", seed=1)))
     second = ingest(v2, files, store)["clip"]
-    assert second != first and store.active_collection("clip") == first
+    assert second != first and store.versions.active_collection("clip") == first
     ids, scores, client = ranking(v2, store, query)  # configured v2, but the alias says v1: v1's model is loaded
     assert (ids, scores) == before and client.model("clip").info.source == v1.family("clip").model_dump()["model"]
 
-    store.activate("clip", second)
+    store.versions.activate("clip", second)
     ids, scores, client = ranking(v2, store, query)
     assert ids[0] == before[0][0] and scores != before[1]  # itself first, but other vectors
     assert client.collection("clip") == second and client.model("clip").info.source == v2.family("clip").model_dump()["model"]
 
-    store.activate("clip", first)  # back: same results as before, nothing re-embedded
+    store.versions.activate("clip", first)  # back: same results as before, nothing re-embedded
     assert ranking(v2, store, query)[:2] == before
-    assert store.count(first) == store.count(second) == len(files)
+    assert store.rows.count(first) == store.rows.count(second) == len(files)
 
     # A new dimension never alters an existing collection; --activate style switch after a complete ingest.
     v3 = v1.replace(clip_model=str(build_tiny_clip(tmp_path / "clip-v3" / "tiny-clip", projection_dim=24)))
     third = ingest(v3, files[:5], store)["clip"]
-    assert store.dimension(third) == 24 and store.dimension(first) == store.dimension(second) == 32
-    assert [store.count(c) for c in (first, second, third)] == [len(files), len(files), 5]
-    versions = {v.name: v for v in store.summaries()}
+    assert store.versions.dimension(third) == 24 and store.versions.dimension(first) == store.versions.dimension(second) == 32
+    assert [store.rows.count(c) for c in (first, second, third)] == [len(files), len(files), 5]
+    versions = {v.name: v for v in store.rows.summaries()}
     assert [n for n, v in versions.items() if v.active] == [first] and {v.model for v in versions.values()} == {"clip"}
     store.close()
 
 
 def test_a_running_client_follows_a_switch_made_elsewhere(tiny_model_dirs, tmp_path, image_folder, monkeypatch):
-    import imsim.client_models
+    import imsim.client.models
 
     files = discover([image_folder / "photos"]).files[:6]
     v1 = make_settings(tiny_model_dirs, tmp_path / "data", models="clip")
@@ -74,11 +74,11 @@ def test_a_running_client_follows_a_switch_made_elsewhere(tiny_model_dirs, tmp_p
     first = ingest(v1, files, store)["clip"]
     v2 = v1.replace(clip_model=str(build_tiny_clip(tmp_path / "clip-v2" / "tiny-clip", seed=2)))
     second = ingest(v2, files, store)["clip"]
-    monkeypatch.setattr(imsim.client_models, "ALIAS_TTL", 0.0)
+    monkeypatch.setattr(imsim.client.models, "ALIAS_TTL", 0.0)
     client = Client(v1, store=store)
     assert client.collection("clip") == first
     other = VectorStore(v1.replace(milvus_uri=v1.resolved_milvus_uri))  # as if from another process
-    other.activate("clip", second)
+    other.versions.activate("clip", second)
     assert client.collection("clip") == second and client.model("clip").info.source == v2.family("clip").model_dump()["model"]
     assert client.search(files[0], k=1, models="clip")[0].path == files[0]
     other.close()
@@ -94,7 +94,7 @@ def test_a_version_whose_model_is_gone_is_a_clear_error(tiny_model_dirs, tmp_pat
     ingest(base, files, store)
     moved = base.replace(clip_model=str(build_tiny_clip(tmp_path / "v2" / "tiny-clip", seed=3)))
     second = ingest(moved, files, store)["clip"]
-    store.activate("clip", second)
+    store.versions.activate("clip", second)
     shutil.rmtree(tmp_path / "v2")
     with pytest.raises(ModelError, match="cannot load CLIP model"):
         Client(base, store=store).search(files[0], k=1, models="clip")
@@ -107,10 +107,14 @@ def test_dinov2_pooling_is_its_own_version(tiny_model_dirs, tmp_path, image_fold
     store = VectorStore(cls)
     a = ingest(cls, files, store)["dinov2"]
     b = ingest(cls.replace(dinov2_pooling="cls+gem"), files, store)["dinov2"]
-    assert a != b and store.dimension(b) == 2 * store.dimension(a) and store.properties(b)["variant"] == "cls_gem"
-    stored = store.model_config(b, type(cls.family("dinov2")))
+    assert (
+        a != b
+        and store.versions.dimension(b) == 2 * store.versions.dimension(a)
+        and store.versions.properties(b)["variant"] == "cls_gem"
+    )
+    stored = store.versions.model_config(b, type(cls.family("dinov2")))
     assert stored is not None and stored.model_dump()["pooling"] == "cls+gem"
-    store.activate("dinov2", b)
+    store.versions.activate("dinov2", b)
     client = Client(cls, store=store)  # configured cls, active cls+gem: queries embed with cls+gem
     assert cast(Any, client.model("dinov2")).pooling == "cls+gem" and client.search(files[2], k=1)[0].path == files[2]
     store.close()
@@ -132,7 +136,7 @@ def test_one_file_one_model_version_one_vector_whatever_else_is_enabled(family_d
     import numpy as np
 
     from imsim.images import jpeg_draft_scale, read_header
-    from imsim.names import path_id
+    from imsim.sources.names import path_id
 
     files = discover([image_folder / "photos"]).files[:6] + [large_jpeg(tmp_path / "large.jpg")]
     stored = {}
@@ -142,7 +146,7 @@ def test_one_file_one_model_version_one_vector_whatever_else_is_enabled(family_d
         ingestor = Ingestor(settings, store=store)
         try:
             assert ingest_local(files, settings, ingestor=ingestor).done == len(files)
-            stored[models] = store.get_vectors(ingestor.collections["clip"], [path_id(f) for f in files])
+            stored[models] = store.rows.get_vectors(ingestor.collections["clip"], [path_id(f) for f in files])
             embedders = ingestor.models
             header = read_header(open(files[-1], "rb").read(), files[-1])
             scales = {name: jpeg_draft_scale(header, m.preprocess.draft_size) for name, m in embedders.items()}
@@ -205,8 +209,8 @@ def test_every_onnx_preprocessing_setting_is_part_of_its_version_and_a_change_re
         result = ingest_local(files, v2, ingestor=(second := Ingestor(v2, store=store)))
         second.close()
         assert (result.done, result.skipped) == (len(files), 0)  # re-embedded, never "already stored unchanged"
-        second_collection = store.collection_name(load_model("onnx", v2).info)
-        assert second_collection != first_collection and store.count(second_collection) == len(files)
+        second_collection = store.versions.collection_name(load_model("onnx", v2).info)
+        assert second_collection != first_collection and store.rows.count(second_collection) == len(files)
         again = ingest_local(files, v1, ingestor=(third := Ingestor(v1, store=store)))
         third.close()
         assert (again.done, again.skipped) == (0, len(files))  # the first wiring's rows are still there, unchanged

@@ -1,7 +1,7 @@
 """The Celery application, configured from imsim's settings (broker and state in Redis, JSON only), the one
 remote-control command imsim adds: ``imsim_identity``, which `imsim doctor` asks every worker for (its queue's models
 and model settings, so a fleet that disagrees is named before its chunks circle), and each worker's heartbeat with
-that identity (:meth:`imsim.jobs.JobStore.fleet_beat`): a worker refusing a chunk fails it only when no worker that
+that identity (:meth:`imsim.jobs.records.JobStore.fleet_beat`): a worker refusing a chunk fails it only when no worker that
 can take it has beaten lately, never because the right workers are busy."""
 
 import logging
@@ -11,8 +11,8 @@ from typing import Any
 from celery import signals
 from celery.worker.control import inspect_command
 
-from imsim.fleet import FLEET_TTL
-from imsim.queue import fleet_identity, identity_digest, job_store, make_celery
+from imsim.jobs.fleet import FLEET_TTL
+from imsim.jobs.queue import fleet_identity, identity_digest, job_store, make_celery
 from imsim.settings import get_settings
 
 app = make_celery(get_settings(), main="workers")
@@ -52,9 +52,9 @@ def _leave(sender: Any = None, **_: Any) -> None:
 
 @inspect_command()
 def imsim_identity(state: Any) -> dict[str, Any]:
-    """The models this worker embeds with and the digest of each one's settings (:func:`imsim.queue.fleet_identity`),
+    """The models this worker embeds with and the digest of each one's settings (:func:`imsim.jobs.queue.fleet_identity`),
     and whether it can list each ``s3://`` allowed root with its own credentials ('' when it can)."""
-    from imsim import s3
+    from imsim.sources import s3
 
     settings = get_settings()
     config = s3.S3Config.from_settings(settings)

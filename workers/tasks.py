@@ -1,4 +1,4 @@
-"""Celery's shell around :class:`imsim.chunk_runner.ChunkRunner`, which owns a chunk's life (cancel, refusal, poison
+"""Celery's shell around :class:`imsim.jobs.runner.ChunkRunner`, which owns a chunk's life (cancel, refusal, poison
 split, attempt bookkeeping, ingest, count, seal) and is tested without Celery.
 
 What stays here is Celery's part: models load lazily in the process that runs the task (after the prefork fork),
@@ -22,13 +22,13 @@ import redis
 from celery import Task
 from celery.exceptions import Reject
 
-from imsim.chunk_runner import ChunkRunner
 from imsim.errors import SourceUnavailable, StoreUnavailable
 from imsim.ingest import Ingestor
-from imsim.jobs import JobStore
-from imsim.names import printable
-from imsim.queue import EMBED_CHUNK, Chunk, job_store, send_chunk
+from imsim.jobs.queue import EMBED_CHUNK, Chunk, job_store, send_chunk
+from imsim.jobs.records import JobStore
+from imsim.jobs.runner import ChunkRunner
 from imsim.settings import get_settings
+from imsim.sources.names import printable
 
 from .app import app
 
@@ -101,7 +101,7 @@ def embed_chunk(
     models: dict[str, str] | None = None,
     listed: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
-    """Embed and store one chunk (:meth:`imsim.chunk_runner.ChunkRunner.run`: cancel, refuse, split, bookkeeping,
+    """Embed and store one chunk (:meth:`imsim.jobs.runner.ChunkRunner.run`: cancel, refuse, split, bookkeeping,
     ingest, count, seal). Returns counts only: the failures are on the job record, not in a second copy in Celery's
     results. A refused chunk goes back on the queue for another worker."""
     work = Chunk(job_id, str(chunk), list(paths), force=force, checksum=checksum, tags=tags, models=models, listed=listed)

@@ -2,6 +2,6 @@
 
 :mod:`~imsim.api.service` is what stays loaded between requests (the models, micro-batching, thumbnails, duplicate
 groups, metrics), independent of HTTP; :mod:`~imsim.api.app` the FastAPI routes and the safety rules around them;
-``static/`` the two pages (no build step). :mod:`~imsim.api.remote` lets the CLI ask a running service instead of
+``static/`` the two pages (no build step). :mod:`~imsim.client.remote` lets the CLI ask a running service instead of
 loading models itself (``IMSIM_API_URL``).
 """

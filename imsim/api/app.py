@@ -119,12 +119,12 @@ def create_app(service: Service) -> FastAPI:
 
         def probe() -> None:
             try:
-                service.client.store.collections()
+                service.client.store.versions.collections()
                 checks["store"] = "ok"
             except ImsimError as exc:
                 checks["store"] = str(exc)
             try:
-                from ..queue import job_store
+                from ..jobs.queue import job_store
 
                 job_store(settings).ping()
                 checks["redis"] = "ok"
@@ -303,7 +303,7 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/v1/jobs", tags=["jobs"])
     async def jobs(limit: Annotated[int, Query(ge=1, le=200)] = 20) -> list[dict[str, Any]]:
         """Recent jobs (counts only)."""
-        from ..queue import job_store
+        from ..jobs.queue import job_store
 
         found = await run_in_threadpool(job_store(settings).list, limit)
         return [s.as_dict() for s in found]
@@ -313,23 +313,23 @@ def create_app(service: Service) -> FastAPI:
         job_id: str, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=0, le=1000)] = 20
     ) -> dict[str, Any]:
         """A job's counts (O(1)), with one page of its failures."""
-        from ..names import printable
-        from ..queue import job_store
+        from ..jobs.queue import job_store
+        from ..sources.names import printable
 
-        store = job_store(settings)
-        status = await run_in_threadpool(store.get, job_id)
-        page = await run_in_threadpool(store.failures, job_id, offset, limit)
+        records = job_store(settings)
+        status = await run_in_threadpool(records.get, job_id)
+        page = await run_in_threadpool(records.failures, job_id, offset, limit)
         return status.as_dict() | {"failures": [{"path": printable(p), "reason": r} for p, r in page]}
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"])
     async def cancel(job_id: str) -> dict[str, Any]:
-        from ..queue import cancel as cancel_job
+        from ..jobs.queue import cancel as cancel_job
 
         return (await run_in_threadpool(cancel_job, job_id, settings)).as_dict() | {"failures": {}}
 
     @app.post("/v1/jobs/{job_id}/retry", tags=["jobs"])
     async def retry(job_id: str) -> dict[str, str | None]:
-        from ..queue import retry as retry_job
+        from ..jobs.queue import retry as retry_job
 
         return {"job": await run_in_threadpool(retry_job, job_id, settings)}
 

@@ -1,4 +1,4 @@
-"""What `imsim serve` keeps warm between requests, independent of HTTP: the models (one :class:`~imsim.client.Client`),
+"""What `imsim serve` keeps warm between requests, independent of HTTP: the models (one :class:`~imsim.client.local.Client`),
 micro-batched image queries, thumbnails, near-duplicate groups with the marks people made, and the metrics.
 
 Micro-batching, work-conserving: when the models are free, the next pass takes every image query already waiting
@@ -24,13 +24,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ..client import Client
+from ..client.local import Client
 from ..errors import ImageError, NotFound
 from ..expr import Where, check_tags
 from ..fusion import SearchHit
 from ..images import DecodeBudget
-from ..reading import Limits, open_file
 from ..settings import Settings
+from ..sources.reading import Limits, open_file
 from ..timing import StageTimes
 
 GROUPS_TTL = 300.0  # seconds the linked pairs of one duplicates query are reused (marks apply at once regardless)
@@ -213,7 +213,7 @@ class Service:
         from ..store.marks import Mark, Marks
 
         collection = self.client.collection(self.client.names(None)[0])
-        rows = self.client.store.get(collection, [a, b], ["path", "sha256"], consistency="Bounded")
+        rows = self.client.store.rows.get(collection, [a, b], ["path", "sha256"], consistency="Bounded")
         missing = [i for i in (a, b) if i not in rows]
         if missing:
             raise NotFound(f"no stored image {missing[0]}")
@@ -237,7 +237,7 @@ class Service:
     def stored_path(self, row_id: str) -> str:
         """The path of a stored image, by its row id only (never a path from a request)."""
         for name in self.client.names(None):
-            found = self.client.store.get(self.client.collection(name), [row_id], consistency="Bounded")
+            found = self.client.store.rows.get(self.client.collection(name), [row_id], consistency="Bounded")
             if row_id in found:
                 return str(found[row_id]["path"])
         raise NotFound(f"no stored image {row_id}")

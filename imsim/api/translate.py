@@ -55,7 +55,7 @@ def error_status(error: BaseException) -> tuple[int, str]:
 
 def upload_name(file: UploadFile) -> str:
     """How errors name an upload: its file name, printable and short (it is the client's to choose)."""
-    from ..names import printable
+    from ..sources.names import printable
 
     name = printable(file.filename or "")[:200]
     return f"upload {name!r}" if name else "the upload"

@@ -1,4 +1,4 @@
-"""The ``imsim`` command line: a thin layer over :mod:`imsim.client`, :mod:`imsim.ingest` and :mod:`imsim.queue`.
+"""The ``imsim`` command line: a thin layer over :mod:`imsim.client.local`, :mod:`imsim.ingest` and :mod:`imsim.jobs.queue`.
 
 One module per command group (``ingest``, ``search``, ``jobs``, ``models``, ``eval``, ``admin``); this one
 assembles them and turns expected errors into one line and an exit code (see ``imsim --help``)."""
@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ImsimError
-from ..names import printable
+from ..sources.names import printable
 from . import admin, eval, ingest, jobs, models, search
 from ._common import ERROR, EXIT_CODES, INTERRUPTED, err
 
@@ -42,7 +42,7 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(INTERRUPTED)
     except Exception as exc:
-        from ..redis_checks import redis_problem
+        from ..jobs.health import redis_problem
 
         why = redis_problem(exc)  # Redis's errors as one line (the URL may hold a password: never printed)
         if why is None:

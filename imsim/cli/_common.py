@@ -20,9 +20,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ..client import Client
-from ..names import printable
+from ..client.local import Client
 from ..settings import Settings, get_settings
+from ..sources.names import printable
 
 # A message is never broken mid-line (paths and commands stay copyable), and nothing printed is read as rich markup
 # unless the call says markup=True and escapes what it interpolates: a file named "[red]x.jpg" or "a[/]b.jpg" is

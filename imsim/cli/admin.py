@@ -50,7 +50,7 @@ def config(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the configuration reference as Markdown.")] = False,
 ) -> None:
     """The effective settings (passwords and tokens masked, hosts shown), or the generated reference with --env / --markdown."""
-    from ..settings_reference import env_example, markdown_reference
+    from ..settings.reference import env_example, markdown_reference
 
     if env or markdown:
         sys.stdout.write(env_example() if env else markdown_reference())

@@ -12,9 +12,9 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from ..job_status import JobStatus
-from ..names import printable
+from ..jobs.status import JobStatus
 from ..settings import Settings, redact
+from ..sources.names import printable
 from ._common import INTERRUPTED, console, err, print_file_report, print_json, progress
 
 WAIT_HINT_AFTER = 5.0  # seconds a queued job may sit unstarted before the display checks for workers
@@ -23,8 +23,8 @@ WAIT_HINT_AFTER = 5.0  # seconds a queued job may sit unstarted before the displ
 def follow(job_id: str, settings: Settings) -> JobStatus:
     """Show a queued job's progress until it ends. Redis going away for a while is waited out; with no worker on
     the queue the display says so; Ctrl-C leaves the job running and says how to follow or cancel it."""
-    from ..queue import job_store
-    from ..redis_checks import redis_problem
+    from ..jobs.health import redis_problem
+    from ..jobs.queue import job_store
 
     jobs = job_store(settings)
     status = jobs.get(job_id)
@@ -102,7 +102,7 @@ def _note(status: JobStatus) -> str:
 
 
 def _workers_answer(settings: Settings) -> bool:
-    from ..queue import workers_on_queue
+    from ..jobs.queue import workers_on_queue
 
     return bool(workers_on_queue(settings))
 

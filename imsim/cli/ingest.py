@@ -11,11 +11,11 @@ import typer
 from rich.markup import escape
 
 from ..errors import ImsimError
-from ..job_status import JobStatus
-from ..names import is_uri, printable
-from ..paths import Discovery, PathList, Seen, iter_files
-from ..queue import job_store
+from ..jobs.queue import job_store
+from ..jobs.status import JobStatus
 from ..settings import Settings, get_settings
+from ..sources.names import is_uri, printable
+from ..sources.paths import Discovery, PathList, Seen, iter_files
 from ..util import peeked
 from ._common import (
     FAILURES_SHOWN,
@@ -144,7 +144,7 @@ def run_ingest(
     if local:
         outcome = _ingest_here(files, settings, force=force, checksum=checksum, tags=tags, activate=activate)
     else:
-        from ..queue import enqueue
+        from ..jobs.queue import enqueue
 
         with progress() as bar:
             task = bar.add_task("queuing", total=None, note="")
@@ -230,7 +230,7 @@ def _ingest_here(
 
 def _activate(store: Any, collections: dict[str, str]) -> None:
     for model, collection in collections.items():
-        store.activate(model, collection)
+        store.versions.activate(model, collection)
         err.print(f"queries for {model} now use {collection}")
 
 
@@ -253,7 +253,7 @@ def retry(
     \b
     Example:
       imsim retry 20261206-081222-abcdef12"""
-    from ..queue import failed_files
+    from ..jobs.queue import failed_files
 
     settings = get_settings()
     failed = peeked(failed_files(job_id, settings))
@@ -281,7 +281,7 @@ def cancel(job_id: str, as_json: JsonOpt = False) -> None:
     \b
     Example:
       imsim cancel 20261206-081222-abcdef12"""
-    from ..queue import cancel as cancel_job
+    from ..jobs.queue import cancel as cancel_job
 
     status = cancel_job(job_id, get_settings())
     if as_json:

@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 
 from ..errors import ImsimError
-from ..jobs import JobStore
-from ..names import printable
-from ..queue import job_store
+from ..jobs.queue import job_store
+from ..jobs.records import JobStore
 from ..settings import get_settings
+from ..sources.names import printable
 from ._common import FAILURES_SHOWN, SOME_FAILED, JsonOpt, console, csv_cell, err, print_file_report, print_json, stamp, wide
 
 app = typer.Typer()

@@ -19,7 +19,7 @@ app = typer.Typer(help="Models: the registry, model cards, stored versions and t
 
 def _versions() -> list[CollectionSummary]:
     with open_store(get_settings()) as store:
-        return store.summaries()
+        return store.rows.summaries()
 
 
 @app.callback(invoke_without_command=True)
@@ -96,12 +96,12 @@ def activate(
 ) -> None:
     """Make VERSION the collection (and model version) queries for MODEL use; nothing is re-ingested or deleted."""
     with open_store(get_settings()) as store:
-        matches = [c for c in store.collections() if c == version or c.endswith("_" + version)]
+        matches = [c for c in store.versions.collections() if c == version or c.endswith("_" + version)]
         if len(matches) != 1:
             raise ImsimError(
                 f"{version!r} names {'no' if not matches else 'more than one'} stored collection; see `imsim models`"
             )
-        store.activate(model, matches[0])
+        store.versions.activate(model, matches[0])
     err.print(f"queries for {model} now use {matches[0]}")
 
 
@@ -140,7 +140,7 @@ def whiten(
     model = model or copy_model(settings.model_names) or settings.model_names[0]
     registry.family(model)  # an unknown name is a clear error
     with open_store(settings) as store:
-        base = _resolve(store, model, version) if version else store.active_collection(model)
+        base = _resolve(store, model, version) if version else store.versions.active_collection(model)
         if base is None:
             raise ImsimError(f"nothing stored for model {model!r} yet: ingest images first (`imsim ingest ...`)")
         base = derived.base_of(store, base) or base  # whitening a whitened version whitens its base again
@@ -155,7 +155,7 @@ def whiten(
 
             report = derived.whiten(store, base, settings.data_dir, dim=dim, sample=sample, restart=restart, on_progress=show)
         if activate_it and report.verified:
-            store.activate(model, report.collection)
+            store.versions.activate(model, report.collection)
     seconds = time.perf_counter() - started
     w = report.whitening
     outcome = {
@@ -196,7 +196,9 @@ def whiten(
 
 def _resolve(store: VectorStore, model: str, version: str) -> str:
     """A collection of ``model`` named by itself or by its 6-hex version tag."""
-    matches = [c for c in store.collections() if c == version or c == f"{store.config.collection_prefix}_{model}_{version}"]
+    matches = [
+        c for c in store.versions.collections() if c == version or c == f"{store.config.collection_prefix}_{model}_{version}"
+    ]
     if len(matches) != 1:
         raise ImsimError(f"{version!r} names no stored version of {model!r}; see `imsim models`")
     return matches[0]

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..client import Client
+from ..client.local import Client
 from ..errors import ImsimError
 from ..fusion import SearchHit
-from ..names import printable
+from ..sources.names import printable
 from ._common import (
     JsonOpt,
     ModelsOpt,
@@ -42,7 +42,7 @@ def compare(a: Path, b: Path, models: ModelsOpt = None, as_json: JsonOpt = False
             raise ImsimError(f"{path}: {'a folder, not an image file' if path.is_dir() else 'no such file'}")
     settings = settings_with(models)
     if settings.api_url:
-        from ..api.remote import Remote
+        from ..client.remote import Remote
 
         sims = Remote(settings).compare(str(a), str(b), models)
         warn_random(random_among(settings, list(sims)))
@@ -78,7 +78,7 @@ def check_search(
     from .. import expr
     from .. import models as registry
     from ..fusion import FUSIONS
-    from ..names import URL, is_uri
+    from ..sources.names import URL, is_uri
     from ..store import FIELD_NAMES, VECTOR
 
     if sum(x is not None for x in (query, text, like)) != 1:
@@ -155,7 +155,7 @@ def search(
     )
     remote = settings_with(models)
     if remote.api_url and not (html_out or png_out):  # a running `imsim serve`: its models are warm
-        from ..api.remote import Remote
+        from ..client.remote import Remote
 
         filters = {
             "under": path_prefix,
@@ -214,7 +214,7 @@ def _write_gallery(
         q = gallery.Query(label=text)
     else:
         label = query or like or ""  # an image path, or a stored image's path or row id
-        from ..names import is_uri
+        from ..sources.names import is_uri
 
         q = gallery.Query(label=label, image=label if os.path.isfile(label) or is_uri(label) else None)
     from ..models.base import random_weights
@@ -278,7 +278,7 @@ def duplicates(
         raise ImsimError("--precision must be 0.9 or 0.95 (the thresholds imsim eval run measures)")
     remote = settings_with(None)
     if remote.api_url and calibration is None:  # a running `imsim serve` computes (and caches) the groups
-        from ..api.remote import Remote
+        from ..client.remote import Remote
 
         answer = Remote(remote).duplicates(model=model, threshold=threshold, precision=precision, under=path_prefix)
         _print_groups(answer, csv_out, json_out, as_json)

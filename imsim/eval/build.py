@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..errors import ImsimError
 from ..images import load_image
-from ..paths import discover
+from ..sources.paths import discover
 from . import edits as edit_ops
 
 

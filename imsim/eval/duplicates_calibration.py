@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .. import calibration
-from ..client import Client
+from ..client.local import Client
 from ..models import Embedder, ModelInfo
 from ..models.whitened import WhitenedEmbedder
 from ..settings import Settings
@@ -43,7 +43,7 @@ class DuplicatesCalibration:
         reference, two queries of one reference, two copies of one no-match original), and every other pair (two
         queries made with the same overlay template, two references) is a negative."""
         from ..duplicates import neighbour_edges
-        from ..names import path_id
+        from ..sources.names import path_id
 
         files = {**bench.references, **bench.queries}
         positives = set()
@@ -110,8 +110,8 @@ class DuplicatesCalibration:
             return []
         collections = {}
         for label, info in labels.items():
-            name = user_store.collection_name(info)
-            if not user_store._call("has_collection", name):
+            name = user_store.versions.collection_name(info)
+            if not user_store.connection.call("has_collection", name):
                 return []  # the user's store holds no vectors of this version: its marks cannot be scored by it
             collections[label] = name
         edges = fused_edges(user_store, collections, {p: 0.0 for p in pairs}, float("-inf"), settings.weights or None)

@@ -3,7 +3,7 @@
 Copy detection (a benchmark folder from :mod:`imsim.eval.build`): the references are ingested with
 every model (one Milvus collection per model version, prefix ``imsimeval``, by default in a Milvus
 Lite file inside the output folder), the queries are embedded by the same decode path and searched per
-model and fused (:meth:`imsim.client.Client.search_batch`), and each method is scored with
+model and fused (:meth:`imsim.client.local.Client.search_batch`), and each method is scored with
 :mod:`imsim.eval.metrics`: recall@1/3/10, µAP, recall at 90 % precision, and the score thresholds
 for 90 % / 95 % precision (stored for ``imsim duplicates``, see :mod:`imsim.calibration`).
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import calibration
-from ..client import Client
+from ..client.local import Client
 from ..embedding import Embedded
 from ..errors import ImsimError
 from ..fusion import SearchHit
@@ -53,7 +53,7 @@ def _rankings(hits: list[list[SearchHit]], query_ids: list[str]) -> dict[str, li
 
 def _stored_matrix(store: VectorStore, collection: str) -> tuple[list[str], np.ndarray]:
     ids, rows = [], []
-    for batch in store.iter_rows(collection, output_fields=["path", "vector"]):
+    for batch in store.rows.iter_rows(collection, output_fields=["path", "vector"]):
         for r in batch:
             ids.append(_stem(r["path"]))
             rows.append(np.asarray(r["vector"], np.float32))
@@ -100,7 +100,7 @@ class Evaluation(DuplicatesCalibration, WhitenedVariants):
     def _session(self, prefix: str) -> tuple[Settings, VectorStore, Ingestor, Client]:
         settings = self.settings.replace(collection_prefix=prefix)
         store = VectorStore(settings)
-        for name in store.collections():  # a rerun into the same folder starts clean
+        for name in store.versions.collections():  # a rerun into the same folder starts clean
             store.drop(name)
         ingestor = Ingestor(settings, embedders=self.models, store=store)
         client = Client(settings, embedders=self.models, store=store)
@@ -146,15 +146,15 @@ class Evaluation(DuplicatesCalibration, WhitenedVariants):
                     make_row(model.info, image, vector, f"eval-{what}")
                     for image, vector in zip(part.images, part.vectors[label], strict=True)
                 ]
-                self.report.failures.update(store.upsert_each(ingestor.collections[label], rows))
+                self.report.failures.update(store.rows.upsert_each(ingestor.collections[label], rows))
         ingestor.seal()
 
     def _stored_vectors(self, store: VectorStore, client: Client, paths: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
         """The stored vectors of ``paths`` (the ones every model has), in order: queries that need no second embedding."""
-        from ..names import path_id
+        from ..sources.names import path_id
 
         ids = {path_id(p): p for p in paths}
-        found = {label: store.get_vectors(client.collection(label), list(ids)) for label in self.models}
+        found = {label: store.rows.get_vectors(client.collection(label), list(ids)) for label in self.models}
         embedded = [p for i, p in ids.items() if all(i in f for f in found.values())]
         return embedded, {
             label: np.stack([found[label][path_id(p)] for p in embedded])

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import calibration
-from ..client import Client
+from ..client.local import Client
 from ..errors import ImsimError
 from ..models import Embedder, ModelInfo
 from ..models.whitened import WhitenedEmbedder
@@ -194,7 +194,7 @@ class WhitenedVariants:
         try:
             with VectorStore(base) as user_store:
                 name = f"{user_store.config.collection_prefix}_{info.name}_{info.version_tag}"
-                if name not in user_store.collections():
+                if name not in user_store.versions.collections():
                     return None
                 found = sorted(derived.followers(user_store, name).items())
         except ImsimError as exc:
@@ -207,5 +207,7 @@ class WhitenedVariants:
 
 
 def _matrix(store: VectorStore, collection: str) -> np.ndarray:
-    rows = [np.asarray(r["vector"], np.float32) for batch in store.iter_rows(collection, output_fields=["vector"]) for r in batch]
-    return np.stack(rows) if rows else np.zeros((0, store.dimension(collection)), np.float32)
+    rows = [
+        np.asarray(r["vector"], np.float32) for batch in store.rows.iter_rows(collection, output_fields=["vector"]) for r in batch
+    ]
+    return np.stack(rows) if rows else np.zeros((0, store.versions.dimension(collection)), np.float32)

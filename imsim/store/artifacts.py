@@ -63,7 +63,7 @@ class Artifacts:
         self._ready = False
 
     def exists(self) -> bool:
-        return bool(self.store._call("has_collection", self.name))
+        return bool(self.store.connection.call("has_collection", self.name))
 
     def ensure(self) -> None:
         """Create the artifacts collection (if needed) and load it."""
@@ -83,14 +83,16 @@ class Artifacts:
             for name, kind, kwargs, doc in FIELDS:
                 schema.add_field(name, getattr(DataType, kind), description=doc, **kwargs)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=ARTIFACT_VECTOR_DIM, description="unused (Milvus needs one)")
-            index = self.store.client.prepare_index_params()
+            index = self.store.connection.client.prepare_index_params()
             index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
             try:
-                self.store._call("create_collection", self.name, schema=schema, index_params=index, consistency_level="Strong")
+                self.store.connection.call(
+                    "create_collection", self.name, schema=schema, index_params=index, consistency_level="Strong"
+                )
             except StoreError:
                 if not self.exists():  # not another process creating it at the same moment
                     raise
-        self.store._call("load_collection", self.name)
+        self.store.connection.call("load_collection", self.name)
         self._ready = True
 
     def put(self, name: str, kind: str, data: bytes, meta: dict[str, Any] | None = None) -> Artifact:
@@ -121,10 +123,10 @@ class Artifacts:
             for part in range(parts)
         ]
         for start in range(0, len(rows), 16):  # ~1 MB per request
-            self.store._call("upsert", self.name, rows[start : start + 16])
+            self.store.connection.call("upsert", self.name, rows[start : start + 16])
         stale = f"name == {expr.quote(name)} and part >= {parts}"
-        if self.store.count(self.name, stale):
-            self.store._call("delete", self.name, filter=stale)
+        if self.store.rows.count(self.name, stale):
+            self.store.connection.call("delete", self.name, filter=stale)
         return Artifact(name, kind, data, digest, meta or {}, now)
 
     def get(self, name: str) -> Artifact | None:
@@ -133,7 +135,7 @@ class Artifacts:
             return None
         self._ensure()
         rows: list[dict[str, Any]] = []
-        for batch in self.store.iter_rows(
+        for batch in self.store.rows.iter_rows(
             self.name, f"name == {expr.quote(name)}", output_fields=[f for f, *_ in FIELDS if f != "id"], batch=64
         ):
             rows += batch
@@ -157,7 +159,7 @@ class Artifacts:
         self._ensure()
         condition = "part == 0" + (f" and kind == {expr.quote(kind)}" if kind else "")
         fields = ["name", "kind", "sha256", "meta", "created_at"]
-        for batch in self.store.iter_rows(self.name, condition, output_fields=fields, batch=256):
+        for batch in self.store.rows.iter_rows(self.name, condition, output_fields=fields, batch=256):
             for r in batch:
                 yield Artifact(
                     str(r["name"]), str(r["kind"]), b"", str(r["sha256"]), json.loads(r["meta"] or "{}"), int(r["created_at"])
@@ -166,4 +168,4 @@ class Artifacts:
     def delete(self, name: str) -> None:
         if self.exists():
             self._ensure()
-            self.store._call("delete", self.name, filter=f"name == {expr.quote(name)}")
+            self.store.connection.call("delete", self.name, filter=f"name == {expr.quote(name)}")

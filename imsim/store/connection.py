@@ -67,7 +67,7 @@ class Connection:
                     kind = StoreUnavailable if is_transient(exc) else StoreError
                     raise kind(f"cannot open Milvus at {self.where}: {message(exc)}") from None
                 time.sleep(delay)
-        self._loaded: set[str] = set()
+        self.loaded: set[str] = set()
         self._index_types: dict[str, str] = {}
         self._fields: dict[str, frozenset[str]] = {}
         self._version: str | None = None
@@ -78,7 +78,7 @@ class Connection:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def _call(self, operation: str, *args: Any, _reload: bool = True, **kwargs: Any) -> Any:
+    def call(self, operation: str, *args: Any, _reload: bool = True, **kwargs: Any) -> Any:
         """Run one MilvusClient call; its errors become :class:`StoreError` (or :class:`StoreUnavailable`)."""
         try:
             return getattr(self.client, operation)(*args, **kwargs)
@@ -90,19 +90,19 @@ class Connection:
                 raise
             if _reload and is_released(exc) and args and operation != "load_collection":
                 # A restarted Milvus (Lite especially) comes back with collections released: load, try once more.
-                self._loaded.discard(args[0])
-                self._load(args[0])
-                return self._call(operation, *args, _reload=False, **kwargs)
+                self.loaded.discard(args[0])
+                self.load(args[0])
+                return self.call(operation, *args, _reload=False, **kwargs)
             if is_transient(exc):
                 raise StoreUnavailable(
                     f"Milvus at {self.where} is unreachable or restarting during {operation}: {message(exc)}"
                 ) from None
             raise StoreError(f"Milvus refused {operation}: {message(exc)}") from None
 
-    def _load(self, name: str) -> None:
-        if name not in self._loaded:
-            self._call("load_collection", name)  # a reopened Lite file starts unloaded
-            self._loaded.add(name)
+    def load(self, name: str) -> None:
+        if name not in self.loaded:
+            self.call("load_collection", name)  # a reopened Lite file starts unloaded
+            self.loaded.add(name)
 
     def close(self) -> None:
         try:
@@ -122,7 +122,7 @@ class Connection:
     def server_version(self) -> str:
         """What the other end reports: ``milvus_lite-3.2.2``, ``v2.5.4``, ``v2.3.5-lite`` (PyPI ``milvus``) ..."""
         if self._version is None:
-            self._version = str(self._call("get_server_version"))
+            self._version = str(self.call("get_server_version"))
         return self._version
 
     @property

@@ -89,10 +89,10 @@ def index_of(props: dict[str, str]) -> tuple[str, dict[str, Any]]:
 
 
 def _create_like(source: VectorStore, target: VectorStore, name: str) -> None:
-    props = source.properties(name)
-    dim = source.dimension(name)
-    vector_doc = next((f.get("description") for f in source.describe(name)["fields"] if f["name"] == VECTOR), "")
-    target.create_version(
+    props = source.versions.properties(name)
+    dim = source.versions.dimension(name)
+    vector_doc = next((f.get("description") for f in source.versions.describe(name)["fields"] if f["name"] == VECTOR), "")
+    target.versions.create_version(
         name,
         dim,
         description=description_of(props),
@@ -122,9 +122,9 @@ def copy_collection(
 ) -> CollectionCopy:
     """Copy one collection (create it on the target if needed; resume after its checkpoint, or bring a finished copy up
     to date: :func:`~imsim.store.mirror.mirror`), then verify it."""
-    if name not in target.collections():
+    if name not in target.versions.collections():
         _create_like(source, target, name)
-    elif target.dimension(name) != source.dimension(name):
+    elif target.versions.dimension(name) != source.versions.dimension(name):
         raise StoreError(f"{name!r} exists on the target with another dimension; refusing to mix vectors")
 
     def normalised(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,9 +135,11 @@ def copy_collection(
             on_progress(name, done, rows)
 
     done = mirror(source, name, target, name, checkpoints, convert=normalised, restart=restart, batch=batch, on_progress=progress)
-    target_rows = target.count(name)
+    target_rows = target.rows.count(name)
     sampled, identical = _compare_sample(source, target, name)
-    return CollectionCopy(name, source.count(name), done.written, target_rows, sampled, identical, done.deleted, done.compared)
+    return CollectionCopy(
+        name, source.rows.count(name), done.written, target_rows, sampled, identical, done.deleted, done.compared
+    )
 
 
 def copy_rows(
@@ -160,7 +162,7 @@ def copy_rows(
     done = mirror(source, name, target, name, checkpoints, restart=restart, batch=batch, on_progress=progress)
     sampled, identical = _compare_sample(source, target, name, whole_rows=True)
     return CollectionCopy(
-        name, source.count(name), done.written, target.count(name), sampled, identical, done.deleted, done.compared
+        name, source.rows.count(name), done.written, target.rows.count(name), sampled, identical, done.deleted, done.compared
     )
 
 
@@ -170,7 +172,7 @@ def _compare_sample(source: VectorStore, target: VectorStore, name: str, whole_r
     ids: list[str] = []
     seen = 0
     rng = random.Random(0)
-    for rows in source.iter_rows(name, "", output_fields=[PK], batch=4000):
+    for rows in source.rows.iter_rows(name, "", output_fields=[PK], batch=4000):
         for r in rows:
             seen += 1
             if len(ids) < SAMPLE:
@@ -180,11 +182,11 @@ def _compare_sample(source: VectorStore, target: VectorStore, name: str, whole_r
     if not ids:
         return 0, 0
     if whole_rows:
-        fields = sorted(source.fields(name) - {PK, VECTOR, "vector"})
-        before, after = source.get(name, ids, fields), target.get(name, ids, fields)
+        fields = sorted(source.versions.fields(name) - {PK, VECTOR, "vector"})
+        before, after = source.rows.get(name, ids, fields), target.rows.get(name, ids, fields)
         return len(ids), sum(1 for i in ids if i in after and all(before[i].get(f) == after[i].get(f) for f in fields))
-    want = source.get_vectors(name, ids)
-    got = target.get_vectors(name, ids)
+    want = source.rows.get_vectors(name, ids)
+    got = target.rows.get_vectors(name, ids)
     same = sum(1 for i in ids if i in got and np.array_equal(want[i].view(np.uint32), got[i].view(np.uint32)))
     return len(ids), same
 
@@ -204,11 +206,11 @@ def copy_store(
     checkpoints = Checkpoints(data_dir, target.uri)
     report = CopyReport()
     models: set[str] = set()
-    for name in source.collections():
+    for name in source.versions.collections():
         report.collections.append(
             copy_collection(source, target, name, checkpoints, batch=batch, restart=restart, on_progress=on_progress)
         )
-        models.add(source.properties(name).get("model", ""))
+        models.add(source.versions.properties(name).get("model", ""))
     for kind in (Marks, Artifacts):  # what the store keeps beside the vectors: "not a duplicate" marks, transforms
         source_side, target_side = kind(source), kind(target)
         if not source_side.exists():
@@ -218,9 +220,9 @@ def copy_store(
             copy_rows(source, target, source_side.name, checkpoints, batch=batch, restart=restart, on_progress=on_progress)
         )
     for model in sorted(m for m in models if m):
-        active = source.active_collection(model)
+        active = source.versions.active_collection(model)
         if active is None:
             continue
-        target.activate(model, active)
-        report.aliases[target.alias_name(model)] = active
+        target.versions.activate(model, active)
+        report.aliases[target.versions.alias_name(model)] = active
     return report

@@ -75,7 +75,7 @@ def derived_name(store: VectorStore, model: str, base_tag: str, whitening: White
 
 def base_of(store: VectorStore, collection: str) -> str | None:
     """The collection a derived version was written from (None for an embedded version)."""
-    props = store.properties(collection)
+    props = store.versions.properties(collection)
     tag = props.get("derived_from_version")
     return f"{store.config.collection_prefix}_{props.get('model', '')}_{tag}" if tag else None
 
@@ -91,7 +91,7 @@ def transform(store: VectorStore, collection: str) -> Whitening:
 def followers(store: VectorStore, base: str) -> dict[str, Whitening]:
     """Every derived version written from ``base``: collection → its whitening (what ingest writes beside the base)."""
     out: dict[str, Whitening] = {}
-    for name in store.collections():
+    for name in store.versions.collections():
         if name != base and base_of(store, name) == base:
             out[name] = transform(store, name)
     return out
@@ -107,11 +107,11 @@ def learn(
     on_progress: Progress | None = None,
 ) -> Whitening:
     """The whitening of ``collection``'s first ``sample`` rows in id order (a uniform sample), streamed Bounded."""
-    total = min(sample, store.count(collection, consistency="Bounded"))
+    total = min(sample, store.rows.count(collection, consistency="Bounded"))
     if total < 2:
         raise StoreError(f"{collection!r} holds {total} rows: a whitening needs at least 2 (ingest images first)")
-    covariance = Covariance(store.dimension(collection))
-    for rows in store.iter_rows(collection, output_fields=[VECTOR], batch=READ_BATCH, consistency="Bounded"):
+    covariance = Covariance(store.versions.dimension(collection))
+    for rows in store.rows.iter_rows(collection, output_fields=[VECTOR], batch=READ_BATCH, consistency="Bounded"):
         rows = rows[: sample - covariance.count]
         covariance.add(np.asarray([r[VECTOR] for r in rows], np.float32))
         if on_progress is not None:
@@ -129,19 +129,19 @@ def learn(
 def register(store: VectorStore, base: str, whitening: Whitening) -> str:
     """Create the derived collection of ``base`` under ``whitening`` (and store the transform); returns its name.
     Registering the same whitening again is harmless (same name, same transform)."""
-    props = store.properties(base)
+    props = store.versions.properties(base)
     if props.get("derived_from_version"):
         raise StoreError(f"{base!r} is itself a derived version: whiten an embedded version")
     model, base_tag = props.get("model", ""), props.get("version", "")
     if not model or not base_tag:
         raise StoreError(f"{base!r} does not say which model version it holds (no imsim.model / imsim.version property)")
-    if whitening.input_dim != store.dimension(base):
-        raise StoreError(f"a {whitening.input_dim}-d whitening cannot apply to {base!r} ({store.dimension(base)}-d)")
+    if whitening.input_dim != store.versions.dimension(base):
+        raise StoreError(f"a {whitening.input_dim}-d whitening cannot apply to {base!r} ({store.versions.dimension(base)}-d)")
     name, derived = derived_name(store, model, base_tag, whitening)
     artifacts = Artifacts(store)
     if artifacts.get(name) is None:  # the transform first: a collection that exists always has one
         artifacts.put(name, TRANSFORM_KIND, whitening.to_bytes(), {"base": base, **whitening.meta, "rows": whitening.rows})
-    if name in store.collections():
+    if name in store.versions.collections():
         return name
     tag = name.rsplit("_", 1)[1]
     variant = f"{props['variant']}+pcaw{whitening.dim}" if props.get("variant") else f"pcaw{whitening.dim}"
@@ -166,7 +166,7 @@ def register(store: VectorStore, base: str, whitening: Whitening) -> str:
         "description": description,
         "created_at": str(int(time.time())),
     }
-    store.create_version(
+    store.versions.create_version(
         name,
         whitening.dim,
         description=description,
@@ -202,8 +202,8 @@ def write(
         store, base, store, name, checkpoints, convert=whitened, restart=restart, batch=READ_BATCH, on_progress=progress
     )
     report.written, report.deleted = done.written, done.deleted
-    report.rows = store.count(name)
-    report.base_rows = store.count(base)
+    report.rows = store.rows.count(name)
+    report.base_rows = store.rows.count(base)
     report.sampled, report.agreeing = _check_sample(store, base, name, whitening)
     return report
 
@@ -212,7 +212,7 @@ def _check_sample(store: VectorStore, base: str, name: str, whitening: Whitening
     ids: list[str] = []
     seen = 0
     rng = random.Random(0)
-    for rows in store.iter_rows(name, output_fields=[PK], batch=4_000):
+    for rows in store.rows.iter_rows(name, output_fields=[PK], batch=4_000):
         for r in rows:
             seen += 1
             if len(ids) < VERIFY_SAMPLE:
@@ -221,8 +221,8 @@ def _check_sample(store: VectorStore, base: str, name: str, whitening: Whitening
                 ids[j] = r[PK]
     if not ids:
         return 0, 0
-    want = store.get_vectors(base, ids)
-    got = store.get_vectors(name, ids)
+    want = store.rows.get_vectors(base, ids)
+    got = store.rows.get_vectors(name, ids)
     present = [i for i in ids if i in want and i in got]
     if not present:
         return len(ids), 0
@@ -244,7 +244,7 @@ def whiten(
     """Learn, register, write and verify the whitened version of ``base`` (see the module doc). A run that stopped
     resumes; a run over a finished version catches up (the transform is learned again only with ``restart``: a new
     transform is a new version)."""
-    if base not in store.collections():
+    if base not in store.versions.collections():
         raise StoreError(f"no collection {base!r} (see `imsim models`)")
     checkpoints = Checkpoints(data_dir, f"derived:{store.uri}")
     existing = [] if restart else [c for c, w in followers(store, base).items() if dim is None or w.dim == dim]

@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import expr
-from .vector_store import VectorStore
+
+if TYPE_CHECKING:
+    from .vector_store import VectorStore
 
 MARKS_VECTOR_DIM = 2  # Milvus requires a vector field; a mark has nothing to search by
 
@@ -51,7 +54,7 @@ class Marks:
         self._ready = False
 
     def exists(self) -> bool:
-        return bool(self.store._call("has_collection", self.name))
+        return bool(self.store.connection.call("has_collection", self.name))
 
     def ensure(self) -> None:
         """Create the marks collection (if needed) and load it."""
@@ -62,7 +65,7 @@ class Marks:
             return
         from pymilvus import DataType, MilvusClient
 
-        if not self.store._call("has_collection", self.name):
+        if not self.store.connection.call("has_collection", self.name):
             schema = MilvusClient.create_schema(
                 auto_id=False,
                 enable_dynamic_field=False,
@@ -80,10 +83,12 @@ class Marks:
             ):
                 schema.add_field(name, getattr(DataType, kind), description=doc, **kwargs)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=MARKS_VECTOR_DIM, description="unused (Milvus needs one)")
-            index = self.store.client.prepare_index_params()
+            index = self.store.connection.client.prepare_index_params()
             index.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
-            self.store._call("create_collection", self.name, schema=schema, index_params=index, consistency_level="Strong")
-        self.store._call("load_collection", self.name)
+            self.store.connection.call(
+                "create_collection", self.name, schema=schema, index_params=index, consistency_level="Strong"
+            )
+        self.store.connection.call("load_collection", self.name)
         self._ready = True
 
     def add(self, mark: Mark) -> Mark:
@@ -100,20 +105,20 @@ class Marks:
             mark.created_at or int(time.time()),
         )
         row = {**stored.__dict__, "id": stored.key, "vector": [0.0] * MARKS_VECTOR_DIM}
-        self.store._call("upsert", self.name, [row])
+        self.store.connection.call("upsert", self.name, [row])
         return stored
 
     def remove(self, a: str, b: str) -> None:
         self._ensure()
         a, b = pair(a, b)
-        self.store._call("delete", self.name, ids=[f"{a}:{b}"])
+        self.store.connection.call("delete", self.name, ids=[f"{a}:{b}"])
 
     def __iter__(self) -> Iterator[Mark]:
-        if not self.store._call("has_collection", self.name):
+        if not self.store.connection.call("has_collection", self.name):
             return
         self._ensure()
         fields = ["a", "b", "sha_a", "sha_b", "path_a", "path_b", "created_at"]
-        for rows in self.store.iter_rows(self.name, "", output_fields=fields):
+        for rows in self.store.rows.iter_rows(self.name, "", output_fields=fields):
             for r in rows:
                 yield Mark(**{f: r[f] for f in fields})
 
@@ -124,13 +129,13 @@ class Marks:
     def among(self, ids: Iterable[str]) -> set[tuple[str, str]]:
         """The marked pairs whose two images are both in ``ids`` (bounded queries of 1,000 ids each)."""
         chosen = sorted(set(ids))
-        if not chosen or not self.store._call("has_collection", self.name):
+        if not chosen or not self.store.connection.call("has_collection", self.name):
             return set()
         self._ensure()
         members = set(chosen)
         found: set[tuple[str, str]] = set()
         for start in range(0, len(chosen), 1000):
             condition = f"a in [{', '.join(expr.quote(i) for i in chosen[start : start + 1000])}]"
-            for rows in self.store.iter_rows(self.name, condition, output_fields=["a", "b"]):
+            for rows in self.store.rows.iter_rows(self.name, condition, output_fields=["a", "b"]):
                 found |= {(r["a"], r["b"]) for r in rows if r["b"] in members}
         return found

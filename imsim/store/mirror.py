@@ -104,25 +104,25 @@ def mirror(
     after = checkpoints.last(target_name)
     done.compared = checkpoints.completed(target_name)
     done.resumed_after = after or ""
-    total = source.count(name, consistency=consistency)
+    total = source.rows.count(name, consistency=consistency)
     condition = f"{PK} > {expr.quote(after)}" if after else ""
     passed = 0
-    fields = sorted(source.fields(name) - {PK, VECTOR})  # what a sync pass compares: every stored field but the vector
-    for rows in source.iter_rows(name, condition, output_fields=["*", VECTOR], batch=batch, consistency=consistency):
+    fields = sorted(source.versions.fields(name) - {PK, VECTOR})  # what a sync pass compares: every stored field but the vector
+    for rows in source.rows.iter_rows(name, condition, output_fields=["*", VECTOR], batch=batch, consistency=consistency):
         passed += len(rows)
         rows = [{k: v for k, v in r.items() if not k.startswith("$")} for r in rows]
         last = str(max(r[PK] for r in rows))
         if done.compared:
-            stored = target.get(target_name, [r[PK] for r in rows], fields, consistency)
+            stored = target.rows.get(target_name, [r[PK] for r in rows], fields, consistency)
             rows = [r for r in rows if _changed(r, stored.get(r[PK]), fields)]
         if rows:
-            target.upsert(target_name, convert(rows) if convert else rows, batch=batch)
+            target.rows.upsert(target_name, convert(rows) if convert else rows, batch=batch)
             done.written += len(rows)
         checkpoints.save(target_name, last)
         if on_progress is not None:
             on_progress(passed, total)
     done.deleted = drop_gone(source, name, target, target_name, consistency)
-    target.flush(target_name)
+    target.rows.flush(target_name)
     checkpoints.complete(target_name)
     return done
 
@@ -130,10 +130,10 @@ def mirror(
 def drop_gone(source: VectorStore, name: str, target: VectorStore, target_name: str, consistency: Consistency) -> int:
     """Delete the target's rows whose id the source no longer holds (deleted since they were copied)."""
     gone: list[str] = []
-    for rows in target.iter_rows(target_name, output_fields=[PK], batch=4_000, consistency=consistency):
+    for rows in target.rows.iter_rows(target_name, output_fields=[PK], batch=4_000, consistency=consistency):
         ids = [str(r[PK]) for r in rows]
-        present = source.get(name, ids, [PK], consistency)
+        present = source.rows.get(name, ids, [PK], consistency)
         gone += [i for i in ids if i not in present]
     if gone:
-        target.delete(target_name, gone)
+        target.rows.delete(target_name, gone)
     return len(gone)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import StoreError, StoreUnavailable
 from ..settings import Consistency
-from .connection import pages_of
+from .connection import Connection, pages_of
 from .schema import PK, VECTOR
 from .versions import CollectionSummary, Versions
 
@@ -20,8 +20,12 @@ GET_BATCH = 1_000  # ids per get request (a request carries an "id in [...]" exp
 UPSERT_BATCH = 1_000
 
 
-class Rows(Versions):
-    """Row operations on the collections (see the module doc)."""
+class Rows:
+    """Row operations on the collections (see the module doc), over one :class:`Connection`."""
+
+    def __init__(self, connection: Connection, versions: Versions):
+        self.conn = connection
+        self.versions = versions
 
     # --- rows --------------------------------------------------------------------
     def upsert(self, name: str, rows: Sequence[dict[str, Any]], batch: int = UPSERT_BATCH) -> int:
@@ -29,7 +33,7 @@ class Rows(Versions):
         written = 0
         for start in range(0, len(rows), batch):
             part = list(rows[start : start + batch])
-            written += int(self._call("upsert", name, part)["upsert_count"])
+            written += int(self.conn.call("upsert", name, part)["upsert_count"])
         return written
 
     def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -48,8 +52,8 @@ class Rows(Versions):
 
     def count(self, name: str, filter: str = "", consistency: Consistency = "Strong") -> int:
         """Rows in the collection (matching ``filter``), counted server-side."""
-        self._load(name)
-        res = self._call("query", name, filter=filter, output_fields=["count(*)"], consistency_level=consistency)
+        self.conn.load(name)
+        res = self.conn.call("query", name, filter=filter, output_fields=["count(*)"], consistency_level=consistency)
         return int(res[0]["count(*)"])
 
     def query(
@@ -62,8 +66,8 @@ class Rows(Versions):
         consistency: Consistency = "Strong",
     ) -> list[dict[str, Any]]:
         """At most ``limit`` rows matching ``filter`` (a bounded query: samples, existence checks)."""
-        self._load(name)
-        rows = self._call(
+        self.conn.load(name)
+        rows = self.conn.call(
             "query", name, filter=filter, output_fields=list(output_fields), limit=limit, consistency_level=consistency
         )
         return [dict(r) for r in rows]
@@ -73,13 +77,13 @@ class Rows(Versions):
         were (counted first: Milvus Lite and a server report deletes differently)."""
         present = self.count(name, filter)
         if present:
-            self._call("delete", name, filter=filter)
+            self.conn.call("delete", name, filter=filter)
         return present
 
     def flush(self, name: str) -> None:
         """Seal the collection's growing segments so they are indexed: searches over unsealed rows are
         brute force on Milvus Lite (2.5 s vs 0.26 s per search at 30k × 768 rows, measured)."""
-        self._call("flush", name)
+        self.conn.call("flush", name)
 
     def get(
         self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",), consistency: Consistency = "Strong"
@@ -87,11 +91,11 @@ class Rows(Versions):
         """Stored rows by primary key (absent ids are left out), read Strong unless told otherwise."""
         if not ids:
             return {}
-        self._load(name)
+        self.conn.load(name)
         ids = list(ids)
         out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), GET_BATCH):  # bounded requests, however many ids are asked for
-            rows = self._call(
+            rows = self.conn.call(
                 "get", name, ids=ids[start : start + GET_BATCH], output_fields=list(output_fields), consistency_level=consistency
             )
             out.update((str(r[PK]), dict(r)) for r in rows)
@@ -100,7 +104,7 @@ class Rows(Versions):
     def delete(self, name: str, ids: Sequence[str]) -> int:
         """Delete rows by primary key; returns how many ids were asked for (Lite and server report differently)."""
         for start in range(0, len(ids), 1000):
-            self._call("delete", name, ids=list(ids[start : start + 1000]))
+            self.conn.call("delete", name, ids=list(ids[start : start + 1000]))
         return len(ids)
 
     def iter_rows(
@@ -113,8 +117,8 @@ class Rows(Versions):
     ) -> Iterator[list[dict[str, Any]]]:
         """Every row matching ``filter``, in batches of dicts, in primary-key order (a query iterator: no top-k or
         offset cap; its one Strong read is at the start)."""
-        self._load(name)
-        iterator = self._call(
+        self.conn.load(name)
+        iterator = self.conn.call(
             "query_iterator",
             name,
             batch_size=batch,
@@ -133,16 +137,16 @@ class Rows(Versions):
         """Every imsim collection (every model version) with its row count and whether queries use it."""
         out = []
         active: dict[str, str | None] = {}
-        for name in self.collections():
-            props = self.properties(name)
+        for name in self.versions.collections():
+            props = self.versions.properties(name)
             model = props.get("model", "?")
             if model not in active:
-                active[model] = self.active_collection(model)
+                active[model] = self.versions.active_collection(model)
             out.append(
                 CollectionSummary(
                     name,
                     self.count(name),
-                    self.dimension(name),
+                    self.versions.dimension(name),
                     model,
                     props.get("source", "?"),
                     props.get("revision", "?"),

@@ -14,9 +14,10 @@ from .. import expr
 from ..errors import StoreError
 from ..fusion import cosine
 from ..settings import Consistency
-from .connection import ITERATOR_BATCH, ITERATOR_V2, SEARCH_CAP, pages_of
+from .connection import ITERATOR_BATCH, ITERATOR_V2, SEARCH_CAP, Connection, pages_of
 from .rows import Rows
 from .schema import METRIC, PK, VECTOR
+from .versions import Versions
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,18 @@ class StoredHit:
     fields: dict[str, Any]
 
 
-class Searching(Rows):
-    """Search operations (see the module doc)."""
+class Searching:
+    """Search operations (see the module doc), over one :class:`Connection`, its versions and rows."""
+
+    def __init__(self, connection: Connection, versions: Versions, rows: Rows):
+        self.conn = connection
+        self.versions = versions
+        self.rows = rows
 
     def check_filter(self, name: str, expression: str) -> str:
         """A user's raw expression made safe to AND with imsim's own: one balanced expression naming only fields of
         ``name`` (a :class:`FilterError` otherwise), returned parenthesised."""
-        return expr.check_raw(expression, self.fields(name) - {VECTOR})
+        return expr.check_raw(expression, self.versions.fields(name) - {VECTOR})
 
     def search(
         self,
@@ -53,12 +59,12 @@ class Searching(Rows):
         ``k`` above Milvus's cap (16,384) pages through a search iterator on a server (one query vector at
         a time); Milvus Lite has no cap and answers in one search. ``consistency``: every read here defaults
         to Strong (read-your-writes); the query client passes ``IMSIM_SEARCH_CONSISTENCY``."""
-        self._load(name)
+        self.conn.load(name)
         vectors = np.asarray(vectors, np.float32)
         if k > SEARCH_CAP:  # never ask for more rows than there are: Milvus Lite allocates for k (k=1e9 was OOM-killed)
-            k = max(1, min(k, self.count(name)))
-        if k > SEARCH_CAP and not self.lite_backend:
-            if not self.has_search_iterator:
+            k = max(1, min(k, self.rows.count(name)))
+        if k > SEARCH_CAP and not self.conn.lite_backend:
+            if not self.conn.has_search_iterator:
                 raise StoreError(self._past_cap(k))
             return [
                 list(self.search_iter(name, v, limit=k, filter=filter, output_fields=output_fields, consistency=consistency))
@@ -83,7 +89,7 @@ class Searching(Rows):
         short = [q for q, hits in enumerate(found) if len(hits) < k]
         if not short:
             return found
-        matching = self.count(name, filter, consistency)
+        matching = self.rows.count(name, filter, consistency)
         redo = [q for q in short if len(found[q]) < min(k, matching)]
         if redo:
             exact = self.exact_search(name, vectors[redo], k, filter, output_fields, consistency=consistency)
@@ -102,9 +108,9 @@ class Searching(Rows):
         ef: int | None = None,
     ) -> list[list[StoredHit]]:
         params: dict[str, Any] = {"metric_type": METRIC}
-        if self.describe_index_type(name) == "HNSW":
-            params["params"] = {"ef": max(ef or self.config.hnsw_ef_search, k)}
-        results = self._call(
+        if self.versions.describe_index_type(name) == "HNSW":
+            params["params"] = {"ef": max(ef or self.conn.config.hnsw_ef_search, k)}
+        results = self.conn.call(
             "search",
             name,
             data=[v.tolist() for v in vectors],
@@ -131,16 +137,16 @@ class Searching(Rows):
         """Every row (or the first ``limit``) by similarity to ``vector``, best first, fetched page by page:
         a Milvus search iterator on a server (v2: Milvus >= 2.5.2), deepening plain searches on Milvus Lite and
         on older servers (which stop with a clear error at the 16,384 cap rather than return a short list)."""
-        self._load(name)
+        self.conn.load(name)
         vector = np.asarray(vector, np.float32)
-        if self.lite_backend or not self.has_search_iterator:
-            cap = None if self.lite_backend else SEARCH_CAP
+        if self.conn.lite_backend or not self.conn.has_search_iterator:
+            cap = None if self.conn.lite_backend else SEARCH_CAP
             yield from self._deepening(name, vector, limit, filter, output_fields, batch, consistency, cap)
             return
         params: dict[str, Any] = {"metric_type": METRIC}
-        if self.describe_index_type(name) == "HNSW":
-            params["params"] = {"ef": max(self.config.hnsw_ef_search, min(batch, SEARCH_CAP))}
-        iterator = self._call(
+        if self.versions.describe_index_type(name) == "HNSW":
+            params["params"] = {"ef": max(self.conn.config.hnsw_ef_search, min(batch, SEARCH_CAP))}
+        iterator = self.conn.call(
             "search_iterator",
             name,
             data=[vector.tolist()],
@@ -195,7 +201,7 @@ class Searching(Rows):
             if exhausted or (limit >= 0 and want >= limit):
                 break
             depth *= 2
-        missing = self.count(name, filter, consistency) - len(seen)
+        missing = self.rows.count(name, filter, consistency) - len(seen)
         if missing > 0:
             wanted = missing if limit < 0 else min(missing, limit - len(seen))
             yield from self.exact_search(name, vector[None], wanted, filter, output_fields, exclude=seen)[0]
@@ -216,7 +222,7 @@ class Searching(Rows):
         vectors = np.asarray(vectors, np.float32)
         best: list[list[tuple[float, str, dict[str, Any]]]] = [[] for _ in vectors]
         fields = [f for f in output_fields if f != VECTOR]
-        for rows in self.iter_rows(name, filter, output_fields=[*fields, VECTOR], batch=4000, consistency=consistency):
+        for rows in self.rows.iter_rows(name, filter, output_fields=[*fields, VECTOR], batch=4000, consistency=consistency):
             rows = [r for r in rows if str(r[PK]) not in exclude]
             if not rows:
                 continue
@@ -232,6 +238,6 @@ class Searching(Rows):
     def _past_cap(self, k: int) -> str:
         more = "every result" if k < 0 else f"{k:,} results"
         return (
-            f"{more} asked for, past Milvus's top-k cap of {SEARCH_CAP:,}: this server ({self.server_version}) "
+            f"{more} asked for, past Milvus's top-k cap of {SEARCH_CAP:,}: this server ({self.conn.server_version}) "
             f"has no search iterator v2 (Milvus >= {'.'.join(map(str, ITERATOR_V2))}); upgrade it, or ask for fewer"
         )

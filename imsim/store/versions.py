@@ -31,23 +31,28 @@ class CollectionSummary:
     active: bool = False  # the model's alias points at this collection: queries use it
 
 
-class Versions(Connection):
-    """Collections, versions and aliases (see the module doc)."""
+class Versions:
+    """Collections, versions and aliases (see the module doc), over one :class:`Connection`."""
+
+    def __init__(self, connection: Connection):
+        self.conn = connection
+        self._index_types: dict[str, str] = {}
+        self._fields: dict[str, frozenset[str]] = {}
 
     # --- collections and versions ---------------------------------------------------
     def collection_name(self, info: ModelInfo) -> str:
         """The collection of one model version: ``PREFIX_MODEL_TAG``. The tag comes right after the model name, so
         two versions differ within the first ~20 characters (what Attu's list shows)."""
-        return f"{self.config.collection_prefix}_{info.name}_{info.version_tag}"
+        return f"{self.conn.config.collection_prefix}_{info.name}_{info.version_tag}"
 
     def alias_name(self, model: str) -> str:
         """The alias that names the version of ``model`` queries use: ``PREFIX_MODEL``."""
-        return f"{self.config.collection_prefix}_{model}"
+        return f"{self.conn.config.collection_prefix}_{model}"
 
     def active_collection(self, model: str) -> str | None:
         """The collection ``model``'s alias points at, or None when it has none yet."""
         try:
-            return str(self._call("describe_alias", self.alias_name(model))["collection_name"])
+            return str(self.conn.call("describe_alias", self.alias_name(model))["collection_name"])
         except StoreUnavailable:
             raise
         except StoreError:
@@ -61,16 +66,16 @@ class Versions(Connection):
         if owner != model:
             raise StoreError(f"collection {collection!r} holds {owner!r} vectors, not {model!r}")
         if self.active_collection(model) is None:
-            self._call("create_alias", collection, self.alias_name(model))
+            self.conn.call("create_alias", collection, self.alias_name(model))
         else:
-            self._call("alter_alias", collection, self.alias_name(model))
+            self.conn.call("alter_alias", collection, self.alias_name(model))
 
     def _index_params(self) -> tuple[str, dict[str, Any]]:
-        index = self.config.index_type
+        index = self.conn.config.index_type
         if index == "auto":
             index = "HNSW"
         if index == "HNSW":
-            return index, {"M": self.config.hnsw_m, "efConstruction": self.config.hnsw_ef_construction}
+            return index, {"M": self.conn.config.hnsw_m, "efConstruction": self.conn.config.hnsw_ef_construction}
         if index == "IVF_FLAT":
             return index, {"nlist": 1024}
         return index, {}
@@ -78,11 +83,11 @@ class Versions(Connection):
     def ensure_collection(self, info: ModelInfo) -> str:
         """Create the model version's collection if needed (and the model's alias, if it has none); refuse a dimension clash."""
         name = self.collection_name(info)
-        if self._call("has_collection", name):
+        if self.conn.call("has_collection", name):
             stored = self.dimension(name)
             if stored != info.dim:
                 raise DimensionMismatch(name, stored, info.dim)
-            self._load(name)
+            self.conn.load(name)
             self._ensure_alias(info.name, name)
             return name
         index_type, params = self._index_params()
@@ -115,9 +120,9 @@ class Versions(Connection):
         for field, dtype, kwargs, field_doc in FIELDS:
             schema.add_field(field, getattr(DataType, dtype), description=field_doc, **kwargs)
         schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=dim, description=vector_doc)
-        index_params = self.client.prepare_index_params()
+        index_params = self.conn.client.prepare_index_params()
         index_params.add_index(field_name=VECTOR, index_type=index[0], metric_type=METRIC, params=index[1])
-        self._call(
+        self.conn.call(
             "create_collection",
             name,
             schema=schema,
@@ -125,13 +130,13 @@ class Versions(Connection):
             consistency_level="Strong",
             properties=properties,
         )
-        self._load(name)
+        self.conn.load(name)
 
     def _ensure_alias(self, model: str, collection: str) -> None:
         """The first version of a model becomes its active one; later versions wait for `imsim models activate`."""
         if self.active_collection(model) is None:
             try:
-                self._call("create_alias", collection, self.alias_name(model))
+                self.conn.call("create_alias", collection, self.alias_name(model))
             except StoreError:
                 if self.active_collection(model) is None:  # not a race with another process: a real failure
                     raise
@@ -153,7 +158,7 @@ class Versions(Connection):
         return None
 
     def describe(self, name: str) -> dict[str, Any]:
-        return dict(self._call("describe_collection", name))
+        return dict(self.conn.call("describe_collection", name))
 
     def properties(self, name: str) -> dict[str, str]:
         props = self.describe(name).get("properties", {}) or {}
@@ -172,24 +177,24 @@ class Versions(Connection):
         raise StoreError(f"collection {name!r} has no {VECTOR!r} field; it was not created by imsim")
 
     def collections(self) -> list[str]:
-        prefix = self.config.collection_prefix + "_"
-        return sorted(c for c in self._call("list_collections") if c.startswith(prefix))
+        prefix = self.conn.config.collection_prefix + "_"
+        return sorted(c for c in self.conn.call("list_collections") if c.startswith(prefix))
 
     def drop(self, name: str) -> None:
         """Drop one of imsim's collections (its alias, if it has one, first)."""
-        if not name.startswith(self.config.collection_prefix + "_"):
+        if not name.startswith(self.conn.config.collection_prefix + "_"):
             raise StoreError(f"refusing to drop {name!r}: not one of this prefix's collections")
         model = self.properties(name).get("model", "") if name in self.collections() else ""
         if model and self.active_collection(model) == name:
-            self._call("drop_alias", self.alias_name(model))
-        self._call("drop_collection", name)
-        self._loaded.discard(name)
+            self.conn.call("drop_alias", self.alias_name(model))
+        self.conn.call("drop_collection", name)
+        self.conn.loaded.discard(name)
 
     def describe_index_type(self, name: str) -> str:
         if name not in self._index_types:
-            self._index_types[name] = str(self._call("describe_index", name, VECTOR).get("index_type", ""))
+            self._index_types[name] = str(self.conn.call("describe_index", name, VECTOR).get("index_type", ""))
         return self._index_types[name]
 
     def index_state(self, name: str) -> dict[str, Any]:
         """The vector index's build state (``indexed_rows``, ``pending_index_rows``, ``total_rows`` on a server)."""
-        return dict(self._call("describe_index", name, VECTOR))
+        return dict(self.conn.call("describe_index", name, VECTOR))

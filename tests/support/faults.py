@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from imsim.jobs import JobStore
+from imsim.jobs.records import JobStore
 from imsim.store import VectorStore
 
 RECEIVED = re.compile(r"Task imsim\.embed_chunk\[[0-9a-f-]+\] received")
@@ -42,9 +42,9 @@ def busy(worker) -> bool:
 def rows_per_image(store: VectorStore) -> dict[str, dict[str, int]]:
     """For each collection: path -> number of rows holding it (read back with a query iterator)."""
     out: dict[str, dict[str, int]] = {}
-    for name in store.collections():
+    for name in store.versions.collections():
         counts: dict[str, int] = {}
-        for batch in store.iter_rows(name, output_fields=["path"]):
+        for batch in store.rows.iter_rows(name, output_fields=["path"]):
             for row in batch:
                 counts[row["path"]] = counts.get(row["path"], 0) + 1
         out[name] = counts
@@ -58,4 +58,4 @@ def assert_exactly_once(store: VectorStore, files: list[str]) -> None:
         duplicates = {p: n for p, n in counts.items() if n > 1}
         assert not duplicates, f"{name}: duplicate rows {list(duplicates.items())[:5]}"
         assert set(counts) == set(files), f"{name}: {len(set(files) - set(counts))} images missing"
-        assert store.count(name) == len(files)
+        assert store.rows.count(name) == len(files)

@@ -1,6 +1,6 @@
 """What imsim knows of one file or object before decoding it: its facts, its stat as opened, its bytes as read.
 
-Plain records shared by the readers (:mod:`imsim.images` for files, :mod:`imsim.s3` for objects), the skip rule
+Plain records shared by the readers (:mod:`imsim.images` for files, :mod:`imsim.sources.s3` for objects), the skip rule
 and the store's rows; nothing here opens or reads anything.
 """
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import (
+from ..errors import (
     ImageDecodeError,
     ImageNotFound,
     ImageTooLarge,
@@ -36,9 +36,9 @@ from .errors import (
     PathNotAllowed,
     SourceUnavailable,
 )
+from ..settings import redact
 from .files import FileBytes, FileStat
 from .names import check_path, compile_glob, is_glob, is_image_name, is_uri
-from .settings import redact
 
 SCHEME = "s3://"
 PAGE = 1000  # keys per LIST request (S3's maximum)

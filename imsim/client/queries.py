@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .embedding import EmbeddingStep
-from .errors import ImageDecodeError, ImageError, ImageNotFound, ImageTooLarge
-from .files import FileBytes
-from .images import to_rgb_array
-from .models.base import embed_arrays
-from .names import URL, is_uri
-from .reading import read_file
-from .timing import StageTimes
+from ..embedding import EmbeddingStep
+from ..errors import ImageDecodeError, ImageError, ImageNotFound, ImageTooLarge
+from ..images import to_rgb_array
+from ..models.base import embed_arrays
+from ..sources.files import FileBytes
+from ..sources.names import URL, is_uri
+from ..sources.reading import read_file
+from ..timing import StageTimes
 
 
 def embed_queries(step: EmbeddingStep, queries: Sequence[Any], times: StageTimes | None = None) -> dict[str, np.ndarray]:

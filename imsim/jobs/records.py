@@ -4,7 +4,7 @@ A job is the unit a user queues (``imsim ingest``); its chunks are the units wor
 key (``"3"``, and ``"3.0"``/``"3.1"`` once a chunk that kept killing its worker is split). Every update is
 one atomic Lua script: a chunk's result is counted the first time it is recorded and ignored after that,
 so a redelivered chunk never counts twice. Attempts are counted too: an attempt that started and never
-ended (its worker died) is what :mod:`imsim.queue` uses to stop redelivering a poison chunk.
+ended (its worker died) is what :mod:`imsim.jobs.queue` uses to stop redelivering a poison chunk.
 
 Costs are bounded per job, whatever its size:
 
@@ -20,7 +20,7 @@ Costs are bounded per job, whatever its size:
 - a job that is queued while its chunks are still being sent (a streamed enqueue) cannot finish before the
   last chunk is sent: ``queuing`` holds it open.
 
-Every string written here is made encodable first (:func:`~imsim.names.printable`), except a failed path,
+Every string written here is made encodable first (:func:`~imsim.sources.names.printable`), except a failed path,
 which is kept byte-exact (base64 when it is not UTF-8) so that ``imsim retry`` re-queues the very file.
 """
 
@@ -32,13 +32,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import job_scripts
-from .errors import JobNotFound, QueueError
+from ..errors import JobNotFound, QueueError
+from ..sources.names import printable
+from . import scripts as job_scripts
 from .fleet import FleetRecords
-from .job_reads import JOBS_EXPIRY, JOBS_INDEX, JobReads, encode_path
-from .job_scripts import job_key
-from .job_status import SUMMARY_BYTES, path_list_json, summary
-from .names import printable
+from .reads import JOBS_EXPIRY, JOBS_INDEX, JobReads, encode_path
+from .scripts import job_key
+from .status import SUMMARY_BYTES, path_list_json, summary
 
 DEFAULT_RETENTION = 7 * 24 * 3600
 OPEN = 1 << 62  # the chunk count of a job whose chunks are still being sent: never reached
@@ -52,8 +52,8 @@ def new_job_id() -> str:
 
 class JobStore(JobReads, FleetRecords):
     """Job bookkeeping on a Redis connection. ``retention``: seconds a finished job's record is kept. Reading a job
-    (status, failures, the recent jobs) is :class:`~imsim.job_reads.JobReads`; the fleet's records
-    :class:`~imsim.fleet.FleetRecords`."""
+    (status, failures, the recent jobs) is :class:`~imsim.jobs.reads.JobReads`; the fleet's records
+    :class:`~imsim.jobs.fleet.FleetRecords`."""
 
     def __init__(self, redis_url: str, retention: int = DEFAULT_RETENTION):
         import redis

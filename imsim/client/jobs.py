@@ -1,5 +1,5 @@
 """The client's jobs: queue an ingest for the workers, follow it, page through its failures, retry, cancel. Each a
-thin call into :mod:`imsim.queue` and the job records. :class:`imsim.client.Client` is built on it."""
+thin call into :mod:`imsim.jobs.queue` and the job records. :class:`imsim.client.local.Client` is built on it."""
 
 from __future__ import annotations
 
@@ -7,28 +7,28 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from .errors import ImsimError, QueueError
-from .settings import Settings
+from ..errors import ImsimError, QueueError
+from ..settings import Settings
 
 if TYPE_CHECKING:
-    from .job_status import JobStatus
+    from ..jobs.status import JobStatus
 
 
 class JobsSide:
-    """Queued jobs for :class:`~imsim.client.Client` (see the module doc)."""
+    """Queued jobs for :class:`~imsim.client.local.Client` (see the module doc)."""
 
     settings: Settings
 
-    # --- jobs and upkeep (thin: the work happens in workers, imsim.queue and imsim.maintenance) ---
+    # --- jobs and upkeep (thin: the work happens in workers, imsim.jobs.queue and imsim.maintenance) ---
     def ingest(
         self, paths: Sequence[str], *, force: bool = False, checksum: bool = False, tags: dict[str, str] | None = None
     ) -> str:
         """Queue files, folders or globs for the workers (streamed into chunks as they are found); returns the job id
         (see :meth:`job`, :meth:`wait`). ``tags`` ({"key": "value"}) are merged into every image's tags and usable in
         ``Where(tags=...)``; images stored unchanged are re-tagged without being re-embedded."""
-        from .paths import Discovery, iter_files
-        from .queue import enqueue
-        from .util import peeked
+        from ..jobs.queue import enqueue
+        from ..sources.paths import Discovery, iter_files
+        from ..util import peeked
 
         found = Discovery()
         files = peeked(iter_files(paths, found))
@@ -38,15 +38,15 @@ class JobsSide:
         return enqueue(files, self.settings, inputs=inputs, force=force, checksum=checksum, tags=tags, found=found)
 
     def job(self, job_id: str, failures: int = 0) -> JobStatus:
-        """A job's :class:`~imsim.jobs.JobStatus`: counts and times (O(1) whatever the job's size), with its first
+        """A job's :class:`~imsim.jobs.records.JobStatus`: counts and times (O(1) whatever the job's size), with its first
         ``failures`` failures; :meth:`failures` pages through all of them."""
-        from .queue import job_store
+        from ..jobs.queue import job_store
 
         return job_store(self.settings).get(job_id, failures=failures)
 
     def failures(self, job_id: str) -> Iterator[tuple[str, str]]:
         """Every (path, reason) that failed in the job, streamed page by page."""
-        from .queue import job_store
+        from ..jobs.queue import job_store
 
         return job_store(self.settings).iter_failures(job_id)
 
@@ -67,12 +67,12 @@ class JobsSide:
     def retry(self, job_id: str) -> str | None:
         """Queue the files that failed in ``job_id`` as a new job and return its id; None when nothing failed.
         A :class:`~imsim.errors.JobRunning` error while the job still runs (:meth:`wait` first)."""
-        from .queue import retry
+        from ..jobs.queue import retry
 
         return retry(job_id, self.settings)
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a job: its queued chunks are dropped, running ones finish; returns its status."""
-        from .queue import cancel
+        from ..jobs.queue import cancel
 
         return cancel(job_id, self.settings)

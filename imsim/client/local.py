@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import fusion as fusion_maths
-from . import models as registry
-from .client_jobs import JobsSide
-from .client_models import ModelsSide
-from .errors import ImsimError, ModelError, StoreError
-from .expr import Where, both
-from .fusion import SearchHit
-from .store import StoredHit
+from .. import fusion as fusion_maths
+from .. import models as registry
+from ..errors import ImsimError, ModelError, StoreError
+from ..expr import Where, both
+from ..fusion import SearchHit
+from ..store import StoredHit
+from .jobs import JobsSide
+from .models import ModelsSide
 
 if TYPE_CHECKING:
     pass
@@ -94,7 +94,7 @@ class Client(ModelsSide, JobsSide):
         collection = self.collection(name)
         expression = self._expression(collection, where, filter)
         rank = 0
-        for hit in self.store.search_iter(
+        for hit in self.store.searching.search_iter(
             collection, queries[name][0], filter=expression, batch=batch, consistency=self.settings.search_consistency
         ):
             path = str(hit.fields.get("path", ""))
@@ -119,16 +119,16 @@ class Client(ModelsSide, JobsSide):
         return self.search_batch(self.embed_many(images, models), k=k, fusion=fusion, where=where, filter=filter)
 
     def _expression(self, collection: str, where: Where | None, filter: str) -> str:
-        checked = self.store.check_filter(collection, filter) if filter.strip() else ""
-        return both(where.expression(self.store.like_dialect) if where else "", checked)
+        checked = self.store.searching.check_filter(collection, filter) if filter.strip() else ""
+        return both(where.expression(self.store.connection.like_dialect) if where else "", checked)
 
     def _top(self, collection: str, vectors: np.ndarray, k: int, expression: str, where: Where | None) -> list[list[StoredHit]]:
         """Top k per query vector among rows passing ``where``'s exact path checks: deepens the search while the
         LIKE pre-filter's extra rows crowd out real matches, up to the server's top-k cap."""
         level = self.settings.search_consistency
-        fetch, cap = k, self.store.search_cap
+        fetch, cap = k, self.store.connection.search_cap
         while True:
-            hits = self.store.search(collection, vectors, fetch, filter=expression, consistency=level)
+            hits = self.store.searching.search(collection, vectors, fetch, filter=expression, consistency=level)
             if where is None or not where.needs_exact_check:
                 return hits
             kept = [[h for h in row if where.accepts(str(h.fields.get("path", "")))] for row in hits]
@@ -161,7 +161,9 @@ class Client(ModelsSide, JobsSide):
         # Each model's exact score for items only other models returned: one fetch per model for the whole batch.
         wanted = fusion_maths.missing(lists)
         level = self.settings.search_consistency
-        vectors = self._per_model(names, lambda n: self.store.get_vectors(collections[n], sorted(wanted[n]), level), collections)
+        vectors = self._per_model(
+            names, lambda n: self.store.rows.get_vectors(collections[n], sorted(wanted[n]), level), collections
+        )
         how = fusion_maths.Method(method, rrf_k=self.settings.rrf_k, weights=self.settings.weights, calibrated=calibrated)
         return [
             fusion_maths.assemble(per_model, {n: queries[n][q] for n in names}, vectors, how, k)
@@ -184,9 +186,9 @@ class Client(ModelsSide, JobsSide):
     def calibrated_fusion(self, names: Sequence[str]) -> tuple[dict[str, float], float]:
         """(weights, bias) of the calibrated fusion of these models' active versions, fitted by `imsim eval run` on a
         labelled benchmark and applied with `imsim eval apply`; a clear error when there is none."""
-        from . import calibration
+        from .. import calibration
 
-        versions = [(n, self.store.properties(self.collection(n)).get("version", "")) for n in names]
+        versions = [(n, self.store.versions.properties(self.collection(n)).get("version", "")) for n in names]
         key = calibration.fused_key("calibrated", versions)
         found = calibration.fusion_params(calibration.path(self.settings.data_dir), key)
         if found is None:
@@ -206,7 +208,7 @@ class Client(ModelsSide, JobsSide):
             futures = {n: self._pool.submit(call, n) for n in names}
             return {n: f.result() for n, f in futures.items()}
         except StoreError:
-            existing = set(self.store.collections())
+            existing = set(self.store.versions.collections())
             for n in names:
                 if collections[n] not in existing:
                     raise ImsimError(
@@ -215,12 +217,12 @@ class Client(ModelsSide, JobsSide):
             raise
 
     def collections(self) -> list[Any]:
-        return self.store.summaries()
+        return self.store.rows.summaries()
 
     def delete(self, selectors: str | Sequence[str]) -> dict[str, int]:
         """Delete rows by id, path, folder or glob (one, or a list) from every collection; returns rows removed
         per collection. A single string is one selector, never its characters (``"/"`` would select everything)."""
-        from . import maintenance
+        from .. import maintenance
 
         chosen = [selectors] if isinstance(selectors, str) else list(selectors)
         return maintenance.delete(self.store, [maintenance.resolve(self.store, s) for s in chosen])

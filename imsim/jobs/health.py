@@ -1,6 +1,6 @@
 """Redis as the CLI and `imsim doctor` see it: a Redis error as one line (never the URL, which may hold a password),
-and the health checks (it answers; its AOF persistence keeps queued chunks over a restart). With :mod:`imsim.jobs`,
-:mod:`imsim.queue` and the workers, the only code that imports redis."""
+and the health checks (it answers; its AOF persistence keeps queued chunks over a restart). With :mod:`imsim.jobs.records`,
+:mod:`imsim.jobs.queue` and the workers, the only code that imports redis."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """One chunk's life on a worker, apart from how chunks are delivered (Celery's task in ``workers/tasks.py`` is a
 shell around :meth:`ChunkRunner.run`).
 
-In order, for each delivery of a :class:`~imsim.queue.Chunk`:
+In order, for each delivery of a :class:`~imsim.jobs.queue.Chunk`:
 
 1. **cancelled** job: the chunk is counted as cancelled, unread;
 2. **refused**: a worker whose models or model settings differ from what the job was queued for
-   (:func:`~imsim.queue.fleet_identity`) puts the chunk back for another worker after a pause; once the chunk has
+   (:func:`~imsim.jobs.queue.fleet_identity`) puts the chunk back for another worker after a pause; once the chunk has
    waited ``IMSIM_FLEET_WAIT`` for a right worker (and none is alive), its files fail, saying why;
 3. **poison**: a chunk whose attempts killed their worker ``IMSIM_MAX_DELIVERIES`` times is split in two halves
    (queued first, then the split recorded: a crash in between leaves a duplicate, counted once, never a lost half),
@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .ingest import Ingestor
-from .jobs import JobStore
-from .names import printable
+from ..ingest import Ingestor
+from ..settings import Settings
+from ..sources.names import printable
+from .health import redis_problem
 from .queue import Chunk, fleet_identity, identity_digest
-from .redis_checks import redis_problem
-from .settings import Settings
+from .records import JobStore
 
 log = logging.getLogger(__name__)
 REFUSE_PAUSE = 2.0  # seconds a worker waits before putting back a chunk it must not embed

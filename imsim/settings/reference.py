@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from . import models as registry
-from .settings import PREFIX, SECTIONS
+from .. import models as registry
+from . import PREFIX, SECTIONS
 
 Row = tuple[str, str, str]  # variable, default, meaning
 

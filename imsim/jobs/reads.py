@@ -1,6 +1,6 @@
 """Reading job records: a job's status in O(1) whatever its size, its failures page by page (byte-exact paths),
-and the most recent jobs (the index trimmed as records expire). Part of :class:`imsim.jobs.JobStore`, which writes
-them; the key layout is :mod:`imsim.job_scripts`'s."""
+and the most recent jobs (the index trimmed as records expire). Part of :class:`imsim.jobs.records.JobStore`, which writes
+them; the key layout is :mod:`imsim.jobs.scripts`'s."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import JobNotFound
-from .job_scripts import job_key
-from .job_status import JobStatus, status_of
+from ..errors import JobNotFound
+from .scripts import job_key
+from .status import JobStatus, status_of
 
 JOBS_INDEX = "imsim:jobs"  # job id -> created_at
 JOBS_EXPIRY = "imsim:jobs:expiry"  # finished job id -> when its keys expire (to trim the index)
@@ -56,7 +56,7 @@ class JobReads:
 
     def failures(self, job_id: str, start: int = 0, count: int = 100) -> list[tuple[str, str]]:
         """(path, reason) of failures ``start`` .. ``start + count - 1``, in the order they were recorded; paths are
-        byte-exact (non-UTF-8 bytes as surrogates: print them with :func:`~imsim.names.printable`)."""
+        byte-exact (non-UTF-8 bytes as surrogates: print them with :func:`~imsim.sources.names.printable`)."""
         if count <= 0:
             return []
         key = job_key(job_id)

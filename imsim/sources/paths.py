@@ -2,7 +2,7 @@
 
 Owns discovery: folder walks that never follow directory symlinks and count every file they leave out by reason,
 globs expanded from their literal head, path lists read byte-exact as a stream, object listings (through
-:mod:`imsim.s3`); a million inputs are never one list. The rules for a single name are :mod:`imsim.names`'.
+:mod:`imsim.sources.s3`); a million inputs are never one list. The rules for a single name are :mod:`imsim.sources.names`'.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ImsimError
+from ..errors import ImsimError
 from .names import absolute, compile_glob, glob_base, is_glob, is_image_name, is_uri
 
 
@@ -123,8 +123,8 @@ def iter_files(
     on disk (a million listed paths cost what reading the list costs). What was left out is counted in ``found``;
     an input that yields nothing is appended to ``found.unmatched``. ``seen`` is shared by streams that must not
     repeat each other's paths; without it, one folder or glob given alone is walked without remembering what it
-    yielded (a walk never repeats a path). ``s3://`` inputs are listed page by page (:func:`imsim.s3.iter_objects`,
-    reached with ``settings``, default the process's) and yield :class:`imsim.s3.Listed` URIs."""
+    yielded (a walk never repeats a path). ``s3://`` inputs are listed page by page (:func:`imsim.sources.s3.iter_objects`,
+    reached with ``settings``, default the process's) and yield :class:`imsim.sources.s3.Listed` URIs."""
     if seen is None and isinstance(inputs, (list, tuple)) and len(inputs) == 1 and not literal:
         seen = _NeverSeen()
     seen = seen if seen is not None else Seen()
@@ -149,7 +149,7 @@ def _objects(uri: str, found: Discovery, settings: Any) -> Iterator[str]:
     from . import s3
 
     if settings is None:
-        from .settings import get_settings
+        from ..settings import get_settings
 
         settings = get_settings()
     return s3.iter_objects(uri, s3.S3Config.from_settings(settings), skip=found.skip)

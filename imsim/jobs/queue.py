@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import JobRunning, QueueError
-from .expr import check_tags
-from .job_status import SUMMARY_ITEMS, JobStatus
-from .jobs import DEFAULT_RETENTION, JobStore, new_job_id
-from .paths import Discovery, PathList
-from .settings import Settings
-from .util import batched
+from ..errors import JobRunning, QueueError
+from ..expr import check_tags
+from ..settings import Settings
+from ..sources.paths import Discovery, PathList
+from ..util import batched
+from .records import DEFAULT_RETENTION, JobStore, new_job_id
+from .status import SUMMARY_ITEMS, JobStatus
 
 EMBED_CHUNK = "imsim.embed_chunk"
 PRIORITY_SEP = "\x06\x16"  # kombu's redis transport keeps priority levels in lists named QUEUE + this + level
@@ -145,8 +145,8 @@ class Chunk:
 
     @classmethod
     def of(cls, job_id: str, key: str, paths: Sequence[str], **options: Any) -> Chunk:
-        """A chunk of ``paths``, keeping what a listing said of each :class:`imsim.s3.Listed` object."""
-        from .s3 import Listed
+        """A chunk of ``paths``, keeping what a listing said of each :class:`imsim.sources.s3.Listed` object."""
+        from ..sources.s3 import Listed
 
         listed = {str(p): list(p.facts) for p in paths if isinstance(p, Listed)}
         return cls(job_id, key, [str(p) for p in paths], listed=listed or None, **options)
@@ -155,7 +155,7 @@ class Chunk:
         """The paths to ingest, listed objects with their listing facts again (so none is asked for them twice)."""
         if not self.listed:
             return list(self.paths)
-        from .s3 import Listed
+        from ..sources.s3 import Listed
 
         facts = self.listed
         return [Listed(p, (int(facts[p][0]), float(facts[p][1]), str(facts[p][2]))) if p in facts else p for p in self.paths]

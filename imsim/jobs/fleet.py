@@ -1,7 +1,7 @@
 """Which workers serve a queue, and with what models: one heartbeat per worker in a sorted set (bounded by the
 fleet, dropped ``FLEET_TTL`` seconds after a worker's last beat), and, per chunk, how long it has waited for a worker
 that can embed it and why each refusing worker could not (:meth:`FleetRecords.refused_for`). Part of
-:class:`imsim.jobs.JobStore`."""
+:class:`imsim.jobs.records.JobStore`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 import time
 from typing import Any
 
-from .job_scripts import job_key
+from .scripts import job_key
 
 FLEET_KEY = "imsim:fleet:{queue}"  # sorted set: "identity|worker" -> last heartbeat (Unix seconds)
 FLEET_TTL = 60  # seconds a worker counts as on the queue after its last heartbeat (it beats every FLEET_TTL / 4)
@@ -45,7 +45,7 @@ class FleetRecords:
 
     # --- which workers serve a queue, and with what -----------------------------------------------
     def fleet_beat(self, queue: str, identity: str, worker: str) -> None:
-        """``worker`` on ``queue`` embeds with ``identity`` (:func:`imsim.queue.identity_digest`), as of now: one
+        """``worker`` on ``queue`` embeds with ``identity`` (:func:`imsim.jobs.queue.identity_digest`), as of now: one
         sorted-set member per worker, dropped ``FLEET_TTL`` seconds after its last beat (bounded by the fleet)."""
         key, now = FLEET_KEY.format(queue=queue), time.time()
         with self.redis.pipeline(transaction=False) as pipe:

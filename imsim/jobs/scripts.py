@@ -1,6 +1,6 @@
 """The Lua scripts that update a job record in Redis, each in one atomic step: a chunk counted once (and the job
 finished with its last chunk), the enqueue sealed, a chunk split, an attempt begun, a field changed only while the
-job is open. Their keys and arguments are documented at the top of each; :class:`imsim.jobs.JobStore` runs them.
+job is open. Their keys and arguments are documented at the top of each; :class:`imsim.jobs.records.JobStore` runs them.
 A job's keys all start with :func:`job_key`."""
 
 # The finishing step shared by every script that can end a job: per-chunk bookkeeping deleted, the rest expiring.

@@ -1,6 +1,6 @@
 """The client's models and versions: which collection each model's queries use (its alias, re-read every
 ``ALIAS_TTL`` seconds), the model that embeds them (loaded once from the config stored on that collection), and query
-images embedded exactly as ingest embeds files. :class:`imsim.client.Client` is built on it."""
+images embedded exactly as ingest embeds files. :class:`imsim.client.local.Client` is built on it."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from . import models as registry
-from .embedding import EmbeddingStep
-from .errors import ModelError, NotFound
-from .models import Embedder
-from .models.whitened import WhitenedEmbedder
-from .query_images import embed_queries
-from .settings import Settings, get_settings
-from .store import VectorStore, cosine, derived, open_store
-from .timing import StageTimes
+from .. import models as registry
+from ..embedding import EmbeddingStep
+from ..errors import ModelError, NotFound
+from ..models import Embedder
+from ..models.whitened import WhitenedEmbedder
+from ..settings import Settings, get_settings
+from ..store import VectorStore, cosine, derived, open_store
+from ..timing import StageTimes
+from .queries import embed_queries
 
 if TYPE_CHECKING:
     pass
@@ -31,7 +31,7 @@ ALIAS_TTL = 10.0  # seconds a resolved alias is trusted before it is read again
 
 
 class ModelsSide:
-    """Models, versions and embedding for :class:`~imsim.client.Client` (see the module doc)."""
+    """Models, versions and embedding for :class:`~imsim.client.local.Client` (see the module doc)."""
 
     def __init__(
         self,
@@ -80,16 +80,16 @@ class ModelsSide:
         cached = self._aliases.get(name)
         if cached and time.monotonic() - cached[1] < ALIAS_TTL:
             return cached[0]
-        active = self.store.active_collection(name)
+        active = self.store.versions.active_collection(name)
         self._aliases[name] = (active, time.monotonic())
         return active
 
     def collection(self, name: str) -> str:
         """The collection queries for model ``name`` use: its active version (alias), else the configured version's."""
         if name in self._pinned:
-            return self.store.collection_name(self._pinned[name].info)
+            return self.store.versions.collection_name(self._pinned[name].info)
         active = self._active(name)
-        return active if active is not None else self.store.collection_name(self.model(name).info)
+        return active if active is not None else self.store.versions.collection_name(self.model(name).info)
 
     def model(self, name: str) -> Embedder:
         """The model that embeds queries for ``name``: the one its active collection was written with, loaded once
@@ -98,7 +98,7 @@ class ModelsSide:
             return self._pinned[name]
         active = self._active(name)
         cached = self._models.get(name)
-        if cached is not None and (active is None or self.store.collection_name(cached.info) == active):
+        if cached is not None and (active is None or self.store.versions.collection_name(cached.info) == active):
             return cached
         if active is None:
             model = registry.load_model(name, self.settings)
@@ -112,11 +112,11 @@ class ModelsSide:
         version, then followed by the version's whitening), checked to compute exactly that version."""
         base = derived.base_of(self.store, collection)
         source = base or collection
-        config = self.store.model_config(source, registry.config_class(name)) or self.settings.family(name)
+        config = self.store.versions.model_config(source, registry.config_class(name)) or self.settings.family(name)
         model = registry.load(name, config, self.settings.runtime)
-        if base is not None and self.store.collection_name(model.info) == base:
+        if base is not None and self.store.versions.collection_name(model.info) == base:
             model = WhitenedEmbedder(model, derived.transform(self.store, collection))
-        if self.store.collection_name(model.info) != collection:
+        if self.store.versions.collection_name(model.info) != collection:
             raise ModelError(
                 f"the active version of {name!r} is {collection!r}, but its model now loads as {model.info.source} "
                 f"revision {model.info.revision} (version {model.info.version_tag}): restore that model, "
@@ -127,7 +127,7 @@ class ModelsSide:
     def random_weights(self, models: Sequence[str] | str | None = None) -> list[str]:
         """The models (of ``models``, default the configured ones) whose loaded weights are random (a demo or test
         model built where the hub was unreachable): their similarities mean nothing, and every output says so."""
-        from .models.base import random_weights
+        from ..models.base import random_weights
 
         return [n for n in self.names(models) if random_weights(self.model(n).info.source)]
 
@@ -161,13 +161,13 @@ class ModelsSide:
 
     def stored_vectors(self, like: str, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """The stored vectors of one image, by row id or path, per model that has it (no re-embedding)."""
-        from .maintenance import ROW_ID
-        from .names import path_id
+        from ..maintenance import ROW_ID
+        from ..sources.names import path_id
 
         row = like if ROW_ID.match(like) else path_id(like)
         found = {}
         for n in self.names(models):
-            vec = self.store.get_vectors(self.collection(n), [row], self.settings.search_consistency).get(row)
+            vec = self.store.rows.get_vectors(self.collection(n), [row], self.settings.search_consistency).get(row)
             if vec is not None:
                 found[n] = vec[None]
         if not found:

@@ -1,7 +1,7 @@
 """Reading one image file safely, before any pixel is decoded: the limits a worker refuses to read past, the
 allowed-roots check made on the file actually opened (through its descriptor: no symlink-swap race), its stat
 (size, mtime, inode) known before a byte is read, then its bytes read once and hashed. ``s3://`` paths are opened
-through :mod:`imsim.s3` with the same limits."""
+through :mod:`imsim.sources.s3` with the same limits."""
 
 from __future__ import annotations
 
@@ -12,19 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    ImageError,
-    ImageNotFound,
-    ImageTooLarge,
-    ImageUnreadable,
-    PathNotAllowed,
-)
+from ..errors import ImageError, ImageNotFound, ImageTooLarge, ImageUnreadable, PathNotAllowed
 from .files import FileBytes, FileStat
 from .names import check_path, is_uri
 from .s3 import OpenedObject, S3Config
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 DEFAULT_MAX_PIXELS = 178_956_970
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -40,7 +34,7 @@ class Limits:
     max_aspect_ratio: float = 32.0
     allowed_roots: tuple[str, ...] = ()  # real paths and s3:// prefixes; empty = any path
     decode_bytes: int = 2048 * 2**20  # decoded pixels one process holds at once (DecodeBudget)
-    s3: Any = None  # how s3:// paths are reached (imsim.s3.S3Config); None: from the process's settings
+    s3: Any = None  # how s3:// paths are reached (imsim.sources.s3.S3Config); None: from the process's settings
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -140,9 +134,9 @@ def open_file(path: str | os.PathLike[str], limits: Limits = DEFAULT_LIMITS) -> 
     symlink swapped between a check and the open can never make imsim read a file outside the roots. A hard link
     inside a root is a file inside the root (see docs/operations.md, Security). Any ``OSError`` becomes this
     file's error: a name check racing a rename fails the file, never its chunk."""
-    if is_uri(path):  # an object in a store: its listing facts, then one conditional GET (imsim.s3)
+    if is_uri(path):  # an object in a store: its listing facts, then one conditional GET (imsim.sources.s3)
+        from ..settings import get_settings
         from .s3 import open_object
-        from .settings import get_settings
 
         return open_object(os.fspath(path), limits, limits.s3 or S3Config.from_settings(get_settings()))
     path = os.path.abspath(os.fspath(path))

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageFile
 
-from .errors import BadPath, ImsimError
+from ..errors import BadPath, ImsimError
 
 GLOB_CHARS = frozenset("*?[")
 MAX_PATH_BYTES = 4096  # the store's path field holds this many bytes of UTF-8
