@@ -195,7 +195,7 @@ reason = "chunk failed after 20 retries: StoreUnavailable: Milvus at http://milv
 for n, start in enumerate(range(0, files, chunk)):
     paths = {f"FOLDER/d{i // 1000:05d}/img{i:07d}.jpg": reason for i in range(start, min(files, start + chunk))}
     jobs.record_chunk(job, str(n), 0, 0, paths)
-print(json.dumps(jobs.get(job).state))
+print(json.dumps(jobs.reads.get(job).state))
 """
 
 

@@ -120,7 +120,7 @@ def resolve_threshold(
     if given is not None:
         return Threshold(given, "given")
     names = client.settings.model_names if model == "fused" else [model]
-    versions = {n: client.store.versions.properties(client.collection(n)).get("version", "") for n in names}
+    versions = {n: client.store.versions.properties(client.models.collection(n)).get("version", "") for n in names}
     key = (
         calibration.fused_key("weighted", list(versions.items()), client.settings.weights or None)
         if model == "fused"
@@ -187,15 +187,15 @@ def link(
         raise ImsimError("--model fused needs at least two models in IMSIM_MODELS")
     existing = set(client.store.versions.collections())
     for name in names:
-        if client.collection(name) not in existing:
+        if client.models.collection(name) not in existing:
             raise ImsimError(
-                f"nothing ingested yet for model {name!r} (no collection {client.collection(name)!r}): "
+                f"nothing ingested yet for model {name!r} (no collection {client.models.collection(name)!r}): "
                 "ingest images first (`imsim ingest ...`)"
             )
     chosen = resolve_threshold(client, model, threshold, precision, calibration_file)
     paths, edges = neighbour_edges(
         client.store,
-        {name: client.collection(name) for name in names},
+        {name: client.models.collection(name) for name in names},
         chosen.value,
         fused=model == "fused",
         weights=client.settings.weights or None,

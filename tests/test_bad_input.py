@@ -145,9 +145,9 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     assert len(good) == 24
 
     client = Client(settings, embedders=models)
-    job_id = client.ingest(files)
+    job_id = client.jobs.ingest(files)
     status = wait_finished(JobStore(redis_url), job_id)
-    status.failures = {printable(p): reason for p, reason in JobStore(redis_url).failures(job_id, 0, 1000)}
+    status.failures = {printable(p): reason for p, reason in JobStore(redis_url).reads.failures(job_id, 0, 1000)}
     assert worker.proc.poll() is None, "the worker died"
 
     expected_failures = {
@@ -160,7 +160,7 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     assert "\\x00" in printable(paths["NUL byte in a listed path"])  # named so it always prints
     stored = [paths[c] for c, (_, want) in CASES.items() if want == "stored"]
     assert status.done == len(good) + len(stored) and status.total == len(files)
-    assert {printable(p): r for p, r in client.job(job_id, failures=1000).as_dict()["failures"].items()} == status.failures
+    assert {printable(p): r for p, r in client.jobs.job(job_id, failures=1000).as_dict()["failures"].items()} == status.failures
 
     store = VectorStore(settings)
     clip = store.versions.collection_name(models["clip"].info)
@@ -172,19 +172,19 @@ def test_every_bad_input_fails_alone_with_a_reason_and_retry_requeues_only_failu
     # The animated GIF is embedded from its first frame, exactly as a query of that frame is.
     first = Image.open(paths["animated GIF"]).convert("RGB")
     stored_vec = store.rows.get_vectors(clip, [path_id(paths["animated GIF"])])[path_id(paths["animated GIF"])]
-    assert float(np.dot(stored_vec, client.embed(first, ["clip"])["clip"])) > 0.999
+    assert float(np.dot(stored_vec, client.models.embed(first, ["clip"])["clip"])) > 0.999
 
     # Fix one file, then retry: only the failures are queued, as a new job linked to the old one.
     shutil.copy(PHOTO, paths["truncated JPEG"])
-    retry_id = client.retry(job_id)
+    retry_id = client.jobs.retry(job_id)
     assert retry_id
     again = wait_finished(JobStore(redis_url), retry_id)
     assert again.total == len(expected_failures) and again.done == 1 and again.failed == len(expected_failures) - 1
-    assert again.retry_of == job_id and client.job(job_id).retried_by == retry_id
-    assert paths["truncated JPEG"] not in dict(client.failures(retry_id))
+    assert again.retry_of == job_id and client.jobs.job(job_id).retried_by == retry_id
+    assert paths["truncated JPEG"] not in dict(client.jobs.failures(retry_id))
     # every failure was re-queued by its raw bytes (the non-UTF-8 and NUL names included), not by its printable name
     # (which would fail again as "no such file"): each fails again for its own reason
-    retried = {printable(p): reason for p, reason in client.failures(retry_id)}
+    retried = {printable(p): reason for p, reason in client.jobs.failures(retry_id)}
     assert set(retried) == set(expected_failures) - {printable(paths["truncated JPEG"])}
     assert all(expected_failures[p] in reason for p, reason in retried.items()), retried
     assert (

@@ -1,6 +1,7 @@
-"""A chunk's life on a worker (imsim.jobs.runner), without Celery: a real Redis for the job records, models that cost
-nothing and an in-memory sink, so each branch (stored, sealed, cancelled, refused then failed, split, poison file,
-duplicate delivery) is checked in milliseconds, on the job record a user reads."""
+"""A chunk's life on a worker (imsim.jobs.runner), without Celery or Redis: job records kept in memory with the promises
+the runner relies on (tests/support/records.py; the Redis store keeps them with Lua scripts, tests/test_jobs.py), models
+that cost nothing and an in-memory sink, so each branch (stored, sealed, cancelled, refused then failed, split, poison
+file, duplicate delivery) is checked in the unit tier, on the job status a user reads."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 from imsim.bench import NullStore, null_models
 from imsim.ingest import Ingestor
 from imsim.jobs.queue import Chunk, fleet_identity
-from imsim.jobs.records import JobStore, new_job_id
+from imsim.jobs.records import new_job_id
 from imsim.jobs.runner import ChunkRunner
 from imsim.sources.s3 import Listed
 
+from .support.records import MemoryJobRecords
 from .support.servers import SAMPLES
 
 
@@ -26,11 +28,11 @@ class CountingSink(NullStore):
 
 
 @pytest.fixture
-def parts(settings, redis_url):
-    settings = settings.replace(redis_url=redis_url, max_deliveries=2, fleet_wait=0.0)
+def parts(settings):
+    settings = settings.replace(max_deliveries=2, fleet_wait=0.0)
     sink = CountingSink()
     ingestor = Ingestor(settings, embedders=null_models(), store=sink)
-    jobs = JobStore(redis_url)
+    jobs = MemoryJobRecords()
     sent: list[Chunk] = []
     pauses: list[float] = []
     runner = ChunkRunner(settings, jobs, lambda: ingestor, sent.append, "worker-a", pause=pauses.append)
@@ -42,9 +44,9 @@ def photos(n: int) -> list[str]:
     return sorted(str(p) for p in (SAMPLES / "photos").glob("*.jpg"))[:n]
 
 
-def new_job(jobs: JobStore, files: list[str], chunks: int = 1) -> str:
+def new_job(jobs: MemoryJobRecords, files: list[str], chunks: int = 1) -> str:
     job_id = new_job_id()
-    jobs.create(job_id, total=len(files), chunks=chunks, inputs=["test"], models=["clip", "dinov2"])
+    jobs.create(job_id, total=len(files), chunks=chunks)
     return job_id
 
 
@@ -58,7 +60,7 @@ def test_a_chunk_is_stored_counted_once_and_the_last_one_seals(parts, tmp_path):
     assert runner.run(first).kind == "dropped"  # a redelivery of a counted chunk
     last = runner.run(Chunk(job_id, "1", files[3:], models=fleet_identity(settings)))
     assert last.kind == "stored" and sink.flushes == 2  # the job's last chunk seals both collections
-    status = jobs.get(job_id, failures=10)
+    status = jobs.status(job_id)
     assert (status.done, status.failed, status.chunks_done, status.running) == (4, 1, 2, {})
     assert "no such file" in status.failures[files[4]]
     assert {len(rows) for rows in sink.kept.values()} == {4}
@@ -71,7 +73,7 @@ def test_a_cancelled_job_is_counted_unread(parts):
     jobs.mark_cancelled(job_id)
     outcome = runner.run(Chunk(job_id, "0", files))
     assert outcome.kind == "cancelled" and outcome.counts == {"cancelled": 3}
-    assert jobs.get(job_id).cancelled == 3 and not any(sink.kept.values())
+    assert jobs.status(job_id).cancelled == 3 and not any(sink.kept.values())
 
 
 def test_a_worker_with_other_models_refuses_then_the_files_fail_saying_why(parts):
@@ -82,11 +84,11 @@ def test_a_worker_with_other_models_refuses_then_the_files_fail_saying_why(parts
     runner.settings = settings.replace(fleet_wait=3600.0)
     refused = runner.run(Chunk(job_id, "0", files, models=queued_for))
     assert refused.kind == "refused" and "settings for dinov2 differ" in refused.reason and pauses == [runner.refuse_pause]
-    assert jobs.get(job_id).chunks_done == 0  # handed back, not counted
+    assert jobs.status(job_id).chunks_done == 0  # handed back, not counted
     runner.settings = settings  # IMSIM_FLEET_WAIT=0: no right worker came
     failed = runner.run(Chunk(job_id, "0", files, models=queued_for))
     assert failed.kind == "failed"
-    status = jobs.get(job_id, failures=5)
+    status = jobs.status(job_id)
     assert status.failed == 2 and all("no worker on queue" in r and "IMSIM_FLEET_WAIT" in r for r in status.failures.values())
     assert not any(sink.kept.values())
 
@@ -103,14 +105,14 @@ def test_a_chunk_that_killed_its_worker_is_split_keeping_listed_facts_and_a_pois
     assert outcome.kind == "split" and outcome.counts == {"split": ["0.0", "0.1"]}
     assert [(c.key, c.paths) for c in sent] == [("0.0", files[:2]), ("0.1", [files[2], str(uri)])]
     assert sent[1].listed == {str(uri): [10, 1.0, "etag:abc"]} and sent[0].listed is None
-    assert jobs.get(job_id).splits == 1
+    assert jobs.status(job_id).splits == 1
 
     poison = Chunk(job_id, "0.0.0", [files[0]], models=fleet_identity(settings))
     for _ in range(settings.max_deliveries):
         jobs.begin_attempt(job_id, "0.0.0", {"worker": "gone"})
     failed = runner.run(poison)
     assert failed.kind == "failed" and "worker died 2 times" in failed.reason
-    assert "IMSIM_MAX_DELIVERIES=2" in jobs.get(job_id, failures=5).failures[files[0]]
+    assert "IMSIM_MAX_DELIVERIES=2" in jobs.status(job_id).failures[files[0]]
 
 
 def test_a_job_written_by_another_model_version_is_refused(parts):
@@ -121,4 +123,4 @@ def test_a_job_written_by_another_model_version_is_refused(parts):
     runner.settings = settings.replace(fleet_wait=3600.0)
     outcome = runner.run(Chunk(job_id, "0", files, models=fleet_identity(settings)))
     assert outcome.kind == "refused" and "another model revision or weights" in outcome.reason
-    assert jobs.get(job_id).running == {} and not any(sink.kept.values())  # the attempt ended
+    assert jobs.status(job_id).running == {} and not any(sink.kept.values())  # the attempt ended

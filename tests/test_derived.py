@@ -63,15 +63,15 @@ def test_queries_on_an_active_whitened_version_rank_as_the_whitened_vectors_do(s
     report = derived.whiten(store, base, settings.data_dir, dim=8)
     store.versions.activate("dinov2", report.collection)
     with Client(settings, store=store) as client:  # follows the alias: the base model, then the stored transform
-        assert client.collection("dinov2") == report.collection
-        model = client.model("dinov2")
+        assert client.models.collection("dinov2") == report.collection
+        model = client.models.model("dinov2")
         assert model.info.dim == 8 and store.versions.collection_name(model.info) == report.collection
         query = files[2]
         hits = client.search(query, k=5, models="dinov2", fusion="none")
-        raw = client.embed(query, "dinov2")["dinov2"]
+        raw = client.models.embed(query, "dinov2")["dinov2"]
     assert hits[0].path == query and hits[0].score == pytest.approx(1.0, abs=1e-4)
     with Client(settings, embedders={"dinov2": models["dinov2"]}, store=store) as plain:
-        unwhitened = plain.embed(query, "dinov2")["dinov2"]
+        unwhitened = plain.models.embed(query, "dinov2")["dinov2"]
     np.testing.assert_allclose(raw, report.whitening.apply(unwhitened[None])[0], atol=1e-5)
     vectors = store.rows.get_vectors(report.collection, [h.id for h in hits])
     for hit in hits:

@@ -50,7 +50,7 @@ def test_calibrated_threshold_is_used_and_missing_ones_are_a_clear_error(stored)
     client, expected = stored
     with pytest.raises(ImsimError, match="no threshold for dinov2@.*imsim eval run"):
         find_groups(client)  # IMSIM_MODELS=clip,dinov2: the copy-oriented default is dinov2
-    version = client.store.versions.properties(client.collection("dinov2"))["version"]
+    version = client.store.versions.properties(client.models.collection("dinov2"))["version"]
     calibration.save(
         client.settings.data_dir,
         {calibration.version_key("dinov2", version): {"threshold_p90": 0.99, "threshold_p95": 0.9999, "benchmark": "/bench/x"}},

@@ -264,9 +264,9 @@ def exact_recall_at_1(settings, bench: Benchmark, name: str) -> float:
 
     client = Client(settings.replace(models=name))
     refs = sorted(bench.references)
-    ref_vecs = client.embed_many([bench.references[r] for r in refs], name)[name]
+    ref_vecs = client.models.embed_many([bench.references[r] for r in refs], name)[name]
     queries = sorted(bench.truth)
-    q_vecs = client.embed_many([bench.queries[q] for q in queries], name)[name]
+    q_vecs = client.models.embed_many([bench.queries[q] for q in queries], name)[name]
     best = np.argmax(q_vecs @ ref_vecs.T, axis=1)
     return float(np.mean([refs[j] == bench.truth[q] for q, j in zip(queries, best, strict=False)]))
 
@@ -282,8 +282,8 @@ def exact_whitened(settings, evaluation, bench, name, folds=False):
     refs = sorted(bench.references)
     queries = sorted(bench.queries)
     with Client(settings.replace(models=name), embedders={name: model}) as client:
-        ref_vecs = client.embed_many([bench.references[r] for r in refs], name)[name]
-        q_vecs = client.embed_many([bench.queries[q] for q in queries], name)[name]
+        ref_vecs = client.models.embed_many([bench.references[r] for r in refs], name)[name]
+        q_vecs = client.models.embed_many([bench.queries[q] for q in queries], name)[name]
     if not folds:
         w = learn(ref_vecs)
         ranked = exact_rankings(w.apply(q_vecs), w.apply(ref_vecs), refs, queries, 50)
@@ -405,7 +405,7 @@ def test_group_run_matches_an_independent_map(tiny_model_dirs, tmp_path):
     from imsim.client.local import Client
 
     paths = sorted(groups.members)
-    vecs = Client(settings.replace(models="dinov2")).embed_many(paths, "dinov2")["dinov2"]
+    vecs = Client(settings.replace(models="dinov2")).models.embed_many(paths, "dinov2")["dinov2"]
     scores = vecs @ vecs.T
     rankings = {p: [(paths[j], float(scores[i, j])) for j in range(len(paths))] for i, p in enumerate(paths)}
     assert results["dinov2"].map == pytest.approx(metrics.mean_average_precision(rankings, groups.members), abs=1e-6)

@@ -352,7 +352,7 @@ def test_tags_are_checked_by_one_rule_at_every_door_before_a_job_exists(tags, wo
     with pytest.raises(InvalidInput, match=words):
         ingest_local([str(PHOTO)], settings, tags=tags)
     with pytest.raises(InvalidInput, match=words):
-        Client(unreachable).ingest([str(PHOTO)], tags=tags)
+        Client(unreachable).jobs.ingest([str(PHOTO)], tags=tags)
     assert expr.check_tags({"kind": "flag", "a.b-c_d": ""}) == {"kind": "flag", "a.b-c_d": ""}
 
 

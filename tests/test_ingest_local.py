@@ -64,7 +64,7 @@ def test_fused_hits_carry_every_models_score(ingested, models):
     settings, store, _, files, _ = ingested
     client = Client(settings, embedders=models, store=store)
     hits = client.search(files[0], k=10, fusion="weighted")
-    q = client.embed(files[0])
+    q = client.models.embed(files[0])
     for h in hits:
         assert set(h.scores) == {"clip", "dinov2"}  # filled in even when only one model ranked it
         assert h.score == pytest.approx((h.scores["clip"] + h.scores["dinov2"]) / 2, abs=1e-5)

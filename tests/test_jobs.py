@@ -25,16 +25,16 @@ def test_reading_a_job_never_reads_its_failures_and_failures_come_in_pages(redis
     for chunk in range(2):  # 2,000 failures, one reason each chunk (an outage fails a chunk with one reason)
         failures = {f"/data/{chunk}/{i:04d}.jpg": f"chunk failed: StoreUnavailable ({chunk})" for i in range(1000)}
         assert jobs.record_chunk(job_id, chunk, 0, 0, failures)
-    status = jobs.get(job_id)
+    status = jobs.reads.get(job_id)
     assert (status.failed, status.failures, status.state) == (2000, {}, "running")
-    page = jobs.failures(job_id, 999, 3)
+    page = jobs.reads.failures(job_id, 999, 3)
     assert page == [
         ("/data/0/0999.jpg", "chunk failed: StoreUnavailable (0)"),
         ("/data/1/0000.jpg", "chunk failed: StoreUnavailable (1)"),
         ("/data/1/0001.jpg", "chunk failed: StoreUnavailable (1)"),
     ]
-    assert sum(1 for _ in jobs.iter_failures(job_id, page=300)) == 2000
-    assert list(jobs.get(job_id, failures=2).failures) == ["/data/0/0000.jpg", "/data/0/0001.jpg"]
+    assert sum(1 for _ in jobs.reads.iter_failures(job_id, page=300)) == 2000
+    assert list(jobs.reads.get(job_id, failures=2).failures) == ["/data/0/0000.jpg", "/data/0/0001.jpg"]
     # the reasons are kept once each: the failure list holds ids and paths
     assert jobs.redis.hlen(job_key(job_id) + ":reasons") == 1 + 2 * 2
     assert jobs.redis.lindex(job_key(job_id) + ":failures", 0) == "1\tu/data/0/0000.jpg"
@@ -51,7 +51,7 @@ def test_a_finished_job_keeps_its_counts_and_failures_sheds_its_chunk_bookkeepin
     assert jobs.redis.exists(*(f"{job_key(job_id)}:{s}" for s in ("chunks", "attempts", "ends", "progress", "running")))
     jobs.record_chunk(job_id, "1", 1000, 0, {})
     jobs.end_attempt(job_id, "1")  # after the finish: must not bring the bookkeeping back
-    status = jobs.get(job_id, failures=10)
+    status = jobs.reads.get(job_id, failures=10)
     assert (status.state, status.done, status.failed) == ("finished_with_failures", 1999, 1)
     assert status.failures == {"/x.jpg": "broken"}
     assert status.expires_at is not None
@@ -63,9 +63,9 @@ def test_a_finished_job_keeps_its_counts_and_failures_sheds_its_chunk_bookkeepin
     assert jobs.begin_attempt(job_id, "1", {"worker": "w"}) == -1
     time.sleep(2.2)
     assert not jobs.redis.exists(*keys)
-    assert job_id not in [j.id for j in jobs.list(50)] and jobs.redis.zscore(JOBS_INDEX, job_id) is None
+    assert job_id not in [j.id for j in jobs.reads.list(50)] and jobs.redis.zscore(JOBS_INDEX, job_id) is None
     with pytest.raises(QueueError, match="older than IMSIM_JOB_RETENTION"):
-        jobs.get(job_id)
+        jobs.reads.get(job_id)
 
 
 def test_a_queuing_job_cannot_finish_before_its_last_chunk_is_sent(redis_url):
@@ -74,11 +74,11 @@ def test_a_queuing_job_cannot_finish_before_its_last_chunk_is_sent(redis_url):
     jobs.create(job_id, inputs=["/in"], models=["clip"], queuing=True)
     jobs.add_chunks(job_id, 10)
     assert jobs.record_chunk(job_id, "0", 10, 0, {})  # the workers are faster than the sender
-    assert jobs.get(job_id).state == "queuing" and not jobs.is_finished(job_id)
+    assert jobs.reads.get(job_id).state == "queuing" and not jobs.is_finished(job_id)
     jobs.add_chunks(job_id, 5)
     jobs.record_chunk(job_id, "1", 5, 0, {})
     jobs.seal(job_id, skipped={"not an image type (.txt)": 2}, unmatched=["/nothing"], path_list={"lines": 15})
-    status = jobs.get(job_id)
+    status = jobs.reads.get(job_id)
     assert (status.state, status.total, status.done, status.chunks) == ("finished", 15, 15, 2)
     assert status.skipped_files == {"not an image type (.txt)": 2} and status.unmatched == ["/nothing"]
     assert status.path_list == {"lines": 15}
@@ -90,7 +90,7 @@ def test_failed_paths_are_kept_byte_exact_for_retry(redis_url):
     jobs = JobStore(redis_url)
     job_id = _job(jobs, chunks=1)
     jobs.record_chunk(job_id, "0", 0, 0, {p: "no such file" for p in odd})
-    assert [p for p, _ in jobs.iter_failures(job_id)] == odd
+    assert [p for p, _ in jobs.reads.iter_failures(job_id)] == odd
 
 
 def test_a_record_is_bounded_whatever_the_jobs_size(redis_url):
@@ -106,7 +106,7 @@ def test_a_record_is_bounded_whatever_the_jobs_size(redis_url):
         jobs.record_chunk(job_id, str(chunk), 256, 0, {})
         jobs.end_attempt(job_id, str(chunk))
     jobs.seal(job_id, unmatched=inputs)
-    status = jobs.get(job_id)
+    status = jobs.reads.get(job_id)
     assert status.state == "finished" and status.inputs_count == 100_000 and status.inputs == inputs[: len(status.inputs)]
     assert 5 <= len(status.inputs) < 20  # the first inputs that fit in the summary
     assert status.unmatched_count == 100_000 and status.unmatched == status.inputs

@@ -269,7 +269,7 @@ def test_a_plain_client_searches_what_ingest_stored_for_every_family(family_fiel
     with Client(settings) as client:
         hits = client.search(files[2], k=2, fusion="none")
         assert hits[0].path == files[2] and hits[0].scores[name] == pytest.approx(1.0, abs=1e-4)
-        assert client.collection(name) == client.store.versions.collection_name(client.model(name).info)
+        assert client.models.collection(name) == client.store.versions.collection_name(client.models.model(name).info)
 
 
 def test_a_family_added_by_register_is_configured_ingested_and_searched(tmp_path, monkeypatch):
@@ -325,7 +325,7 @@ def test_a_family_added_by_register_is_configured_ingested_and_searched(tmp_path
         ) as client:
             assert client.settings.family("colour").model_dump()["bins"] == 4
             hits = client.search(files[1], k=3)
-            assert hits[0].path == files[1] and client.model("colour").info.dim == 24
+            assert hits[0].path == files[1] and client.models.model("colour").info.dim == 24
         with pytest.raises(ConfigError, match="IMSIM_COLOUR_BINS"):
             make_settings({}, tmp_path, colour_bins=99)
     finally:

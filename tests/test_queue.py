@@ -22,11 +22,11 @@ from .support.settings import make_settings
 def wait_finished(jobs: JobStore, job_id: str, timeout: float = 180):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        status = jobs.get(job_id)
+        status = jobs.reads.get(job_id)
         if status.finished_at:
             return status
         time.sleep(0.3)
-    raise TimeoutError(f"job {job_id} not finished: {jobs.get(job_id)}")
+    raise TimeoutError(f"job {job_id} not finished: {jobs.reads.get(job_id)}")
 
 
 def test_celery_config_is_json_only_and_redelivers(settings):
@@ -70,7 +70,7 @@ def test_queued_job_end_to_end(tiny_model_dirs, tmp_path, redis_url, milvus_uri,
     status = wait_finished(jobs, job_id)
     assert (status.total, status.done, status.failed, status.pending) == (39, 38, 1, 0)
     assert status.chunks_done == status.chunks == 5 and status.state == "finished_with_failures"
-    assert "not a recognised image format" in dict(jobs.failures(job_id))[str(image_folder / "broken.png")]
+    assert "not a recognised image format" in dict(jobs.reads.failures(job_id))[str(image_folder / "broken.png")]
 
     store = VectorStore(settings)
     client = Client(settings, embedders=models, store=store)
@@ -83,7 +83,7 @@ def test_queued_job_end_to_end(tiny_model_dirs, tmp_path, redis_url, milvus_uri,
 
     again = wait_finished(jobs, enqueue(files, settings))
     assert (again.done, again.skipped, again.failed) == (0, 38, 1) and all(store.rows.count(n) == 38 for n in names)
-    assert [j.id for j in jobs.list(5)][:2] == [again.id, job_id]
+    assert [j.id for j in jobs.reads.list(5)][:2] == [again.id, job_id]
     store.close()
 
 
@@ -93,10 +93,10 @@ def test_redelivered_chunk_counts_once(redis_url):
     assert jobs.record_chunk("j-once", 0, done=2, skipped=0, failures={})
     assert not jobs.record_chunk("j-once", 0, done=2, skipped=0, failures={})
     assert jobs.record_chunk("j-once", 1, done=1, skipped=0, failures={"/x.jpg": "broken"})
-    s = jobs.get("j-once")
+    s = jobs.reads.get("j-once")
     assert (s.done, s.failed, s.pending, s.state) == (3, 1, 0, "finished_with_failures")
     with pytest.raises(Exception, match="no job 'missing'"):
-        jobs.get("missing")
+        jobs.reads.get("missing")
 
 
 def test_cancel_takes_the_jobs_queued_chunks_off_the_queue_and_a_running_chunk_stops_at_its_next_slice(
@@ -124,10 +124,10 @@ def test_cancel_takes_the_jobs_queued_chunks_off_the_queue_and_a_running_chunk_s
     assert jobs.redis.llen(settings.queue) == 8
     out = json.loads(cli(env, "cancel", job_id, "--json").stdout)
     assert (out["state"], out["cancelled"], out["done"]) == ("cancelled", 24, 0)
-    assert jobs.redis.llen(settings.queue) == 2 and jobs.get(other).pending == 8
+    assert jobs.redis.llen(settings.queue) == 2 and jobs.reads.get(other).pending == 8
     start_worker(settings, "cancel")
     assert wait_finished(jobs, other).done == 8
-    final = jobs.get(job_id)
+    final = jobs.reads.get(job_id)
     assert (final.state, final.cancelled, final.done, final.read_bytes) == ("cancelled", 24, 0, 0)  # never read
     assert jobs.redis.llen(settings.queue) == 0
 
@@ -136,10 +136,10 @@ def test_cancel_takes_the_jobs_queued_chunks_off_the_queue_and_a_running_chunk_s
     one = settings.replace(chunk_size=1000, batch_size=4)
     second = enqueue(sorted(map(str, corpus)), one)
     deadline = time.time() + 60
-    while jobs.get(second).in_progress < 8:
+    while jobs.reads.get(second).in_progress < 8:
         assert time.time() < deadline
         time.sleep(0.02)
-    status = Client(one).cancel(second)
+    status = Client(one).jobs.cancel(second)
     final = wait_finished(jobs, second)
     assert status.cancelled_at and final.state == "cancelled" and final.chunks == 1
     assert final.done + final.cancelled == 300 and final.done >= 8 and final.cancelled >= 150, final
@@ -166,8 +166,8 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_follow_or_cancel_it(
         text=True,
     )
     deadline = time.time() + 60
-    while not JobStore(redis_url).list(50) or not any(
-        j.inputs == [str(image_folder / "flags")] for j in JobStore(redis_url).list(50)
+    while not JobStore(redis_url).reads.list(50) or not any(
+        j.inputs == [str(image_folder / "flags")] for j in JobStore(redis_url).reads.list(50)
     ):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
@@ -227,7 +227,7 @@ def test_the_progress_display_rides_out_a_redis_restart(tiny_model_dirs, tmp_pat
         text=True,
     )
     deadline = time.time() + 120
-    while not (jobs := JobStore(redis_server.url).list(1)) or jobs[0].chunks_done < 3:
+    while not (jobs := JobStore(redis_server.url).reads.list(1)) or jobs[0].chunks_done < 3:
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
     redis_server.kill()
@@ -255,7 +255,7 @@ def test_progress_moves_within_a_chunk(tiny_model_dirs, tmp_path, redis_url, mil
     job_id = enqueue(discover([image_folder / "flags"]).files, settings)
     seen = set()
     deadline = time.time() + 120
-    while not (status := jobs.get(job_id)).finished_at:
+    while not (status := jobs.reads.get(job_id)).finished_at:
         assert time.time() < deadline
         if status.chunks_done == 0:
             seen.add(status.settled)
@@ -302,7 +302,7 @@ def test_a_fleet_that_disagrees_on_models_leaves_no_holes_and_says_why(
     mean = settings.replace(dinov2_pooling="mean")
     job = enqueue(sorted(map(str, corpus))[:8], mean)
     status = wait_finished(jobs, job, timeout=120)
-    failures = dict(jobs.failures(job))
+    failures = dict(jobs.reads.failures(job))
     assert status.failed == 8 and status.done == 0
     assert all("no worker on queue" in r and "settings for dinov2 differ" in r for r in failures.values()), failures
     assert sorted(store.rows.count(n) for n in store.versions.collections()) == [80, 80]  # nothing written to the default version
@@ -334,7 +334,7 @@ def test_redis_filling_up_mid_enqueue_is_one_line_saying_how_much_went_out(cli, 
     named = re.search(r"queuing job (\S+) stopped", line)
     assert named, line
     job = named.group(1)
-    status = JobStore(server.url).get(job)
+    status = JobStore(server.url).reads.get(job)
     # the job ends with the chunks that went out, and the line says how many are on the queue (it said one fewer when
     # the last chunk was sent but its count refused); a full Redis may refuse that last count (said on the line)
     assert queue_length(settings) == sent, line

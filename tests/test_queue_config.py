@@ -4,11 +4,14 @@ settings or from a config built by hand (no Settings object at all)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from pydantic import SecretStr
 
 from imsim.errors import QueueError
 from imsim.jobs.queue import QueueConfig, celery_config, enqueue, fleet_identity, restore_lock_expiry
+from imsim.settings import load
 
 
 def test_the_config_carries_each_queue_setting_and_the_jobs_models(settings):
@@ -37,7 +40,13 @@ def test_the_config_carries_each_queue_setting_and_the_jobs_models(settings):
 
 def test_celery_is_configured_alike_from_the_settings_or_a_config_made_by_hand(settings):
     assert celery_config(QueueConfig.of(settings)) == celery_config(settings)
-    config = QueueConfig(redis_url="redis://127.0.0.1:6391/0", queue="by-hand", visibility_timeout=40, redelivery_interval=8)
+    config = replace(
+        QueueConfig.of(settings),
+        redis_url="redis://127.0.0.1:6391/0",
+        queue="by-hand",
+        visibility_timeout=40,
+        redelivery_interval=8,
+    )
     conf = celery_config(config)
     assert conf["broker_url"] == conf["result_backend"] == "redis://127.0.0.1:6391/0"
     assert conf["task_default_queue"] == "by-hand" and conf["broker_transport_options"]["visibility_timeout"] == 40
@@ -47,6 +56,6 @@ def test_celery_is_configured_alike_from_the_settings_or_a_config_made_by_hand(s
 def test_a_job_cannot_be_queued_for_no_models():
     """Every worker refuses a chunk whose models differ from its own: a hand-made config without models is an error
     before anything reaches Redis (none runs at this address)."""
-    config = QueueConfig(redis_url="redis://127.0.0.1:9/0")
+    config = replace(QueueConfig.of(load({"env_file": "/dev/null"})), redis_url="redis://127.0.0.1:9/0", models={})
     with pytest.raises(QueueError, match="names no models"):
         enqueue(["/a.jpg"], config)

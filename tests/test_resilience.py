@@ -38,11 +38,11 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(tiny_model_dirs, tmp_path,
     b = start_worker(settings, "b", pool="solo")
     jobs = JobStore(redis_url)
     job_id = enqueue(files, settings, inputs=[str(tmp_path / "corpus")])
-    chunks = jobs.get(job_id).chunks
+    chunks = jobs.reads.get(job_id).chunks
     assert chunks == 80
 
     def kill_when(worker, after_chunks: int, whole: bool) -> None:
-        wait_until(lambda: jobs.get(job_id).chunks_done >= after_chunks, 120, f"{after_chunks} chunks done")
+        wait_until(lambda: jobs.reads.get(job_id).chunks_done >= after_chunks, 120, f"{after_chunks} chunks done")
         wait_until(lambda: busy(worker), 30, f"worker {worker.name} to be mid-chunk", poll=0.02)
         if whole:
             worker.kill()
@@ -94,7 +94,7 @@ def test_redis_restart_loses_no_chunk_and_no_secret_is_logged_or_stored(
     worker = start_worker(settings, "r")
     jobs = JobStore(redis_server.url)
     job_id = enqueue(files, settings)
-    wait_until(lambda: jobs.get(job_id).chunks_done >= 5, 120, "5 chunks done")
+    wait_until(lambda: jobs.reads.get(job_id).chunks_done >= 5, 120, "5 chunks done")
     redis_server.kill()
     down_at = time.time()
     time.sleep(5)
@@ -160,14 +160,14 @@ def test_a_retry_that_cannot_be_published_requeues_its_chunk(tiny_model_dirs, tm
     )
     jobs = JobStore(redis_url)
     job_id = enqueue(files, settings)
-    wait_until(lambda: jobs.get(job_id).chunks_done >= 2, 120, "2 chunks done")
+    wait_until(lambda: jobs.reads.get(job_id).chunks_done >= 2, 120, "2 chunks done")
     milvus.stop()
     wait_until(
         lambda: worker.log_path.read_text().count("could not queue the retry") >= 3,
         90,
         "three retries that could not be published",
     )
-    during = jobs.get(job_id)
+    during = jobs.reads.get(job_id)
     milvus.start()
     status = wait_finished(jobs, job_id, timeout=120)
 
@@ -220,9 +220,9 @@ def test_a_chunk_that_keeps_killing_its_worker_is_split_down_to_the_one_file(
     chunks = chunked(files, 8)
     killed: set[tuple[str, int]] = set()
     deadline = time.time() + 240
-    while not jobs.get(job_id).finished_at:
-        assert time.time() < deadline, f"job never ended: {jobs.get(job_id)}"
-        for key, info in jobs.get(job_id).running.items():
+    while not jobs.reads.get(job_id).finished_at:
+        assert time.time() < deadline, f"job never ended: {jobs.reads.get(job_id)}"
+        for key, info in jobs.reads.get(job_id).running.items():
             pid = int(info["pid"])
             if poison in chunk_paths(key, chunks) and (key, pid) not in killed and pid != worker.proc.pid:
                 try:
@@ -231,7 +231,7 @@ def test_a_chunk_that_keeps_killing_its_worker_is_split_down_to_the_one_file(
                 except ProcessLookupError:
                     pass
         time.sleep(0.02)
-    status = jobs.get(job_id, failures=10)
+    status = jobs.reads.get(job_id, failures=10)
     assert list(status.failures) == [poison] and "its worker died 2 times" in status.failures[poison]
     assert (status.done, status.skipped) == (len(files) - 1, 0) and status.splits >= 3
     assert worker.proc.poll() is None

@@ -233,13 +233,13 @@ def test_a_queued_job_survives_a_restarted_server_and_fails_only_what_changed(
     jobs = JobStore(redis_url)
     start_worker(settings, "s3w")
     deadline = time.monotonic() + 60
-    while jobs.get(job).done < 20 and time.monotonic() < deadline:
+    while jobs.reads.get(job).done < 20 and time.monotonic() < deadline:
         time.sleep(0.2)
     server.stop()  # mid-job: reads fail as unreachable, chunks wait and retry
     time.sleep(5)
     server.start()
     status = wait_finished(jobs, job, timeout=300)
-    failures = dict(jobs.failures(job))
+    failures = dict(jobs.reads.failures(job))
     # A chunk that stored a slice before the server stopped finds those rows on its retry: stored by this job, done.
     assert (status.done, status.skipped, status.failed) == (118, 0, 2), (status, failures)
     assert "no such object" in failures[f"s3://{bucket}/set/0003.jpg"]

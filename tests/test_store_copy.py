@@ -123,7 +123,7 @@ def test_a_copy_run_again_brings_the_target_up_to_date_with_everything_the_store
     # the target answers with the whitened version, as the source does
     server = lite.replace(milvus_uri=milvus_server_uri)
     with Client(server, store=target) as on_server:
-        assert on_server.collection("dinov2") == whitened
+        assert on_server.models.collection("dinov2") == whitened
         assert on_server.search(flags[0], k=1, models="dinov2")[0].path == flags[0]
     ingestor.close()
     source.close()

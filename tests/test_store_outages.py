@@ -36,12 +36,12 @@ def test_milvus_outage_of_30s_is_retried_with_backoff_and_loses_nothing(
     worker = start_worker(settings, "m")
     jobs = JobStore(redis_url)
     job_id = enqueue(files, settings)
-    wait_until(lambda: jobs.get(job_id).chunks_done >= 5, 120, "5 chunks done")
+    wait_until(lambda: jobs.reads.get(job_id).chunks_done >= 5, 120, "5 chunks done")
     milvus.stop()  # unreachable from here on
     down_at = time.time()
     wait_until(lambda: "Retry in" in worker.log_path.read_text(), 30, "a Celery retry")
     time.sleep(max(0.0, 30 - (time.time() - down_at)))
-    during = jobs.get(job_id)
+    during = jobs.reads.get(job_id)
     milvus.start()
     up_at = time.time()
     status = wait_finished(jobs, job_id, timeout=240)
@@ -86,7 +86,7 @@ def test_a_real_milvus_server_stopped_and_killed_mid_job_is_waited_for(
     job_id = enqueue(files, settings)
     downtime = {}
     for after, how in ((4, "stop"), (10, "kill")):
-        wait_until(lambda after=after: jobs.get(job_id).chunks_done >= after, 180, f"{after} chunks done")
+        wait_until(lambda after=after: jobs.reads.get(job_id).chunks_done >= after, 180, f"{after} chunks done")
         down = time.time()
         server.stop() if how == "stop" else server.kill()
         time.sleep(3)

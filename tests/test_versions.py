@@ -44,12 +44,15 @@ def test_versions_switch_back_and_forth_without_reingest(tiny_model_dirs, tmp_pa
     second = ingest(v2, files, store)["clip"]
     assert second != first and store.versions.active_collection("clip") == first
     ids, scores, client = ranking(v2, store, query)  # configured v2, but the alias says v1: v1's model is loaded
-    assert (ids, scores) == before and client.model("clip").info.source == v1.family("clip").model_dump()["model"]
+    assert (ids, scores) == before and client.models.model("clip").info.source == v1.family("clip").model_dump()["model"]
 
     store.versions.activate("clip", second)
     ids, scores, client = ranking(v2, store, query)
     assert ids[0] == before[0][0] and scores != before[1]  # itself first, but other vectors
-    assert client.collection("clip") == second and client.model("clip").info.source == v2.family("clip").model_dump()["model"]
+    assert (
+        client.models.collection("clip") == second
+        and client.models.model("clip").info.source == v2.family("clip").model_dump()["model"]
+    )
 
     store.versions.activate("clip", first)  # back: same results as before, nothing re-embedded
     assert ranking(v2, store, query)[:2] == before
@@ -76,10 +79,13 @@ def test_a_running_client_follows_a_switch_made_elsewhere(tiny_model_dirs, tmp_p
     second = ingest(v2, files, store)["clip"]
     monkeypatch.setattr(imsim.client.models, "ALIAS_TTL", 0.0)
     client = Client(v1, store=store)
-    assert client.collection("clip") == first
+    assert client.models.collection("clip") == first
     other = VectorStore(v1.replace(milvus_uri=v1.resolved_milvus_uri))  # as if from another process
     other.versions.activate("clip", second)
-    assert client.collection("clip") == second and client.model("clip").info.source == v2.family("clip").model_dump()["model"]
+    assert (
+        client.models.collection("clip") == second
+        and client.models.model("clip").info.source == v2.family("clip").model_dump()["model"]
+    )
     assert client.search(files[0], k=1, models="clip")[0].path == files[0]
     other.close()
     store.close()
@@ -116,7 +122,7 @@ def test_dinov2_pooling_is_its_own_version(tiny_model_dirs, tmp_path, image_fold
     assert stored is not None and stored.model_dump()["pooling"] == "cls+gem"
     store.versions.activate("dinov2", b)
     client = Client(cls, store=store)  # configured cls, active cls+gem: queries embed with cls+gem
-    assert cast(Any, client.model("dinov2")).pooling == "cls+gem" and client.search(files[2], k=1)[0].path == files[2]
+    assert cast(Any, client.models.model("dinov2")).pooling == "cls+gem" and client.search(files[2], k=1)[0].path == files[2]
     store.close()
 
 

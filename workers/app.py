@@ -29,7 +29,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     def beat() -> None:
         while True:
             try:
-                job_store(settings).fleet_beat(settings.queue, identity, name)
+                job_store(settings).fleet.fleet_beat(settings.queue, identity, name)
             except Exception as exc:  # noqa: BLE001 - a missed beat only delays a failure; never kill the worker
                 log.debug("fleet heartbeat: %s", exc)
             if _stop.wait(FLEET_TTL / 4):
@@ -43,7 +43,7 @@ def _leave(sender: Any = None, **_: Any) -> None:
     _stop.set()
     settings = get_settings()
     try:
-        job_store(settings).fleet_leave(
+        job_store(settings).fleet.fleet_leave(
             settings.queue, identity_digest(fleet_identity(settings)), getattr(sender, "hostname", "") or "worker"
         )
     except Exception as exc:  # noqa: BLE001 - its entry expires after FLEET_TTL anyway

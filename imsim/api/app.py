@@ -146,7 +146,7 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(400, "raw filter expressions are off (IMSIM_API_RAW_FILTERS): use the structured filters")
         if not 1 <= k <= 1000:
             raise HTTPException(422, f"k must be 1 to 1000, got {k}")
-        names = tuple(service.client.names(models or None))
+        names = tuple(service.client.models.names(models or None))
         return SearchParams(k, names, fusion or None, where, filter)
 
     def query_params(
@@ -305,7 +305,7 @@ def create_app(service: Service) -> FastAPI:
         """Recent jobs (counts only)."""
         from ..jobs.queue import job_store
 
-        found = await run_in_threadpool(job_store(settings).list, limit)
+        found = await run_in_threadpool(job_store(settings).reads.list, limit)
         return [s.as_dict() for s in found]
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
@@ -317,8 +317,8 @@ def create_app(service: Service) -> FastAPI:
         from ..sources.names import printable
 
         records = job_store(settings)
-        status = await run_in_threadpool(records.get, job_id)
-        page = await run_in_threadpool(records.failures, job_id, offset, limit)
+        status = await run_in_threadpool(records.reads.get, job_id)
+        page = await run_in_threadpool(records.reads.failures, job_id, offset, limit)
         return status.as_dict() | {"failures": [{"path": printable(p), "reason": r} for p, r in page]}
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"])

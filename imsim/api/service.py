@@ -109,9 +109,9 @@ class Service:
     # --- life -----------------------------------------------------------------------------------
     def start(self) -> None:
         """Load every enabled model (the first query must not pay for it) and start the batching thread."""
-        names = self.client.names(None)
+        names = self.client.models.names(None)
         for name in names:
-            self.client.model(name)
+            self.client.models.model(name)
         self._batcher.start()
         self.ready = True
 
@@ -119,7 +119,7 @@ class Service:
         """Which of ``names`` have random weights (demo or test models): their similarities mean nothing."""
         from ..models.base import random_weights
 
-        return [n for n in names if random_weights(self.client.model(n).info.source)]
+        return [n for n in names if random_weights(self.client.models.model(n).info.source)]
 
     def close(self) -> None:
         self._queue.put(None)
@@ -177,7 +177,7 @@ class Service:
     def _search_many(self, images: Sequence[bytes], params: SearchParams) -> list[list[SearchHit]]:
         self.metrics.batch.observe(len(images))
         times = StageTimes()
-        vectors = self.client.embed_many(list(images), params.models or None, times=times)
+        vectors = self.client.models.embed_many(list(images), params.models or None, times=times)
         for model, seconds in times.embed.items():
             self.metrics.embed.labels(model).observe(seconds)
         started = time.perf_counter()
@@ -205,14 +205,14 @@ class Service:
     def exact(self, under: str) -> list[Any]:
         from ..duplicates import exact_groups
 
-        name = self.client.names(None)[0]
-        return exact_groups(self.client.store, self.client.collection(name), Where(path_prefix=under) if under else None)
+        name = self.client.models.names(None)[0]
+        return exact_groups(self.client.store, self.client.models.collection(name), Where(path_prefix=under) if under else None)
 
     def mark(self, a: str, b: str) -> Any:
         """Mark two stored images "not a duplicate" (both must be stored; their paths and hashes are kept)."""
         from ..store.marks import Mark, Marks
 
-        collection = self.client.collection(self.client.names(None)[0])
+        collection = self.client.models.collection(self.client.models.names(None)[0])
         rows = self.client.store.rows.get(collection, [a, b], ["path", "sha256"], consistency="Bounded")
         missing = [i for i in (a, b) if i not in rows]
         if missing:
@@ -231,13 +231,13 @@ class Service:
             real = os.path.realpath(path)
             if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
                 raise PermissionError(f"{path}: outside IMSIM_ALLOWED_ROOTS")
-        return self.client.ingest(paths, force=force, tags=check_tags(tags) or None)
+        return self.client.jobs.ingest(paths, force=force, tags=check_tags(tags) or None)
 
     # --- stored images and thumbnails -----------------------------------------------------------
     def stored_path(self, row_id: str) -> str:
         """The path of a stored image, by its row id only (never a path from a request)."""
-        for name in self.client.names(None):
-            found = self.client.store.rows.get(self.client.collection(name), [row_id], consistency="Bounded")
+        for name in self.client.models.names(None):
+            found = self.client.store.rows.get(self.client.models.collection(name), [row_id], consistency="Bounded")
             if row_id in found:
                 return str(found[row_id]["path"])
         raise NotFound(f"no stored image {row_id}")

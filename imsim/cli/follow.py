@@ -27,7 +27,7 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
     from ..jobs.queue import job_store
 
     jobs = job_store(settings)
-    status = jobs.get(job_id)
+    status = jobs.reads.get(job_id)
     since, workers_checked, no_worker = time.monotonic(), False, ""
     try:
         with progress() as bar, _interruptible() as interrupted:
@@ -36,7 +36,7 @@ def follow(job_id: str, settings: Settings) -> JobStatus:
                 if interrupted.is_set():  # a Ctrl-C that a library call in progress swallowed
                     raise KeyboardInterrupt
                 try:
-                    status = jobs.get(job_id)
+                    status = jobs.reads.get(job_id)
                 except Exception as exc:
                     if redis_problem(exc) is None:
                         raise

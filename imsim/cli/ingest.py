@@ -236,7 +236,7 @@ def _activate(store: Any, collections: dict[str, str]) -> None:
 
 def status_outcome(status: JobStatus, settings: Settings) -> dict[str, Any]:
     """A finished job as an ingest outcome: its counts and its first failures (every failure: `imsim status JOB`)."""
-    return status.as_dict() | {"failures": dict(job_store(settings).failures(status.id, 0, FAILURES_SHOWN))}
+    return status.as_dict() | {"failures": dict(job_store(settings).reads.failures(status.id, 0, FAILURES_SHOWN))}
 
 
 @app.command()

@@ -61,7 +61,7 @@ def _jobs() -> JobStore:
 def jobs(limit: Annotated[int, typer.Option(help="How many recent jobs.")] = 20, as_json: JsonOpt = False) -> None:
     """Recent jobs with done / failed / skipped / pending counts (each job on one line when the terminal is wide
     enough, on two when it is not: ids and counts are never cut)."""
-    found = _jobs().list(limit)
+    found = _jobs().reads.list(limit)
     if as_json:
         print_json([s.as_dict() for s in found])
         return
@@ -111,12 +111,12 @@ def status(
       imsim status JOB --csv failures.csv"""
     shown = _how_many(failures)
     jobs = _jobs()
-    s = jobs.get(job_id)
+    s = jobs.reads.get(job_id)
     if follow and not s.finished_at:
         from .follow import follow as follow_job
 
         s = follow_job(job_id, get_settings())
-    s.failures = {printable(p): reason for p, reason in jobs.failures(job_id, 0, shown)} if shown else {}
+    s.failures = {printable(p): reason for p, reason in jobs.reads.failures(job_id, 0, shown)} if shown else {}
     if csv_file:
         written = _write_csv(jobs, job_id, csv_file)
         err.print(f"{written:,} failures written to {printable(csv_file)}", highlight=False)
@@ -177,7 +177,7 @@ def _write_csv(jobs: JobStore, job_id: str, target: str) -> int:
         with open(target, "w", newline="", encoding="utf-8") as handle:
             out = csv.writer(handle)
             out.writerow(["path", "reason"])
-            for path, reason in jobs.iter_failures(job_id):
+            for path, reason in jobs.reads.iter_failures(job_id):
                 out.writerow([csv_cell(printable(path)), csv_cell(reason)])
                 written += 1
     except OSError as exc:

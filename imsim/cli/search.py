@@ -49,7 +49,7 @@ def compare(a: Path, b: Path, models: ModelsOpt = None, as_json: JsonOpt = False
     else:
         with client(models) as c:
             sims = c.compare(a, b)
-            warn_random(c.random_weights(list(sims)))
+            warn_random(c.models.random_weights(list(sims)))
     if as_json:
         print_json(sims)
         return
@@ -173,7 +173,7 @@ def search(
     else:
         with client(models) as c:
             hits = c.search(query, text=text, like=like, k=k, fusion=fusion, where=where, filter=filter)
-            warn_random(c.random_weights(list(hits[0].scores)) if hits else [])
+            warn_random(c.models.random_weights(list(hits[0].scores)) if hits else [])
             if html_out or png_out:
                 _write_gallery(c, hits, query=query, text=text, like=like, fusion=fusion, html_out=html_out, png_out=png_out)
     if as_json:
@@ -219,10 +219,10 @@ def _write_gallery(
         q = gallery.Query(label=label, image=label if os.path.isfile(label) or is_uri(label) else None)
     from ..models.base import random_weights
 
-    names = list(hits[0].scores) if hits else c.names(None)
+    names = list(hits[0].scores) if hits else c.models.names(None)
     method = c.resolve_fusion(fusion or c.settings.fusion, names)
     title = f"imsim: {q.label}"
-    rand = [n for n in names if random_weights(c.model(n).info.source)]
+    rand = [n for n in names if random_weights(c.models.model(n).info.source)]
     note = f"{', '.join(rand)}: random weights (a demo model): these similarities mean nothing" if rand else ""
     if html_out:
         page = gallery.render_html(q, hits, models=names, fusion=method, rrf_k=c.settings.rrf_k, title=title, note=note)
@@ -297,7 +297,7 @@ def duplicates(
             calibration_file=calibration,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-        rand = c.random_weights(c.settings.model_names if model_used == "fused" else [model_used])
+        rand = c.models.random_weights(c.settings.model_names if model_used == "fused" else [model_used])
     payload = {
         "model": model_used,
         "threshold": used.value,

@@ -1,5 +1,5 @@
 """The client's jobs: queue an ingest for the workers, follow it, page through its failures, retry, cancel. Each a
-thin call into :mod:`imsim.jobs.queue` and the job records. :class:`imsim.client.local.Client` is built on it."""
+thin call into :mod:`imsim.jobs.queue` and the job records: the ``jobs`` part of :class:`imsim.client.local.Client`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ if TYPE_CHECKING:
     from ..jobs.status import JobStatus
 
 
-class JobsSide:
-    """Queued jobs for :class:`~imsim.client.local.Client` (see the module doc)."""
+class Jobs:
+    """The client's jobs part (see the module doc)."""
 
-    settings: Settings
+    def __init__(self, settings: Settings):
+        self.settings = settings
 
     # --- jobs and upkeep (thin: the work happens in workers, imsim.jobs.queue and imsim.maintenance) ---
     def ingest(
@@ -42,13 +43,13 @@ class JobsSide:
         ``failures`` failures; :meth:`failures` pages through all of them."""
         from ..jobs.queue import job_store
 
-        return job_store(self.settings).get(job_id, failures=failures)
+        return job_store(self.settings).reads.get(job_id, failures=failures)
 
     def failures(self, job_id: str) -> Iterator[tuple[str, str]]:
         """Every (path, reason) that failed in the job, streamed page by page."""
         from ..jobs.queue import job_store
 
-        return job_store(self.settings).iter_failures(job_id)
+        return job_store(self.settings).reads.iter_failures(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5, failures: int = 100) -> JobStatus:
         """Block until the job has finished (or was cancelled); a :class:`QueueError` after ``timeout`` seconds. The
@@ -72,7 +73,8 @@ class JobsSide:
         return retry(job_id, self.settings)
 
     def cancel(self, job_id: str) -> JobStatus:
-        """Cancel a job: its queued chunks are dropped, running ones finish; returns its status."""
+        """Cancel a job: its queued chunks are taken off the queue, running ones stop at their next slice; returns its
+        status."""
         from ..jobs.queue import cancel
 
         return cancel(job_id, self.settings)

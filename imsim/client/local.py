@@ -12,8 +12,10 @@ the client deepens the search until enough rows pass the exact check (within the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Self
 
 import numpy as np
 
@@ -22,23 +24,66 @@ from .. import models as registry
 from ..errors import ImsimError, ModelError, StoreError
 from ..expr import Where, both
 from ..fusion import SearchHit
-from ..store import StoredHit
-from .jobs import JobsSide
-from .models import ModelsSide
-
-if TYPE_CHECKING:
-    pass
+from ..models import Embedder
+from ..settings import Settings, get_settings
+from ..store import StoredHit, VectorStore, cosine, open_store
+from .jobs import Jobs
+from .models import Models
 
 log = logging.getLogger(__name__)
 DEEPEN = 4  # each deeper search asks for this many times more rows, when exact path checks dropped some
 
 
-class Client(ModelsSide, JobsSide):
-    """Search the per-model collections and fuse the results; queue and follow ingest jobs.
+class Client:
+    """Search the per-model collections and fuse the results; ``client.models`` (versions, the models that embed
+    queries) and ``client.jobs`` (queue, follow, retry, cancel) are its parts.
 
     >>> client = Client(models="clip")                          # any setting as a keyword, validated
     >>> hits = client.search("query.jpg", k=10, fusion="rrf")   # doctest: +SKIP
     """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedders: Mapping[str, Embedder] | None = None,
+        store: VectorStore | None = None,
+        **overrides: Any,
+    ):
+        """``overrides`` are settings by keyword name (``milvus_uri=``, ``models="clip"``, ``dinov2_pooling=``);
+        an unknown name or a bad value is a :class:`~imsim.errors.ConfigError`. ``embedders`` given here are
+        used as they are, each searching its own version's collection; other models follow their alias."""
+        base = settings or get_settings()
+        self.settings = base.replace(**overrides) if overrides else base
+        self._store = store
+        self._own_store = store is None
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imsim-search")  # threads start on first use
+        self.models = Models(self.settings, lambda: self.store, embedders)
+        self.jobs = Jobs(self.settings)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def store(self) -> VectorStore:
+        """The store the client searches (opened on first use)."""
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self.models.close()
+        if self._store is not None and self._own_store:
+            self._store.close()
+
+    def compare(self, a: Any, b: Any, models: Sequence[str] | str | None = None) -> dict[str, float]:
+        """Cosine similarity of two images per model."""
+        vectors = self.models.embed_many([a, b], models)
+        return {n: cosine(np.dot(v[0], v[1])) for n, v in vectors.items()}
 
     # --- search -----------------------------------------------------------------------------------
     def search(
@@ -56,7 +101,7 @@ class Client(ModelsSide, JobsSide):
         """Search by an image (path, bytes, PIL image), by ``text`` (text-capable models only), or ``like`` a
         stored image (row id or path: its stored vectors, nothing re-embedded). ``where`` filters on metadata
         and tags; ``filter`` is a raw Milvus expression ANDed with it (one balanced expression over known fields)."""
-        queries = self._queries(image, text, like, self.names(models))
+        queries = self._queries(image, text, like, self.models.names(models))
         return self.search_batch(queries, k=k, fusion=fusion, where=where, filter=filter)[0]
 
     def _queries(self, image: Any, text: str | None, like: str | None, names: list[str]) -> dict[str, np.ndarray]:
@@ -66,13 +111,13 @@ class Client(ModelsSide, JobsSide):
         if text is not None:
             if not text.strip():
                 raise ImsimError("the text query is empty: give the words to search for")
-            names = [n for n in names if self.model(n).info.supports_text]
+            names = [n for n in names if self.models.model(n).info.supports_text]
             if not names:
                 raise registry.no_text_model(names)
-            return {n: self.model(n).embed_texts([text]) for n in names}
+            return {n: self.models.model(n).embed_texts([text]) for n in names}
         if like is not None:
-            return self.stored_vectors(like, names)
-        return self.embed_many([image], names)
+            return self.models.stored_vectors(like, names)
+        return self.models.embed_many([image], names)
 
     def search_iter(
         self,
@@ -88,10 +133,10 @@ class Client(ModelsSide, JobsSide):
         """Every stored image by similarity to the query under one ``model``, best first, fetched page by page
         (no top-k cap): stop whenever you have enough."""
         name = model or self.settings.model_names[0]
-        queries = self._queries(image, text, like, self.names([name]))
+        queries = self._queries(image, text, like, self.models.names([name]))
         if name not in queries:
             raise ModelError(f"model {name!r} cannot embed this query")
-        collection = self.collection(name)
+        collection = self.models.collection(name)
         expression = self._expression(collection, where, filter)
         rank = 0
         for hit in self.store.searching.search_iter(
@@ -116,7 +161,7 @@ class Client(ModelsSide, JobsSide):
         """One result list per query image; all queries embedded in one batch per model and searched in one call."""
         if not images:
             return []
-        return self.search_batch(self.embed_many(images, models), k=k, fusion=fusion, where=where, filter=filter)
+        return self.search_batch(self.models.embed_many(images, models), k=k, fusion=fusion, where=where, filter=filter)
 
     def _expression(self, collection: str, where: Where | None, filter: str) -> str:
         checked = self.store.searching.check_filter(collection, filter) if filter.strip() else ""
@@ -149,7 +194,7 @@ class Client(ModelsSide, JobsSide):
         if k < 1:
             raise ImsimError(f"k must be at least 1, got {k}")
         names = list(queries)
-        collections = {n: self.collection(n) for n in names}
+        collections = {n: self.models.collection(n) for n in names}
         method = self.resolve_fusion(method, names)
         calibrated = self.calibrated_fusion(names) if method == "calibrated" and len(names) > 1 else None
         expressions = self._per_model(names, lambda n: self._expression(collections[n], where, filter), collections)
@@ -188,7 +233,7 @@ class Client(ModelsSide, JobsSide):
         labelled benchmark and applied with `imsim eval apply`; a clear error when there is none."""
         from .. import calibration
 
-        versions = [(n, self.store.versions.properties(self.collection(n)).get("version", "")) for n in names]
+        versions = [(n, self.store.versions.properties(self.models.collection(n)).get("version", "")) for n in names]
         key = calibration.fused_key("calibrated", versions)
         found = calibration.fusion_params(calibration.path(self.settings.data_dir), key)
         if found is None:

@@ -1,15 +1,13 @@
 """The client's models and versions: which collection each model's queries use (its alias, re-read every
 ``ALIAS_TTL`` seconds), the model that embeds them (loaded once from the config stored on that collection), and query
-images embedded exactly as ingest embeds files. :class:`imsim.client.local.Client` is built on it."""
+images embedded exactly as ingest embeds files: the ``models`` part of :class:`imsim.client.local.Client`."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,54 +16,32 @@ from ..embedding import EmbeddingStep
 from ..errors import ModelError, NotFound
 from ..models import Embedder
 from ..models.whitened import WhitenedEmbedder
-from ..settings import Settings, get_settings
-from ..store import VectorStore, cosine, derived, open_store
+from ..settings import Settings
+from ..store import VectorStore, derived
 from ..timing import StageTimes
 from .queries import embed_queries
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 ALIAS_TTL = 10.0  # seconds a resolved alias is trusted before it is read again
 
 
-class ModelsSide:
-    """Models, versions and embedding for :class:`~imsim.client.local.Client` (see the module doc)."""
+class Models:
+    """The client's models part (see the module doc): which version each model's queries use, the model that embeds
+    them, and query images embedded as ingest embeds files. ``store`` opens (or gives) the one store the client uses."""
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        embedders: Mapping[str, Embedder] | None = None,
-        store: VectorStore | None = None,
-        **overrides: Any,
-    ):
-        """``overrides`` are settings by keyword name (``milvus_uri=``, ``models="clip"``, ``dinov2_pooling=``);
-        an unknown name or a bad value is a :class:`~imsim.errors.ConfigError`. ``embedders`` given here are
-        used as they are, each searching its own version's collection; other models follow their alias."""
-        base = settings or get_settings()
-        self.settings = base.replace(**overrides) if overrides else base
+    def __init__(self, settings: Settings, store: Callable[[], VectorStore], embedders: Mapping[str, Embedder] | None = None):
+        """``embedders`` given here are used as they are, each searching its own version's collection; other models
+        follow their alias."""
+        self.settings = settings
+        self._store = store
         self._pinned: dict[str, Embedder] = dict(embedders or {})
         self._models: dict[str, Embedder] = {}
         self._aliases: dict[str, tuple[str | None, float]] = {}  # model -> (active collection or None, when read)
         self._steps: dict[tuple[str, ...], tuple[tuple[int, ...], EmbeddingStep]] = {}
-        self._store = store
-        self._own_store = store is None
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="imsim-search")  # threads start on first use
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    # --- which models, which collections ----------------------------------------------------------
     @property
     def store(self) -> VectorStore:
-        if self._store is None:
-            self._store = open_store(self.settings)
-        return self._store
+        return self._store()
 
     def names(self, models: Sequence[str] | str | None = None) -> list[str]:
         """Model names from a list, a comma-separated string, or the settings."""
@@ -154,11 +130,6 @@ class ModelsSide:
         the time went, per stage and per model)."""
         return embed_queries(self._step(self.names(models)), list(images), times)
 
-    def compare(self, a: Any, b: Any, models: Sequence[str] | str | None = None) -> dict[str, float]:
-        """Cosine similarity of two images per model."""
-        vectors = self.embed_many([a, b], models)
-        return {n: cosine(np.dot(v[0], v[1])) for n, v in vectors.items()}
-
     def stored_vectors(self, like: str, models: Sequence[str] | str | None = None) -> dict[str, np.ndarray]:
         """The stored vectors of one image, by row id or path, per model that has it (no re-embedding)."""
         from ..maintenance import ROW_ID
@@ -175,8 +146,5 @@ class ModelsSide:
         return found
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
         for _, step in self._steps.values():
             step.close()
-        if self._store is not None and self._own_store:
-            self._store.close()

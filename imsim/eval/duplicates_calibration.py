@@ -54,7 +54,7 @@ class DuplicatesCalibration:
         for a, b in positives:
             truth.setdefault(a, set()).add(b)
         methods: list[tuple[str, str, dict[str, str], str]] = [
-            (label, "model", {label: client.collection(label)}, calibration.version_key(m.info.name, m.info.version_tag))
+            (label, "model", {label: client.models.collection(label)}, calibration.version_key(m.info.name, m.info.version_tag))
             for label, m in self.models.items()
         ]
         methods += [  # the whitened versions (--pca-whiten): what `imsim duplicates` uses once one is active
@@ -65,7 +65,7 @@ class DuplicatesCalibration:
             key = calibration.fused_key(
                 "weighted", [(m.info.name, m.info.version_tag) for m in self.models.values()], settings.weights or None
             )
-            methods.append(("fused:weighted", "fusion", {label: client.collection(label) for label in self.models}, key))
+            methods.append(("fused:weighted", "fusion", {label: client.models.collection(label) for label in self.models}, key))
         out = []
         for label, kind, collections, key in methods:
             paths, edges = neighbour_edges(

@@ -154,7 +154,7 @@ class Evaluation(DuplicatesCalibration, WhitenedVariants):
         from ..sources.names import path_id
 
         ids = {path_id(p): p for p in paths}
-        found = {label: store.rows.get_vectors(client.collection(label), list(ids)) for label in self.models}
+        found = {label: store.rows.get_vectors(client.models.collection(label), list(ids)) for label in self.models}
         embedded = [p for i, p in ids.items() if all(i in f for f in found.values())]
         return embedded, {
             label: np.stack([found[label][path_id(p)] for p in embedded])
@@ -258,7 +258,7 @@ class Evaluation(DuplicatesCalibration, WhitenedVariants):
             if not bench.background:
                 raise ImsimError("--score-norm needs background images: build the benchmark with --background N")
             _, background = self._embed(ingestor, sorted(bench.background.values()))
-            references = {label: _stored_matrix(store, client.collection(label)) for label in self.models}
+            references = {label: _stored_matrix(store, client.models.collection(label)) for label in self.models}
             results += score_normalised(queries, references, query_ids, truth, depth, background)
         return results
 

@@ -104,7 +104,7 @@ class WhitenedVariants:
         fuse: bool,
     ) -> list[MethodResult]:
         results = []
-        references = {label: _matrix(store, client.collection(label)) for label in self.models}
+        references = {label: _matrix(store, client.models.collection(label)) for label in self.models}
         own: dict[str, Whitening] = {}
         for label, model in self.models.items():
             found = self._store_whitening(model.info)
@@ -114,7 +114,7 @@ class WhitenedVariants:
             embedders = {}
             for label, whitening in learned.items():
                 model = self.models[label]
-                name = self._version(store, client.collection(label), whitening)
+                name = self._version(store, client.models.collection(label), whitening)
                 embedders[label + suffix] = WhitenedEmbedder(model, whitening)
                 self.whitened[label + suffix] = (label, name, embedders[label + suffix])
             if not embedders:
@@ -157,7 +157,7 @@ class WhitenedVariants:
             embedders, written = {}, []
             for label, model in self.models.items():
                 whitening = learn(np.concatenate([references[label], queries[label][others]]))
-                written.append(self._version(store, client.collection(label), whitening))
+                written.append(self._version(store, client.models.collection(label), whitening))
                 embedders[label + COLLECTION] = WhitenedEmbedder(model, whitening)
             vectors = {key: e.whitening.apply(queries[key[: -len(COLLECTION)]][held]) for key, e in embedders.items()}
             held_ids = [query_ids[i] for i in held]
@@ -179,9 +179,9 @@ class WhitenedVariants:
         """Once the queries are stored: the derived versions catch up (a sync pass, as after an ingest), and each model
         gets ``+pcaw(collection)`` learned on every stored image, the version `imsim models whiten` would write."""
         for label, name, version in self.whitened.values():
-            derived.write(store, client.collection(label), name, version.whitening, Checkpoints(self.out, f"eval:{name}"))
+            derived.write(store, client.models.collection(label), name, version.whitening, Checkpoints(self.out, f"eval:{name}"))
         for label, model in self.models.items():
-            base = client.collection(label)
+            base = client.models.collection(label)
             whitening = derived.learn(store, base)
             name = self._version(store, base, whitening)
             self.whitened[label + COLLECTION] = (label, name, WhitenedEmbedder(model, whitening))

@@ -16,9 +16,11 @@ FLEET_TTL = 60  # seconds a worker counts as on the queue after its last heartbe
 
 
 class FleetRecords:
-    """Fleet heartbeats and chunk refusals, on the job store's Redis connection (``redis``)."""
+    """Fleet heartbeats and chunk refusals, on the job store's Redis connection: the ``fleet`` part of
+    :class:`~imsim.jobs.records.JobStore`."""
 
-    redis: Any
+    def __init__(self, redis: Any):
+        self.redis = redis
 
     def refused_for(
         self, job_id: str, chunk: str, worker: str, why: str, *, capable_alive: bool = False

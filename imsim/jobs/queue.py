@@ -21,7 +21,7 @@ from ..expr import check_tags
 from ..settings import Settings
 from ..sources.paths import Discovery, PathList
 from ..util import batched
-from .records import DEFAULT_RETENTION, JobStore, new_job_id
+from .records import JobStore, new_job_id
 from .status import SUMMARY_ITEMS, JobStatus
 
 EMBED_CHUNK = "imsim.embed_chunk"
@@ -34,14 +34,15 @@ class QueueConfig:
     task events, how long job records stay, and the models a job is queued for. Every function here takes one, or the
     settings (read through :meth:`of`)."""
 
+    # no defaults: every value comes from the settings' QueueSection (one declaration each), through :meth:`of`
     redis_url: str = field(repr=False)  # may hold a password
-    queue: str = "imsim"
-    chunk_size: int = 256
-    visibility_timeout: int = 3600
-    redelivery_interval: int = 60
-    task_events: bool = True
-    job_retention: int = DEFAULT_RETENTION
-    models: Mapping[str, str] = field(default_factory=dict)  # model -> settings digest (:func:`fleet_identity`)
+    queue: str
+    chunk_size: int
+    visibility_timeout: int
+    redelivery_interval: int
+    task_events: bool
+    job_retention: int
+    models: Mapping[str, str]  # model -> settings digest (:func:`fleet_identity`)
 
     @classmethod
     def of(cls, source: QueueConfig | Settings) -> QueueConfig:
@@ -305,20 +306,20 @@ def _redis_why(exc: BaseException) -> str:
 def failed_files(job_id: str, source: QueueConfig | Settings) -> Iterator[str]:
     """The paths that failed in ``job_id``, byte-exact, streamed; :class:`JobRunning` while the job still runs."""
     jobs = job_store(source)
-    status = jobs.get(job_id)
+    status = jobs.reads.get(job_id)
     if not status.finished_at:
         raise JobRunning(
             f"job {job_id} is still {status.state} ({status.settled}/{status.total} files settled): wait "
             f"for it to finish (`imsim status {job_id}`, Client.wait) before retrying its failures"
         )
-    return (path for path, _ in jobs.iter_failures(job_id))
+    return (path for path, _ in jobs.reads.iter_failures(job_id))
 
 
 def retry(job_id: str, source: QueueConfig | Settings) -> str | None:
     """Queue a new job holding only the files that failed in ``job_id``; returns its id, or None if none failed."""
     config = QueueConfig.of(source)
     failed = failed_files(job_id, config)
-    if not job_store(config).get(job_id).failed:
+    if not job_store(config).reads.get(job_id).failed:
         return None
     return enqueue(failed, config, inputs=[f"failed files of {job_id}"], retry_of=job_id)
 
@@ -332,7 +333,7 @@ def cancel(job_id: str, source: QueueConfig | Settings) -> JobStatus:
     jobs.ping()
     jobs.mark_cancelled(job_id)
     purge(job_id, config)
-    return jobs.get(job_id)
+    return jobs.reads.get(job_id)
 
 
 CANCEL_CHECK = 64  # chunks sent between two looks at the job's cancel flag while it is being queued

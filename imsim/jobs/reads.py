@@ -37,9 +37,11 @@ def decode_path(stored: str) -> str:
 
 
 class JobReads:
-    """The reads of job records, on the job store's Redis connection (``redis``)."""
+    """The reads of job records, on the job store's Redis connection: the ``reads`` part of
+    :class:`~imsim.jobs.records.JobStore`."""
 
-    redis: Any
+    def __init__(self, redis: Any):
+        self.redis = redis
 
     def get(self, job_id: str, failures: int = 0) -> JobStatus:
         """The job's counts and summaries (O(1) in its size), with its first ``failures`` failures."""
@@ -83,7 +85,7 @@ class JobReads:
 
     def list(self, limit: int = 20) -> list[JobStatus]:
         """The most recent jobs (one round trip for the page; records that expired are dropped from the index)."""
-        self._trim_index(time.time())
+        self.trim_index(time.time())
         ids = [str(j) for j in self.redis.zrevrange(JOBS_INDEX, 0, max(0, limit - 1))]
         if not ids:
             return []
@@ -102,7 +104,7 @@ class JobReads:
             self.redis.zrem(JOBS_INDEX, *gone)
         return found
 
-    def _trim_index(self, now: float) -> None:
+    def trim_index(self, now: float) -> None:
         """Drop expired jobs from the index (bounded by how many expired since the last trim)."""
         expired = self.redis.zrangebyscore(JOBS_EXPIRY, "-inf", now, start=0, num=1000)
         if expired:

@@ -50,10 +50,10 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
 
 
-class JobStore(JobReads, FleetRecords):
-    """Job bookkeeping on a Redis connection. ``retention``: seconds a finished job's record is kept. Reading a job
-    (status, failures, the recent jobs) is :class:`~imsim.jobs.reads.JobReads`; the fleet's records
-    :class:`~imsim.jobs.fleet.FleetRecords`."""
+class JobStore:
+    """Job bookkeeping on a Redis connection. ``retention``: seconds a finished job's record is kept. Its parts on the
+    same connection: ``reads`` (status, failures, the recent jobs: :class:`~imsim.jobs.reads.JobReads`) and ``fleet``
+    (heartbeats and refusals: :class:`~imsim.jobs.fleet.FleetRecords`)."""
 
     def __init__(self, redis_url: str, retention: int = DEFAULT_RETENTION):
         import redis
@@ -63,6 +63,8 @@ class JobStore(JobReads, FleetRecords):
         except ValueError as exc:  # a malformed URL: name the problem, never the URL (it may hold a password)
             raise QueueError(f"IMSIM_REDIS_URL is not a Redis URL: {exc}") from None
         self.retention = retention
+        self.reads = JobReads(self.redis)
+        self.fleet = FleetRecords(self.redis)
         self._record = self.redis.register_script(job_scripts.RECORD_CHUNK)
         self._seal = self.redis.register_script(job_scripts.SEAL)
         self._split = self.redis.register_script(job_scripts.SPLIT_CHUNK)
@@ -102,7 +104,7 @@ class JobStore(JobReads, FleetRecords):
         """Record a new job. ``queuing``: its chunks are about to be sent one by one (:meth:`add_chunks`), and it
         cannot finish before :meth:`seal` says the last one went out; otherwise ``total`` and ``chunks`` are final."""
         now = time.time()
-        self._trim_index(now)
+        self.reads.trim_index(now)
         mapping: dict[Any, Any] = {  # redis-py types its keys invariantly
             "total": total,
             "done": 0,

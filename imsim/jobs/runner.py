@@ -25,21 +25,66 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ..ingest import Ingestor
 from ..settings import Settings
 from ..sources.names import printable
 from .health import redis_problem
 from .queue import Chunk, fleet_identity, identity_digest
-from .records import JobStore
 
 log = logging.getLogger(__name__)
 REFUSE_PAUSE = 2.0  # seconds a worker waits before putting back a chunk it must not embed
 
 Kind = Literal["stored", "cancelled", "dropped", "refused", "failed", "split"]
+
+
+class FleetView(Protocol):
+    """What a runner asks of the fleet's records (:class:`~imsim.jobs.fleet.FleetRecords`)."""
+
+    def fleet_alive(self, queue: str, identity: str) -> bool: ...
+
+    def refused_for(
+        self, job_id: str, chunk: str, worker: str, why: str, *, capable_alive: bool = False
+    ) -> tuple[float, list[str]]: ...
+
+
+class JobRecords(Protocol):
+    """What a runner reads and writes of a job's record: :class:`~imsim.jobs.records.JobStore` on Redis (each update
+    one atomic script), or any store keeping the same promises (a chunk counted once; a job finished by its last)."""
+
+    @property
+    def fleet(self) -> FleetView: ...
+
+    def is_cancelled(self, job_id: str) -> bool: ...
+
+    def is_finished(self, job_id: str) -> bool: ...
+
+    def record_chunk(
+        self,
+        job_id: str,
+        chunk: str | int,
+        done: int,
+        skipped: int,
+        failures: Mapping[str, str],
+        cancelled: int = 0,
+        read_bytes: int = 0,
+        updated: int = 0,
+    ) -> bool: ...
+
+    def split_chunk(self, job_id: str, chunk: str, parts: int) -> bool: ...
+
+    def deaths(self, job_id: str, chunk: str) -> int: ...
+
+    def begin_attempt(self, job_id: str, chunk: str, info: Mapping[str, Any]) -> int: ...
+
+    def end_attempt(self, job_id: str, chunk: str) -> None: ...
+
+    def progress(self, job_id: str, chunk: str, files: int) -> None: ...
+
+    def mark_started(self, job_id: str, collections: Mapping[str, str] | None = None) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +104,7 @@ class ChunkRunner:
     def __init__(
         self,
         settings: Settings,
-        jobs: JobStore,
+        jobs: JobRecords,
         ingestor: Callable[[], Ingestor],
         send: Callable[[Chunk], None],
         worker: str,
@@ -135,8 +180,8 @@ class ChunkRunner:
         """Hand back a chunk this worker must not embed (after a pause, so the queue is not spun), or, once it has
         waited IMSIM_FLEET_WAIT for a right worker, fail its files saying why."""
         settings = self.settings
-        capable = chunk.models is not None and self.jobs.fleet_alive(settings.queue, identity_digest(chunk.models))
-        waited, reasons = self.jobs.refused_for(chunk.job_id, chunk.key, self.worker, why, capable_alive=capable)
+        capable = chunk.models is not None and self.jobs.fleet.fleet_alive(settings.queue, identity_digest(chunk.models))
+        waited, reasons = self.jobs.fleet.refused_for(chunk.job_id, chunk.key, self.worker, why, capable_alive=capable)
         if waited >= settings.fleet_wait:
             reason = (
                 f"no worker on queue {settings.queue!r} embeds with what this job was queued for ({'; '.join(reasons)}); "

@@ -2,7 +2,8 @@
 values: the store, the queue and its workers, running the models, image limits, queries, object storage, the HTTP
 API. :class:`imsim.settings.Settings` composes them (with every model family's config) into one typed place; a
 field ``foo`` of any section is ``IMSIM_FOO``. The components take what they need from it: the store a
-:class:`~imsim.store.StoreConfig`, the queue a :class:`~imsim.jobs.queue.QueueConfig`."""
+:class:`StoreSection` itself (the settings are one), the queue a :class:`~imsim.jobs.queue.QueueConfig` made from
+:class:`QueueSection` and the models."""
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
 """The vector store: one Milvus collection per model version, self-describing, keyed by image identity.
 
 :mod:`~imsim.store.vector_store` is the connection and every operation (a façade over ``connection``,
-``versions``, ``rows`` and ``searching``; its settings are ``config.StoreConfig``), :mod:`~imsim.store.schema` the
+``versions``, ``rows`` and ``searching``; its settings are the settings' ``StoreSection``), :mod:`~imsim.store.schema` the
 schema and rows, :mod:`~imsim.store.failures` how errors are classified. Nothing outside this package
 touches pymilvus.
 """
 
 from . import derived
-from .config import StoreConfig
 from .connection import SEARCH_CAP, has_iterator_v2
 from .failures import is_transient
 from .schema import FIELD_NAMES, FIELDS, METADATA_FIELDS, PK, TAGS, VECTOR, make_row
@@ -24,7 +23,6 @@ __all__ = [
     "TAGS",
     "VECTOR",
     "CollectionSummary",
-    "StoreConfig",
     "StoredHit",
     "VectorStore",
     "cosine",

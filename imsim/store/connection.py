@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from .. import expr
 from ..errors import StoreError, StoreUnavailable
-from .config import StoreConfig
+from ..settings import redact
 from .failures import is_released, is_transient, message, quiet_clients
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from ..settings.sections import StoreSection
 
 # gRPC's C core prints keepalive notices ("GOAWAY ... too_many_pings") from Milvus Lite's server to stderr;
 # failed calls still raise, so they are silenced unless the user asks for gRPC logs.
@@ -35,20 +35,20 @@ ITERATOR_V2 = (2, 5, 2)  # first Milvus with the server-side search iterator; v1
 class Connection:
     """A connection to Milvus (see the module doc). Use the store as a context manager."""
 
-    def __init__(self, config: StoreConfig | Settings):
-        """Open the store ``config`` names (the settings are read through :meth:`StoreConfig.from_settings`)."""
+    def __init__(self, config: StoreSection):
+        """Open the store the store section of the settings names (:class:`~imsim.settings.Settings` is one)."""
         from pymilvus import MilvusClient
 
         quiet_clients()
-        self.config = config if isinstance(config, StoreConfig) else StoreConfig.from_settings(config)
-        self.uri = self.config.uri  # may hold credentials: messages use self.where
-        self.where = self.config.where
-        self.is_lite = self.config.is_lite_file
+        self.config = config
+        self.uri = config.resolved_milvus_uri  # resolved once (a served store is looked up); may hold credentials
+        self.where = redact(self.uri)  # what messages show
+        self.is_lite = not self.uri.startswith(("http://", "https://", "tcp://", "unix:", "grpc://"))
         kwargs: dict[str, Any] = {}
-        if self.config.token:
-            kwargs["token"] = self.config.token
-        if self.config.db:
-            kwargs["db_name"] = self.config.db
+        if config.milvus_token.get_secret_value():
+            kwargs["token"] = config.milvus_token.get_secret_value()
+        if config.milvus_db:
+            kwargs["db_name"] = config.milvus_db
         if self.is_lite:
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # A server's channel can be refused for a moment (restart, gRPC GOAWAY): three short retries, then give up.

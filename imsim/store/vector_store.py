@@ -8,7 +8,8 @@ parts over one connection, each a module of its own, composed here.
 - ``store.searching`` (:mod:`~imsim.store.searching`): checked filters, top-k, exact paging past the cap, exact search.
 
 What the store owns beside the versions (marks, artifacts, derived versions) works on the store as a whole. The schema
-is :mod:`imsim.store.schema`; what the store reads from the settings is :class:`~imsim.store.config.StoreConfig`.
+is :mod:`imsim.store.schema`; what the store reads from the settings is their store section
+(:class:`~imsim.settings.sections.StoreSection`: one declaration of each field, with its default and validation).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Self
 
 from ..errors import ImsimError, StoreError
 from ..settings import redact
-from .config import StoreConfig
 from .connection import Connection
 from .failures import message
 from .rows import Rows
@@ -27,13 +27,15 @@ from .versions import Versions
 
 if TYPE_CHECKING:
     from ..settings import Settings
+    from ..settings.sections import StoreSection
     from ..whitening import Whitening
 
 
 class VectorStore:
     """A connection to Milvus and imsim's conventions for its collections, as parts. Use it as a context manager."""
 
-    def __init__(self, config: StoreConfig | Settings):
+    def __init__(self, config: StoreSection):
+        """Open the store ``config`` (the settings' store section: :class:`~imsim.settings.Settings` is one) names."""
         self.connection = Connection(config)
         self.versions = Versions(self.connection)
         self.rows = Rows(self.connection, self.versions)
@@ -46,7 +48,7 @@ class VectorStore:
         self.close()
 
     @property
-    def config(self) -> StoreConfig:
+    def config(self) -> StoreSection:
         return self.connection.config
 
     @property

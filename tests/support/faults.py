@@ -23,7 +23,7 @@ def wait_until(condition, timeout: float, what: str, poll: float = 0.1):
 
 
 def wait_finished(jobs: JobStore, job_id: str, timeout: float = 300):
-    return wait_until(lambda: (s := jobs.get(job_id)).finished_at and s, timeout, f"job {job_id} to finish", poll=0.3)
+    return wait_until(lambda: (s := jobs.reads.get(job_id)).finished_at and s, timeout, f"job {job_id} to finish", poll=0.3)
 
 
 def busy(worker) -> bool:
