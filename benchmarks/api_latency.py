@@ -128,7 +128,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from imsim.client.local import Client
-    from imsim.client.remote import Remote
     from imsim.ingest import ingest_local
     from imsim.models.testing import build_random_models, build_tiny_models
     from imsim.settings import load
@@ -204,7 +203,10 @@ def main() -> None:
         say("waiting for imsim serve")
         wait_ready(api_port, server)
         say("HTTP queries")
-        body, kind = Remote._multipart({"image": ("chelsea.jpg", data)}, {"k": 10})
+        import httpx  # the multipart body RemoteClient sends, encoded once
+
+        request = httpx.Request("POST", "http://api/v1/search/image", data={"k": "10"}, files={"image": ("chelsea.jpg", data)})
+        body, kind = request.read(), request.headers["content-type"]
         one = HttpClient(api_port, body, kind)
         for _ in range(3):
             one.search()

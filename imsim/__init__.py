@@ -15,14 +15,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Client", "ImsimError", "ModelError", "SearchHit", "Where", "Settings", "get_settings", "__version__"]
+__all__ = [
+    "Client",
+    "RemoteClient",
+    "ImsimError",
+    "ModelError",
+    "SearchHit",
+    "SearchOptions",
+    "Where",
+    "Settings",
+    "get_settings",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from .client.local import Client
+    from .client.remote import RemoteClient
     from .errors import ImsimError, ModelError
     from .expr import Where
     from .fusion import SearchHit
     from .settings import Settings, get_settings
+    from .vocabulary import SearchOptions
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +43,14 @@ def __getattr__(name: str) -> Any:
         from .client.local import Client
 
         return Client
+    if name == "RemoteClient":
+        from .client.remote import RemoteClient
+
+        return RemoteClient
+    if name == "SearchOptions":
+        from .vocabulary import SearchOptions
+
+        return SearchOptions
     if name in ("ImsimError", "ModelError"):
         from . import errors
 

@@ -16,12 +16,22 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InvalidInput
 from .expr import TAG_KEY, Where, check_tags
 
 Fusion = Literal["auto", "rrf", "weighted", "calibrated", "none"]
+MAX_PATH = 4096  # bytes a stored path holds (the store's VARCHAR): longer filters can match nothing
 MAX_K = 1000  # results one request may ask for (the CLI and the Client page further with search_iter)
 
 
@@ -49,9 +59,22 @@ def when(value: Any) -> float | None:
 
 
 def _names(value: Any) -> Any:
-    """``"clip, dinov2"`` (as the CLI and a query string write it) → ``["clip", "dinov2"]``."""
+    """``"clip, dinov2"`` (as the CLI writes it), ``["clip,dinov2"]`` or ``["clip", "dinov2"]`` (a query string, once or
+    repeated) → ``["clip", "dinov2"]``."""
     if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        value = [value]
+    if isinstance(value, list | tuple):
+        parts = [part for item in value for part in (item.split(",") if isinstance(item, str) else [item])]
+        return [p.strip() if isinstance(p, str) else p for p in parts if not isinstance(p, str) or p.strip()]
+    return value
+
+
+def _page_size(value: int) -> int:
+    if value > MAX_K:
+        raise ValueError(
+            f"at most {MAX_K} results a page: page on with offset, or stream every stored image by similarity with "
+            "Client.search_iter"
+        )
     return value
 
 
@@ -69,16 +92,20 @@ class Model(BaseModel):
 class Filters(Model):
     """Metadata conditions a search (and duplicates) must meet, ANDed; every value is quoted, never pasted."""
 
-    under: str = Field("", description="Only images at or below this folder (or s3:// prefix).")
-    glob: str = Field("", description="Only images whose path matches this glob (* stays in a folder, ** crosses).")
-    job: str = Field("", description="Only images written by this ingest job.")
+    under: str = Field("", max_length=MAX_PATH, description="Only images at or below this folder (or s3:// prefix).")
+    glob: str = Field(
+        "", max_length=MAX_PATH, description="Only images whose path matches this glob (* stays in a folder, ** crosses)."
+    )
+    job: str = Field("", max_length=128, description="Only images written by this ingest job.")
     tag: list[str] = Field(default_factory=list, description="Only images ingested with this key=value tag (repeatable).")
     min_width: int | None = Field(None, ge=0, description="Only images at least this many pixels wide.")
     min_height: int | None = Field(None, ge=0, description="Only images at least this many pixels high.")
     after: Moment = Field(None, description="Only images ingested at or after this moment: YYYY-MM-DD[THH:MM] or Unix seconds.")
     before: Moment = Field(None, description="Only images ingested before this moment: YYYY-MM-DD[THH:MM] or Unix seconds.")
     filter: str = Field(
-        "", description="A raw Milvus expression over the stored fields, ANDed with the above (the API: IMSIM_API_RAW_FILTERS)."
+        "",
+        max_length=MAX_PATH,
+        description="A raw Milvus expression over the stored fields, ANDed with the above (the API: IMSIM_API_RAW_FILTERS).",
     )
 
     @field_validator("tag")
@@ -115,7 +142,12 @@ class Filters(Model):
 class SearchOptions(Filters):
     """How to search: how many, which models, how to fuse, which page; and the filters."""
 
-    k: int = Field(10, ge=1, le=MAX_K, description="How many results.")
+    k: Annotated[int, AfterValidator(_page_size)] = Field(
+        10,
+        ge=1,
+        description=f"How many results (a page: at most {MAX_K}; the next page starts at offset).",
+        json_schema_extra={"maximum": MAX_K},
+    )
     models: Names = Field(default_factory=list, description="Comma-separated model names (default: IMSIM_MODELS).")
     fusion: Fusion | None = Field(
         None, description="auto, rrf, weighted, calibrated or none (default: IMSIM_FUSION, auto: see docs/configuration.md)."
@@ -164,7 +196,11 @@ class IngestOptions(Model):
 
     force: bool = Field(False, description="Re-embed even files stored unchanged.")
     checksum: bool = Field(False, description="Compare contents, never trust size and mtime.")
-    tags: dict[str, str] = Field(default_factory=dict, description="Tags merged into every image's tags ({key: value}).")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags stored with every image of the job, merged into its tags (a key given replaces its value, other "
+        "keys stay); images stored unchanged are re-tagged without being re-embedded. Filter with search's tag.",
+    )
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -263,7 +299,8 @@ class DuplicatesOptions(Model):
         None, ge=-1.0, le=1.0, allow_inf_nan=False, description="Similarity at or above which two images are duplicates."
     )
     precision: float = Field(0.95, description="Which calibrated threshold to use: 0.9 or 0.95.")
-    under: str = Field("", description="Only images under this folder.")
+    under: str = Field("", max_length=MAX_PATH, description="Only images under this folder.")
+    neighbours: int = Field(16, ge=1, le=256, description="Nearest images checked per image.")
     offset: int = Field(0, ge=0, description="Groups to skip.")
     limit: int = Field(50, ge=1, le=500, description="Groups per page.")
 
@@ -305,9 +342,23 @@ class MarkRequest(Model):
     a: str = Field(pattern=r"^[0-9a-f]{32}$", description="A stored image's id.")
     b: str = Field(pattern=r"^[0-9a-f]{32}$", description="Another stored image's id.")
 
+    @model_validator(mode="after")
+    def _two(self) -> MarkRequest:
+        if self.a == self.b:
+            raise ValueError("a and b are the same image: a mark is between two")
+        return self
+
 
 class Marked(Model):
     marked: list[str]
+
+
+# --- errors -------------------------------------------------------------------------------------------------------
+class ErrorBody(Model):
+    """Every error the API answers: one line, and its kind (invalid, not_found, too_large, unauthorized, timeout ...)."""
+
+    error: str
+    kind: str
 
 
 # --- health ---------------------------------------------------------------------------------------------------------

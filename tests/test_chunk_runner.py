@@ -5,6 +5,9 @@ file, duplicate delivery) is checked in the unit tier, on the job status a user 
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 
 from imsim.bench import NullStore, null_models
@@ -124,3 +127,19 @@ def test_a_job_written_by_another_model_version_is_refused(parts):
     outcome = runner.run(Chunk(job_id, "0", files, models=fleet_identity(settings)))
     assert outcome.kind == "refused" and "another model revision or weights" in outcome.reason
     assert jobs.status(job_id).running == {} and not any(sink.kept.values())  # the attempt ended
+
+
+def test_a_chunk_crosses_the_queue_as_one_named_message_and_older_positional_messages_still_read():
+    from imsim.jobs.queue import MESSAGE_VERSION
+
+    chunk = Chunk("job-1", "3.1", ["/a.jpg", "s3://b/c.png"], force=True, tags={"t": "v"}, models={"clip": "abc"})
+    chunk = replace(chunk, listed={"s3://b/c.png": [10, 1.5, "etag:x"]})
+    message = chunk.to_message()
+    assert message["v"] == MESSAGE_VERSION and message["key"] == "3.1"
+    assert json.loads(json.dumps(message)) == message  # what the broker carries
+    assert Chunk.from_message([message]) == chunk
+    legacy = Chunk.from_message(["job-1", 3, ["/a.jpg"]], {"force": True, "tags": None, "checksum": False})
+    assert legacy == Chunk("job-1", "3", ["/a.jpg"], force=True)
+    assert Chunk.from_message([], {}) is None
+    with pytest.raises(ValueError, match="newer"):
+        Chunk.from_message([message | {"v": MESSAGE_VERSION + 1}])

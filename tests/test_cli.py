@@ -102,16 +102,19 @@ def test_names_that_look_like_rich_markup_are_printed_as_they_are(cli, tiny_mode
     assert proc.returncode == 2 and f"{folder}/[/]gone.jpg" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_a_huge_k_returns_every_row_instead_of_exhausting_memory(cli, tiny_model_dirs, tmp_path):
+def test_a_huge_k_is_one_clear_error_and_a_page_larger_than_the_store_returns_every_row(cli, tiny_model_dirs, tmp_path):
     """`-k 1000000000` on Milvus Lite asked the store for a billion results: it allocated for them until the kernel
-    killed the process. k is capped at the collection's row count (run under an 8 GB address-space limit, so the
-    old code fails here instead of taking the machine's memory)."""
+    killed the process. A page is at most 1,000 results now (the same rule at every door: the vocabulary's), refused
+    in one line that says how to get more; a page of 1,000 over a smaller store returns every row (run under an 8 GB
+    address-space limit, so a version that asked the store for the page as given fails here, not the machine)."""
     env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
     cli(env, "ingest", "--local", str(SAMPLES / "photos"))
     stored = len(list((SAMPLES / "photos").glob("*.jpg")))
+    huge = cli(env, "search", str(SAMPLES / "photos" / "coffee.jpg"), "-k", "1000000000", check=False)
+    assert huge.returncode == 2 and "-k: at most 1000 results a page: page on with offset" in huge.stderr
     limit = 8 << 30
     proc = subprocess.run(
-        [sys.executable, "-m", "imsim.cli", "search", str(SAMPLES / "photos" / "coffee.jpg"), "-k", "1000000000", "--json"],
+        [sys.executable, "-m", "imsim.cli", "search", str(SAMPLES / "photos" / "coffee.jpg"), "-k", "1000", "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -123,7 +123,7 @@ def test_kubernetes_manifests_match_the_api_schemas():
     assert "passed for resource deployment/imsim-worker" in proc.stdout
 
 
-def test_kubernetes_objects_reference_each_other():
+def test_kubernetes_objects_reference_each_other(tmp_path):
     docs = k8s_docs()
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert all((K8S / r).exists() for r in kustomization["resources"])
@@ -158,7 +158,11 @@ def test_kubernetes_objects_reference_each_other():
     assert config["IMSIM_MILVUS_URI"] == "http://milvus.imsim.svc.cluster.local:19530"
 
     # the API: probes on the paths `imsim serve` answers without a token, on the port it listens on; the HPA scales it
-    from imsim.api.app import OPEN
+    from imsim.api.app import create_app, open_paths
+    from imsim.api.service import Service
+    from imsim.settings import load
+
+    served = create_app(Service(load({"data_dir": tmp_path / "data", "env_file": tmp_path / "none.env"})))
 
     api = docs[("Deployment", "imsim-api")]["spec"]["template"]["spec"]
     (container,) = api["containers"]
@@ -167,7 +171,7 @@ def test_kubernetes_objects_reference_each_other():
     assert container["ports"] == [{"name": "http", "containerPort": port}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"]["path"] == container["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert {"/readyz", "/healthz"} <= OPEN
+    assert {"/readyz", "/healthz"} <= open_paths(served) and "/v1/search/text" not in open_paths(served)
     assert {"configMapRef": {"name": "imsim-config"}} in container["envFrom"]
     service = docs[("Service", "imsim-api")]["spec"]
     assert service["ports"][0]["targetPort"] == "http"

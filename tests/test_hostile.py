@@ -345,10 +345,11 @@ def test_tags_are_checked_by_one_rule_at_every_door_before_a_job_exists(tags, wo
     stored. The same rule now answers the Client, a local ingest and the queue, before anything is queued or read."""
     from imsim.errors import InvalidInput
     from imsim.jobs.queue import enqueue
+    from imsim.vocabulary import IngestOptions, check
 
     unreachable = settings.replace(redis_url="redis://127.0.0.1:9/0")  # refused before Redis is ever asked
     with pytest.raises(InvalidInput, match=words):
-        enqueue([str(PHOTO)], unreachable, tags=tags)
+        enqueue([str(PHOTO)], unreachable, check(IngestOptions, {"tags": tags}))
     with pytest.raises(InvalidInput, match=words):
         ingest_local([str(PHOTO)], settings, tags=tags)
     with pytest.raises(InvalidInput, match=words):

@@ -79,32 +79,29 @@ class ChunkTask(Task):
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """Record every path of a chunk that will not be retried again as failed, with the reason. Never raises."""
-        job_id, chunk, paths = (list(args) + [None, None, None])[:3]
-        if job_id is None:
+        try:
+            chunk = Chunk.from_message(list(args or []), kwargs)
+        except Exception:
+            log.exception("task %s failed with a message that holds no readable chunk", task_id)
+            return
+        if chunk is None:
             return
         reason = f"chunk failed after {self.request.retries} retries: {type(exc).__name__}: {exc}"
         try:
-            runner(self).record_failed(Chunk(str(job_id), str(chunk), list(paths or [])), reason)
+            runner(self).record_failed(chunk, reason)
         except Exception:  # recording must never raise out of Celery's failure handler
-            log.exception("could not record failed chunk %s of job %s", chunk, printable(str(job_id)))
+            log.exception("could not record failed chunk %s of job %s", chunk.key, printable(chunk.job_id))
 
 
 @app.task(name=EMBED_CHUNK, bind=True, base=ChunkTask)
-def embed_chunk(
-    self: ChunkTask,
-    job_id: str,
-    chunk: str | int,
-    paths: list[str],
-    force: bool = False,
-    tags: dict[str, str] | None = None,
-    checksum: bool = False,
-    models: dict[str, str] | None = None,
-    listed: dict[str, list[Any]] | None = None,
-) -> dict[str, Any]:
+def embed_chunk(self: ChunkTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Embed and store one chunk (:meth:`imsim.jobs.runner.ChunkRunner.run`: cancel, refuse, split, bookkeeping,
-    ingest, count, seal). Returns counts only: the failures are on the job record, not in a second copy in Celery's
-    results. A refused chunk goes back on the queue for another worker."""
-    work = Chunk(job_id, str(chunk), list(paths), force=force, checksum=checksum, tags=tags, models=models, listed=listed)
+    ingest, count, seal); the message is read by :meth:`imsim.jobs.queue.Chunk.from_message` only. Returns counts
+    only: the failures are on the job record, not in a second copy in Celery's results. A refused chunk goes back on
+    the queue for another worker."""
+    work = Chunk.from_message(args, kwargs)
+    if work is None:
+        raise Reject(f"message holds no chunk: {len(args)} arguments", requeue=False)
     outcome = runner(self).run(work)
     if outcome.kind == "refused":
         raise Reject(outcome.reason, requeue=True)

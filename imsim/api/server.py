@@ -3,12 +3,15 @@ thread after the server starts (``/healthz`` answers meanwhile; ``/readyz`` says
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
-from ..settings import Settings
+from ..settings import API_FILE, Settings, served_api
 from .app import create_app
 from .service import Service
 
@@ -26,6 +29,27 @@ def check_bind(settings: Settings, host: str) -> None:
         )
 
 
+def announce(settings: Settings, host: str, port: int) -> None:
+    """Write ``DATA_DIR/api.json``: the CLI of this data dir finds this server there and asks it (its models are warm)
+    instead of loading models itself, when it would open the same store with the same models."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    first = served_api(settings.data_dir, settings.resolved_milvus_uri)
+    if first is not None and int(first["pid"]) != os.getpid():
+        return  # another serve of this data dir announced itself first and still answers: the CLI keeps asking it
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    record = {
+        "url": f"http://{shown}:{port}",
+        "host": host,
+        "port": port,
+        "pid": os.getpid(),
+        "store": settings.resolved_milvus_uri,
+        "models": settings.model_names,
+    }
+    tmp = settings.data_dir / f".{API_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(record))
+    tmp.replace(settings.data_dir / API_FILE)
+
+
 def serve(settings: Settings, host: str, port: int, on_start: Callable[[], None] | None = None) -> None:
     """Run the API until interrupted: the bind checked first (a token beyond loopback), the models loaded on a
     thread after the server starts (/healthz answers meanwhile; /readyz says when they are loaded)."""
@@ -38,13 +62,18 @@ def serve(settings: Settings, host: str, port: int, on_start: Callable[[], None]
     check_bind(settings, host)
     service = Service(settings)
     app = create_app(service)
+    record = settings.data_dir / API_FILE
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         loading = threading.Thread(target=service.start, name="imsim-api-load", daemon=True)
         loading.start()
+        announce(settings, host, port)
         yield
         service.close()
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(record.read_text()).get("pid") == os.getpid():
+                record.unlink()
 
     app.router.lifespan_context = lifespan
     if on_start is not None:

@@ -16,22 +16,23 @@ import io
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..client.local import Client
 from ..errors import ImageError, NotFound
-from ..expr import Where, check_tags
+from ..expr import Where
 from ..fusion import SearchHit
 from ..images import DecodeBudget
 from ..settings import Settings
 from ..sources.reading import Limits, open_file
 from ..timing import StageTimes
+from ..vocabulary import DuplicatesOptions, IngestOptions, IngestRequest, SearchOptions
 
 GROUPS_TTL = 300.0  # seconds the linked pairs of one duplicates query are reused (marks apply at once regardless)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -67,26 +68,18 @@ class Metrics:
         self.errors = Counter("imsim_api_errors", "Errors by kind", ["kind"], registry=self.registry)
 
 
-@dataclass(frozen=True)
-class SearchParams:
-    """What an image query asks for besides its pixels: queries with equal params can share a batch."""
-
-    k: int = 10
-    models: tuple[str, ...] = ()
-    fusion: str | None = None
-    where: Where | None = None
-    filter: str = ""
-
-    def key(self) -> str:
-        return repr((self.k, self.models, self.fusion, self.where, self.filter))
-
-
 @dataclass
 class _Pending:
     data: bytes
-    params: SearchParams
+    options: SearchOptions
     name: str = "the upload"
+    deadline: float = float("inf")  # monotonic time past which its request has given up (IMSIM_API_TIMEOUT from arrival)
     future: Future[list[SearchHit]] = field(default_factory=Future)
+
+
+def _key(options: SearchOptions) -> str:
+    """Queries that ask for the same thing (everything but the image) share a batch."""
+    return options.model_dump_json()
 
 
 class Service:
@@ -101,8 +94,10 @@ class Service:
         self.ready = False
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._batcher = threading.Thread(target=self._run_batches, name="imsim-api-batcher", daemon=True)
-        self._thumbs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._thumb_bytes = 0
+        # thumbnails made, least recently used dropped first, bounded by their bytes (IMSIM_API_THUMBNAIL_CACHE_MB)
+        self._thumbs: LRUCache[tuple[str, int], bytes] = LRUCache(
+            maxsize=max(1, settings.api_thumbnail_cache_mb * 2**20), getsizeof=len
+        )
         self._thumb_lock = threading.Lock()
         self._groups: dict[str, tuple[float, Any]] = {}
 
@@ -126,11 +121,30 @@ class Service:
         self.client.close()
 
     # --- image queries, micro-batched -----------------------------------------------------------
-    def search_image(self, data: bytes, params: SearchParams, name: str = "the upload") -> Future[list[SearchHit]]:
-        """Queue an image query for the next batch; ``name`` is how an error names it."""
-        pending = _Pending(data, params, name)
+    def search_image(self, data: bytes, options: SearchOptions, name: str = "the upload") -> Future[list[SearchHit]]:
+        """Queue an image query for the next batch; ``name`` is how an error names it. Cancel the future (a request
+        that gave up does) and the batcher drops the query before embedding it; past ``IMSIM_API_TIMEOUT`` from now it
+        is dropped with a timeout."""
+        pending = _Pending(data, options, name, time.monotonic() + self.settings.api_timeout)
         self._queue.put(pending)
         return pending.future
+
+    def search(self, options: SearchOptions, *, text: str | None = None, like: str | None = None) -> list[SearchHit]:
+        """A text or more-like-this search (no image to embed: no batch), as the client answers it."""
+        return self.client.search(text=text, like=like, options=options)
+
+    def facts(self, hits: Sequence[SearchHit]) -> dict[str, dict[str, Any]]:
+        """What the store says of each hit's image (size, file size, mtime, tags): one Bounded read of the first model's
+        collection for a page of hits."""
+        if not hits:
+            return {}
+        name = next(iter(hits[0].scores), None) or self.client.models.names(None)[0]
+        fields = ["width", "height", "file_size", "mtime", "tags"]
+        return self.client.store.rows.get(self.client.models.collection(name), [h.id for h in hits], fields, "Bounded")
+
+    def used_fusion(self, options: SearchOptions, hits: Sequence[SearchHit]) -> str:
+        names = list(hits[0].scores) if hits else self.client.models.names(options.models or None)
+        return self.client.resolve_fusion(options.fusion or self.settings.fusion, names)
 
     def _run_batches(self) -> None:
         window = self.settings.api_batch_window_ms / 1000
@@ -138,7 +152,7 @@ class Service:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch = [first] if _live(first) else []
             deadline = time.monotonic() + window
             while len(batch) < self.settings.api_max_batch:
                 left = deadline - time.monotonic()
@@ -149,17 +163,18 @@ class Service:
                 if item is None:
                     self._queue.put(None)
                     break
-                batch.append(item)
+                if _live(item):
+                    batch.append(item)
             groups: dict[str, list[_Pending]] = {}
             for item in batch:
-                groups.setdefault(item.params.key(), []).append(item)
+                groups.setdefault(_key(item.options), []).append(item)
             for items in groups.values():
                 self._answer(items)
 
     def _answer(self, items: list[_Pending]) -> None:
-        params = items[0].params
+        options = items[0].options
         try:
-            results = self._search_many([i.data for i in items], params)
+            results = self._search_many([i.data for i in items], options)
         except ImageError as error:
             if len(items) == 1:  # name the upload as its sender knows it, not as "<query 0: bytes>"
                 items[0].future.set_exception(type(error)(items[0].name, error.reason))
@@ -174,30 +189,33 @@ class Service:
         for item, hits in zip(items, results, strict=True):
             item.future.set_result(hits)
 
-    def _search_many(self, images: Sequence[bytes], params: SearchParams) -> list[list[SearchHit]]:
+    def _search_many(self, images: Sequence[bytes], options: SearchOptions) -> list[list[SearchHit]]:
         self.metrics.batch.observe(len(images))
         times = StageTimes()
-        vectors = self.client.models.embed_many(list(images), params.models or None, times=times)
+        vectors = self.client.models.embed_many(list(images), options.models or None, times=times)
         for model, seconds in times.embed.items():
             self.metrics.embed.labels(model).observe(seconds)
         started = time.perf_counter()
-        hits = self.client.search_batch(vectors, k=params.k, fusion=params.fusion, where=params.where, filter=params.filter)
+        hits = self.client.search_batch(
+            vectors, k=options.k, fusion=options.fusion, where=options.where(), filter=options.filter, offset=options.offset
+        )
         self.metrics.search.observe(time.perf_counter() - started)
         return hits
 
     # --- duplicates -----------------------------------------------------------------------------
-    def linked(
-        self, model: str | None, threshold: float | None, precision: float, under: str, refresh: bool
-    ) -> tuple[Any, set[tuple[str, str]]]:
-        """The pairs `imsim duplicates` links for these arguments (computed once, kept ``GROUPS_TTL`` seconds) and
-        the marked pairs among them (read every time: a mark hides its pair at once)."""
+    def linked(self, options: DuplicatesOptions, refresh: bool = False) -> tuple[Any, set[tuple[str, str]]]:
+        """The pairs `imsim duplicates` links for these options (computed once, kept ``GROUPS_TTL`` seconds) and the
+        marked pairs among them (read every time: a mark hides its pair at once)."""
         from ..duplicates import link, marked_pairs
 
-        key = repr((model, threshold, precision, under))
+        model, threshold, precision, under = options.model or None, options.threshold, options.precision, options.under
+        key = repr((model, threshold, precision, under, options.neighbours))
         cached = self._groups.get(key)
         if refresh or cached is None or time.monotonic() - cached[0] > GROUPS_TTL:
             where = Where(path_prefix=under) if under else None
-            linked = link(self.client, model=model, threshold=threshold, precision=precision, where=where)
+            linked = link(
+                self.client, model=model, threshold=threshold, precision=precision, neighbours=options.neighbours, where=where
+            )
             self._groups[key] = cached = (time.monotonic(), linked)
         linked = cached[1]
         return linked, marked_pairs(self.client.store, linked.paths)
@@ -220,18 +238,21 @@ class Service:
         return Marks(self.client.store).add(Mark(a, b, rows[a]["sha256"], rows[b]["sha256"], rows[a]["path"], rows[b]["path"]))
 
     # --- jobs -----------------------------------------------------------------------------------
-    def queue_job(self, paths: list[str], force: bool, tags: object) -> str:
-        """Queue an ingest of server-side paths; only under IMSIM_ALLOWED_ROOTS (refused when none are set)."""
-        import os
+    def queue_job(self, request: IngestRequest) -> str:
+        """Queue an ingest of server-side paths; only under IMSIM_ALLOWED_ROOTS (refused when none are set), checked
+        as the workers check what they read (local paths and s3:// prefixes alike)."""
+        from ..sources.names import glob_base, is_glob
+        from ..sources.reading import check_allowed
 
         roots = self.settings.allowed_root_paths
         if not roots:
             raise PermissionError("queuing through the API needs IMSIM_ALLOWED_ROOTS: the folders the server may read")
-        for path in paths:
-            real = os.path.realpath(path)
-            if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
-                raise PermissionError(f"{path}: outside IMSIM_ALLOWED_ROOTS")
-        return self.client.jobs.ingest(paths, force=force, tags=check_tags(tags) or None)
+        for path in request.paths:
+            try:
+                check_allowed(glob_base(path) if is_glob(path) else path, roots)
+            except ImageError as exc:
+                raise PermissionError(f"{exc.path}: outside IMSIM_ALLOWED_ROOTS") from None
+        return self.client.jobs.ingest(request.paths, IngestOptions.model_validate(request.model_dump(exclude={"paths"})))
 
     # --- stored images and thumbnails -----------------------------------------------------------
     def stored_path(self, row_id: str) -> str:
@@ -256,9 +277,9 @@ class Service:
         """A JPEG of the stored image at most ``size`` pixels on a side, made within the decode limits, cached."""
         key = (row_id, size)
         with self._thumb_lock:
-            if key in self._thumbs:
-                self._thumbs.move_to_end(key)
-                return self._thumbs[key]
+            cached = self._thumbs.get(key)
+        if cached is not None:
+            return cached
         from ..gallery import thumbnail
         from ..images import decode_bytes, decode_memory, jpeg_draft_scale, read_header
 
@@ -275,12 +296,9 @@ class Service:
         out = io.BytesIO()
         thumbnail(image, size).save(out, "JPEG", quality=85)
         jpeg = out.getvalue()
-        with self._thumb_lock:
-            self._thumbs[key] = jpeg
-            self._thumb_bytes += len(jpeg)
-            while self._thumb_bytes > self.settings.api_thumbnail_cache_mb * 2**20 and self._thumbs:
-                _, dropped = self._thumbs.popitem(last=False)
-                self._thumb_bytes -= len(dropped)
+        if len(jpeg) <= self._thumbs.maxsize:
+            with self._thumb_lock:
+                self._thumbs[key] = jpeg
         return jpeg
 
 
@@ -294,6 +312,15 @@ MEDIA_TYPES = {
     "TIFF": "image/tiff",
     "AVIF": "image/avif",
 }
+
+
+def _live(item: _Pending) -> bool:
+    """Whether a queued query is still wanted: not given up by its request (cancelled), not past its deadline."""
+    if time.monotonic() > item.deadline:
+        if item.future.set_running_or_notify_cancel():
+            item.future.set_exception(TimeoutError("the query waited past IMSIM_API_TIMEOUT before its turn"))
+        return False
+    return item.future.set_running_or_notify_cancel()
 
 
 def _current() -> BaseException:

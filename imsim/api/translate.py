@@ -1,56 +1,21 @@
-"""What the routes translate, in both directions: an error to its HTTP status and one-line JSON, an upload to a
-safe name, a hit to JSON, query parameters to a checked :class:`~imsim.expr.Where`."""
+"""What the routes translate: an upload into checked bytes (refused before decoding when empty, not an image, over the
+pixel limit, or too large to decode for a query), and the client's hits into the vocabulary's :class:`~imsim.vocabulary.Hit`
+with what the store says of each image."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import UploadFile
 
-from ..errors import (
-    ConfigError,
-    FilterError,
-    ImageError,
-    ImageTooLarge,
-    ImsimError,
-    InvalidInput,
-    JobRunning,
-    ModelError,
-    NotFound,
-    QueueError,
-    StoreError,
-    StoreUnavailable,
-)
-from ..expr import Where, parse_tags
+from ..errors import ImageError, ImageTooLarge
 from ..fusion import SearchHit
+from ..images import JPEG_FORMATS, read_header
+from ..settings import Settings
+from ..vocabulary import Hit
 
-
-def error_status(error: BaseException) -> tuple[int, str]:
-    if isinstance(error, InvalidInput):
-        return 422, "invalid"
-    if isinstance(error, NotFound):
-        return 404, "not_found"
-    if isinstance(error, ImageTooLarge):
-        return 413, "too_large"
-    if isinstance(error, ImageError):
-        return 422, "bad_image"
-    if isinstance(error, FilterError):
-        return 400, "bad_filter"
-    if isinstance(error, StoreUnavailable):
-        return 503, "store_unavailable"
-    if isinstance(error, JobRunning):
-        return 409, "job_running"
-    if isinstance(error, QueueError):
-        return 503, "queue_unavailable"
-    if isinstance(error, StoreError | ModelError | ConfigError):
-        return 400, "bad_request"
-    if isinstance(error, LookupError):
-        return 404, "not_found"
-    if isinstance(error, PermissionError):
-        return 403, "forbidden"
-    if isinstance(error, ImsimError | ValueError):
-        return 400, "bad_request"
-    return 500, "internal"
+JPEG_DRAFT = 64  # a JPEG decodes at 1/8 scale per side at most: 1/64 of its pixels
 
 
 def upload_name(file: UploadFile) -> str:
@@ -61,36 +26,45 @@ def upload_name(file: UploadFile) -> str:
     return f"upload {name!r}" if name else "the upload"
 
 
-def hit_json(hit: SearchHit) -> dict[str, Any]:
-    return {
-        "id": hit.id,
-        "path": hit.path,
-        "score": hit.score,
-        "scores": hit.scores,
-        "ranks": hit.ranks,
-        "image": f"/v1/images/{hit.id}",
-        "thumbnail": f"/v1/images/{hit.id}/thumbnail",
-    }
+async def upload(file: UploadFile, settings: Settings) -> bytes:
+    """The upload's bytes, refused before any decoding when over the byte cap, empty, not an image, over the pixel limit
+    by its header (a decompression bomb costs its header's bytes, never its pixels), or over the megapixels a query
+    decode may cost (``IMSIM_API_MAX_QUERY_MEGAPIXELS``; a JPEG counts at its smallest draft scale)."""
+    name = upload_name(file)
+    limit = settings.api_max_upload_mb * 2**20
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLarge(name, f"over {settings.api_max_upload_mb} MB (IMSIM_API_MAX_UPLOAD_MB)")
+    if not data:
+        raise ImageError(name, "empty upload (0 bytes)")
+    header = read_header(data, name, settings.max_image_pixels)
+    pixels = header.width * header.height / (JPEG_DRAFT if header.format in JPEG_FORMATS else 1)
+    if pixels > settings.api_max_query_megapixels * 1e6:
+        raise ImageTooLarge(
+            name,
+            f"{header.width}x{header.height} is more than a query may decode ({settings.api_max_query_megapixels} "
+            "megapixels, IMSIM_API_MAX_QUERY_MEGAPIXELS): send a smaller copy (a query is resized to the model's input)",
+        )
+    return data
 
 
-def where_of(
-    under: str,
-    glob: str,
-    job: str,
-    tag: list[str] | None,
-    min_width: int | None,
-    min_height: int | None,
-    after: float | None,
-    before: float | None,
-) -> Where | None:
-    where = Where(
-        path_prefix=under,
-        path_glob=glob,
-        job=job,
-        tags=parse_tags(tag) if tag else {},
-        min_width=min_width,
-        min_height=min_height,
-        ingested_after=after,
-        ingested_before=before,
-    )
-    return None if where == Where() else where
+def hits_of(hits: Sequence[SearchHit], facts: Mapping[str, Mapping[str, Any]]) -> list[Hit]:
+    """The client's hits as the vocabulary's, each with the stored facts of its image (size, file size, mtime, tags)."""
+    out = []
+    for h in hits:
+        row = facts.get(h.id, {})
+        out.append(
+            Hit(
+                id=h.id,
+                path=h.path,
+                score=h.score,
+                scores=dict(h.scores),
+                ranks=dict(h.ranks),
+                width=row.get("width"),
+                height=row.get("height"),
+                file_size=row.get("file_size"),
+                mtime=row.get("mtime"),
+                tags=dict(row.get("tags") or {}),
+            )
+        )
+    return out

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -37,6 +38,7 @@ EXIT_CODES = (
     "2 bad input, configuration or an unreachable service; 130 interrupted."
 )
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
 WIDE = 110  # columns from which listings are tables; narrower, each item prints on lines of its own, nothing cut
 
 
@@ -169,3 +171,39 @@ def stamp(t: float | None) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def flag_of(field: str) -> str:
+    """The CLI option that sets a vocabulary field: ``k`` → ``-k``, ``min_width`` → ``--min-width``."""
+    return "-k" if field == "k" else "--" + field.replace("_", "-")
+
+
+def help_of(model: type[BaseModel], field: str) -> str:
+    """A vocabulary field's description, as its CLI option's help (declared once, in :mod:`imsim.vocabulary`)."""
+    return model.model_fields[field].description or ""
+
+
+def build(model: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """A vocabulary request from the CLI's options (None: not given, the field's default), or one error naming the
+    option (exit 2), as the API names the field in its 422."""
+    from pydantic import ValidationError
+
+    given = {name: value for name, value in values.items() if value is not None}
+    try:
+        return model.model_validate(given)
+    except ValidationError as exc:
+        from ..errors import InvalidInput
+
+        first = exc.errors()[0]
+        loc = [str(p) for p in first.get("loc", ())]
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise InvalidInput(f"{flag_of(loc[0])}: {message}" if loc else message) from None
+
+
+def remote_url(settings: Settings) -> str:
+    """The `imsim serve` to ask instead of loading models here: IMSIM_API_URL, else one this data dir's store runs
+    (said once on stderr, since it answers with that server's models and store)."""
+    url = settings.resolved_api_url
+    if url and not settings.api_url:
+        err.print(f"asking the running imsim serve at {url} (its models are loaded; IMSIM_API_URL=off to load them here)")
+    return url

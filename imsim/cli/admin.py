@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -78,6 +79,9 @@ def config(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default IMSIM_API_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default IMSIM_API_PORT, 8080).")] = None,
+    openapi: Annotated[
+        bool, typer.Option("--openapi", help="Print the API's OpenAPI document (docs/openapi.json) and exit.")
+    ] = False,
 ) -> None:
     """Serve the HTTP API and the web pages (search, duplicates review), models loaded once and kept warm.
 
@@ -87,7 +91,13 @@ def serve(
     \b
     Examples:
       imsim serve                                  http://127.0.0.1:8080
-      IMSIM_API_TOKEN=secret imsim serve --host 0.0.0.0 --port 8080"""
+      IMSIM_API_TOKEN=secret imsim serve --host 0.0.0.0 --port 8080
+      imsim serve --openapi > docs/openapi.json     the contract, after changing it"""
+    if openapi:
+        from ..api.app import contract
+
+        print(json.dumps(contract(), indent=2, sort_keys=True))
+        return
     from ..api.server import serve as serve_api
 
     settings = get_settings()
@@ -304,11 +314,19 @@ def bench_ingest(
             }
         )
         return
-    console.print(
+    _print_ingest_rows(
+        rows,
+        base,
         f"{len(files)} files ({size if not images else images}); models {', '.join(models)}"
         f"{' (null)' if null_models else ''}; device {next(iter(models.values())).device}",
-        highlight=False,
     )
+
+
+def _print_ingest_rows(rows: list[Any], base: Any, header: str) -> None:
+    """`imsim bench ingest`'s rows as lines: throughput, CPU per stage, waits on the store, the baseline."""
+    from .. import bench
+
+    console.print(header, highlight=False)
     for r in rows:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in r.stage_cpu_ms().items())
         console.print(

@@ -17,14 +17,17 @@ from ..settings import Settings, get_settings
 from ..sources.names import is_uri, printable
 from ..sources.paths import Discovery, PathList, Seen, iter_files
 from ..util import peeked
+from ..vocabulary import IngestOptions
 from ._common import (
     FAILURES_SHOWN,
     INTERRUPTED,
     OK,
     SOME_FAILED,
     JsonOpt,
+    build,
     console,
     err,
+    help_of,
     parse_tag_options,
     print_json,
     print_json_or,
@@ -52,21 +55,10 @@ def ingest(
     ] = False,
     local: Annotated[bool, typer.Option("--local", help="Run in this process: no Redis or workers needed.")] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow a queued job's progress until it ends.")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Re-embed files already stored unchanged.")] = False,
-    checksum: Annotated[
-        bool,
-        typer.Option(
-            "--checksum",
-            help="Read and hash every file to tell whether it changed, instead of trusting size, mtime and inode.",
-        ),
-    ] = False,
-    tag: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tag",
-            help="key=value stored with every image (repeatable). Merged into stored tags (a key given replaces its "
-            "value, other keys stay); stored images are re-tagged without being re-embedded. Filter: search --tag.",
-        ),
+    force: Annotated[bool, typer.Option("--force", help=help_of(IngestOptions, "force"))] = False,
+    checksum: Annotated[bool, typer.Option("--checksum", help=help_of(IngestOptions, "checksum"))] = False,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", help=help_of(IngestOptions, "tags") + " As key=value, repeatable.")
     ] = None,
     activate: Annotated[
         bool, typer.Option("--activate", help="When done, make the versions just written the ones queries use.")
@@ -92,7 +84,7 @@ def ingest(
         raise ImsimError("nothing to ingest: give paths, folders, globs or --from-file")
     if activate and not local and not wait:
         raise ImsimError("--activate needs the job to finish first: drop --no-wait, or run `imsim models activate` later")
-    tags = parse_tag_options(tag)
+    options = build(IngestOptions, {"force": force, "checksum": checksum, "tags": parse_tag_options(tags)})
     found, seen = Discovery(), Seen() if listed is not None else None
     stream = iter_files(inputs, found, seen=seen)
     if listed is not None:
@@ -105,12 +97,10 @@ def ingest(
         files,
         found,
         inputs + ([f"--from-file {listed.file}"] if listed is not None else []),
+        options,
         local=local,
         wait=wait,
-        force=force,
-        checksum=checksum,
         as_json=as_json,
-        tags=tags,
         activate=activate,
         path_list=listed,
     )
@@ -127,14 +117,12 @@ def run_ingest(
     files: Iterable[str],
     found: Discovery,
     inputs: list[str],
+    options: IngestOptions,
     *,
     local: bool,
     wait: bool,
-    force: bool,
     as_json: bool,
-    checksum: bool = False,
     retry_of: str = "",
-    tags: dict[str, str] | None = None,
     activate: bool = False,
     path_list: PathList | None = None,
 ) -> int:
@@ -142,7 +130,7 @@ def run_ingest(
     exit code."""
     settings = get_settings()
     if local:
-        outcome = _ingest_here(files, settings, force=force, checksum=checksum, tags=tags, activate=activate)
+        outcome = _ingest_here(files, settings, options, activate=activate)
     else:
         from ..jobs.queue import enqueue
 
@@ -151,11 +139,9 @@ def run_ingest(
             job_id = enqueue(
                 files,
                 settings,
+                options,
                 inputs=inputs,
-                force=force,
-                checksum=checksum,
                 retry_of=retry_of,
-                tags=tags,
                 found=found,
                 path_list=path_list,
                 on_sent=lambda n: bar.advance(task, n),
@@ -183,9 +169,7 @@ def run_ingest(
     return SOME_FAILED if outcome["failed"] or found.unmatched else OK
 
 
-def _ingest_here(
-    files: Iterable[str], settings: Settings, *, force: bool, checksum: bool, tags: dict[str, str] | None, activate: bool
-) -> dict[str, Any]:
+def _ingest_here(files: Iterable[str], settings: Settings, options: IngestOptions, *, activate: bool) -> dict[str, Any]:
     from ..ingest import ChunkResult, Ingestor, ingest_local
     from ..store import open_store
 
@@ -207,9 +191,9 @@ def _ingest_here(
                     announced(files),
                     settings,
                     ingestor=ingestor,
-                    force=force,
-                    checksum=checksum,
-                    tags=tags,
+                    force=options.force,
+                    checksum=options.checksum,
+                    tags=options.tags or None,
                     on_progress=lambda n: bar.advance(task, n),
                     on_chunk=counted.merge,
                 )
@@ -264,9 +248,9 @@ def retry(
         failed,
         Discovery(),
         [f"failed files of {job_id}"],
+        IngestOptions(),
         local=local,
         wait=wait,
-        force=False,
         as_json=as_json,
         retry_of=job_id,
     )
@@ -336,7 +320,7 @@ def sync(
         print_json_or(outcome, as_json)
         return
     raise typer.Exit(
-        run_ingest(files, found, list(paths), local=local, wait=wait, force=False, checksum=checksum, as_json=as_json)
+        run_ingest(files, found, list(paths), IngestOptions(checksum=checksum), local=local, wait=wait, as_json=as_json)
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -156,7 +156,13 @@ def whiten(
             report = derived.whiten(store, base, settings.data_dir, dim=dim, sample=sample, restart=restart, on_progress=show)
         if activate_it and report.verified:
             store.versions.activate(model, report.collection)
-    seconds = time.perf_counter() - started
+    _print_whitened(report, model, time.perf_counter() - started, activate_it and report.verified, as_json)
+    if not report.verified:
+        raise typer.Exit(1)
+
+
+def _print_whitened(report: Any, model: str, seconds: float, active: bool, as_json: bool) -> None:
+    """`imsim models whiten`'s outcome: the version written, its rows and their check, what to run next."""
     w = report.whitening
     outcome = {
         "collection": report.collection,
@@ -170,7 +176,7 @@ def whiten(
         "sampled": report.sampled,
         "agreeing": report.agreeing,
         "verified": report.verified,
-        "active": activate_it and report.verified,
+        "active": active,
         "seconds": round(seconds, 1),
     }
     if as_json:
@@ -185,13 +191,11 @@ def whiten(
         )
         if not report.verified:
             err.print("rows were ingested or deleted while it ran: run it again to catch up", highlight=False)
-        elif activate_it:
+        elif active:
             err.print(f"queries for {model} now use {report.collection}", highlight=False)
         else:
             tag = report.collection.rsplit("_", 1)[1]
             err.print(f"to search with it: imsim models activate {model} {tag}", highlight=False)
-    if not report.verified:
-        raise typer.Exit(1)
 
 
 def _resolve(store: VectorStore, model: str, version: str) -> str:

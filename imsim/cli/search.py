@@ -9,23 +9,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.table import Table
 
 from ..client.local import Client
 from ..errors import ImsimError
 from ..fusion import SearchHit
 from ..sources.names import printable
+from ..vocabulary import DuplicatesOptions, SearchOptions
 from ._common import (
     JsonOpt,
     ModelsOpt,
+    build,
     client,
     console,
     csv_cell,
     err,
-    parse_tag_options,
+    flag_of,
+    help_of,
     print_json,
     progress,
     random_among,
+    remote_url,
     settings_with,
     warn_random,
     wide,
@@ -41,11 +46,13 @@ def compare(a: Path, b: Path, models: ModelsOpt = None, as_json: JsonOpt = False
         if not path.is_file():
             raise ImsimError(f"{path}: {'a folder, not an image file' if path.is_dir() else 'no such file'}")
     settings = settings_with(models)
-    if settings.api_url:
-        from ..client.remote import Remote
+    if remote_url(settings):
+        from ..client.remote import RemoteClient
 
-        sims = Remote(settings).compare(str(a), str(b), models)
-        warn_random(random_among(settings, list(sims)))
+        with RemoteClient.from_settings(settings) as remote:
+            compared = remote.compared(a, b, models)
+        sims = compared.scores
+        warn_random(compared.random_weights)
     else:
         with client(models) as c:
             sims = c.compare(a, b)
@@ -59,74 +66,56 @@ def compare(a: Path, b: Path, models: ModelsOpt = None, as_json: JsonOpt = False
     console.print(table)
 
 
-def _when(value: str | None) -> float | None:
-    """An ISO date or date-time (or Unix seconds) → Unix seconds."""
-    if not value:
-        return None
-    from datetime import datetime
-
-    try:
-        return float(value) if value.replace(".", "", 1).isdigit() else datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise ImsimError(f"not a date: {value!r} (use YYYY-MM-DD, YYYY-MM-DDTHH:MM or Unix seconds)") from None
-
-
-def check_search(
-    query: str | None, text: str | None, like: str | None, k: int, models: str | None, fusion: str | None, filter: str
-) -> None:
-    """The search's arguments, checked before a model loads (which takes 10-30 s): one clear error at once."""
+def check_query(query: str | None, text: str | None, like: str | None, options: SearchOptions) -> None:
+    """What the vocabulary cannot know (the query file, a text model among these models, the raw filter's fields),
+    checked before a model loads (10-30 s): one clear error at once."""
     from .. import expr
     from .. import models as registry
-    from ..fusion import FUSIONS
     from ..sources.names import URL, is_uri
     from ..store import FIELD_NAMES, VECTOR
 
     if sum(x is not None for x in (query, text, like)) != 1:
         raise ImsimError("give exactly one of a query image, --text or --like")
-    if k < 1:
-        raise ImsimError(f"-k must be at least 1, got {k}")
-    if fusion is not None and fusion not in FUSIONS:
-        raise ImsimError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
     if query is not None and not is_uri(query):  # an s3:// query image is read (and named if missing) like a stored one
         if URL.match(query):
             raise ImsimError(f"{query}: a URL; imsim searches with local files and s3:// objects only: download it first")
         if not os.path.isfile(query):
             raise ImsimError(f"{query}: {'a folder, not an image file' if os.path.isdir(query) else 'no such file'}")
-    names = settings_with(models).model_names
+    names = settings_with(",".join(options.models) or None).model_names
     if text is not None:
         if not text.strip():
             raise ImsimError("the text query is empty: give the words to search for")
         if not any(registry.model_card(n).text for n in names):
             raise registry.no_text_model(names)
-    if filter.strip():
-        expr.check_raw(filter, FIELD_NAMES - {VECTOR})
+    if options.filter.strip():
+        expr.check_raw(options.filter, FIELD_NAMES - {VECTOR})
+
+
+def _opt(field: str, *flags: str, model: type[BaseModel] = SearchOptions) -> Any:
+    """A typer option for a vocabulary field: its flag and help are the field's (declared once)."""
+    return typer.Option(*(flags or (flag_of(field),)), help=help_of(model, field), show_default=False)
 
 
 @app.command()
 def search(
     query: Annotated[str | None, typer.Argument(help="Query image path.")] = None,
-    text: Annotated[str | None, typer.Option("--text", help="Search by text (models with a text tower: clip, siglip2).")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Search by text (models whose card has a text tower).")] = None,
     like: Annotated[
         str | None, typer.Option("--like", help="A stored image (row id or path): search with its stored vectors.")
     ] = None,
-    k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
-    models: ModelsOpt = None,
-    fusion: Annotated[str | None, typer.Option(help="rrf, weighted, calibrated or none (default: IMSIM_FUSION).")] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="Only images ingested with this key=value tag (repeatable).")
-    ] = None,
-    path_prefix: Annotated[str, typer.Option("--under", help="Only images at or below this folder.")] = "",
-    glob: Annotated[
-        str, typer.Option("--glob", help="Only images whose path matches this glob (* stays in a folder, ** crosses).")
-    ] = "",
-    job: Annotated[str, typer.Option("--job", help="Only images written by this ingest job.")] = "",
-    min_width: Annotated[int | None, typer.Option("--min-width", help="Only images at least this many pixels wide.")] = None,
-    min_height: Annotated[int | None, typer.Option("--min-height", help="Only images at least this many pixels high.")] = None,
-    after: Annotated[str | None, typer.Option("--after", help="Ingested at or after (YYYY-MM-DD[THH:MM]).")] = None,
-    before: Annotated[str | None, typer.Option("--before", help="Ingested before (YYYY-MM-DD[THH:MM]).")] = None,
-    filter: Annotated[
-        str, typer.Option("--filter", help="A raw Milvus expression over the stored fields, ANDed with the options above.")
-    ] = "",
+    k: Annotated[int | None, _opt("k")] = None,
+    models: Annotated[str | None, _opt("models", "--models", "-m")] = None,
+    fusion: Annotated[str | None, _opt("fusion")] = None,
+    offset: Annotated[int | None, _opt("offset")] = None,
+    tag: Annotated[list[str] | None, _opt("tag")] = None,
+    under: Annotated[str | None, _opt("under")] = None,
+    glob: Annotated[str | None, _opt("glob")] = None,
+    job: Annotated[str | None, _opt("job")] = None,
+    min_width: Annotated[int | None, _opt("min_width")] = None,
+    min_height: Annotated[int | None, _opt("min_height")] = None,
+    after: Annotated[str | None, _opt("after")] = None,
+    before: Annotated[str | None, _opt("before")] = None,
+    filter: Annotated[str | None, _opt("filter")] = None,
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Write a gallery page (thumbnails embedded) to this file.")
     ] = None,
@@ -139,40 +128,23 @@ def search(
     Examples:
       imsim search photo.jpg -k 20 --under /photos/2019
       imsim search --text "a red car" --models clip
-      imsim search --like /photos/a.jpg --tag kind=flag --json"""
-    from ..expr import Where
+      imsim search --like /photos/a.jpg --tag kind=flag --json
+      imsim search photo.jpg -k 20 --offset 20           (the next page)"""
+    given = {"k": k, "models": models, "fusion": fusion, "offset": offset, "tag": tag, "under": under, "glob": glob}
+    given |= {"job": job, "min_width": min_width, "min_height": min_height, "after": after, "before": before}
+    options = build(SearchOptions, given | {"filter": filter})
+    check_query(query, text, like, options)  # everything that needs no model, before any loads
+    settings = settings_with(models)
+    if not (html_out or png_out) and remote_url(settings):  # a running `imsim serve`: its models are warm
+        from ..client.remote import RemoteClient
 
-    check_search(query, text, like, k, models, fusion, filter)  # everything that needs no model, before any loads
-    where = Where(
-        path_prefix=path_prefix,
-        path_glob=glob,
-        job=job,
-        tags=parse_tag_options(tag) or {},
-        min_width=min_width,
-        min_height=min_height,
-        ingested_after=_when(after),
-        ingested_before=_when(before),
-    )
-    remote = settings_with(models)
-    if remote.api_url and not (html_out or png_out):  # a running `imsim serve`: its models are warm
-        from ..client.remote import Remote
-
-        filters = {
-            "under": path_prefix,
-            "glob": glob,
-            "job": job,
-            "tag": tag or [],
-            "min_width": min_width,
-            "min_height": min_height,
-            "after": where.ingested_after,
-            "before": where.ingested_before,
-            "filter": filter,
-        }
-        hits = Remote(remote).search(image=query, text=text, like=like, k=k, models=models, fusion=fusion, filters=filters)
-        warn_random(random_among(remote, list(hits[0].scores) if hits else []))
+        with RemoteClient.from_settings(settings) as remote:
+            page = remote.answer(query, text=text, like=like, options=options)
+        hits = [SearchHit(h.id, h.path, h.score, dict(h.scores), dict(h.ranks)) for h in page.hits]
+        warn_random(page.random_weights)
     else:
         with client(models) as c:
-            hits = c.search(query, text=text, like=like, k=k, fusion=fusion, where=where, filter=filter)
+            hits = c.search(query, text=text, like=like, options=options)
             warn_random(c.models.random_weights(list(hits[0].scores)) if hits else [])
             if html_out or png_out:
                 _write_gallery(c, hits, query=query, text=text, like=like, fusion=fusion, html_out=html_out, png_out=png_out)
@@ -181,17 +153,18 @@ def search(
         return
     names = list(hits[0].scores) if hits else []
     if not hits:
-        err.print("no results")
+        err.print("no results" if not options.offset else f"no results after the first {options.offset}")
         return
+    first = options.offset + 1
     if not wide():  # narrow terminals: the scores on one line, the path whole on the next
-        for rank, h in enumerate(hits, 1):
+        for rank, h in enumerate(hits, first):
             scores = "  ".join(f"{n} {h.scores[n]:.4f} (rank {h.ranks.get(n) or '-'})" for n in names if n in h.scores)
             console.print(f"{rank:>3}. fused {h.score:.4f}  {scores}", highlight=False, soft_wrap=True)
             console.print(f"     {printable(h.path)}", highlight=False, soft_wrap=True)
         return
     table = Table("#", "fused", *[f"{n} cos (rank)" for n in names])
     table.add_column("path", overflow="fold")
-    for rank, h in enumerate(hits, 1):
+    for rank, h in enumerate(hits, first):
         per = [f"{h.scores[n]:.4f} ({h.ranks.get(n) or '-'})" if n in h.scores else "-" for n in names]
         table.add_row(str(rank), f"{h.score:.4f}", *per, printable(h.path))
     console.print(table)
@@ -236,26 +209,17 @@ def _write_gallery(
 
 @app.command()
 def duplicates(
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="A model, or 'fused' (weighted mean of every model's cosine). "
-            "Default: the copy-oriented model (sscd, else dinov2).",
-        ),
-    ] = None,
-    threshold: Annotated[
-        float | None, typer.Option("--threshold", help="Similarity at or above which two images are duplicates.")
-    ] = None,
+    model: Annotated[str | None, _opt("model", model=DuplicatesOptions)] = None,
+    threshold: Annotated[float | None, _opt("threshold", model=DuplicatesOptions)] = None,
     calibration: Annotated[
         Path | None,
         typer.Option(
             "--calibration", help="A calibration.json written by `imsim eval run`: its threshold for this model version."
         ),
     ] = None,
-    precision: Annotated[float, typer.Option(help="Which calibrated threshold to use: 0.9 or 0.95.")] = 0.95,
-    neighbours: Annotated[int, typer.Option(help="Nearest images checked per image.")] = 16,
-    path_prefix: Annotated[str, typer.Option("--under", help="Only images under this folder.")] = "",
+    precision: Annotated[float | None, _opt("precision", model=DuplicatesOptions)] = None,
+    neighbours: Annotated[int | None, _opt("neighbours", model=DuplicatesOptions)] = None,
+    under: Annotated[str | None, _opt("under", model=DuplicatesOptions)] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write group,id,path,best_score rows to this file.")] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the groups (members and edges) as JSON to this file.")
@@ -274,26 +238,26 @@ def duplicates(
     from ..duplicates import find_groups
     from ..expr import Where
 
-    if precision not in (0.9, 0.95):
-        raise ImsimError("--precision must be 0.9 or 0.95 (the thresholds imsim eval run measures)")
-    remote = settings_with(None)
-    if remote.api_url and calibration is None:  # a running `imsim serve` computes (and caches) the groups
-        from ..client.remote import Remote
+    given = {"model": model, "threshold": threshold, "precision": precision, "neighbours": neighbours, "under": under}
+    options = build(DuplicatesOptions, given)
+    settings = settings_with(None)
+    if calibration is None and remote_url(settings):  # a running `imsim serve` computes (and caches) the groups
+        from ..client.remote import RemoteClient
 
-        answer = Remote(remote).duplicates(model=model, threshold=threshold, precision=precision, under=path_prefix)
-        _print_groups(answer, csv_out, json_out, as_json)
-        answered = str(answer.get("model", ""))
-        warn_random(random_among(remote, remote.model_names if answered == "fused" else [answered] if answered else []))
+        with RemoteClient.from_settings(settings) as remote:
+            answer = remote.duplicates(options)
+        _print_groups(answer.model_dump(), csv_out, json_out, as_json)
+        warn_random(random_among(settings, settings.model_names if answer.model == "fused" else [answer.model]))
         return
     with client() as c, progress() as bar:
         task = bar.add_task("duplicates", total=None, note="")
         groups, used, model_used = find_groups(
             c,
-            model=model,
-            threshold=threshold,
-            precision=precision,
-            neighbours=neighbours,
-            where=Where(path_prefix=path_prefix) if path_prefix else None,
+            model=options.model or None,
+            threshold=options.threshold,
+            precision=options.precision,
+            neighbours=options.neighbours,
+            where=Where(path_prefix=options.under) if options.under else None,
             calibration_file=calibration,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
@@ -302,6 +266,7 @@ def duplicates(
         "model": model_used,
         "threshold": used.value,
         "threshold_source": used.source,
+        "total": len(groups),
         "groups": [g.as_dict() for g in groups],
     }
     _print_groups(payload, csv_out, json_out, as_json)

@@ -9,5 +9,6 @@
 """
 
 from .local import Client
+from .remote import RemoteClient
 
-__all__ = ["Client"]
+__all__ = ["Client", "RemoteClient"]

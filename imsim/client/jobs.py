@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ImsimError, QueueError
+from ..errors import ImsimError, InvalidInput, QueueError
 from ..settings import Settings
+from ..vocabulary import IngestOptions, check
 
 if TYPE_CHECKING:
     from ..jobs.status import JobStatus
@@ -21,22 +22,23 @@ class Jobs:
         self.settings = settings
 
     # --- jobs and upkeep (thin: the work happens in workers, imsim.jobs.queue and imsim.maintenance) ---
-    def ingest(
-        self, paths: Sequence[str], *, force: bool = False, checksum: bool = False, tags: dict[str, str] | None = None
-    ) -> str:
+    def ingest(self, paths: Sequence[str], options: IngestOptions | None = None, **fields: Any) -> str:
         """Queue files, folders or globs for the workers (streamed into chunks as they are found); returns the job id
-        (see :meth:`job`, :meth:`wait`). ``tags`` ({"key": "value"}) are merged into every image's tags and usable in
-        ``Where(tags=...)``; images stored unchanged are re-tagged without being re-embedded."""
+        (see :meth:`job`, :meth:`wait`). ``options`` (:class:`~imsim.vocabulary.IngestOptions`), or its fields by name:
+        ``force``, ``checksum``, ``tags`` ({"key": "value"}, merged into every image's tags and usable in
+        ``Where(tags=...)``; images stored unchanged are re-tagged without being re-embedded)."""
         from ..jobs.queue import enqueue
         from ..sources.paths import Discovery, iter_files
         from ..util import peeked
 
+        if options is not None and fields:
+            raise InvalidInput("give options= or ingest fields as keywords, not both")
+        chosen = options if options is not None else check(IngestOptions, fields)
         found = Discovery()
         files = peeked(iter_files(paths, found))
         if files is None:
             raise ImsimError(f"no image files found in {', '.join(map(str, paths))}")
-        inputs = [str(p) for p in paths]
-        return enqueue(files, self.settings, inputs=inputs, force=force, checksum=checksum, tags=tags, found=found)
+        return enqueue(files, self.settings, chosen, inputs=[str(p) for p in paths], found=found)
 
     def job(self, job_id: str, failures: int = 0) -> JobStatus:
         """A job's :class:`~imsim.jobs.records.JobStatus`: counts and times (O(1) whatever the job's size), with its first

@@ -27,6 +27,7 @@ from ..fusion import SearchHit
 from ..models import Embedder
 from ..settings import Settings, get_settings
 from ..store import StoredHit, VectorStore, cosine, open_store
+from ..vocabulary import SearchOptions
 from .jobs import Jobs
 from .models import Models
 
@@ -97,12 +98,19 @@ class Client:
         fusion: str | None = None,
         where: Where | None = None,
         filter: str = "",
+        offset: int = 0,
+        options: SearchOptions | None = None,
     ) -> list[SearchHit]:
         """Search by an image (path, bytes, PIL image), by ``text`` (text-capable models only), or ``like`` a
         stored image (row id or path: its stored vectors, nothing re-embedded). ``where`` filters on metadata
-        and tags; ``filter`` is a raw Milvus expression ANDed with it (one balanced expression over known fields)."""
+        and tags; ``filter`` is a raw Milvus expression ANDed with it (one balanced expression over known fields);
+        ``offset`` skips that many results (the next page). ``options`` (the vocabulary's
+        :class:`~imsim.vocabulary.SearchOptions`, as the CLI and the API build them) stands for all of these."""
+        if options is not None:
+            k, models, fusion, filter, offset = options.k, options.models or None, options.fusion, options.filter, options.offset
+            where = options.where()
         queries = self._queries(image, text, like, self.models.names(models))
-        return self.search_batch(queries, k=k, fusion=fusion, where=where, filter=filter)[0]
+        return self.search_batch(queries, k=k, fusion=fusion, where=where, filter=filter, offset=offset)[0]
 
     def _queries(self, image: Any, text: str | None, like: str | None, names: list[str]) -> dict[str, np.ndarray]:
         """One (1, dim) query vector per model from exactly one of an image, a text or a stored image."""
@@ -185,14 +193,23 @@ class Client:
             fetch = fetch * DEEPEN if cap is None else min(fetch * DEEPEN, cap)
 
     def search_batch(
-        self, queries: dict[str, np.ndarray], *, k: int, fusion: str | None = None, where: Where | None = None, filter: str = ""
+        self,
+        queries: dict[str, np.ndarray],
+        *,
+        k: int,
+        fusion: str | None = None,
+        where: Where | None = None,
+        filter: str = "",
+        offset: int = 0,
     ) -> list[list[SearchHit]]:
-        """One fused result list per query row: ``queries`` maps each model to its (n, dim) query vectors."""
+        """One fused result list per query row: ``queries`` maps each model to its (n, dim) query vectors; ``offset``
+        results are skipped (each model is asked for ``offset + k``, so a page never repeats the one before it)."""
         method = fusion or self.settings.fusion
         if method not in fusion_maths.FUSIONS:
             raise ImsimError(f"unknown fusion {method!r}; use one of {', '.join(fusion_maths.FUSIONS)}")
-        if k < 1:
-            raise ImsimError(f"k must be at least 1, got {k}")
+        if k < 1 or offset < 0:
+            raise ImsimError(f"k must be at least 1 and offset at least 0, got k={k}, offset={offset}")
+        page, k = (offset, k), offset + k
         names = list(queries)
         collections = {n: self.models.collection(n) for n in names}
         method = self.resolve_fusion(method, names)
@@ -211,7 +228,7 @@ class Client:
         )
         how = fusion_maths.Method(method, rrf_k=self.settings.rrf_k, weights=self.settings.weights, calibrated=calibrated)
         return [
-            fusion_maths.assemble(per_model, {n: queries[n][q] for n in names}, vectors, how, k)
+            fusion_maths.assemble(per_model, {n: queries[n][q] for n in names}, vectors, how, k)[page[0] : page[0] + page[1]]
             for q, per_model in enumerate(lists)
         ]
 

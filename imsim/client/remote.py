@@ -1,107 +1,211 @@
-"""The CLI's way to a running `imsim serve` (``IMSIM_API_URL``): the same searches, comparisons and duplicate groups,
-answered by a process whose models are loaded already (a CLI query otherwise loads them first: 8-60 s).
+"""The public HTTP client of a running `imsim serve`: the same calls as :class:`~imsim.client.Client` (search, compare,
+duplicates, jobs), on the same vocabulary (:mod:`imsim.vocabulary`), answered by a process whose models are loaded
+already (a local client loads them first: 8-60 s). Like clip-retrieval's ClipClient, or qdrant-client's remote
+backend beside its local one: code written for one runs on the other.
 
-Standard library only (``urllib``): the CLI gains no dependency for it. Errors are the service's one-line JSON,
-raised as :class:`~imsim.errors.ImsimError` with the service's words.
+>>> with RemoteClient("http://127.0.0.1:8080") as client:                    # doctest: +SKIP
+...     hits = client.search("query.jpg", k=5, under="/photos")              # list[SearchHit], as Client.search
+...     page = client.answer(text="a red car", options=SearchOptions(k=20))  # Hits: the page, the fusion, random weights
+
+Errors are the service's one-line messages, raised as the :mod:`imsim.errors` type its kind names (``invalid`` →
+:class:`~imsim.errors.InvalidInput`, ``not_found`` → :class:`~imsim.errors.NotFound` ...).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
-from typing import Any
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
-from ..errors import ImsimError
+import httpx
+
+from ..errors import ImageTooLarge, ImsimError, InvalidInput, JobRunning, NotFound, QueueError, StoreUnavailable
 from ..fusion import SearchHit
 from ..settings import Settings, redact
+from ..vocabulary import (
+    Compared,
+    DuplicatesOptions,
+    Groups,
+    Hits,
+    IngestRequest,
+    JobStatus,
+    Queued,
+    Readiness,
+    Retried,
+    SearchOptions,
+    check,
+)
+
+KIND_ERRORS: dict[str, type[ImsimError]] = {
+    "invalid": InvalidInput,
+    "not_found": NotFound,
+    "job_running": JobRunning,
+    "store_unavailable": StoreUnavailable,
+    "queue_unavailable": QueueError,
+}
 
 
-class Remote:
-    def __init__(self, settings: Settings, timeout: float | None = None):
-        self.base = settings.api_url.rstrip("/")
-        self.token = settings.api_token.get_secret_value()
-        self.timeout = timeout or settings.api_timeout + 5
+class RemoteClient:
+    """A running `imsim serve` at ``url`` (``IMSIM_API_URL``), with its token (``IMSIM_API_TOKEN``)."""
 
-    def _request(self, path: str, data: bytes | None = None, content_type: str = "") -> Any:
-        request = urllib.request.Request(self.base + path, data=data, method="POST" if data is not None else "GET")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        if content_type:
-            request.add_header("Content-Type", content_type)
+    def __init__(self, url: str, token: str = "", timeout: float = 65.0):
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RemoteClient:
+        """The serve ``settings`` name (:attr:`~imsim.settings.Settings.resolved_api_url`), with their token."""
+        url = settings.resolved_api_url
+        if not url:
+            raise ImsimError("no imsim serve to ask: set IMSIM_API_URL, or start `imsim serve` on this data dir")
+        return cls(url, settings.api_token.get_secret_value(), settings.api_timeout + 5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- the wire -------------------------------------------------------------------------------------------------
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (a URL the user set)
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ImsimError(
+                f"cannot reach imsim serve at {redact(self.url)} ({type(exc).__name__}); check IMSIM_API_URL"
+            ) from None
+        if response.status_code >= 400:
             try:
-                message = json.loads(exc.read()).get("error", exc.reason)
+                body = response.json()
+                message, kind = str(body.get("error", response.reason_phrase)), str(body.get("kind", ""))
             except ValueError:
-                message = exc.reason
-            raise ImsimError(f"{message} (imsim serve at {redact(self.base)}, HTTP {exc.code})") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ImsimError(f"cannot reach imsim serve at {redact(self.base)} ({reason}); check IMSIM_API_URL") from None
+                message, kind = response.reason_phrase, ""
+            if kind == "too_large":
+                raise ImageTooLarge("the upload", message)
+            raise KIND_ERRORS.get(kind, ImsimError)(f"{message} (imsim serve at {redact(self.url)}, HTTP {response.status_code})")
+        return response.json()
 
     @staticmethod
-    def _multipart(files: dict[str, tuple[str, bytes]], fields: dict[str, Any]) -> tuple[bytes, str]:
-        boundary = uuid.uuid4().hex
-        parts: list[bytes] = []
-        for name, value in fields.items():
+    def _options(options: SearchOptions | None, fields: dict[str, Any]) -> SearchOptions:
+        if options is not None and fields:
+            raise InvalidInput("give options= or search fields as keywords, not both")
+        return options if options is not None else check(SearchOptions, fields)
+
+    @staticmethod
+    def _params(options: SearchOptions) -> list[tuple[str, str]]:
+        """The options as query or form fields (lists repeated; defaults left out)."""
+        out: list[tuple[str, str]] = []
+        for name, value in options.model_dump(exclude_defaults=True).items():
             for item in value if isinstance(value, list) else [value]:
-                if item is None or item == "":
-                    continue
-                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{item}\r\n'.encode())
-        for name, (filename, data) in files.items():
-            safe = urllib.parse.quote(filename)
-            head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe}"\r\n'
-            parts.append(head.encode() + b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n")
-        parts.append(f"--{boundary}--\r\n".encode())
-        return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+                out.append((name, str(item)))
+        return out
 
-    @staticmethod
-    def _hits(answer: dict[str, Any]) -> list[SearchHit]:
-        return [SearchHit(h["id"], h["path"], h["score"], h["scores"], h["ranks"]) for h in answer["hits"]]
+    @classmethod
+    def _form(cls, options: SearchOptions) -> dict[str, list[str]]:
+        """The options as multipart form fields (a list repeats its field)."""
+        form: dict[str, list[str]] = {}
+        for name, value in cls._params(options):
+            form.setdefault(name, []).append(value)
+        return form
+
+    # --- search ---------------------------------------------------------------------------------------------------
+    def answer(
+        self,
+        image: str | os.PathLike[str] | bytes | None = None,
+        *,
+        text: str | None = None,
+        like: str | None = None,
+        options: SearchOptions | None = None,
+        **fields: Any,
+    ) -> Hits:
+        """One page of results (:class:`~imsim.vocabulary.Hits`) for an image (a path or bytes), a text or a stored id."""
+        chosen = self._options(options, fields)
+        if sum(x is not None for x in (image, text, like)) != 1:
+            raise InvalidInput("give exactly one of an image, text, or like= (a stored id or path) to search by")
+        if image is not None:
+            name, data = ("upload", image) if isinstance(image, bytes) else (Path(image).name, Path(image).read_bytes())
+            return Hits.model_validate(
+                self._call("POST", "/v1/search/image", data=self._form(chosen), files={"image": (name, data)})
+            )
+        if text is not None:
+            return Hits.model_validate(self._call("GET", "/v1/search/text", params=[("text", text), *self._params(chosen)]))
+        return Hits.model_validate(self._call("GET", "/v1/search/like", params=[("like", str(like)), *self._params(chosen)]))
 
     def search(
         self,
+        image: str | os.PathLike[str] | bytes | None = None,
         *,
-        image: str | None = None,
         text: str | None = None,
         like: str | None = None,
-        k: int = 10,
-        models: str | None = None,
-        fusion: str | None = None,
-        filters: dict[str, Any] | None = None,
+        options: SearchOptions | None = None,
+        **fields: Any,
     ) -> list[SearchHit]:
-        fields = {"k": k, "models": models or "", "fusion": fusion or "", **(filters or {})}
-        if image is not None:
-            with open(image, "rb") as fh:
-                body, kind = self._multipart({"image": (os.path.basename(image), fh.read())}, fields)
-            return self._hits(self._request("/v1/search/image", body, kind))
-        query = [(k, str(v)) for k, v in fields.items() if v not in (None, "") and not isinstance(v, list)]
-        query += [(k, str(item)) for k, v in fields.items() if isinstance(v, list) for item in v]
-        if text is not None:
-            return self._hits(self._request("/v1/search/text?" + urllib.parse.urlencode([("q", text), *query])))
-        return self._hits(self._request("/v1/search/like?" + urllib.parse.urlencode([("id", like or ""), *query])))
+        """As :meth:`imsim.client.Client.search`: the hits of one page, each with every model's score and rank."""
+        page = self.answer(image, text=text, like=like, options=options, **fields)
+        return [SearchHit(h.id, h.path, h.score, dict(h.scores), dict(h.ranks)) for h in page.hits]
 
-    def compare(self, a: str, b: str, models: str | None = None) -> dict[str, float]:
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            files = {"a": (os.path.basename(a), fa.read()), "b": (os.path.basename(b), fb.read())}
-        body, kind = self._multipart(files, {"models": models or ""})
-        return dict(self._request("/v1/compare", body, kind))
+    def compare(self, a: str | os.PathLike[str], b: str | os.PathLike[str], models: str | None = None) -> dict[str, float]:
+        return self.compared(a, b, models).scores
 
-    def duplicates(self, *, model: str | None, threshold: float | None, precision: float, under: str) -> dict[str, Any]:
-        query = {"model": model or "", "precision": precision, "under": under, "limit": 500}
-        if threshold is not None:
-            query["threshold"] = threshold
-        first = self._request("/v1/duplicates?" + urllib.parse.urlencode(query))
-        groups = list(first["groups"])
-        while len(groups) < first["total"]:
-            page = self._request("/v1/duplicates?" + urllib.parse.urlencode({**query, "offset": len(groups)}))
-            if not page["groups"]:
+    def compared(self, a: str | os.PathLike[str], b: str | os.PathLike[str], models: str | None = None) -> Compared:
+        files = {"a": (Path(a).name, Path(a).read_bytes()), "b": (Path(b).name, Path(b).read_bytes())}
+        return Compared.model_validate(self._call("POST", "/v1/compare", data={"models": models or ""}, files=files))
+
+    # --- duplicates -----------------------------------------------------------------------------------------------
+    def duplicates(self, options: DuplicatesOptions | None = None, **fields: Any) -> Groups:
+        """Every near-duplicate group (pages of ``limit`` fetched until ``total``)."""
+        chosen = options if options is not None else check(DuplicatesOptions, fields)
+        query = chosen.model_dump(exclude_defaults=True, exclude={"offset"})
+        first = Groups.model_validate(self._call("GET", "/v1/duplicates", params={**query, "offset": chosen.offset}))
+        groups = list(first.groups)
+        while len(groups) < first.total - chosen.offset:
+            page = Groups.model_validate(
+                self._call("GET", "/v1/duplicates", params={**query, "offset": chosen.offset + len(groups)})
+            )
+            if not page.groups:
                 break
-            groups += page["groups"]
-        return {**first, "groups": groups}
+            groups += page.groups
+        return first.model_copy(update={"groups": groups})
+
+    # --- jobs -----------------------------------------------------------------------------------------------------
+    def ingest(self, paths: list[str], **options: Any) -> str:
+        """Queue server-side paths (under the server's IMSIM_ALLOWED_ROOTS); returns the job id."""
+        request = check(IngestRequest, {"paths": list(paths), **options})
+        return Queued.model_validate(self._call("POST", "/v1/jobs", json=request.model_dump())).job
+
+    def job(self, job_id: str, offset: int = 0, limit: int = 20) -> JobStatus:
+        return JobStatus.model_validate(self._call("GET", f"/v1/jobs/{job_id}", params={"offset": offset, "limit": limit}))
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobStatus:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.job(job_id, limit=100)
+            if status.finished_at:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise QueueError(f"job {job_id} still {status.state} after {timeout:g}s")
+            time.sleep(poll)
+
+    def cancel(self, job_id: str) -> JobStatus:
+        return JobStatus.model_validate(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def retry(self, job_id: str) -> str | None:
+        return Retried.model_validate(self._call("POST", f"/v1/jobs/{job_id}/retry")).job
+
+    # --- the service ----------------------------------------------------------------------------------------------
+    def ready(self) -> Readiness:
+        try:
+            response = self._http.get("/readyz")
+        except httpx.HTTPError as exc:
+            raise ImsimError(f"cannot reach imsim serve at {redact(self.url)} ({type(exc).__name__})") from None
+        return Readiness.model_validate(response.json())
+
+    def collections(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._call("GET", "/v1/collections")
+        return found

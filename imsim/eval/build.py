@@ -241,14 +241,7 @@ def build_copydetect(
         _save(edited, root / "queries" / f"{qid}.jpg", query_rng)
         rows.append({"query_id": qid, "reference_id": ref_id, "edits": "; ".join(done), "source": os.path.basename(path)})
 
-    with open(root / "queries.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["query_id", "reference_id", "edits", "source"])
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(root / "ground_truth.csv", "w", newline="") as fh:
-        truth_writer = csv.writer(fh)
-        truth_writer.writerow(["query_id", "reference_id"])
-        truth_writer.writerows([r["query_id"], r["reference_id"]] for r in rows if r["reference_id"])
+    _write_truth(root, rows)
     manifest = {
         "kind": "copydetect",
         "seed": seed,
@@ -266,6 +259,18 @@ def build_copydetect(
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _write_truth(root: Path, rows: list[dict[str, str]]) -> None:
+    """queries.csv (every query: its reference, edits and source) and ground_truth.csv (DISC21's two columns)."""
+    with open(root / "queries.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["query_id", "reference_id", "edits", "source"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(root / "ground_truth.csv", "w", newline="") as fh:
+        truth_writer = csv.writer(fh)
+        truth_writer.writerow(["query_id", "reference_id"])
+        truth_writer.writerows([r["query_id"], r["reference_id"]] for r in rows if r["reference_id"])
 
 
 def _augly_version(prefer_augly: bool) -> str:

@@ -5,36 +5,31 @@ as negatives), the thresholds for 90 % / 95 % precision chosen as the reference 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from .. import calibration
 from ..client.local import Client
-from ..models import Embedder, ModelInfo
-from ..models.whitened import WhitenedEmbedder
+from ..models import ModelInfo
 from ..settings import Settings
 from ..store import VectorStore
 from . import metrics
 from .build import Benchmark
-from .results import CV_FOLDS, DuplicateResult, EvalReport
+from .results import CV_FOLDS, DuplicateResult
 from .scoring import (
     duplicate_quality,
 )
+from .state import EvalState
 
 
 class DuplicatesCalibration:
-    """Duplicate calibration for :class:`~imsim.eval.runner.Evaluation` (see the module doc)."""
+    """The duplicates half of one evaluation (see the module doc), over its shared :class:`EvalState`."""
 
-    models: dict[str, Embedder]
-    whitened: dict[str, tuple[str, str, WhitenedEmbedder]]
-    report: EvalReport
-    out: Path
-    progress: Callable[[str], None]
-    base_settings: Settings
-    fusion_fits: dict[str, tuple[str, dict[str, float], float]]
-    _user_marks: tuple[VectorStore | None, list[tuple[str, str]]] | None
+    def __init__(self, state: EvalState):
+        self.state = state
+        self._user_marks: tuple[VectorStore | None, list[tuple[str, str]]] | None = None
 
-    def _duplicates(
+    def measure(
         self, store: VectorStore, client: Client, settings: Settings, bench: Benchmark, neighbours: int = 16
     ) -> list[DuplicateResult]:
         """Calibrate and measure `imsim duplicates` itself: every stored image (references and queries) is linked to
@@ -55,17 +50,19 @@ class DuplicatesCalibration:
             truth.setdefault(a, set()).add(b)
         methods: list[tuple[str, str, dict[str, str], str]] = [
             (label, "model", {label: client.models.collection(label)}, calibration.version_key(m.info.name, m.info.version_tag))
-            for label, m in self.models.items()
+            for label, m in self.state.models.items()
         ]
         methods += [  # the whitened versions (--pca-whiten): what `imsim duplicates` uses once one is active
             (variant, "variant", {variant: name}, calibration.version_key(m.info.name, m.info.version_tag))
-            for variant, (_, name, m) in self.whitened.items()
+            for variant, (_, name, m) in self.state.whitened.items()
         ]
-        if len(self.models) > 1:
+        if len(self.state.models) > 1:
             key = calibration.fused_key(
-                "weighted", [(m.info.name, m.info.version_tag) for m in self.models.values()], settings.weights or None
+                "weighted", [(m.info.name, m.info.version_tag) for m in self.state.models.values()], settings.weights or None
             )
-            methods.append(("fused:weighted", "fusion", {label: client.models.collection(label) for label in self.models}, key))
+            methods.append(
+                ("fused:weighted", "fusion", {label: client.models.collection(label) for label in self.state.models}, key)
+            )
         out = []
         for label, kind, collections, key in methods:
             paths, edges = neighbour_edges(
@@ -93,7 +90,7 @@ class DuplicatesCalibration:
         return out
 
     def _info(self, label: str) -> ModelInfo:
-        return self.whitened[label][2].info if label in self.whitened else self.models[label].info
+        return self.state.whitened[label][2].info if label in self.state.whitened else self.state.models[label].info
 
     def _marked_edges(self, labels: Mapping[str, ModelInfo], settings: Settings) -> list[tuple[str, str, float]]:
         """The pairs people marked "not a duplicate" (`imsim serve`'s duplicates page) in the user's own store, scored
@@ -121,17 +118,17 @@ class DuplicatesCalibration:
         from ..errors import StoreError
         from ..store.marks import Marks
 
-        base = self.base_settings
+        base = self.state.base_settings
         if base.is_milvus_lite_file and not Path(base.resolved_milvus_uri).exists():
             return None, []
         try:
             user_store = VectorStore(base)
             pairs = sorted(Marks(user_store).pairs())
         except StoreError as exc:
-            self.progress(f"marks not read from the store ({exc}); calibrating without them")
+            self.state.progress(f"marks not read from the store ({exc}); calibrating without them")
             return None, []
         if pairs:
-            self.progress(f"{len(pairs)} pair(s) marked 'not a duplicate' in the store: calibrated as negatives")
+            self.state.progress(f"{len(pairs)} pair(s) marked 'not a duplicate' in the store: calibrated as negatives")
         return user_store, pairs
 
     def save_calibration(self) -> Path | None:
@@ -140,7 +137,7 @@ class DuplicatesCalibration:
         Every calibrated method gets an entry; one whose links never reach a precision has ``null`` there
         (`imsim eval apply` skips those, so a threshold measured before is never replaced by "unreached")."""
         entries = {}
-        for result in self.report.duplicates:
+        for result in self.state.report.duplicates:
             p95 = result.at.get("p95", {})
             entries[result.calibration_key] = {
                 "threshold_p90": result.thresholds["p90"],
@@ -150,25 +147,25 @@ class DuplicatesCalibration:
                 "(references and queries; pairs from the same original positive, every other pair negative)",
                 "duplicates_precision_p95": p95.get("group_precision"),
                 "duplicates_recall_p95": p95.get("group_recall"),
-                "benchmark": self.report.bench.get("root", ""),
-                "queries": self.report.bench.get("queries", 0),
+                "benchmark": self.state.report.bench.get("root", ""),
+                "queries": self.state.report.bench.get("queries", 0),
             }
-        scored = {r.label: r for r in self.report.copydetect}
-        for label, (key, weights, bias) in self.fusion_fits.items():
+        scored = {r.label: r for r in self.state.report.copydetect}
+        for label, (key, weights, bias) in self.state.fusion_fits.items():
             fused = scored.get(label)
             if fused is None:
                 continue
             entries[key] = {
                 "fusion": {"weights": weights, "bias": bias},
                 "label": label,
-                "calibrated_on": f"the {self.report.bench.get('queries', 0)} queries' candidates (every model's top "
+                "calibrated_on": f"the {self.state.report.bench.get('queries', 0)} queries' candidates (every model's top "
                 f"results, labelled by the ground truth); scored on {CV_FOLDS} folds it was not fitted on: "
                 f"µAP {fused.micro_ap:.4f}, R@1 {fused.recall[1]:.4f}",
-                "benchmark": self.report.bench.get("root", ""),
-                "queries": self.report.bench.get("queries", 0),
+                "benchmark": self.state.report.bench.get("root", ""),
+                "queries": self.state.report.bench.get("queries", 0),
             }
         if not entries:
             return None
-        file = calibration.save(self.out, entries)  # applied only on request: `imsim eval apply` / --calibration
-        self.report.calibration_file = str(file)
+        file = calibration.save(self.state.out, entries)  # applied only on request: `imsim eval apply` / --calibration
+        self.state.report.calibration_file = str(file)
         return file

@@ -30,6 +30,7 @@ from ..embedding import Embedded
 from ..errors import ImsimError
 from ..fusion import SearchHit
 from ..ingest import Ingestor, ingest_local
+from ..models import Embedder
 from ..models.whitened import WhitenedEmbedder
 from ..settings import Settings
 from ..store import VectorStore
@@ -40,6 +41,7 @@ from .duplicates_calibration import DuplicatesCalibration
 from .results import CV_FOLDS, GROUP_DEPTH, K_VALUES, EvalReport, GroupResult, MethodResult, model_facts
 from .scoring import score_method, score_normalised
 from .specs import ModelSpec, load_specs
+from .state import EvalState
 from .whitened import WhitenedVariants, calibrated_fusion
 
 
@@ -60,8 +62,11 @@ def _stored_matrix(store: VectorStore, collection: str) -> tuple[list[str], np.n
     return ids, np.stack(rows) if rows else np.zeros((0, 1), np.float32)
 
 
-class Evaluation(DuplicatesCalibration, WhitenedVariants):
-    """One evaluation session: the models, an eval store of its own, and the numbers."""
+class Evaluation:
+    """One evaluation session: the models, an eval store of its own, and the numbers. Its whitened variants
+    (:class:`~imsim.eval.whitened.WhitenedVariants`) and its duplicate calibration
+    (:class:`~imsim.eval.duplicates_calibration.DuplicatesCalibration`) are parts it holds, sharing one
+    :class:`~imsim.eval.state.EvalState`."""
 
     def __init__(
         self,
@@ -73,21 +78,48 @@ class Evaluation(DuplicatesCalibration, WhitenedVariants):
         progress: Callable[[str], None] | None = None,
     ):
         self.specs = list(specs)
-        self.progress = progress or (lambda message: None)
-        self.out = out
         out.mkdir(parents=True, exist_ok=True)
-        self.base_settings = settings
-        self.settings = settings.replace(  # queries follow the ingest at once: read every write
+        own = settings.replace(  # queries follow the ingest at once: read every write
             milvus_uri=milvus_uri or str(out / "eval.db"),
             skip_unchanged=False,
             collection_prefix="imsimeval",
             search_consistency="Strong",
         )
-        self.models = load_specs(self.specs, self.settings)
-        self.fusion_fits: dict[str, tuple[str, dict[str, float], float]] = {}  # label -> (key, weights by name, bias)
-        self._user_marks: tuple[VectorStore | None, list[tuple[str, str]]] | None = None
-        self.whitened: dict[str, tuple[str, str, WhitenedEmbedder]] = {}  # variant label -> (model label, collection, model)
-        self.report = EvalReport(models={label: model_facts(m.info) for label, m in self.models.items()}, throughput={})
+        models = load_specs(self.specs, own)
+        self.state = EvalState(
+            models=models,
+            settings=own,
+            base_settings=settings,
+            out=out,
+            progress=progress or (lambda message: None),
+            report=EvalReport(models={label: model_facts(m.info) for label, m in models.items()}, throughput={}),
+        )
+        self.variants = WhitenedVariants(self.state)
+        self.duplicates = DuplicatesCalibration(self.state)
+
+    # what the parts share, as the session's own (read-only views of the state)
+    @property
+    def models(self) -> dict[str, Embedder]:
+        return self.state.models
+
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings
+
+    @property
+    def report(self) -> EvalReport:
+        return self.state.report
+
+    @property
+    def whitened(self) -> dict[str, tuple[str, str, WhitenedEmbedder]]:
+        return self.state.whitened
+
+    def progress(self, message: str) -> None:
+        self.state.progress(message)
+
+    def save_calibration(self) -> Path | None:
+        """OUT/calibration.json (:meth:`DuplicatesCalibration.save_calibration`)."""
+        return self.duplicates.save_calibration()
 
     @contextlib.contextmanager
     def _stage(self, what: str) -> Iterator[None]:
@@ -195,8 +227,8 @@ class Evaluation(DuplicatesCalibration, WhitenedVariants):
                     if method == "calibrated":
                         with self._stage(f"copy detection: calibrated fusion, fitted on {CV_FOLDS} folds of the queries"):
                             result, candidates = calibrated_fusion(client, queries, query_ids, truth, depth)
-                            self._keep_fit(result, [m.info for m in self.models.values()], candidates, truth)
-                            weights = self.fusion_fits.get(result.label)
+                            self.variants.keep_fit(result, [m.info for m in self.models.values()], candidates, truth)
+                            weights = self.state.fusion_fits.get(result.label)
                             if weights is not None:
                                 self.report.fusion_weights = {**weights[1], "(bias)": weights[2]}
                             results.append(result)
@@ -229,8 +261,8 @@ class Evaluation(DuplicatesCalibration, WhitenedVariants):
             with self._stage(f"duplicates: storing the {len(bench.queries)} queries beside the references, linking pairs"):
                 self._store(ingestor, store, embedded, "queries")  # their vectors from above: nothing embedded twice
                 if whiten:
-                    self._whitened_for_duplicates(store, client)
-                self.report.duplicates = self._duplicates(store, client, settings, bench)
+                    self.variants.for_duplicates(store, client)
+                self.report.duplicates = self.duplicates.measure(store, client, settings, bench)
         finally:
             ingestor.close()
             store.close()
@@ -253,7 +285,7 @@ class Evaluation(DuplicatesCalibration, WhitenedVariants):
     ) -> list[MethodResult]:
         results: list[MethodResult] = []
         if whiten:
-            results += self._whitened(store, client, queries, query_ids, truth, depth, fuse)
+            results += self.variants.score(store, client, queries, query_ids, truth, depth, fuse)
         if score_norm:
             if not bench.background:
                 raise ImsimError("--score-norm needs background images: build the benchmark with --background N")

@@ -18,7 +18,7 @@ calibrated fusion, fitted on query folds as ``fused:calibrated`` is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,14 @@ import numpy as np
 from .. import calibration
 from ..client.local import Client
 from ..errors import ImsimError
-from ..models import Embedder, ModelInfo
+from ..models import ModelInfo
 from ..models.whitened import WhitenedEmbedder
-from ..settings import Settings
 from ..store import VectorStore, derived
 from ..store.mirror import Checkpoints
 from ..whitening import Whitening, learn
 from .results import CV_FOLDS, MethodResult
 from .scoring import Candidates, cross_fitted, fit_fusion, fold_of, score_method
+from .state import EvalState
 
 REFS, COLLECTION, STORE = "+pcaw", "+pcaw(collection)", "+pcaw(store)"
 
@@ -67,17 +67,12 @@ def calibrated_fusion(
 
 
 class WhitenedVariants:
-    """PCA-whitened variants for :class:`~imsim.eval.runner.Evaluation` (see the module doc)."""
+    """PCA-whitened variants of one evaluation (see the module doc), over its shared :class:`EvalState`."""
 
-    models: dict[str, Embedder]
-    settings: Settings
-    base_settings: Settings
-    out: Path
-    progress: Callable[[str], None]
-    whitened: dict[str, tuple[str, str, WhitenedEmbedder]]  # variant label -> (model label, collection, model)
-    fusion_fits: dict[str, tuple[str, dict[str, float], float]]  # result label -> (key, weights by model name, bias)
+    def __init__(self, state: EvalState):
+        self.state = state
 
-    def _keep_fit(self, result: MethodResult, infos: Sequence[ModelInfo], candidates: Candidates, truth: dict[str, str]) -> None:
+    def keep_fit(self, result: MethodResult, infos: Sequence[ModelInfo], candidates: Candidates, truth: dict[str, str]) -> None:
         """The weights fitted on every query's candidates, kept for `imsim eval apply` under the fusion's key (when the
         fusion can be applied: a query names models by family, so two wirings of one family cannot)."""
         names = [i.name for i in infos]
@@ -85,15 +80,15 @@ class WhitenedVariants:
             return
         weights, bias = fit_fusion(candidates, truth, list(candidates))
         result.calibration_key = calibration.fused_key("calibrated", [(i.name, i.version_tag) for i in infos])
-        self.fusion_fits[result.label] = (result.calibration_key, dict(zip(names, map(float, weights), strict=True)), bias)
+        self.state.fusion_fits[result.label] = (result.calibration_key, dict(zip(names, map(float, weights), strict=True)), bias)
 
     def _version(self, store: VectorStore, base: str, whitening: Whitening, restart: bool = True) -> str:
         """A derived version of ``base`` under ``whitening`` in the evaluation's store, written from its stored rows."""
         name = derived.register(store, base, whitening)
-        derived.write(store, base, name, whitening, Checkpoints(self.out, f"eval:{name}"), restart=restart)
+        derived.write(store, base, name, whitening, Checkpoints(self.state.out, f"eval:{name}"), restart=restart)
         return name
 
-    def _whitened(
+    def score(
         self,
         store: VectorStore,
         client: Client,
@@ -104,33 +99,33 @@ class WhitenedVariants:
         fuse: bool,
     ) -> list[MethodResult]:
         results = []
-        references = {label: _matrix(store, client.models.collection(label)) for label in self.models}
+        references = {label: _matrix(store, client.models.collection(label)) for label in self.state.models}
         own: dict[str, Whitening] = {}
-        for label, model in self.models.items():
+        for label, model in self.state.models.items():
             found = self._store_whitening(model.info)
             if found is not None:
                 own[label] = found
-        for suffix, learned in [(REFS, {label: learn(references[label]) for label in self.models}), (STORE, own)]:
+        for suffix, learned in [(REFS, {label: learn(references[label]) for label in self.state.models}), (STORE, own)]:
             embedders = {}
             for label, whitening in learned.items():
-                model = self.models[label]
+                model = self.state.models[label]
                 name = self._version(store, client.models.collection(label), whitening)
                 embedders[label + suffix] = WhitenedEmbedder(model, whitening)
-                self.whitened[label + suffix] = (label, name, embedders[label + suffix])
+                self.state.whitened[label + suffix] = (label, name, embedders[label + suffix])
             if not embedders:
                 continue
-            vectors = {key: e.whitening.apply(queries[self.whitened[key][0]]) for key, e in embedders.items()}
-            with Client(self.settings, embedders=embedders, store=store) as searcher:
+            vectors = {key: e.whitening.apply(queries[self.state.whitened[key][0]]) for key, e in embedders.items()}
+            with Client(self.state.settings, embedders=embedders, store=store) as searcher:
                 for key in embedders:
                     hits = searcher.search_batch({key: vectors[key]}, k=depth, fusion="none")
                     result = score_method(key, "variant", rankings(hits, query_ids), truth)
                     result.calibration_key = calibration.version_key(embedders[key].info.name, embedders[key].info.version_tag)
                     results.append(result)
-                if fuse and len(embedders) == len(self.models) > 1:
+                if fuse and len(embedders) == len(self.state.models) > 1:
                     result, candidates = calibrated_fusion(
                         searcher, vectors, query_ids, truth, depth, f"fused:calibrated{suffix}"
                     )
-                    self._keep_fit(result, [e.info for e in embedders.values()], candidates, truth)
+                    self.keep_fit(result, [e.info for e in embedders.values()], candidates, truth)
                     results.append(result)
         results += self._collection_folds(store, client, references, queries, query_ids, truth, depth, fuse)
         return results
@@ -147,7 +142,7 @@ class WhitenedVariants:
         fuse: bool,
     ) -> list[MethodResult]:
         """``LABEL+pcaw(collection)``, one fold of queries at a time (see the module doc)."""
-        ranked: dict[str, dict[str, list[tuple[str, float]]]] = {label + COLLECTION: {} for label in self.models}
+        ranked: dict[str, dict[str, list[tuple[str, float]]]] = {label + COLLECTION: {} for label in self.state.models}
         candidates: Candidates = {}
         for fold in range(CV_FOLDS):
             held = [i for i, q in enumerate(query_ids) if fold_of(q) == fold]
@@ -155,13 +150,13 @@ class WhitenedVariants:
                 continue
             others = [i for i, q in enumerate(query_ids) if fold_of(q) != fold]
             embedders, written = {}, []
-            for label, model in self.models.items():
+            for label, model in self.state.models.items():
                 whitening = learn(np.concatenate([references[label], queries[label][others]]))
                 written.append(self._version(store, client.models.collection(label), whitening))
                 embedders[label + COLLECTION] = WhitenedEmbedder(model, whitening)
             vectors = {key: e.whitening.apply(queries[key[: -len(COLLECTION)]][held]) for key, e in embedders.items()}
             held_ids = [query_ids[i] for i in held]
-            with Client(self.settings, embedders=embedders, store=store) as searcher:
+            with Client(self.state.settings, embedders=embedders, store=store) as searcher:
                 for key in embedders:
                     ranked[key].update(rankings(searcher.search_batch({key: vectors[key]}, k=depth, fusion="none"), held_ids))
                 if fuse and len(embedders) > 1:
@@ -175,20 +170,22 @@ class WhitenedVariants:
             results.append(score_method(f"fused:calibrated{COLLECTION}", "fusion", cross_fitted(candidates, truth, depth), truth))
         return results
 
-    def _whitened_for_duplicates(self, store: VectorStore, client: Client) -> None:
+    def for_duplicates(self, store: VectorStore, client: Client) -> None:
         """Once the queries are stored: the derived versions catch up (a sync pass, as after an ingest), and each model
         gets ``+pcaw(collection)`` learned on every stored image, the version `imsim models whiten` would write."""
-        for label, name, version in self.whitened.values():
-            derived.write(store, client.models.collection(label), name, version.whitening, Checkpoints(self.out, f"eval:{name}"))
-        for label, model in self.models.items():
+        for label, name, version in self.state.whitened.values():
+            derived.write(
+                store, client.models.collection(label), name, version.whitening, Checkpoints(self.state.out, f"eval:{name}")
+            )
+        for label, model in self.state.models.items():
             base = client.models.collection(label)
             whitening = derived.learn(store, base)
             name = self._version(store, base, whitening)
-            self.whitened[label + COLLECTION] = (label, name, WhitenedEmbedder(model, whitening))
+            self.state.whitened[label + COLLECTION] = (label, name, WhitenedEmbedder(model, whitening))
 
     def _store_whitening(self, info: ModelInfo) -> Whitening | None:
         """The whitening of a derived version of ``info``'s exact version in the user's own store, if it holds one."""
-        base = self.base_settings
+        base = self.state.base_settings
         if base.is_milvus_lite_file and not Path(base.resolved_milvus_uri).exists():
             return None
         try:
@@ -198,11 +195,11 @@ class WhitenedVariants:
                     return None
                 found = sorted(derived.followers(user_store, name).items())
         except ImsimError as exc:
-            self.progress(f"the store's whitened versions not read ({exc})")
+            self.state.progress(f"the store's whitened versions not read ({exc})")
             return None
         if not found:
             return None
-        self.progress(f"whitening of {found[0][0]} (learned on {found[0][1].rows:,} stored rows) evaluated as {STORE}")
+        self.state.progress(f"whitening of {found[0][0]} (learned on {found[0][1].rows:,} stored rows) evaluated as {STORE}")
         return found[0][1]
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import JobRunning, QueueError
-from ..expr import check_tags
 from ..settings import Settings
 from ..sources.paths import Discovery, PathList
 from ..util import batched
+from ..vocabulary import IngestOptions
 from .records import JobStore, new_job_id
 from .status import SUMMARY_ITEMS, JobStatus
 
@@ -129,6 +129,9 @@ def identity_digest(models: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(models, sort_keys=True).encode()).hexdigest()[:16]
 
 
+MESSAGE_VERSION = 1  # of :meth:`Chunk.to_message`; a worker refuses a newer one by name
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One chunk of a job: the unit of work one Celery message carries (paths, and how to ingest them), with the
@@ -161,9 +164,29 @@ class Chunk:
         facts = self.listed
         return [Listed(p, (int(facts[p][0]), float(facts[p][1]), str(facts[p][2]))) if p in facts else p for p in self.paths]
 
-    def options(self) -> dict[str, Any]:
-        options = {"force": self.force, "checksum": self.checksum, "tags": self.tags, "models": self.models}
-        return options | ({"listed": self.listed} if self.listed else {})
+    def to_message(self) -> dict[str, Any]:
+        """The chunk as the one argument of its Celery message: named fields, versioned, JSON-safe."""
+        message: dict[str, Any] = {"v": MESSAGE_VERSION, "job_id": self.job_id, "key": self.key, "paths": list(self.paths)}
+        message |= {"force": self.force, "checksum": self.checksum, "tags": self.tags, "models": self.models}
+        return message | ({"listed": self.listed} if self.listed else {})
+
+    @classmethod
+    def from_message(cls, args: Sequence[Any], kwargs: dict[str, Any] | None = None) -> Chunk | None:
+        """The chunk a Celery message carries (``args``/``kwargs`` as the task received them); None when they hold
+        none. Reads this version's one-dict form and the positional form queued before it
+        (``[job_id, key, paths]`` plus options by name), so an upgrade never strands queued chunks."""
+        kwargs = dict(kwargs or {})
+        if args and isinstance(args[0], dict):
+            message = dict(args[0])
+            if int(message.pop("v", MESSAGE_VERSION)) > MESSAGE_VERSION:
+                raise ValueError(f"chunk message version {args[0].get('v')} is newer than this worker reads")
+        elif len(args) >= 3:
+            message = {"job_id": args[0], "key": args[1], "paths": args[2]} | kwargs
+        else:
+            return None
+        fields = {"force", "checksum", "tags", "models", "listed"}
+        options = {name: message[name] for name in fields if message.get(name) is not None}
+        return cls(str(message["job_id"]), str(message["key"]), [str(p) for p in message["paths"] or []], **options)
 
     def mismatch(self, mine: dict[str, str]) -> str:
         """Why a worker embedding with ``mine`` cannot take this chunk ('' when it can)."""
@@ -199,8 +222,7 @@ def send_chunk(app: Any, source: QueueConfig | Settings, chunk: Chunk) -> None:
     chunk share most of their bytes, and Redis holds every queued message."""
     app.send_task(
         EMBED_CHUNK,
-        args=[chunk.job_id, chunk.key, list(chunk.paths)],
-        kwargs=chunk.options(),
+        args=[chunk.to_message()],
         queue=QueueConfig.of(source).queue,
         compression="zlib",
         # readable without the body: a cancel finds the job's queued messages by these (:func:`purge`)
@@ -211,15 +233,11 @@ def send_chunk(app: Any, source: QueueConfig | Settings, chunk: Chunk) -> None:
 def enqueue(
     paths: Iterable[str],
     source: QueueConfig | Settings,
+    options: IngestOptions | None = None,
+    *,
     inputs: Sequence[str] = (),
     job_id: str | None = None,
-    force: bool = False,
     retry_of: str = "",
-    tags: dict[str, str] | None = None,
-    skipped: dict[str, int] | None = None,
-    unmatched: Sequence[str] = (),
-    *,
-    checksum: bool = False,
     found: Discovery | None = None,
     path_list: PathList | None = None,
     on_sent: Callable[[int], None] | None = None,
@@ -227,16 +245,16 @@ def enqueue(
     """Record a job in Redis and queue its chunks as ``paths`` streams in; returns the job id.
 
     The job exists (state ``queuing``) from its first chunk on, so workers start while the rest is sent, and it cannot
-    finish before the last chunk went out. ``force`` re-embeds unchanged files, ``checksum`` compares contents instead
-    of trusting size and mtime; ``tags`` are merged into every row of the job. ``found`` (a streamed expansion) or
-    ``skipped``/``unmatched`` record what the inputs left out; ``path_list`` records a ``--from-file`` list by size
-    and digest. ``on_sent(files)`` is told after each chunk. Redis failing mid-way (full: ``maxmemory``) ends the job
-    with the chunks that went out and raises a :class:`QueueError` saying how many did.
-    An empty ``paths`` queues nothing and raises :class:`QueueError`."""
+    finish before the last chunk went out. ``options`` (:class:`~imsim.vocabulary.IngestOptions`: force, checksum,
+    tags, checked when they were made) travel in every chunk. ``found`` (a streamed expansion) records what the inputs
+    left out; ``path_list`` records a ``--from-file`` list by size and digest. ``on_sent(files)`` is told after each
+    chunk. Redis failing mid-way (full: ``maxmemory``) ends the job with the chunks that went out and raises a
+    :class:`QueueError` saying how many did. An empty ``paths`` queues nothing and raises :class:`QueueError`."""
     import redis
     from kombu.exceptions import OperationalError
 
-    tags = check_tags(tags) or None  # before anything is recorded: a bad tag would fail every file of the job
+    options = options or IngestOptions()
+    tags = dict(options.tags) or None
     config = QueueConfig.of(source)
     if not config.models:  # a chunk for no models would be refused by every worker
         raise QueueError("the queue config names no models: a job is queued for models (QueueConfig.of(settings))")
@@ -261,7 +279,7 @@ def enqueue(
     uncounted = 0  # files of a chunk that went out but whose count the job record refused (Redis full)
     try:
         for index, part in enumerate(batched(itertools.chain([first], stream), config.chunk_size)):
-            chunk = Chunk.of(job_id, str(index), part, force=force, checksum=checksum, tags=tags, models=models)
+            chunk = Chunk.of(job_id, str(index), part, force=options.force, checksum=options.checksum, tags=tags, models=models)
             if index and index % CANCEL_CHECK == 0 and jobs.is_cancelled(job_id):
                 break  # cancelled while it was being queued: nothing more goes out (cancel purged what had)
             send_chunk(app, config, chunk)
@@ -271,29 +289,36 @@ def enqueue(
             if on_sent is not None:
                 on_sent(len(part))
     except (redis.RedisError, OSError, OperationalError) as exc:
-        why = _redis_why(exc)
-        if uncounted:
-            try:
-                jobs.add_chunks(job_id, uncounted)
-            except redis.RedisError:
-                why += f" (the last chunk's {uncounted} files went out but the job record could not count them)"
-        try:
-            jobs.seal(job_id, error=f"queuing stopped after {sent} chunks ({files} files): {why}")
-        except redis.RedisError:  # a full Redis refuses scripts; HDEL frees memory, so it is still allowed
-            jobs.abandon_queuing(job_id, sent)
-        raise QueueError(
-            f"queuing job {job_id} stopped after {sent} chunks ({files} files): {why}. Those chunks are queued and the "
-            f"job ends with them; re-run the same ingest once Redis has room: stored files are skipped"
-        ) from None
+        raise _stopped(jobs, job_id, exc, sent, files, uncounted) from None
     if jobs.is_cancelled(job_id):
         purge(job_id, config)  # chunks sent after the cancel's own purge
     jobs.seal(
         job_id,
-        skipped=found.skipped if found is not None else skipped,
-        unmatched=found.unmatched if found is not None else list(unmatched),
+        skipped=found.skipped if found is not None else None,
+        unmatched=found.unmatched if found is not None else [],
         path_list=path_list.summary() if path_list is not None else None,
     )
     return job_id
+
+
+def _stopped(jobs: JobStore, job_id: str, exc: BaseException, sent: int, files: int, uncounted: int) -> QueueError:
+    """End a job whose queuing Redis stopped (full: ``maxmemory``) with the chunks that went out, and say so."""
+    import redis
+
+    why = _redis_why(exc)
+    if uncounted:
+        try:
+            jobs.add_chunks(job_id, uncounted)
+        except redis.RedisError:
+            why += f" (the last chunk's {uncounted} files went out but the job record could not count them)"
+    try:
+        jobs.seal(job_id, error=f"queuing stopped after {sent} chunks ({files} files): {why}")
+    except redis.RedisError:  # a full Redis refuses scripts; HDEL frees memory, so it is still allowed
+        jobs.abandon_queuing(job_id, sent)
+    return QueueError(
+        f"queuing job {job_id} stopped after {sent} chunks ({files} files): {why}. Those chunks are queued and the "
+        f"job ends with them; re-run the same ingest once Redis has room: stored files are skipped"
+    )
 
 
 def _redis_why(exc: BaseException) -> str:

@@ -45,12 +45,13 @@ from .sections import (
     StoreSection,
 )
 from .sources import PREFIX, VariablesSource, did_you_mean, read_env_file
-from .values import SERVED_FILE, parse_duration, parse_weights, redact, served_store, split_family_key
+from .values import API_FILE, SERVED_FILE, parse_duration, parse_weights, redact, served_api, served_store, split_family_key
 
 __all__ = [
     "DEFAULT_DATA_DIR",
     "PREFIX",
     "SECTIONS",
+    "API_FILE",
     "SERVED_FILE",
     "Consistency",
     "Fusion",
@@ -61,6 +62,7 @@ __all__ = [
     "parse_duration",
     "parse_weights",
     "redact",
+    "served_api",
     "served_store",
     "unknown_variables",
 ]
@@ -127,6 +129,24 @@ class Settings(ApiSection, S3Section, QuerySection, ImagesSection, ModelsSection
         if name in self.families:
             return self.families[name]
         return registry.config_class(name)()
+
+    @property
+    def served_api(self) -> dict[str, Any] | None:
+        """With ``api_url`` unset: the running `imsim serve` of this data dir that serves this very store and embeds with
+        these models (from ``DATA_DIR/api.json``): the CLI asks it, its models warm, instead of loading them."""
+        if self.api_url:
+            return None
+        found = served_api(self.data_dir, self.resolved_milvus_uri)
+        return found if found and list(found.get("models", [])) == self.model_names else None
+
+    @property
+    def resolved_api_url(self) -> str:
+        """``IMSIM_API_URL``, else the running `imsim serve` of this data dir (:attr:`served_api`), else ''
+        ('' too for ``off``)."""
+        if self.api_url:
+            return "" if self.api_url == "off" else self.api_url
+        served = self.served_api
+        return str(served["url"]) if served else ""
 
     @property
     def runtime(self) -> Runtime:

@@ -315,7 +315,8 @@ class ApiSection(Section):
     api_url: str = Field(
         "",
         description="A running `imsim serve` (http://host:8080): `imsim search`, `compare` and `duplicates` ask it "
-        "(its models are loaded already).",
+        "(its models are loaded already). Unset: the serve this data dir runs on the same store and models, if any; "
+        "'off': never ask one.",
     )
     api_max_upload_mb: int = Field(32, ge=1, le=1024, description="Largest image the API accepts in one upload (MB).")
     api_timeout: float = Field(60.0, gt=0, description="Seconds an API request may take before it fails (504).")
@@ -330,6 +331,18 @@ class ApiSection(Section):
     )
     api_max_batch: int = Field(32, ge=1, le=1024, description="Most image queries the API embeds in one forward pass.")
     api_thumbnail_cache_mb: int = Field(64, ge=0, description="Memory for thumbnails the API has made (MB; LRU).")
+    api_max_query_megapixels: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Largest query image the API decodes (megapixels; a JPEG counts at its 1/8 draft): a query is resized "
+        "to the model's input anyway, and a 13000x13000 PNG took 1.8 GB and a minute to decode.",
+    )
+    api_ready_needs: Literal["search", "search,queueing"] = Field(
+        "search",
+        description="What /readyz waits for: 'search' (models loaded, store reachable) or 'search,queueing' (Redis too, "
+        "for a deployment that queues jobs through the API).",
+    )
 
     @field_validator("api_token")
     @classmethod

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import difflib
-import re
+import io
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,8 @@ class VariablesSource(PydanticBaseSettingsSource):
 
 
 def read_env_file(path: Path, known: Collection[str]) -> dict[str, str]:
-    """``IMSIM_X=value`` lines (``export`` and quotes allowed, ``#`` comments); a missing file is empty.
+    """``IMSIM_X=value`` lines as python-dotenv reads them (``export``, quotes and escapes, ``#`` comments, inline ones
+    after an unquoted value); a missing file is empty.
 
     A name that is not in ``known`` is an error naming the file and line: the file is imsim's own."""
     try:
@@ -61,23 +62,20 @@ def read_env_file(path: Path, known: Collection[str]) -> dict[str, str]:
         raise ConfigError(
             f"{path}:{where}: byte 0x{data[exc.start]:02x} is not UTF-8 (the env file is UTF-8 text); fix or remove that line"
         ) from None
+    from dotenv.parser import parse_stream
+
     out: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+    for binding in parse_stream(io.StringIO(text)):  # python-dotenv's parser: quotes, escapes, export, comments
+        number, line = binding.original.line, binding.original.string.strip()
+        if binding.key is None and not binding.error:
+            continue  # a blank line or a comment
+        if binding.error or binding.key is None or binding.value is None:
             raise ConfigError(f"{path}:{number}: not a KEY=value line: {line!r}")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        if not key.startswith(PREFIX):
+        if not binding.key.startswith(PREFIX):
             continue
-        if key not in known:
-            raise ConfigError(f"{path}:{number}: {key} is not an imsim setting{did_you_mean(key, known)}")
-        out[key] = value
+        if binding.key not in known:
+            raise ConfigError(f"{path}:{number}: {binding.key} is not an imsim setting{did_you_mean(binding.key, known)}")
+        out[binding.key] = binding.value
     return out
 
 

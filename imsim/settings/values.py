@@ -16,6 +16,7 @@ from typing import Any
 from .. import models as registry
 
 SERVED_FILE = "served.json"
+API_FILE = "api.json"  # the running `imsim serve` of this data dir: the CLI asks it instead of loading models
 SECRET_PARAMETERS = frozenset({"password", "token", "secret", "key", "access_key", "secret_key", "api_key", "apikey"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -83,6 +84,22 @@ def served_store(data_dir: Path, store: Path) -> dict[str, Any] | None:
             return None
         os.kill(pid, 0)  # still running (an error if not)
         with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "") else host, port), timeout=0.3):
+            pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def served_api(data_dir: Path, store_uri: str) -> dict[str, Any] | None:
+    """The record a running `imsim serve` wrote in ``data_dir`` when it serves ``store_uri`` (the store this process
+    would open) and still answers, else None."""
+    try:
+        record = json.loads((data_dir / API_FILE).read_text())
+        pid, host, port = int(record["pid"]), str(record["host"]), int(record["port"])
+        if str(record["store"]) != store_uri:
+            return None
+        os.kill(pid, 0)  # still running (an error if not)
+        with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port), timeout=0.3):
             pass
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ImageError, ImageNotFound, ImageTooLarge, ImageUnreadable, PathNotAllowed
 from .files import FileBytes, FileStat
 from .names import check_path, is_uri
-from .s3 import OpenedObject, S3Config
+from .s3 import OpenedObject, S3Config, canonical
+from .s3 import allowed as s3_allowed
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -70,9 +71,14 @@ def _opened_path(fd: int, path: str, st: os.stat_result) -> str:
 
 
 def check_allowed(path: str, roots: Iterable[str]) -> None:
-    """A first check by name (for a clear message); :func:`read_file` checks the file it actually opened."""
+    """A first check by name (for a clear message), of a file, a folder or an ``s3://`` URI: the one check the readers,
+    ``imsim serve`` and the workers share; :func:`read_file` checks the file it actually opened."""
     roots = list(roots)
     if not roots:
+        return
+    if is_uri(path):
+        if not s3_allowed(canonical(path), tuple(roots)):
+            raise PathNotAllowed(path, f"outside the allowed roots; IMSIM_ALLOWED_ROOTS={','.join(roots)}")
         return
     real = os.path.realpath(path)
     if not _under(real, roots):
