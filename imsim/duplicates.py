@@ -142,9 +142,46 @@ def resolve_threshold(
     if key in DEFAULT_THRESHOLDS:
         value, why = DEFAULT_THRESHOLDS[key]
         return Threshold(value, f"default for {key}: {why}")
-    raise ImsimError(
+    if model != "fused":
+        found = measured_threshold(client.store, client.models.collection(model), precision)
+        if found is not None:
+            return found
+    raise NoThreshold(
         f"no threshold for {key}: measure one on your images with `imsim eval run --bench ...` and apply it "
         f"(`imsim eval apply OUT/calibration.json`, or --calibration OUT/calibration.json), or pass --threshold"
+    )
+
+
+class NoThreshold(ImsimError):
+    """No threshold given, calibrated, defaulted or measured for a model version (:mod:`imsim.review` measures one)."""
+
+
+def measured_name(collection: str) -> str:
+    """The store artifact that keeps the threshold measured on ``collection`` itself (:func:`imsim.review.measure_threshold`)."""
+    return f"measured-threshold:{collection}"
+
+
+def measured_threshold(store: VectorStore, collection: str, precision: float) -> Threshold | None:
+    """The threshold measured on ``collection`` itself, if one was, at ``precision``, its source said in words."""
+    from .store.artifacts import Artifacts
+
+    artifacts = Artifacts(store)
+    found = artifacts.get(measured_name(collection)) if artifacts.exists() else None
+    point = found.meta.get(f"p{round(precision * 100)}") if found is not None else None
+    if not point:
+        return None
+    meta = found.meta if found is not None else {}
+    reached = (
+        f"{round(precision * 100)} % precision"
+        if point.get("reached")
+        else f"no threshold reached {round(precision * 100)} % precision (random weights?): the best measured, "
+        f"{100 * point['precision']:.0f} %"
+    )
+    return Threshold(
+        float(point["threshold"]),
+        f"measured on this collection: edited copies of {meta.get('copies', '?')} of your images against their "
+        f"originals and their nearest other images, {reached}, recall {100 * point['recall']:.0f} % "
+        f"({meta.get('measured_at', '?')}; `imsim eval run` measures with more care)",
     )
 
 

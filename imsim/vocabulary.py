@@ -301,6 +301,14 @@ class DuplicatesOptions(Model):
     precision: float = Field(0.95, description="Which calibrated threshold to use: 0.9 or 0.95.")
     under: str = Field("", max_length=MAX_PATH, description="Only images under this folder.")
     neighbours: int = Field(16, ge=1, le=256, description="Nearest images checked per image.")
+    show: Literal["open", "decided", "all"] = Field(
+        "open", description="Which groups: open (not every member decided yet), decided, or all."
+    )
+    order: Literal["size", "score"] = Field("size", description="Largest groups first, or the most similar first.")
+    keep: Literal["largest", "oldest", "newest", "smallest"] = Field(
+        "largest",
+        description="Which member to suggest keeping: the most pixels (then bytes), the oldest, the newest, the smallest.",
+    )
     offset: int = Field(0, ge=0, description="Groups to skip.")
     limit: int = Field(50, ge=1, le=500, description="Groups per page.")
 
@@ -313,8 +321,18 @@ class DuplicatesOptions(Model):
 
 
 class Member(Model):
+    """An image in a group, with what a person decides by (when the store holds it)."""
+
     id: str
     path: str
+    width: int | None = None
+    height: int | None = None
+    file_size: int | None = None
+    mtime: float | None = Field(None, description="The file's modification time, Unix seconds.")
+    ingested_at: int | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    decision: str | None = Field(None, description="keep or duplicate, once the group was resolved.")
+    keeper: str | None = Field(None, description="The id kept, once the group was resolved.")
 
 
 class Link(Model):
@@ -328,6 +346,45 @@ class Group(Model):
     best_score: float
     members: list[Member]
     edges: list[Link]
+    suggested: str | None = Field(None, description="The member the keep rule suggests keeping.")
+    decided: bool = Field(False, description="Every member has a decision.")
+
+
+class ResolveRequest(Model):
+    """Resolve a group: keep one member; the others are recorded as its duplicates (no file is touched)."""
+
+    keep: str = Field(pattern=r"^[0-9a-f]{32}$", description="The id kept.")
+    members: list[str] = Field(min_length=2, max_length=1000, description="Every member of the group, the keeper included.")
+
+    @model_validator(mode="after")
+    def _member(self) -> ResolveRequest:
+        if self.keep not in self.members:
+            raise ValueError("keep must be one of the members")
+        if any(len(m) != 32 or any(c not in "0123456789abcdef" for c in m) for m in self.members):
+            raise ValueError("members are stored image ids (32 hex characters)")
+        return self
+
+
+class Decided(Model):
+    id: str
+    decision: str
+    keeper: str
+    path: str
+    keeper_path: str
+    sha256: str
+    decided_at: int
+
+
+class Resolved(Model):
+    decisions: list[Decided]
+
+
+class UndoRequest(Model):
+    keep: str = Field(pattern=r"^[0-9a-f]{32}$", description="The keeper of the group to reopen.")
+
+
+class Undone(Model):
+    forgotten: int
 
 
 class Groups(Model):
@@ -336,6 +393,7 @@ class Groups(Model):
     threshold_source: str
     total: int
     groups: list[Group]
+    random_weights: list[str] = Field(default_factory=list, description="Models whose weights are random: meaningless.")
 
 
 class MarkRequest(Model):

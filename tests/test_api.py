@@ -8,6 +8,7 @@ re-encoded copy of another (a near duplicate).
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -116,6 +117,10 @@ def build_corpus(root: Path) -> dict[str, Path]:
     shutil.copytree(SAMPLES / "flags", root / "flags")
     shutil.copy(root / "photos" / "chelsea.jpg", root / "photos" / "chelsea-copy.jpg")  # same bytes
     Image.open(root / "photos" / "rocket.jpg").save(root / "photos" / "rocket-q70.jpg", quality=70)  # near duplicate
+    (root / "copies").mkdir()
+    for flag in sorted((root / "flags").iterdir())[:12]:  # a dozen more groups to review: flags saved again (other
+        with Image.open(flag) as image:  # bytes, the same pixels: linked at any threshold the tiny models measure)
+            image.save(root / "copies" / f"{flag.stem}.png", compress_level=1)
     return {
         "chelsea": root / "photos" / "chelsea.jpg",
         "copy": root / "photos" / "chelsea-copy.jpg",
@@ -507,6 +512,9 @@ def test_a_token_guards_everything_but_the_probes_and_beyond_loopback_is_refused
     assert refused.returncode == 2 and "needs a token: set IMSIM_API_TOKEN" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
 
+    busy = cli(settings_env(served.settings), "serve", "--port", served.url.rsplit(":", 1)[1], check=False)
+    assert busy.returncode == 2 and "is in use (another imsim serve?)" in busy.stderr and "imsim API on" not in busy.stderr
+
     settings = served.settings.replace(api_token="s3cret-token-of-24-chars")
     port = free_port()
     proc = start_serve(settings, tmp_path / "serve.log", "--host", "0.0.0.0", "--port", str(port))
@@ -569,43 +577,91 @@ def _browser_skip() -> str:
     return ""
 
 
-def test_the_pages_in_chromium_search_more_like_this_and_a_mark_that_survives_a_reload(served, tmp_path):
+def test_the_search_page_in_chromium_searches_and_more_like_this(served, tmp_path):
     if reason := _browser_skip():
         pytest.skip(reason)
     corpus = build_corpus_paths(served.root)
     config = {
         "url": served.url + "/",
         "image": str(corpus["chelsea"]),
-        "duplicates": "threshold=0.99&model=clip",
         "shots": str(tmp_path),
         "chromium": shutil.which("chromium"),
     }
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    proc = subprocess.run(
-        ["node", str(ROOT / "tests" / "support" / "serve.js"), str(tmp_path / "config.json")],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=os.environ | {"NODE_PATH": str(NODE_MODULES)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = json.loads(proc.stdout)
+    seen = run_node("serve.js", config, tmp_path)
     chelsea, copy = path_id(str(corpus["chelsea"])), path_id(str(corpus["copy"]))
     # the uploaded photo itself (and its byte-identical copy) first, with thumbnails drawn
     assert {seen["search"][0]["id"], seen["search"][1]["id"]} == {chelsea, copy}
     assert all(hit["thumb"] > 0 for hit in seen["search"])
     assert "chelsea" in seen["search"][0]["text"] and re.search(r"clip", seen["search"][0]["text"])
     assert "clip, dinov2: random weights" in seen["status"]  # the tiny test models say so, as a demo model would
+    # "load more": the next page appended, the ranks going on, nothing repeated
+    assert len(seen["afterMore"]) == 2 * len(seen["search"]) == 40 and seen["afterMore"][20]["text"].startswith("#21 ")
+    assert len({h["id"] for h in seen["afterMore"]}) == 40 and seen["afterMore"][:20] == seen["search"]
+    assert "px" not in seen["search"][0]["text"] and "×" in seen["search"][0]["text"]  # the image's size shown
     # "more like this" on the third result (the first two are one content): that image first
     assert seen["more"][0]["id"] == seen["search"][2]["id"]
-    # the duplicates page: the exact tier apart; one pair marked "not a duplicate" is gone, and stays gone
-    assert seen["exactGroups"] == served.get("/v1/duplicates/exact").json()["total"] >= 1
-    assert seen["pairsBefore"] and seen["marked"] == seen["pairsBefore"][0]
-    assert seen["marked"] not in seen["pairsAfter"] and seen["marked"] not in seen["pairsReloaded"]
-    assert len(seen["pairsReloaded"]) == len(seen["pairsBefore"]) - 1
-    for name in ("imsim-search.png", "imsim-duplicates.png"):
+    keep_artifacts(tmp_path, "imsim-search.png")
+
+
+def run_node(script: str, config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run(
+        ["node", str(ROOT / "tests" / "support" / script), str(tmp_path / "config.json")],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=os.environ | {"NODE_PATH": str(NODE_MODULES)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found: dict[str, Any] = json.loads(proc.stdout)
+    return found
+
+
+def keep_artifacts(tmp_path: Path, *names: str) -> None:
+    for name in names:
         assert (tmp_path / name).stat().st_size > 20_000
     artifacts = os.environ.get("TEST_ARTIFACTS_DIR")
     if artifacts:
-        for name in ("imsim-search.png", "imsim-duplicates.png"):
+        for name in names:
             shutil.copy(tmp_path / name, Path(artifacts) / name)
+
+
+def test_the_review_opens_on_an_answer_and_ten_groups_are_decided_by_keyboard_and_stay_decided(served, tmp_path):
+    """The duplicate review as a person uses it, in headless Chromium: it opens on groups (no calibration exists: the
+    threshold is measured on this collection, and the page says so), each group's members side by side with their
+    resolution, file size and dates, a suggested keeper; ten groups are decided with the keyboard alone (Enter keeps
+    the suggested member and resolves the group, n marks the closest pair "not a duplicate"); after a reload and in
+    a second server process the decisions stand; one is undone; the page exports them as CSV; /docs renders with no
+    network."""
+    if reason := _browser_skip():
+        pytest.skip(reason)
+    config = {"url": served.url + "/", "shots": str(tmp_path), "chromium": shutil.which("chromium"), "actions": 10}
+    seen = run_node("review.js", config, tmp_path)
+    assert not seen["statusIsError"] and "groups with" in seen["status"], seen["status"]
+    assert seen["source"].startswith("threshold: measured on this collection: edited copies of")
+    assert "dinov2: RANDOM weights" in seen["source"]  # the tiny test models, said where their similarities are shown
+    assert len(seen["open"]) >= 10
+    first = seen["first"]
+    assert len(first) >= 2 and all(m["drawn"] > 0 and "px" in m["facts"] and "modified" in m["facts"] for m in first)
+    assert first[0]["top"] == first[1]["top"] and first[1]["left"] >= first[0]["left"] + first[0]["width"]  # side by side
+    assert len(seen["actions"]) == 10 and {a["key"] for a in seen["actions"]} == {"Enter", "n"}
+    acted = [a["members"] for a in seen["actions"]]
+    assert not set(acted) & set(seen["openAfterReload"])  # every decision survived the reload
+    resolved = [a["members"] for a in seen["actions"] if a["key"] == "Enter"]
+    assert set(seen["decided"]) == set(resolved) and seen["undone"] not in seen["decidedAfterUndo"]
+    rows = list(csv.DictReader(io.StringIO(seen["exported"])))
+    kept = {r["id"] for r in rows if r["decision"] == "keep"}
+    assert len(kept) == len(resolved) - 1 and {r["keeper"] for r in rows} == kept  # the undone group's rows are gone
+    assert seen["docsTitle"].startswith("imsim") and seen["docsOperations"] >= 15
+    keep_artifacts(tmp_path, "imsim-review.png")
+
+    # a second server process over the same store reads the same decisions and marks
+    port = free_port()
+    proc = start_serve(served.settings, tmp_path / "second.log", "--port", str(port))
+    try:
+        decided = requests.get(f"http://127.0.0.1:{port}/v1/duplicates", params={"show": "decided"}, timeout=120).json()
+        assert {",".join(m["id"] for m in g["members"]) for g in decided["groups"]} == set(resolved) - {seen["undone"]}
+        still_open = requests.get(f"http://127.0.0.1:{port}/v1/duplicates", timeout=120).json()
+        assert not {",".join(m["id"] for m in g["members"]) for g in still_open["groups"]} & (set(acted) - {seen["undone"]})
+    finally:
+        stop(proc)

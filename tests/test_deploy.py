@@ -169,8 +169,11 @@ def test_kubernetes_objects_reference_each_other(tmp_path):
     port = int(container["command"][container["command"].index("--port") + 1])
     assert container["command"][container["command"].index("--host") + 1] == "0.0.0.0" and "IMSIM_API_TOKEN" in secret
     assert container["ports"] == [{"name": "http", "containerPort": port}]
+    exposed = re.search(r"^EXPOSE (.+)$", (DEPLOY / "Dockerfile").read_text(), re.M)
+    assert exposed and str(port) in exposed.group(1).split()  # the image says which port the API listens on
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert container["livenessProbe"]["httpGet"]["path"] == container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"  # the process answers
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"  # started once the models are loaded
     assert {"/readyz", "/healthz"} <= open_paths(served) and "/v1/search/text" not in open_paths(served)
     assert {"configMapRef": {"name": "imsim-config"}} in container["envFrom"]
     service = docs[("Service", "imsim-api")]["spec"]

@@ -89,3 +89,16 @@ def test_duplicates_on_an_empty_store_says_nothing_was_ingested(tiny_model_dirs,
     settings = make_settings(tiny_model_dirs, tmp_path / "data")
     with Client(settings, embedders=models) as client, pytest.raises(ImsimError, match="nothing ingested yet for model 'dinov2'"):
         find_groups(client, model="dinov2", threshold=0.9)
+
+
+def test_fused_pages_within_a_block_come_from_one_ranking(stored):
+    """A fused ranking depends on how deep each model's list goes; pages asked with an offset came from rankings of
+    different depths and repeated an image across pages (the search page's "load more" showed 39 images for 40).
+    Within a block of PAGE_BLOCK results, every page is a slice of one ranking."""
+    from imsim.client.local import PAGE_BLOCK
+
+    client, _ = stored
+    query = client.models.embed_many([str(next(iter(client.store.rows.iter_rows(client.models.collection("clip"))))[0]["path"])])
+    whole = [h.id for h in client.search_batch(query, k=16, fusion="rrf")[0]]
+    pages = [h.id for offset in range(0, 16, 3) for h in client.search_batch(query, k=3, fusion="rrf", offset=offset)[0]]
+    assert pages == whole and len(set(pages)) == 16 <= PAGE_BLOCK

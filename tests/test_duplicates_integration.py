@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import pytest
@@ -30,8 +31,13 @@ def test_cli_exports_csv_and_json(cli, tiny_model_dirs, tmp_path, copies):
     assert sorted(sorted(g) for g in by_group.values()) == expected
     data = json.loads(out_json.read_text())
     assert data["model"] == "fused" and len(data["groups"]) == 3 and all(g["size"] == 3 for g in data["groups"])
-    proc = cli(env, "duplicates", check=False)
-    assert proc.returncode == 2 and "no threshold for dinov2@" in proc.stderr
+    # nothing calibrated: a threshold is measured on the collection (once, kept in the store), used, and said
+    proc = cli(env, "duplicates", "--json")
+    assert "no threshold for dinov2 yet: measuring one on" in proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["threshold_source"].startswith("measured on this collection") and answer["model"] == "dinov2"
+    again = cli(env, "duplicates", "--json")
+    assert "measuring" not in again.stderr and json.loads(again.stdout)["threshold"] == answer["threshold"]
 
 
 def test_eval_thresholds_apply_only_when_asked_and_a_bad_benchmark_exits_2(cli, tiny_model_dirs, tmp_path, copies):
@@ -46,7 +52,7 @@ def test_eval_thresholds_apply_only_when_asked_and_a_bad_benchmark_exits_2(cli, 
     out.mkdir()
     entry = {calibration.version_key("dinov2", dinov2): {"threshold_p90": 0.99, "threshold_p95": 0.9999, "benchmark": "b"}}
     (out / "calibration.json").write_text(json.dumps(entry))
-    assert cli(env, "duplicates", check=False).returncode == 2  # not applied yet
+    assert "(calibrated" not in cli(env, "duplicates").stderr  # not applied yet: a threshold measured on the collection
     proc = cli(env, "duplicates", "--calibration", str(out / "calibration.json"), "--json")
     assert sorted(sorted(m["path"] for m in g["members"]) for g in json.loads(proc.stdout)["groups"]) == expected
     assert not (tmp_path / "data" / "calibration.json").exists()
@@ -70,6 +76,35 @@ def test_eval_thresholds_apply_only_when_asked_and_a_bad_benchmark_exits_2(cli, 
     proc = cli(env, "eval", "run", "--bench", str(bad), "--out", str(tmp_path / "never"), check=False)
     assert proc.returncode == 2 and str(bad) in proc.stderr and "no references/ folder" in proc.stderr, proc.stderr
     assert not (tmp_path / "never").exists()  # nothing ingested, no output written
+
+
+def test_the_review_from_the_shell_keeps_resolves_marks_undoes_and_exports(cli, tiny_model_dirs, tmp_path, copies):
+    """`imsim review`: the page's actions from the shell, on ids or paths. A resolved group leaves the open groups
+    (shown with --show decided), an undo reopens it, a pair marked "not a duplicate" leaves every group, and the export
+    streams every decision."""
+    folder, expected = copies
+    env = settings_env(make_settings(tiny_model_dirs, tmp_path / "data"))
+    cli(env, "ingest", "--local", str(folder))
+
+    def groups(*extra: str) -> list[tuple[list[str], bool]]:
+        answer = json.loads(cli(env, "duplicates", "--model", "dinov2", "--threshold", "0.9999", "--json", *extra).stdout)
+        return sorted((sorted(m["path"] for m in g["members"]), g["decided"]) for g in answer["groups"])
+
+    assert groups() == [(g, False) for g in expected]
+    first, second = expected[0], expected[1]
+    kept = cli(env, "review", "keep", *first)
+    assert f"kept {first[0]}; 2 recorded as its duplicates" in kept.stderr
+    assert groups("--show", "all") == sorted([(first, True)] + [(g, False) for g in expected[1:]])  # open: the others
+    exported = list(csv.DictReader(io.StringIO(cli(env, "review", "export").stdout)))
+    assert sorted(r["path"] for r in exported) == first and {r["keeper_path"] for r in exported} == {first[0]}
+    assert "reopened: 3 decisions forgotten" in cli(env, "review", "undo", first[0]).stderr
+    cli(env, "review", "not-duplicate", second[0], second[1])
+    after = groups()  # the first group open again; the marked pair linked no more (its third image may hold it)
+    assert (first, False) in after and all(not {second[0], second[1]} <= set(g) or len(g) > 2 for g, _ in after)
+    missing = cli(env, "review", "keep", str(folder / "nope.jpg"), first[0], check=False)
+    assert missing.returncode == 2 and "no stored image" in missing.stderr
+    same = cli(env, "review", "not-duplicate", first[0], first[0], check=False)
+    assert same.returncode == 2 and "the same image" in same.stderr
 
 
 class CountingSearches(Searching):

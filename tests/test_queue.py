@@ -176,7 +176,10 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_follow_or_cancel_it(
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert "imsim cancel" in stderr and "imsim status" in stderr and "Traceback" not in stderr
-    assert "none answers on queue" in stderr  # no worker was running: the display said so
+    assert "none answers on queue" in stderr, stderr  # no worker was running: the display said so
+    bars = [line for line in stderr.splitlines() if "img/s" in line]
+    assert len(bars) == 2 and all(len(line.rstrip()) <= 80 for line in bars), stderr  # each bar on one 80-column line
+    assert "(start one: `imsim worker`)" in " ".join(stderr.split())  # the note under it whole, folded, never cut
 
 
 def test_redis_down_or_refusing_is_one_line_never_a_traceback(cli, tiny_model_dirs, tmp_path, servers):

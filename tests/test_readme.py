@@ -110,8 +110,27 @@ def test_every_block_of_the_readme_runs_as_written(tmp_path, redis_url):
     answer = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith('{"hits":')))
     assert len(answer["hits"]) == 3 and answer["hits"][0]["path"].endswith("samples/photos/chelsea.jpg"), answer
     assert set(answer["hits"][0]["scores"]) == {"clip_onnx", "sscd"}
+    # the CLI found the running serve by itself and asked it; the review's groups came with a threshold measured on
+    # the collection (nothing calibrated yet), said where it came from; the export's header at least
+    assert "asking the running imsim serve at http://127.0.0.1:" in proc.stderr, log
+    assert "measured on this collection: edited copies of" in proc.stderr, log
+    assert "path,decision,keeper_path,id,keeper,sha256,decided_at" in proc.stdout, log
     # `imsim models whiten --activate` made a whitened sscd version that the queued ingest kept up to date, and the
     # evaluation scored the store's own whitening beside one learned on the benchmark
     assert re.search(r"imsim_sscd_[0-9a-f]{6}: PCA-whitening of imsim_sscd_[0-9a-f]{6}", proc.stdout), log
     report = (tmp_path / "out-report" / "report.md").read_text()
     assert "sscd+pcaw" in report and "sscd+pcaw(store)" in report, report[-3000:]
+
+
+def test_a_script_beside_the_clone_imports_the_installed_package(tmp_path):
+    """Saved in the folder that holds the clone (a folder named imsim with no __init__.py), the README's Python block
+    failed: `module 'imsim' has no attribute 'Client'`, the clone found before the editable install's import hook as an
+    empty namespace package. install.sh installs in setuptools' compat mode (the checkout on sys.path), so the
+    package is found first."""
+    import sys
+
+    (tmp_path / "imsim").symlink_to(ROOT)  # `git clone ... imsim` in this folder
+    script = tmp_path / "search.py"
+    script.write_text("import imsim\nprint(imsim.Client.__name__, imsim.RemoteClient.__name__)\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["Client", "RemoteClient"], proc.stderr[-1000:]

@@ -4,6 +4,8 @@ no field is declared twice. Unknown parameters are refused (422), never ignored.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import UploadFile
 from pydantic import Field
 
@@ -45,6 +47,10 @@ class Page(Model):
 
 class ExactQuery(Page):
     under: str = Field("", max_length=4096, description="Only images under this folder.")
+
+
+class DecisionsQuery(Model):
+    format: Literal["csv", "json"] = Field("csv", description="csv (a header, then one row per image) or json (JSON lines).")
 
 
 class Recent(Model):

@@ -1,6 +1,6 @@
 """The web pages (no build step, no network): search (``/``), the duplicate review (``/duplicates``), the API's own
-documentation (``/docs``: Swagger UI served from the installed ``swagger-ui-bundle`` package, never a CDN, sending the
-token the pages hold) and a favicon. Open: they hold no data; what they show comes from the guarded API."""
+documentation (``/docs``: Swagger UI 5 served from the installed ``fastapi-offline`` package's files, never a CDN,
+sending the token the pages hold) and a favicon. Open: they hold no data; what they show comes from the guarded API."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 router = APIRouter(include_in_schema=False)
-SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "favicon-32x32.png"}
+SWAGGER_FILES = {"swagger-ui.css", "swagger-ui-bundle.js"}  # Swagger UI 5 (OpenAPI 3.1), as PyPI fastapi-offline ships it
 FAVICON = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#234"/>'
     '<rect x="5" y="7" width="10" height="10" fill="#6cf"/><rect x="17" y="15" width="10" height="10" fill="#fc6"/></svg>'
@@ -62,6 +62,5 @@ async def docs() -> HTMLResponse:
 async def docs_asset(name: str) -> FileResponse:
     if name not in SWAGGER_FILES:
         raise HTTPException(404, f"no asset {name[:40]!r}")
-    import swagger_ui_bundle
-
-    return FileResponse(Path(swagger_ui_bundle.swagger_ui_path) / name, headers={"Cache-Control": "public, max-age=86400"})
+    folder = resources.files("fastapi_offline").joinpath("static")
+    return FileResponse(Path(str(folder)) / name, headers={"Cache-Control": "public, max-age=86400"})

@@ -29,6 +29,22 @@ def check_bind(settings: Settings, host: str) -> None:
         )
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port another process listens on, in one line, before the banner (uvicorn would exit 3 after it)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use (another imsim serve?): choose one with --port") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def announce(settings: Settings, host: str, port: int) -> None:
     """Write ``DATA_DIR/api.json``: the CLI of this data dir finds this server there and asks it (its models are warm)
     instead of loading models itself, when it would open the same store with the same models."""
@@ -60,6 +76,7 @@ def serve(settings: Settings, host: str, port: int, on_start: Callable[[], None]
     import uvicorn
 
     check_bind(settings, host)
+    check_port(host, port)
     service = Service(settings)
     app = create_app(service)
     record = settings.data_dir / API_FILE

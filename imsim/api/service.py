@@ -206,12 +206,15 @@ class Service:
     def linked(self, options: DuplicatesOptions, refresh: bool = False) -> tuple[Any, set[tuple[str, str]]]:
         """The pairs `imsim duplicates` links for these options (computed once, kept ``GROUPS_TTL`` seconds) and the
         marked pairs among them (read every time: a mark hides its pair at once)."""
-        from ..duplicates import link, marked_pairs
+        from ..duplicates import default_model, link, marked_pairs
+        from ..review import ensure_threshold
 
         model, threshold, precision, under = options.model or None, options.threshold, options.precision, options.under
         key = repr((model, threshold, precision, under, options.neighbours))
         cached = self._groups.get(key)
         if refresh or cached is None or time.monotonic() - cached[0] > GROUPS_TTL:
+            if threshold is None:  # none calibrated: measured on the collection itself, once (kept in the store)
+                ensure_threshold(self.client, model or default_model(self.client), precision)
             where = Where(path_prefix=under) if under else None
             linked = link(
                 self.client, model=model, threshold=threshold, precision=precision, neighbours=options.neighbours, where=where
@@ -225,6 +228,30 @@ class Service:
 
         name = self.client.models.names(None)[0]
         return exact_groups(self.client.store, self.client.models.collection(name), Where(path_prefix=under) if under else None)
+
+    def review(self, options: DuplicatesOptions, refresh: bool = False) -> Any:
+        """One page of groups as the review page shows them (:func:`imsim.review.review_page`), and the links."""
+        from ..review import review_page
+
+        linked, hidden = self.linked(options, refresh)
+        page = review_page(
+            self.client,
+            linked,
+            hidden,
+            show=options.show,
+            order=options.order,
+            keep=options.keep,
+            offset=options.offset,
+            limit=options.limit,
+        )
+        return linked, page
+
+    def resolve(self, keep: str, members: list[str]) -> Any:
+        """Resolve a group (:func:`imsim.review.resolve`): the members must be stored."""
+        from ..review import member_facts, resolve
+
+        facts = member_facts(self.client, self.client.models.names(None)[0], members)
+        return resolve(self.client.store, keep, members, facts)
 
     def mark(self, a: str, b: str) -> Any:
         """Mark two stored images "not a duplicate" (both must be stored; their paths and hashes are kept)."""

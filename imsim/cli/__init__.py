@@ -13,17 +13,24 @@ from rich.markup import escape
 
 from ..errors import ImsimError
 from ..sources.names import printable
-from . import admin, eval, ingest, jobs, models, search
+from . import admin, eval, ingest, jobs, models, review, search
 from ._common import ERROR, EXIT_CODES, INTERRUPTED, err
 
 app = typer.Typer(
-    help=f"imsim: image-similarity search over CLIP, DINOv2 and other embeddings in Milvus. {EXIT_CODES}",
+    help="imsim: image-similarity search over CLIP, DINOv2 and other embeddings in Milvus.\n\n"
+    "\b\nExamples:\n"
+    "  imsim ingest --local ~/Pictures        embed and store, in this process\n"
+    "  imsim search photo.jpg -k 20           the most similar stored images\n"
+    "  imsim duplicates                       near-duplicate groups to review\n"
+    "  imsim serve                            the API and pages; the CLI then asks it\n\n"
+    f"{EXIT_CODES}",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for group in (ingest.app, search.app, jobs.app, admin.app):
+for group in (ingest.app, search.app, review.app, jobs.app, admin.app):
     app.registered_commands += group.registered_commands
 app.add_typer(models.app, name="models")
+app.add_typer(review.review_app, name="review")
 app.add_typer(eval.app, name="eval")
 app.add_typer(admin.store_app, name="store")
 app.add_typer(admin.bench_app, name="bench")
@@ -81,13 +88,19 @@ def reflow(text: str) -> str:
     return "\n\n".join(paragraphs)
 
 
+ASKS_SERVE = ("search", "compare", "duplicates")  # the commands a running `imsim serve` answers
+
+
 def _note_served_store() -> None:
     """Say when the Lite store is used through a running `imsim store serve` found in the data dir (not exported)."""
     if len(sys.argv) > 2 and sys.argv[1:3] == ["store", "serve"] or any(a in ("--help", "-h") for a in sys.argv[1:]):
         return
     from ..settings import get_settings
 
-    served = get_settings().served_store
+    settings = get_settings()
+    if len(sys.argv) > 1 and sys.argv[1] in ASKS_SERVE and settings.resolved_api_url:
+        return  # it asks the running `imsim serve` (and says so), not the store
+    served = settings.served_store
     if served:
         err.print(f"note: using the store served by `imsim store serve` (pid {served['pid']}) at {served['uri']}")
 

@@ -63,18 +63,38 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f} img/s" if speed else "- img/s", style="progress.data.speed")
 
 
+class _Progress(Progress):
+    """A progress display whose notes (warnings such as "no worker answers") can sit on lines of their own, whole,
+    under the bars (a narrow terminal), instead of in a column they would be squeezed into."""
+
+    notes_below = False
+
+    def get_renderables(self) -> Any:
+        yield self.make_tasks_table(self.tasks)
+        if self.notes_below:
+            for task in self.tasks:
+                note = Text.from_markup(str(task.fields.get("note") or ""))  # markup: follow.py escapes what it puts in
+                width = max(20, self.console.size.width - 2)
+                for line in note.wrap(self.console, width):  # wrapped here: a live display would crop it at the edge
+                    yield Text("  ") + line
+
+
 def progress() -> Progress:
-    return Progress(
+    """The progress line, fitted to the terminal: on one line at 80 columns (a narrower bar, no time-left estimate,
+    a note on a line of its own under the bar), everything on one line when the terminal is wide."""
+    narrow = err.size.width < 100
+    columns: list[ProgressColumn | str] = [
         TextColumn("{task.description}", style="bold", markup=False),
-        BarColumn(),
+        BarColumn(bar_width=10 if narrow else 40),
         MofNCompleteColumn(),
         RateColumn(),
-        TimeRemainingColumn(),
+        *([] if narrow else [TimeRemainingColumn()]),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[note]}"),  # notes are markup: follow.py escapes what it puts in them
-        console=err,
-        transient=False,
-    )
+        *([] if narrow else [TextColumn("{task.fields[note]}")]),  # notes are markup: follow.py escapes them
+    ]
+    shown = _Progress(*columns, console=err, transient=False)
+    shown.notes_below = narrow
+    return shown
 
 
 RANDOM_NOTE = "RANDOM weights (demo models built where the model hub was unreachable): these similarities mean nothing"

@@ -126,7 +126,12 @@ def store_serve(
     """Serve the embedded store to several processes (workers + CLI); then IMSIM_MILVUS_URI=http://HOST:PORT.
 
     It serves the very store `imsim ingest --local` writes (a Milvus Lite store is a folder), so what was
-    ingested locally is searchable through the server and the other way round (one process at a time)."""
+    ingested locally is searchable through the server and the other way round (one process at a time).
+
+    \b
+    Examples:
+      imsim store serve &                           the data dir's store on 127.0.0.1:19530
+      imsim worker & imsim ingest /photos           commands of this data dir find it by themselves"""
     import json
 
     from ..settings import SERVED_FILE

@@ -28,7 +28,13 @@ def worker(
     ] = "imsim",
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
-    """Start a Celery worker that consumes ingest jobs (same as `celery -A workers worker -Q QUEUE -E`)."""
+    """Start a Celery worker that consumes ingest jobs (same as `celery -A workers worker -Q QUEUE -E`).
+
+    \b
+    Examples:
+      imsim worker                                  one process, the queue IMSIM_QUEUE
+      IMSIM_DEVICE=cuda:1 imsim worker -n gpu1      one per GPU, each named for Flower and `imsim doctor`
+      imsim worker --pool solo                      in this process (debugging)"""
     settings = get_settings()
     celery = shutil.which("celery") or "celery"
     args = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,20 +14,17 @@ from ..client.local import Client
 from ..errors import ImsimError
 from ..fusion import SearchHit
 from ..sources.names import printable
-from ..vocabulary import DuplicatesOptions, SearchOptions
+from ..vocabulary import SearchOptions
 from ._common import (
     JsonOpt,
     ModelsOpt,
     build,
     client,
     console,
-    csv_cell,
     err,
     flag_of,
     help_of,
     print_json,
-    progress,
-    random_among,
     remote_url,
     settings_with,
     warn_random,
@@ -205,99 +200,6 @@ def _write_gallery(
         sheet = gallery.render_png(q, hits, models=names, fusion=method, rrf_k=c.settings.rrf_k, title=title, note=note)
         sheet.save(png_out)
         err.print(f"gallery written to {png_out}")
-
-
-@app.command()
-def duplicates(
-    model: Annotated[str | None, _opt("model", model=DuplicatesOptions)] = None,
-    threshold: Annotated[float | None, _opt("threshold", model=DuplicatesOptions)] = None,
-    calibration: Annotated[
-        Path | None,
-        typer.Option(
-            "--calibration", help="A calibration.json written by `imsim eval run`: its threshold for this model version."
-        ),
-    ] = None,
-    precision: Annotated[float | None, _opt("precision", model=DuplicatesOptions)] = None,
-    neighbours: Annotated[int | None, _opt("neighbours", model=DuplicatesOptions)] = None,
-    under: Annotated[str | None, _opt("under", model=DuplicatesOptions)] = None,
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write group,id,path,best_score rows to this file.")] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json-out", help="Write the groups (members and edges) as JSON to this file.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,
-) -> None:
-    """Groups of near-duplicate stored images (connected components of pairs at or above the threshold).
-
-    The threshold: --threshold; else --calibration FILE; else one applied with `imsim eval apply`; else a
-    default measured for this exact model wiring (see `imsim models --info`); else an error.
-
-    \b
-    Examples:
-      imsim duplicates --model dinov2 --threshold 0.98 --csv dups.csv
-      imsim duplicates --calibration report/calibration.json --under /photos"""
-    from ..duplicates import find_groups
-    from ..expr import Where
-
-    given = {"model": model, "threshold": threshold, "precision": precision, "neighbours": neighbours, "under": under}
-    options = build(DuplicatesOptions, given)
-    settings = settings_with(None)
-    if calibration is None and remote_url(settings):  # a running `imsim serve` computes (and caches) the groups
-        from ..client.remote import RemoteClient
-
-        with RemoteClient.from_settings(settings) as remote:
-            answer = remote.duplicates(options)
-        _print_groups(answer.model_dump(), csv_out, json_out, as_json)
-        warn_random(random_among(settings, settings.model_names if answer.model == "fused" else [answer.model]))
-        return
-    with client() as c, progress() as bar:
-        task = bar.add_task("duplicates", total=None, note="")
-        groups, used, model_used = find_groups(
-            c,
-            model=options.model or None,
-            threshold=options.threshold,
-            precision=options.precision,
-            neighbours=options.neighbours,
-            where=Where(path_prefix=options.under) if options.under else None,
-            calibration_file=calibration,
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-        rand = c.models.random_weights(c.settings.model_names if model_used == "fused" else [model_used])
-    payload = {
-        "model": model_used,
-        "threshold": used.value,
-        "threshold_source": used.source,
-        "total": len(groups),
-        "groups": [g.as_dict() for g in groups],
-    }
-    _print_groups(payload, csv_out, json_out, as_json)
-    warn_random(rand)
-
-
-def _print_groups(payload: dict[str, Any], csv_out: Path | None, json_out: Path | None, as_json: bool) -> None:
-    """Groups as `imsim duplicates` prints and writes them (from this process, or from `imsim serve`)."""
-    groups = payload["groups"]
-    err.print(
-        f"model {payload['model']}, threshold {payload['threshold']:.4f} ({payload['threshold_source']}): "
-        f"{len(groups)} groups, {sum(len(g['members']) for g in groups)} images",
-        highlight=False,
-    )
-    if csv_out:
-        with open(csv_out, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["group", "id", "path", "best_score"])
-            for n, g in enumerate(groups, 1):
-                for member in g["members"]:
-                    best = max((e["score"] for e in g["edges"] if member["id"] in (e["a"], e["b"])), default=0.0)
-                    writer.writerow([n, member["id"], csv_cell(printable(member["path"])), f"{best:.4f}"])
-    if json_out:
-        json_out.write_text(json.dumps(payload, indent=2))
-    if as_json:
-        print_json(payload)
-        return
-    for n, g in enumerate(groups, 1):
-        console.print(f"[bold]group {n}[/]: {g['size']} images, best {g['best_score']:.4f}", markup=True, highlight=False)
-        for member in g["members"]:
-            console.print(f"  {printable(member['path'])}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 DEEPEN = 4  # each deeper search asks for this many times more rows, when exact path checks dropped some
 
 
+PAGE_BLOCK = 50  # fused rankings are made this deep (or a multiple): pages within a block agree
+
+
 class Client:
     """Search the per-model collections and fuse the results; ``client.models`` (versions, the models that embed
     queries) and ``client.jobs`` (queue, follow, retry, cancel) are its parts.
@@ -203,7 +206,9 @@ class Client:
         offset: int = 0,
     ) -> list[list[SearchHit]]:
         """One fused result list per query row: ``queries`` maps each model to its (n, dim) query vectors; ``offset``
-        results are skipped (each model is asked for ``offset + k``, so a page never repeats the one before it)."""
+        results are skipped. A fused ranking depends on how deep each model's list goes (an image past one model's
+        list has no rank there), so several models are asked for ``offset + k`` rounded up to :data:`PAGE_BLOCK`: the
+        pages inside one block come from one ranking and never repeat or skip an image."""
         method = fusion or self.settings.fusion
         if method not in fusion_maths.FUSIONS:
             raise ImsimError(f"unknown fusion {method!r}; use one of {', '.join(fusion_maths.FUSIONS)}")
@@ -211,6 +216,8 @@ class Client:
             raise ImsimError(f"k must be at least 1 and offset at least 0, got k={k}, offset={offset}")
         page, k = (offset, k), offset + k
         names = list(queries)
+        if len(names) > 1:
+            k = -(-k // PAGE_BLOCK) * PAGE_BLOCK
         collections = {n: self.models.collection(n) for n in names}
         method = self.resolve_fusion(method, names)
         calibrated = self.calibrated_fusion(names) if method == "calibrated" and len(names) > 1 else None

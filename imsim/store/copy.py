@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .artifacts import Artifacts
+from .decisions import Decisions
 from .marks import Marks
 from .mirror import Checkpoints, mirror
 from .schema import FIELDS, METRIC, PK, PROPERTY_PREFIX, VECTOR
@@ -211,7 +212,7 @@ def copy_store(
             copy_collection(source, target, name, checkpoints, batch=batch, restart=restart, on_progress=on_progress)
         )
         models.add(source.versions.properties(name).get("model", ""))
-    for kind in (Marks, Artifacts):  # what the store keeps beside the vectors: "not a duplicate" marks, transforms
+    for kind in (Marks, Artifacts, Decisions):  # beside the vectors: "not a duplicate" marks, transforms, reviews
         source_side, target_side = kind(source), kind(target)
         if not source_side.exists():
             continue
