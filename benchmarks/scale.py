@@ -22,6 +22,7 @@ accounting (``MEMORY USAGE``, ``INFO memory``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.rows import clustered  # noqa: E402
 from tests.support.servers import SAMPLES, MilvusLiteServer, MilvusServer, RedisServer  # noqa: E402
 
 WORK = Path(os.environ.get("IMSIM_SCALE_DIR", "/tmp/imsim-scale"))
@@ -90,14 +92,15 @@ def path_list(root: Path, files: int) -> Path:
     return listing
 
 
-def clustered(count: int, dim: int, seed: int, batch: int = 10_000) -> Iterator[np.ndarray]:
-    """Unit vectors in clusters (like real embeddings), one in five a near-copy of another: in batches."""
+def topics_of(count: int, dim: int, seed: int, truth: list[np.ndarray], batch: int = 10_000) -> Iterator[np.ndarray]:
+    """Unit vectors in ``count // 50`` known topics (each row's topic appended to ``truth``), in batches."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(max(1, count // 50), dim)).astype(np.float32)
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        v = centres[rng.integers(0, len(centres), n)] + 0.45 * rng.normal(size=(n, dim)).astype(np.float32)
-        v[1::5] = v[0::5][: len(v[1::5])] + 0.02 * rng.normal(size=v[1::5].shape).astype(np.float32)
+        label = rng.integers(0, len(centres), n)
+        truth.append(label)
+        v = centres[label] + 0.45 * rng.normal(size=(n, dim)).astype(np.float32)
         yield v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
@@ -164,8 +167,11 @@ def queue_part(files: int, checkout: Path | None, label: str) -> dict[str, Any]:
             list_rss_mb=rss,
             redis_bytes_per_listed_file=(int(client.info("memory")["used_memory"]) - base) / files,
         )
+        before = int(client.llen("scale"))
         seconds, rss, _, _ = measured([*cli, "cancel", listed], env, here)
-        out.update(cancel_s=seconds, cancel_rss_mb=rss)
+        # no worker runs: cancel itself takes the job's messages off the queue (the folder job's stay)
+        out.update(cancel_s=seconds, cancel_rss_mb=rss, messages_removed=before - int(client.llen("scale")))
+        out["messages_of_the_job"] = -(-files // 256)
         # every file of the folder job fails (as one Milvus outage past the retries does): 1M failures recorded
         client.delete("scale")
         seconds = _fail_everything(job, files, server.url, checkout)
@@ -176,6 +182,13 @@ def queue_part(files: int, checkout: Path | None, label: str) -> dict[str, Any]:
             int(client.memory_usage(k) or 0) for k in keys if not k.endswith((":failures", ":reasons"))
         )
         out["failures_bytes"] = sum(int(client.memory_usage(k) or 0) for k in keys if k.endswith((":failures", ":reasons")))
+        # the same number of failures, each reason naming its file (as a decoder's does): a second job
+        seconds, _, stdout, _ = measured([*cli, "ingest", "--from-file", str(listing), "--no-wait"], env, here)
+        distinct_job = stdout.strip().splitlines()[-1]
+        client.delete("scale")
+        out["record_distinct_failures_s"] = _fail_everything(distinct_job, files, server.url, checkout, distinct=True)
+        distinct_keys = [k for k in client.scan_iter(f"imsim:job:{distinct_job}*") if k.endswith((":failures", ":reasons"))]
+        out["distinct_failures_bytes"] = sum(int(client.memory_usage(k) or 0) for k in distinct_keys)
         seconds, rss, _, _ = measured([*cli, "jobs"], env, here)
         out.update(jobs_s=seconds, jobs_rss_mb=rss)
         seconds, rss, _, _ = measured([*cli, "status", job], env, here)
@@ -189,22 +202,28 @@ def queue_part(files: int, checkout: Path | None, label: str) -> dict[str, Any]:
 _FAIL_SCRIPT = """
 import json, sys, time
 from imsim.jobs.records import JobStore
-job, files, url, chunk = sys.argv[1], int(sys.argv[2]), sys.argv[3], 256
+job, files, url, chunk, distinct = sys.argv[1], int(sys.argv[2]), sys.argv[3], 256, sys.argv[4] == "distinct"
 jobs = JobStore(url)
 reason = "chunk failed after 20 retries: StoreUnavailable: Milvus at http://milvus:19530 is unreachable or restarting"
+def why(path, i):  # one reason for all, or one naming each file (a decoder error does)
+    return f"cannot decode {path}: broken data stream at byte {i * 7919 % 100000}" if distinct else reason
 for n, start in enumerate(range(0, files, chunk)):
-    paths = {f"FOLDER/d{i // 1000:05d}/img{i:07d}.jpg": reason for i in range(start, min(files, start + chunk))}
-    jobs.record_chunk(job, str(n), 0, 0, paths)
+    names = [f"FOLDER/d{i // 1000:05d}/img{i:07d}.jpg" for i in range(start, min(files, start + chunk))]
+    jobs.record_chunk(job, str(n), 0, 0, {p: why(p, start + j) for j, p in enumerate(names)})
 print(json.dumps(jobs.reads.get(job).state))
 """
 
 
-def _fail_everything(job: str, files: int, url: str, checkout: Path | None) -> float:
+def _fail_everything(job: str, files: int, url: str, checkout: Path | None, distinct: bool = False) -> float:
     """Record every chunk of ``job`` as failed, through the (old or new) JobStore's own record path."""
     env = {**os.environ, "PYTHONPATH": str(checkout or ROOT)}
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", _FAIL_SCRIPT, job, str(files), url], env=env, cwd=checkout or ROOT, check=True, capture_output=True
+        [sys.executable, "-c", _FAIL_SCRIPT, job, str(files), url, "distinct" if distinct else "same"],
+        env=env,
+        cwd=checkout or ROOT,
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - started
 
@@ -219,7 +238,9 @@ def queue(args: argparse.Namespace) -> None:
                 f"--from-file {r['list_s']:6.1f} s {r['list_rss_mb']:5.0f} MB | Redis {r['redis_bytes_per_queued_file']:5.1f} B "
                 f"per queued file | cancel {r['cancel_s']:5.2f} s | {files:,} failures: jobs {r['jobs_s']:5.2f} s "
                 f"{r['jobs_rss_mb']:4.0f} MB, status {r['status_s']:5.2f} s {r['status_rss_mb']:4.0f} MB | finished record "
-                f"{r['job_record_bytes_without_failures']:,} B + failures {r['failures_bytes'] / 1e6:.1f} MB"
+                f"{r['job_record_bytes_without_failures']:,} B + failures {r['failures_bytes'] / 1e6:.1f} MB | "
+                f"failures with distinct reasons {r['distinct_failures_bytes'] / 1e6:.1f} MB | cancel took "
+                f"{r['messages_removed']:,} of the job's {r['messages_of_the_job']:,} messages off the queue"
             )
 
 
@@ -285,37 +306,100 @@ store = VectorStore(load({"milvus_uri": uri, "collection_prefix": prefix, "env_f
 started = time.perf_counter()
 paths, edges = neighbour_edges(store, {"m": name}, 0.95, neighbours=16)
 groups = groups_of(paths, edges)
-print(json.dumps({"seconds": time.perf_counter() - started, "edges": len(edges), "groups": len(groups)}))
+out = {"seconds": time.perf_counter() - started, "edges": len(edges), "groups": len(groups)}
+if sys.argv[4] == "exact":  # the same graph with every pair compared exactly: what the inverted file finds of it
+    import imsim.analysis.neighbours as nb
+    nb.EXACT_ROWS = 10**9
+    _, exact = neighbour_edges(store, {"m": name}, 0.95, neighbours=16)
+    found = {(a, b) for a, b, _ in edges}
+    out["exact_edges"] = len(exact)
+    out["edge_recall"] = len(found & {(a, b) for a, b, _ in exact}) / max(1, len(exact))
+print(json.dumps(out))
 """
+
+
+@contextlib.contextmanager
+def _a_store(args: argparse.Namespace) -> Iterator[str]:
+    """A fresh store for one run, its URI: Milvus Lite behind `imsim store serve` with ``--lite``, else a server."""
+    milvus, uri = (None, "") if args.lite else _server(args)
+    lite_server = MilvusLiteServer(Path(tempfile.mkdtemp(prefix="imsim-scale-lite-"))) if args.lite else None
+    try:
+        yield lite_server.uri if lite_server else uri
+    finally:
+        if milvus is not None:
+            milvus.kill()
+        if lite_server is not None:
+            lite_server.kill()
 
 
 def duplicates(args: argparse.Namespace) -> None:
     from imsim.settings import load
 
     for rows in args.rows:
-        milvus, uri = (None, "") if args.lite else _server(args)
-        lite_server = MilvusLiteServer(Path(tempfile.mkdtemp(prefix="imsim-scale-lite-"))) if args.lite else None
-        uri = lite_server.uri if lite_server else uri
-        try:
+        with _a_store(args) as uri:
             prefix = f"dup{uuid.uuid4().hex[:6]}"
             name, fill_s = _fill(load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": os.devnull}), rows, 768)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            seconds, rss, out, _ = measured([sys.executable, "-c", _DUPLICATES_SCRIPT, uri, prefix, name], env)
+            check = "exact" if args.check_exact else "-"
+            seconds, rss, out, _ = measured([sys.executable, "-c", _DUPLICATES_SCRIPT, uri, prefix, name, check], env)
             result = json.loads(out)
+            if "edge_recall" in result:
+                say(f"  the inverted file found {result['edge_recall']:.4f} of the {result['exact_edges']:,} exact edges")
             say(
                 f"duplicates | {'Milvus Lite (store serve)' if args.lite else 'Milvus 2.3.5 server'} | {rows:>9,} rows x 768 | "
                 f"{result['seconds']:7.1f} s ({rows / result['seconds']:,.0f} rows/s), peak RSS {rss:,.0f} MB | "
                 f"{result['edges']:,} edges, {result['groups']:,} groups | (filling took {fill_s:.0f} s)"
             )
-        finally:
-            if milvus is not None:
-                milvus.kill()
-            if lite_server is not None:
-                lite_server.kill()
 
 
-def _fill(settings: Any, rows: int, dim: int, seed: int = 1, name: str = "") -> tuple[str, float]:
-    """A collection of ``rows`` clustered synthetic rows, indexed; returns (name, seconds it took)."""
+_CLUSTERS_SCRIPT = """
+import json, sys, time
+import numpy as np
+from imsim.analysis import clusters as kmeans
+from imsim.settings import load
+from imsim.store import VectorStore
+uri, prefix, name, k, truth_file = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+store = VectorStore(load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": "/dev/null"}))
+started = time.perf_counter()
+found, stream = kmeans.cluster(store, name, k, measure_fit=False)
+trained = time.perf_counter() - started
+labels = {}
+for ids, clusters, _ in stream:
+    labels.update(zip(ids, clusters.tolist()))
+seconds = time.perf_counter() - started
+truth = np.load(truth_file)
+order = sorted(labels)
+found_labels = np.array([labels[i] for i in order])
+truth_labels = truth[[int(i, 16) for i in order]]
+print(json.dumps({"seconds": seconds, "train_s": trained, "sample": found.sample,
+                  "ari": kmeans.adjusted_rand_index(truth_labels, found_labels)}))
+"""
+
+
+def clusters(args: argparse.Namespace) -> None:
+    """k-means topics of N synthetic rows in N/50 known topics (768-d): time, peak RSS and the adjusted Rand index."""
+    from imsim.settings import load
+
+    for rows in args.rows:
+        with _a_store(args) as uri:
+            prefix = f"clu{uuid.uuid4().hex[:6]}"
+            truth_file = WORK / f"truth-{prefix}.npy"
+            settings = load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": os.devnull})
+            name, fill_s = _fill(settings, rows, 768, labelled=truth_file)
+            k = args.k or max(2, rows // 50)
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            _, rss, out, _ = measured([sys.executable, "-c", _CLUSTERS_SCRIPT, uri, prefix, name, str(k), str(truth_file)], env)
+            r = json.loads(out)
+            say(
+                f"clusters | {'Milvus Lite (store serve)' if args.lite else 'Milvus 2.3.5 server'} | {rows:>9,} rows x 768 "
+                f"into {k:,} topics ({rows // 50:,} known) | {r['seconds']:7.1f} s (centres from {r['sample']:,} rows in "
+                f"{r['train_s']:.1f} s), peak RSS {rss:,.0f} MB | adjusted Rand {r['ari']:.3f} | (filling took {fill_s:.0f} s)"
+            )
+
+
+def _fill(settings: Any, rows: int, dim: int, seed: int = 1, name: str = "", labelled: Path | None = None) -> tuple[str, float]:
+    """A collection of ``rows`` clustered synthetic rows, indexed; returns (name, seconds it took). ``labelled``: the
+    rows are in ``rows // 50`` topics without near copies, and each row's topic is saved there (by row index)."""
     from imsim.bench import NULL_MODELS, NullEmbedder  # noqa: I001
     from imsim.models.base import ModelInfo
     from imsim.store import VectorStore
@@ -325,9 +409,12 @@ def _fill(settings: Any, rows: int, dim: int, seed: int = 1, name: str = "") -> 
     name = store.versions.ensure_collection(info)
     started = time.perf_counter()
     done = 0
-    for vectors in clustered(rows, dim, seed):
+    truth: list[np.ndarray] = []
+    for vectors in clustered(rows, dim, seed) if labelled is None else topics_of(rows, dim, seed, truth):
         store.rows.upsert(name, rows_of(done, vectors), batch=2000)
         done += len(vectors)
+    if labelled is not None:
+        np.save(labelled, np.concatenate(truth))
     store.rows.flush(name)
     _wait_indexed(store, name, rows)
     store.close()
@@ -520,15 +607,18 @@ def main() -> None:
         p.add_argument("--files", type=int, nargs="+", default=default)
         p.add_argument("--checkout", default="")
         p.add_argument("--uri", default="")
-    for name in ("duplicates", "copy", "delete", "lite", "whiten"):
+    for name in ("duplicates", "copy", "delete", "lite", "whiten", "clusters"):
         p = sub.add_parser(name)
         p.add_argument("--rows", type=int, nargs="+", default=[10_000])
         p.add_argument("--uri", default="")
         p.add_argument("--lite", action="store_true", help="duplicates: on Milvus Lite (behind `imsim store serve`)")
+        p.add_argument("--check-exact", action="store_true", help="duplicates: also build the exact graph, for recall")
+        p.add_argument("--k", type=int, default=0, help="clusters: topics to make (default: rows / 50, the known ones)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     parts = {"queue": queue, "sync": sync, "duplicates": duplicates, "copy": copy, "delete": delete, "lite": lite}
     parts["whiten"] = whiten
+    parts["clusters"] = clusters
     parts[args.part](args)
 
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,16 +29,14 @@ from . import fusion as fusion_maths
 from .client.local import Client
 from .errors import ImsimError, InvalidInput
 from .expr import Where
-from .store import VECTOR, VectorStore
+from .store import VectorStore
 
 # Defaults, each measured on a labelled copy-detection set (docs/duplicates.md says how and what precision).
 # Keyed by model version (name@tag), because a threshold belongs to one exact wiring: weights, preprocessing, decode.
 DEFAULT_THRESHOLDS: dict[str, tuple[float, str]] = {}
 COPY_ORIENTED = ("sscd", "dinov2")  # preferred when no model is named, in this order
-SEARCH_BATCH = 1024  # rows searched per request on a server (measured: ~1,100 rows/s at 100k x 768 on 2 cores)
-DUPLICATES_EF = 64  # HNSW breadth for the k-NN graph: near-duplicates are each other's nearest, found at a small ef
+SEARCH_BATCH = 4_000  # rows read per request while a collection streams into the neighbour index
 LINK_SHARE = 0.5  # two groups join only when at least half the pairs between them are links (0: connected components)
-EXACT_BLOCK_FLOATS = 8 * 1024 * 1024  # scores held at once by the exact (Lite) path: 32 MB (+ 64 MB of indices)
 Progress = Callable[[int, int], None]  # (rows searched, rows in all)
 
 
@@ -282,53 +279,6 @@ def find_groups(
 Hit = tuple[str, str, float]  # (id, path, cosine)
 
 
-def _server_neighbours(
-    store: VectorStore, collection: str, expression: str, where: Where | None, k: int, batch: int
-) -> Iterator[tuple[list[dict[str, Any]], list[list[Hit]]]]:
-    """Each row with its ``k`` nearest, by the server's own index: rows stream out in batches (one Strong read at the
-    start of the stream), each batch is searched as one request at Bounded consistency (no time-tick wait per batch).
-    Client memory: one batch."""
-    for rows in store.rows.iter_rows(collection, filter=expression, output_fields=["path", VECTOR], batch=batch):
-        rows = [r for r in rows if where is None or where.accepts(r["path"])]
-        if not rows:
-            continue
-        vectors = np.asarray([r[VECTOR] for r in rows], np.float32)
-        found = store.searching.search(collection, vectors, k, filter=expression, consistency="Bounded", ef=max(DUPLICATES_EF, k))
-        yield rows, [[(h.id, str(h.fields.get("path", "")), h.score) for h in hits] for hits in found]
-
-
-def _exact_neighbours(
-    store: VectorStore, collection: str, expression: str, where: Where | None, k: int, batch: int
-) -> Iterator[tuple[list[dict[str, Any]], list[list[Hit]]]]:
-    """Each row with its ``k`` nearest, exactly, in this process: Milvus Lite walks every row in Python for each search
-    (hours at 100k rows), so its vectors are read once into memory (N x dim float32: 300 MB at 100k x 768) and compared
-    block by block with one matrix product each (each block's scores bounded to ~32 MB)."""
-    ids: list[str] = []
-    paths: list[str] = []
-    blocks: list[np.ndarray] = []
-    for rows in store.rows.iter_rows(collection, filter=expression, output_fields=["path", VECTOR], batch=4000):
-        rows = [r for r in rows if where is None or where.accepts(r["path"])]
-        if rows:
-            ids += [r["id"] for r in rows]
-            paths += [r["path"] for r in rows]
-            blocks.append(np.asarray([r[VECTOR] for r in rows], np.float32))
-    if not ids:
-        return
-    matrix = np.concatenate(blocks)
-    del blocks
-    count, k = len(ids), min(k, len(ids))
-    step = max(1, min(batch, EXACT_BLOCK_FLOATS // count))
-    for start in range(0, count, step):
-        scores = matrix[start : start + step] @ matrix.T
-        top = (
-            np.argpartition(scores, count - k, axis=1)[:, count - k :]
-            if k < count
-            else np.tile(np.arange(count), (len(scores), 1))
-        )
-        rows = [{"id": ids[i], "path": paths[i]} for i in range(start, start + len(scores))]
-        yield rows, [[(ids[j], paths[j], float(scores[r, j])) for j in top[r]] for r in range(len(scores))]
-
-
 def neighbour_edges(
     store: VectorStore,
     collections: Mapping[str, str],
@@ -342,30 +292,37 @@ def neighbour_edges(
     on_progress: Progress | None = None,
 ) -> tuple[dict[str, str], list[tuple[str, str, float]]]:
     """(id → path of every image in an edge, edges ``(id, id, score)`` at or above ``threshold``): the pairs
-    `imsim duplicates` links. Each stored image is paired with its ``neighbours`` nearest in each collection (the
-    server's index in large batches, or exactly in this process on Milvus Lite); ``fused`` scores each candidate pair
-    by the weighted mean of every collection's exact cosine. Memory: the edges, plus one batch (a server) or one
-    collection's vectors (Lite). The evaluation calibrates on exactly these pairs (``threshold=-inf``: every pair
-    this search sees)."""
+    `imsim duplicates` links. Each stored image is paired with its ``neighbours`` nearest in each collection, found in
+    this process (:mod:`imsim.analysis.neighbours`: the collection read once, streamed, into FAISS: exact up to 50k
+    rows, an inverted file above), on a Milvus server and on Milvus Lite alike; ``fused`` scores each candidate pair
+    by the weighted mean of every collection's exact cosine. Memory: one collection's vectors (3.1 GB at 1M x 768)
+    and the edges. The evaluation calibrates on exactly these pairs (``threshold=-inf``: every pair this search sees)."""
+    from .analysis.neighbours import neighbours as nearest
+    from .analysis.neighbours import read
+
     expression = where.expression(store.connection.like_dialect) if where else ""
     paths: dict[str, str] = {}
     candidates: dict[tuple[str, str], float] = {}
-    neighbours_of = _exact_neighbours if store.lite_backend else _server_neighbours
+    accept = where.accepts if where is not None else None
     total = sum(store.rows.count(c, expression) for c in collections.values()) if on_progress else 0
     done = 0
-    for collection in collections.values():
-        for rows, found in neighbours_of(store, collection, expression, where, neighbours + 1, batch):
-            for row, hits in zip(rows, found, strict=True):
-                for hit_id, hit_path, score in hits:
-                    if hit_id == row["id"] or score < threshold:  # the fused mean never exceeds the largest cosine
-                        continue
-                    pair = (min(row["id"], hit_id), max(row["id"], hit_id))
-                    candidates[pair] = max(candidates.get(pair, -1.0), score)
-                    paths.setdefault(row["id"], row["path"])
-                    paths.setdefault(hit_id, hit_path)
-            done += len(rows)
+    for collection in collections.values():  # one collection's vectors in memory at a time
+        found = read(store, collection, expression, accept, batch=min(batch, 4_000))
+        for start, scores, positions in nearest(found, neighbours + 1):
+            rows = np.arange(start, start + len(scores))[:, None]
+            keep = (positions >= 0) & (positions != rows) & (scores >= threshold)  # the fused mean never exceeds the max
+            for r, c in zip(*np.nonzero(keep), strict=True):
+                a, b = found.ids[start + r], found.ids[positions[r, c]]
+                pair = (a, b) if a < b else (b, a)
+                score = float(scores[r, c])
+                if score > candidates.get(pair, -2.0):
+                    candidates[pair] = score
+                paths.setdefault(a, found.paths[start + r])
+                paths.setdefault(b, found.paths[positions[r, c]])
+            done += len(scores)
             if on_progress is not None:
                 on_progress(done, total)
+        del found
     if fused:
         edges = fused_edges(store, collections, candidates, threshold, weights)
     else:

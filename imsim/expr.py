@@ -229,6 +229,7 @@ class Where:
     min_file_size: int | None = None
     ingested_after: float | None = None
     ingested_before: float | None = None
+    ids: tuple[str, ...] | None = None  # only these rows (a topic's members): None, no condition; empty, nothing
 
     def __post_init__(self) -> None:
         from .errors import ImsimError
@@ -269,6 +270,8 @@ class Where:
             ("ingested_at", "<", self.ingested_before),
         ]
         parts += [f"{_field(f)} {op} {number(v)}" for f, op, v in bounds if v is not None]
+        if self.ids is not None:
+            parts.append(f"id in [{', '.join(quote(i) for i in self.ids)}]" if self.ids else 'id == ""')
         return both(*parts)
 
     @property

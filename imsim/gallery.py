@@ -60,6 +60,11 @@ def thumbnail(source: Any, size: int = THUMB) -> Image.Image:
     return image
 
 
+def thumbnail_uri(source: Any, size: int = THUMB) -> str:
+    """A thumbnail of ``source`` as a data URI (a placeholder tile when it cannot be read)."""
+    return _data_uri(thumbnail(source, size))
+
+
 def _data_uri(image: Image.Image) -> str:
     buf = io.BytesIO()
     image.save(buf, "PNG")  # lossless, so what the page shows is exactly the thumbnail

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -102,6 +103,8 @@ class Filters(Model):
     min_height: int | None = Field(None, ge=0, description="Only images at least this many pixels high.")
     after: Moment = Field(None, description="Only images ingested at or after this moment: YYYY-MM-DD[THH:MM] or Unix seconds.")
     before: Moment = Field(None, description="Only images ingested before this moment: YYYY-MM-DD[THH:MM] or Unix seconds.")
+    cluster: int | None = Field(None, ge=0, description="Only images in this topic of a clustering (`imsim clusters`).")
+    clustering: str = Field("", max_length=200, description="The clustering cluster= refers to (default: the newest).")
     filter: str = Field(
         "",
         max_length=MAX_PATH,
@@ -121,11 +124,11 @@ class Filters(Model):
     def tags(self) -> dict[str, str]:
         return {k.strip(): v for k, _, v in (item.partition("=") for item in self.tag)}
 
-    def where(self) -> Where | None:
+    def where(self, ids: Sequence[str] | None = None) -> Where | None:
         """The structured conditions as a :class:`~imsim.expr.Where` (None when there are none); the raw ``filter``
-        is passed beside it."""
+        is passed beside it. ``ids``: the members of ``cluster`` (the client reads them from the store)."""
         if not (self.under or self.glob or self.job or self.tag or self.min_width is not None or self.min_height is not None):
-            if self.after is None and self.before is None:
+            if self.after is None and self.before is None and self.cluster is None:
                 return None
         return Where(
             path_prefix=self.under,
@@ -136,6 +139,7 @@ class Filters(Model):
             min_height=self.min_height,
             ingested_after=self.after,
             ingested_before=self.before,
+            ids=tuple(ids) if ids is not None else None,
         )
 
 
@@ -263,6 +267,9 @@ class JobStatus(Model):
     enqueue_error: str = ""
     read_bytes: int = 0
     updated: int = 0
+    reasons_folded: int = Field(
+        0, description="Failures whose reason was kept by its kind only: past the job's cap on distinct reason texts."
+    )
     expires_at: float | None = None
 
     @computed_field  # type: ignore[prop-decorator]
@@ -409,6 +416,48 @@ class MarkRequest(Model):
 
 class Marked(Model):
     marked: list[str]
+
+
+# --- topics ---------------------------------------------------------------------------------------------------------
+class ClusterRequest(Model):
+    """Cluster a model's stored images into topics (k-means over its active version's vectors)."""
+
+    model: str = Field("", description="The model whose vectors are clustered (default: the first of IMSIM_MODELS).")
+    k: int | None = Field(None, ge=2, le=10_000, description="How many topics (default: about the square root of half the rows).")
+    seed: int = Field(0, ge=0, description="The k-means seed: the same rows, k and seed give the same topics.")
+    sample: int = Field(100_000, ge=100, le=2_000_000, description="Rows the centres are learned from, at most.")
+    prompts: list[str] = Field(
+        default_factory=list, description="Labels to name topics by, for a model with a text tower (default: a built-in list)."
+    )
+
+
+class TopicImage(Model):
+    id: str
+    path: str
+    similarity: float = Field(description="Cosine to the topic's centre.")
+
+
+class Topic(Model):
+    cluster: int
+    size: int
+    label: str = Field("", description="The nearest label, when a model has a text tower: a guess.")
+    nearest: list[TopicImage] = Field(description="The images nearest the centre: what the topic is.")
+    outliers: list[TopicImage] = Field(description="Its farthest members: the odd ones out.")
+
+
+class Topics(Model):
+    name: str = Field(description="The clustering: COLLECTION:kK:sSEED (filter a search with clustering= and cluster=).")
+    collection: str
+    k: int
+    seed: int
+    rows: int
+    sample: int
+    fit: dict[int, float] = Field(default_factory=dict, description="k -> mean cosine of the sample to its centre.")
+    seconds: float = 0.0
+    made_at: str = ""
+    labelled: bool = False
+    map: list[list[float]] = Field(default_factory=list, description="Each centre in two dimensions (PCA), by cluster.")
+    topics: list[Topic] = Field(description="Largest first.")
 
 
 # --- errors -------------------------------------------------------------------------------------------------------

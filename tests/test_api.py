@@ -665,3 +665,37 @@ def test_the_review_opens_on_an_answer_and_ten_groups_are_decided_by_keyboard_an
         assert not {",".join(m["id"] for m in g["members"]) for g in still_open["groups"]} & (set(acted) - {seen["undone"]})
     finally:
         stop(proc)
+
+
+def test_topics_made_by_the_cli_are_browsed_on_the_page_and_searched_in(served, cli, tmp_path):
+    """`imsim clusters` keeps a clustering in the store; the running serve's /topics page shows every topic with its
+    thumbnails drawn and a map of the centres; "search in it" opens the search page filtered to that topic."""
+    if reason := _browser_skip():
+        pytest.skip(reason)
+    env = settings_env(served.settings) | {"IMSIM_API_URL": "off"}
+    made = json.loads(cli(env, "clusters", "--model", "dinov2", "-k", "5", "--json").stdout)
+    assert made["k"] == 5 and sum(t["size"] for t in made["topics"]) == made["rows"]
+    assert served.get("/v1/clusters").json()[0]["name"] == made["name"]
+    corpus = build_corpus_paths(served.root)
+    config = {
+        "url": served.url + "/",
+        "shots": str(tmp_path),
+        "chromium": shutil.which("chromium"),
+        "image": str(corpus["chelsea"]),
+    }
+    seen = run_node("topics.js", config, tmp_path)
+    assert len(seen["topics"]) == 5 and seen["circles"] == 5 and "5 topics of" in seen["status"]
+    assert all(t["drawn"] == t["thumbs"] > 0 for t in seen["topics"])
+    first = max(made["topics"], key=lambda t: t["size"])
+    members = set(topic_members(served, made["name"], first["cluster"]))
+    assert seen["inTopic"] and set(seen["inTopic"]) <= members  # the search stayed inside the topic
+    print(f"\ntopics page: {len(seen['topics'])} topics drawn in {seen['renderedMs']} ms")
+    keep_artifacts(tmp_path, "imsim-topics.png")
+
+
+def topic_members(served: Served, name: str, cluster: int) -> list[str]:
+    from imsim.store import VectorStore
+    from imsim.store.clustering import Clusterings
+
+    with VectorStore(served.settings) as store:
+        return Clusterings(store).members(name, cluster)

@@ -156,6 +156,14 @@ def test_kubernetes_objects_reference_each_other(tmp_path):
     assert values["cluster"]["enabled"] is True
     assert compose["services"]["milvus"]["image"].endswith(":" + values["image"]["all"]["tag"])
     assert config["IMSIM_MILVUS_URI"] == "http://milvus.imsim.svc.cluster.local:19530"
+    # the query nodes hold what auto's index choice for the expected rows needs, for a 512-d and a 768-d model
+    from imsim.store import indexes
+
+    rows, budget = int(config["IMSIM_EXPECTED_ROWS"]), float(config["IMSIM_INDEX_MEMORY_GB"])
+    need = sum(indexes.KINDS[indexes.choose(rows, dim, budget)].memory_bytes(rows, dim) for dim in (512, 768))
+    node = values["queryNode"]["resources"]["limits"]["memory"]
+    assert node.endswith("Gi") and need <= 0.75 * values["queryNode"]["replicas"] * int(node[:-2]) * 2**30
+    assert yaml.safe_load(values["extraConfigFiles"]["user.yaml"])["queryNode"]["enableDisk"] is True
 
     # the API: probes on the paths `imsim serve` answers without a token, on the port it listens on; the HPA scales it
     from imsim.api.app import create_app, open_paths

@@ -152,11 +152,10 @@ def _brute_force_edges(vectors, neighbours, threshold):
 
 
 @pytest.mark.parametrize("backend", ["lite", pytest.param("server", marks=pytest.mark.integration)])
-def test_the_knn_graph_is_built_in_large_bounded_batches_and_equals_brute_force(
-    backend, tiny_model_dirs, tmp_path, models, request
-):
-    """On a server: one search per 1,024 rows, at Bounded consistency (it was one Strong search per 256 rows: 263
-    rows/s). On Milvus Lite: no search at all (each walks every row in Python): the exact graph in this process."""
+def test_the_knn_graph_is_built_in_this_process_and_equals_brute_force(backend, tiny_model_dirs, tmp_path, models, request):
+    """On a server and on Milvus Lite alike: no server search at all (one search per 1,024 rows was 263 rows/s on the
+    server; on Lite each walks every row in Python): the collection is read once and the graph built in this process,
+    equal to brute force."""
     from imsim.duplicates import neighbour_edges
 
     uri = request.getfixturevalue("milvus_server_uri") if backend == "server" else ""
@@ -171,10 +170,5 @@ def test_the_knn_graph_is_built_in_large_bounded_batches_and_equals_brute_force(
     got = {(int(a, 16), int(b, 16)) for a, b, _ in edges}
     assert len(want) > 800 and got == want
     assert set(paths) == {f"{i:032x}" for pair in want for i in pair}  # only the images in an edge are kept
-    if backend == "server":
-        assert [n for n, _ in store.counted.searches] == [1024, 1024, 452] and {c for _, c in store.counted.searches} == {
-            "Bounded"
-        }
-    else:
-        assert store.counted.searches == []
+    assert store.counted.searches == []
     store.close()

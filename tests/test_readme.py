@@ -87,6 +87,8 @@ def test_every_block_of_the_readme_runs_as_written(tmp_path, redis_url):
     assert "text tower" in proc.stderr and "model hub" in proc.stderr, log
     assert (home / ".imsim" / "milvus.db").is_dir()
     assert (tmp_path / "out-gallery.html").stat().st_size > 1000 and (tmp_path / "out-dups.csv").is_file()
+    topics = (tmp_path / "out-topics.html").read_text()
+    assert topics.count("<section>") == 3 and "3 topics of" in topics  # the clustering, drawn
     # `imsim eval apply` copied exactly the thresholds the run measured (tiny random models often reach no
     # precision at all on six queries: then it says so and writes nothing, never a threshold it did not measure)
     assert (tmp_path / "out-report" / "report.md").is_file()

@@ -29,7 +29,7 @@ def test_a_lite_store_is_copied_to_a_server_resumably_and_verified(tiny_model_di
     files = discover([SAMPLES]).files
     ingest_local(files, lite, ingestor=ingestor, tags={"set": "samples"})
     ingestor.close()
-    server = lite.replace(milvus_uri=milvus_server_uri)
+    server = lite.replace(milvus_uri=milvus_server_uri, index_type="IVF_SQ8", expected_rows=40_000)
     target = VectorStore(server)
     names = source.versions.collections()
     assert len(names) == 2
@@ -49,8 +49,12 @@ def test_a_lite_store_is_copied_to_a_server_resumably_and_verified(tiny_model_di
     assert report.verified and all(c.sampled == c.identical == 38 for c in report.collections)
     assert report.aliases == {source.versions.alias_name(m): source.versions.active_collection(m) for m in ("clip", "dinov2")}
 
-    for name in names:
-        assert target.versions.properties(name) | {"description": ""} == source.versions.properties(name) | {"description": ""}
+    for name in names:  # out of Lite (always HNSW) the server's collection gets the index the server's settings choose
+        assert source.versions.describe_index(name)[0] == "HNSW" and target.versions.describe_index(name)[0] == "IVF_SQ8"
+        assert target.versions.properties(name)["index"] == "IVF_SQ8 {'nlist': 800}"
+        assert "(IVF_SQ8)" in next(f["description"] for f in target.versions.describe(name)["fields"] if f["name"] == "vector")
+        same = {"description": "", "index": ""}
+        assert target.versions.properties(name) | same == source.versions.properties(name) | same
         description = target.versions.describe(name)["description"]
         assert description.startswith(
             f"{source.versions.properties(name)['model']} · version {source.versions.properties(name)['version']}"

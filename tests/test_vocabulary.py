@@ -11,7 +11,7 @@ import pytest
 import typer
 
 from imsim.cli import app as cli_app
-from imsim.vocabulary import DuplicatesOptions, IngestOptions, IngestRequest, SearchOptions, check
+from imsim.vocabulary import ClusterRequest, DuplicatesOptions, IngestOptions, IngestRequest, SearchOptions, check
 
 from .support.servers import ROOT
 
@@ -31,6 +31,7 @@ CLI_ONLY = {
         "activate": "after the job",
     },
 }
+CLI_ONLY["clusters"] = {"show": "reads a kept one", "listed": "lists them", "remove": "forgets one", "html_out": LOCAL_FILE}
 for own in CLI_ONLY.values():
     own["as_json"] = OUTPUT
 API_ONLY = {
@@ -78,8 +79,13 @@ def test_duplicates_and_ingest_fields_exist_at_every_door():
     assert api_params("/v1/jobs", "post") == set(IngestRequest.model_fields) == ingest | {"paths"}
 
 
+def test_the_clusters_command_takes_the_cluster_request_field_by_field():
+    assert set(cli_params("clusters")) - set(CLI_ONLY["clusters"]) == set(ClusterRequest.model_fields)
+
+
 @pytest.mark.parametrize(
-    ("command", "model"), [("search", SearchOptions), ("duplicates", DuplicatesOptions), ("ingest", IngestOptions)]
+    ("command", "model"),
+    [("search", SearchOptions), ("duplicates", DuplicatesOptions), ("ingest", IngestOptions), ("clusters", ClusterRequest)],
 )
 def test_a_shared_options_help_is_its_fields_description(command, model):
     """The help is declared once, on the field: the CLI shows the words the API's schema shows."""

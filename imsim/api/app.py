@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import duplicates, errors, health, images, jobs, limits, pages, search
+from . import duplicates, errors, health, images, jobs, limits, pages, search, topics
 from .service import Service
 
 DESCRIPTION = (
@@ -29,7 +29,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.service = service
     errors.install(app, service.metrics)
     limits.install(app, service.settings, service.metrics)
-    for area in (health, search, duplicates, jobs, images, pages):
+    for area in (health, search, duplicates, topics, jobs, images, pages):
         app.include_router(area.router)
     return app
 

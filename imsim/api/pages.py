@@ -1,6 +1,7 @@
-"""The web pages (no build step, no network): search (``/``), the duplicate review (``/duplicates``), the API's own
-documentation (``/docs``: Swagger UI 5 served from the installed ``fastapi-offline`` package's files, never a CDN,
-sending the token the pages hold) and a favicon. Open: they hold no data; what they show comes from the guarded API."""
+"""The web pages (no build step, no network): search (``/``), the duplicate review (``/duplicates``), the topics
+(``/topics``), the API's own documentation (``/docs``: Swagger UI 5 served from the installed ``fastapi-offline``
+package's files, never a CDN, sending the token the pages hold) and a favicon. Open: they hold no data; what they show
+comes from the guarded API."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ async def search_page() -> HTMLResponse:
 @router.get("/duplicates")
 async def duplicates_page() -> HTMLResponse:
     return page("duplicates.html")
+
+
+@router.get("/topics")
+async def topics_page() -> HTMLResponse:
+    return page("topics.html")
 
 
 @router.get("/favicon.ico")

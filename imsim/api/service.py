@@ -171,6 +171,10 @@ class Service:
             for items in groups.values():
                 self._answer(items)
 
+    def _where(self, options: SearchOptions) -> Where | None:
+        members = self.client.topic_members(options.clustering, options.cluster) if options.cluster is not None else None
+        return options.where(members)
+
     def _answer(self, items: list[_Pending]) -> None:
         options = items[0].options
         try:
@@ -197,7 +201,7 @@ class Service:
             self.metrics.embed.labels(model).observe(seconds)
         started = time.perf_counter()
         hits = self.client.search_batch(
-            vectors, k=options.k, fusion=options.fusion, where=options.where(), filter=options.filter, offset=options.offset
+            vectors, k=options.k, fusion=options.fusion, where=self._where(options), filter=options.filter, offset=options.offset
         )
         self.metrics.search.observe(time.perf_counter() - started)
         return hits

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from ..errors import ImsimError
 from ..sources.names import printable
-from . import admin, eval, ingest, jobs, models, review, search
+from . import admin, eval, ingest, jobs, models, review, search, topics
 from ._common import ERROR, EXIT_CODES, INTERRUPTED, err
 
 app = typer.Typer(
@@ -27,7 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for group in (ingest.app, search.app, review.app, jobs.app, admin.app):
+for group in (ingest.app, search.app, review.app, topics.app, jobs.app, admin.app):
     app.registered_commands += group.registered_commands
 app.add_typer(models.app, name="models")
 app.add_typer(review.review_app, name="review")

@@ -110,6 +110,8 @@ def search(
     min_height: Annotated[int | None, _opt("min_height")] = None,
     after: Annotated[str | None, _opt("after")] = None,
     before: Annotated[str | None, _opt("before")] = None,
+    cluster: Annotated[int | None, _opt("cluster")] = None,
+    clustering: Annotated[str | None, _opt("clustering")] = None,
     filter: Annotated[str | None, _opt("filter")] = None,
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Write a gallery page (thumbnails embedded) to this file.")
@@ -127,7 +129,7 @@ def search(
       imsim search photo.jpg -k 20 --offset 20           (the next page)"""
     given = {"k": k, "models": models, "fusion": fusion, "offset": offset, "tag": tag, "under": under, "glob": glob}
     given |= {"job": job, "min_width": min_width, "min_height": min_height, "after": after, "before": before}
-    options = build(SearchOptions, given | {"filter": filter})
+    options = build(SearchOptions, given | {"filter": filter, "cluster": cluster, "clustering": clustering})
     check_query(query, text, like, options)  # everything that needs no model, before any loads
     settings = settings_with(models)
     if not (html_out or png_out) and remote_url(settings):  # a running `imsim serve`: its models are warm

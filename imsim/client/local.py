@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DEEPEN = 4  # each deeper search asks for this many times more rows, when exact path checks dropped some
 
 
+MAX_TOPIC_FILTER = 20_000  # a search filtered by a topic names its members' ids in the expression
 PAGE_BLOCK = 50  # fused rankings are made this deep (or a multiple): pages within a block agree
 
 
@@ -111,9 +112,32 @@ class Client:
         :class:`~imsim.vocabulary.SearchOptions`, as the CLI and the API build them) stands for all of these."""
         if options is not None:
             k, models, fusion, filter, offset = options.k, options.models or None, options.fusion, options.filter, options.offset
-            where = options.where()
+            members = self.topic_members(options.clustering, options.cluster) if options.cluster is not None else None
+            where = options.where(members)
         queries = self._queries(image, text, like, self.models.names(models))
         return self.search_batch(queries, k=k, fusion=fusion, where=where, filter=filter, offset=offset)[0]
+
+    def topic_members(self, clustering: str, cluster: int) -> list[str]:
+        """The ids in topic ``cluster`` of ``clustering`` (the newest clustering when ''), for a search filter."""
+        from ..store.clustering import Clusterings
+
+        keep = Clusterings(self.store)
+        kept = keep.kept()
+        if not kept:
+            raise ImsimError("no clustering yet: run `imsim clusters` before filtering by cluster")
+        name = clustering or str(kept[0]["name"])
+        meta = next((m for m in kept if m["name"] == name), None)
+        if meta is None:
+            raise ImsimError(f"no clustering {name!r}; kept: {', '.join(str(m['name']) for m in kept)}")
+        if not 0 <= cluster < int(meta["k"]):
+            raise ImsimError(f"cluster {cluster}: clustering {name} has clusters 0 to {int(meta['k']) - 1}")
+        members = keep.members(name, cluster, limit=MAX_TOPIC_FILTER + 1)
+        if len(members) > MAX_TOPIC_FILTER:
+            raise ImsimError(
+                f"cluster {cluster} of {name} holds more than {MAX_TOPIC_FILTER:,} images: too many to filter a search "
+                "by; cluster with a larger k"
+            )
+        return members
 
     def _queries(self, image: Any, text: str | None, like: str | None, names: list[str]) -> dict[str, np.ndarray]:
         """One (1, dim) query vector per model from exactly one of an image, a text or a stored image."""

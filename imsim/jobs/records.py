@@ -27,6 +27,7 @@ which is kept byte-exact (base64 when it is not UTF-8) so that ``imsim retry`` r
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,21 @@ DEFAULT_RETENTION = 7 * 24 * 3600
 OPEN = 1 << 62  # the chunk count of a job whose chunks are still being sent: never reached
 CHUNK_SUFFIXES = ("chunks", "attempts", "ends", "progress", "running", "refusals")  # deleted when the job finishes
 KEPT_SUFFIXES = ("failures", "reasons", "about")  # expire with the job hash
+
+
+MAX_REASONS = 2_000  # distinct reason texts kept per job; past it a failure keeps its kind (reason_kind)
+MAX_REASON_CHARS = 500  # a reason longer than this is cut (a decoder's message naming a long path)
+_NUMBERS = re.compile(r"\d+")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def reason_kind(reason: str, path: str) -> str:
+    """The kind of a failure: its reason without what makes one file's reason differ from another's (its path, quoted
+    names, numbers), cut to 160 characters: "cannot decode image: broken data stream when reading image file",
+    whichever file it was."""
+    text = reason.replace(printable(path), "…").replace(path, "…")
+    text = _NUMBERS.sub("#", _QUOTED.sub("'…'", text))
+    return "(kind) " + text[:160]
 
 
 def new_job_id() -> str:
@@ -200,9 +216,10 @@ class JobStore:
         """Count a chunk's outcome once. Returns False when the chunk had already been counted (or the job is over)."""
         payload = json.dumps({"done": done, "skipped": skipped, "failed": len(failures), "cancelled": cancelled})
         args: list[Any] = [str(chunk), payload, done, skipped, cancelled, time.time(), self.retention, job_id, read_bytes]
-        args.append(updated)
+        args += [updated, MAX_REASONS]
         for path, reason in failures.items():
-            args += [printable(reason), encode_path(path)]
+            text = printable(reason)[:MAX_REASON_CHARS]
+            args += [text, reason_kind(text, path), encode_path(path)]
         keys = self._keys(job_id, "chunks", "failures", "reasons", "progress", "running") + [JOBS_EXPIRY]
         return bool(self._record(keys=keys, args=args))
 

@@ -28,7 +28,9 @@ RECORD_CHUNK = (
     + """
 -- KEYS: 1 job hash, 2 chunks hash, 3 failures list, 4 reasons hash, 5 progress hash, 6 running hash, 7 index expiry
 -- ARGV: 1 chunk key, 2 result json, 3 done, 4 skipped, 5 cancelled, 6 now, 7 retention, 8 job id, 9 read bytes,
---       10 updated, 11.. reason, encoded path pairs
+--       10 updated, 11 most distinct reason texts kept, 12.. reason, its kind, encoded path triples
+-- A reason text is kept once (an id per text); past the cap on distinct texts a failure keeps its kind's text (the
+-- reason without the path and numbers that made it distinct), and the job counts it in 'reasons_folded'.
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HDEL', KEYS[5], ARGV[1])
@@ -39,13 +41,20 @@ redis.call('HINCRBY', KEYS[1], 'cancelled', ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'read_bytes', ARGV[9])
 redis.call('HINCRBY', KEYS[1], 'updated', ARGV[10])
 local nfailed = 0
-for i = 11, #ARGV, 2 do
-  local rid = redis.call('HGET', KEYS[4], 't:' .. ARGV[i])
+local cap = tonumber(ARGV[11])
+for i = 12, #ARGV, 3 do
+  local text = ARGV[i]
+  local rid = redis.call('HGET', KEYS[4], 't:' .. text)
+  if not rid and tonumber(redis.call('HGET', KEYS[4], 'next') or '0') >= cap then
+    text = ARGV[i + 1]
+    rid = redis.call('HGET', KEYS[4], 't:' .. text)
+    redis.call('HINCRBY', KEYS[1], 'reasons_folded', 1)
+  end
   if not rid then
     rid = redis.call('HINCRBY', KEYS[4], 'next', 1)
-    redis.call('HSET', KEYS[4], 't:' .. ARGV[i], rid, 'n:' .. rid, ARGV[i])
+    redis.call('HSET', KEYS[4], 't:' .. text, rid, 'n:' .. rid, text)
   end
-  redis.call('RPUSH', KEYS[3], rid .. '\t' .. ARGV[i + 1])
+  redis.call('RPUSH', KEYS[3], rid .. '\t' .. ARGV[i + 2])
   nfailed = nfailed + 1
 end
 redis.call('HINCRBY', KEYS[1], 'failed', nfailed)

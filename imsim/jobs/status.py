@@ -71,5 +71,6 @@ def status_of(job_id: str, raw: dict[str, str], progress: dict[str, str], runnin
         enqueue_error=raw.get("enqueue_error", ""),
         read_bytes=int(raw.get("read_bytes", 0)),
         updated=int(raw.get("updated", 0)),
+        reasons_folded=int(raw.get("reasons_folded", 0)),
         expires_at=time.time() + ttl if ttl and ttl > 0 else None,
     )

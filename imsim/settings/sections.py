@@ -52,9 +52,22 @@ class StoreSection(Section):
     collection_prefix: str = Field(
         "imsim", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$", description="Prefix of every collection imsim creates."
     )
-    index_type: Literal["auto", "FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = Field(
-        "auto", description="Vector index. auto: HNSW on a server and on Milvus Lite (Lite's HNSW beats FLAT past ~10k rows)."
+    index_type: Literal["auto", "FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "SCANN", "DISKANN", "AUTOINDEX"] = Field(
+        "auto",
+        description="Vector index of a new version's collection. auto: HNSW on Milvus Lite; on a server the most accurate "
+        "kind whose memory at IMSIM_EXPECTED_ROWS fits IMSIM_INDEX_MEMORY_GB (measured table: docs/operations.md, "
+        "Sizing). DISKANN needs queryNode.enableDisk on the server.",
     )
+    expected_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Rows a model version's collection is expected to reach: sizes auto's index choice and the "
+        "inverted-file lists (nlist ~ 4·sqrt(rows)) of IVF indexes.",
+    )
+    index_memory_gb: float = Field(
+        16.0, gt=0, description="Query-node memory one collection's index may take (GiB), for auto's choice."
+    )
+    ivf_nprobe: int = Field(0, ge=0, description="Lists an IVF/SCANN search probes; 0: nlist/32, at least 16.")
     hnsw_m: int = Field(16, ge=4, le=64, description="HNSW graph degree M.")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW efConstruction.")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW ef at query time (raised to k when k is larger).")

@@ -91,17 +91,50 @@ def _expand(raw: str | os.PathLike[str], found: Discovery) -> Iterator[str]:
 
 
 class Seen:
-    """Paths already yielded, as 16-byte digests (about a third of the memory of the paths themselves)."""
+    """Paths already yielded, exactly, in about 12 bytes a path: a 96-bit digest of each (a collision among 10M paths
+    has a chance of about 1e-15), recent ones in a set, older ones in 256 sorted arrays by first byte (one binary search
+    each). A ``--from-file`` list of 10M lines is de-duplicated in ~120 MB, where a set of digests took ~96 bytes a path
+    (1 GB projected at 10M). A line repeated anywhere in the list is still yielded once."""
+
+    BUFFER = 1 << 16  # recent digests held in a set before they are merged into the sorted arrays
 
     def __init__(self) -> None:
-        self._seen: set[bytes] = set()
+        import numpy as np
+
+        self._recent: set[bytes] = set()
+        self._old: list[np.ndarray] = [np.empty(0, "S12") for _ in range(256)]
+
+    @staticmethod
+    def _digest(path: str) -> bytes:
+        raw = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=12).digest()
+        return raw[:-1] + bytes([raw[-1] | 1])  # never a trailing NUL: numpy's bytes arrays would strip it
 
     def first(self, path: str) -> bool:
-        digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=16).digest()
-        if digest in self._seen:
+        import numpy as np
+
+        digest = self._digest(path)
+        if digest in self._recent:
             return False
-        self._seen.add(digest)
+        old = self._old[digest[0]]
+        if len(old):
+            at = int(np.searchsorted(old, digest))
+            if at < len(old) and old[at] == digest:
+                return False
+        self._recent.add(digest)
+        if len(self._recent) >= self.BUFFER:
+            self._merge()
         return True
+
+    def _merge(self) -> None:
+        import numpy as np
+
+        fresh = np.sort(np.array(list(self._recent), "S12"))
+        self._recent.clear()
+        firsts = np.frombuffer(fresh.tobytes(), np.uint8)[::12]
+        for byte in np.unique(firsts):
+            part = fresh[firsts == byte]
+            old = self._old[byte]
+            self._old[byte] = np.insert(old, np.searchsorted(old, part), part)
 
 
 class _NeverSeen(Seen):

@@ -68,7 +68,6 @@ class Connection:
                     raise kind(f"cannot open Milvus at {self.where}: {message(exc)}") from None
                 time.sleep(delay)
         self.loaded: set[str] = set()
-        self._index_types: dict[str, str] = {}
         self._fields: dict[str, frozenset[str]] = {}
         self._version: str | None = None
 

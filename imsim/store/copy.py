@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,12 +94,21 @@ def _create_like(source: VectorStore, target: VectorStore, name: str) -> None:
     props = source.versions.properties(name)
     dim = source.versions.dimension(name)
     vector_doc = next((f.get("description") for f in source.versions.describe(name)["fields"] if f["name"] == VECTOR), "")
+    index = index_of(props)
+    if source.connection.lite_backend and not target.connection.lite_backend:
+        # Lite always builds HNSW (its envelope is ~100k rows): out of it, the server gets the index its settings choose
+        index = target.versions.index_for(dim)
+        props = {k: v for k, v in props.items() if k != "description"} | {"index": f"{index[0]} {index[1]}"}
     target.versions.create_version(
         name,
         dim,
         description=description_of(props),
-        vector_doc=vector_doc or f"{props.get('model', '?')} embedding: {dim}-d, L2-normalised, {METRIC}.",
-        index=index_of(props),
+        vector_doc=re.sub(  # names the index the copy has (Lite keeps no field descriptions)
+            r"\([A-Z_0-9]+\)\.$",
+            f"({index[0]}).",
+            vector_doc or f"{props.get('model', '?')} embedding: {dim}-d, L2-normalised, {METRIC} ({index[0]}).",
+        ),
+        index=index,
         properties={PROPERTY_PREFIX + k: v for k, v in {**props, "description": description_of(props)}.items()},
     )
 

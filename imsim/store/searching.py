@@ -14,6 +14,7 @@ from .. import expr
 from ..errors import StoreError
 from ..fusion import cosine
 from ..settings import Consistency
+from . import indexes
 from .connection import ITERATOR_BATCH, ITERATOR_V2, SEARCH_CAP, Connection, pages_of
 from .rows import Rows
 from .schema import METRIC, PK, VECTOR
@@ -107,9 +108,9 @@ class Searching:
         consistency: Consistency,
         ef: int | None = None,
     ) -> list[list[StoredHit]]:
-        params: dict[str, Any] = {"metric_type": METRIC}
-        if self.versions.describe_index_type(name) == "HNSW":
-            params["params"] = {"ef": max(ef or self.conn.config.hnsw_ef_search, k)}
+        index_type, built = self.versions.describe_index(name)
+        search = indexes.search_params(index_type, built, k, self.conn.config, ef)
+        params: dict[str, Any] = {"metric_type": METRIC, "params": search}
         results = self.conn.call(
             "search",
             name,
@@ -143,9 +144,11 @@ class Searching:
             cap = None if self.conn.lite_backend else SEARCH_CAP
             yield from self._deepening(name, vector, limit, filter, output_fields, batch, consistency, cap)
             return
-        params: dict[str, Any] = {"metric_type": METRIC}
-        if self.versions.describe_index_type(name) == "HNSW":
-            params["params"] = {"ef": max(self.conn.config.hnsw_ef_search, min(batch, SEARCH_CAP))}
+        index_type, built = self.versions.describe_index(name)
+        params: dict[str, Any] = {
+            "metric_type": METRIC,
+            "params": indexes.search_params(index_type, built, min(batch, SEARCH_CAP), self.conn.config),
+        }
         iterator = self.conn.call(
             "search_iterator",
             name,

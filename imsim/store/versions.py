@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import DimensionMismatch, StoreError, StoreUnavailable
 from ..models.base import FamilyConfig, ModelInfo
+from . import indexes
 from .connection import Connection
 from .schema import FIELDS, METRIC, PROPERTY_PREFIX, VECTOR, describe_version, vector_description, version_properties
 
@@ -36,7 +37,7 @@ class Versions:
 
     def __init__(self, connection: Connection):
         self.conn = connection
-        self._index_types: dict[str, str] = {}
+        self._indexes: dict[str, tuple[str, dict[str, Any]]] = {}
         self._fields: dict[str, frozenset[str]] = {}
 
     # --- collections and versions ---------------------------------------------------
@@ -70,15 +71,11 @@ class Versions:
         else:
             self.conn.call("alter_alias", collection, self.alias_name(model))
 
-    def _index_params(self) -> tuple[str, dict[str, Any]]:
-        index = self.conn.config.index_type
-        if index == "auto":
-            index = "HNSW"
-        if index == "HNSW":
-            return index, {"M": self.conn.config.hnsw_m, "efConstruction": self.conn.config.hnsw_ef_construction}
-        if index == "IVF_FLAT":
-            return index, {"nlist": 1024}
-        return index, {}
+    def index_for(self, dim: int) -> tuple[str, dict[str, Any]]:
+        """The index (type, build params) a new ``dim``-d collection gets here, under this store's settings."""
+        if self.conn.lite_backend and self.conn.config.index_type == "auto":
+            return indexes.build("HNSW", dim, self.conn.config)
+        return indexes.build(self.conn.config.index_type, dim, self.conn.config)
 
     def ensure_collection(self, info: ModelInfo) -> str:
         """Create the model version's collection if needed (and the model's alias, if it has none); refuse a dimension clash."""
@@ -90,7 +87,7 @@ class Versions:
             self.conn.load(name)
             self._ensure_alias(info.name, name)
             return name
-        index_type, params = self._index_params()
+        index_type, params = self.index_for(info.dim)
         self.create_version(
             name,
             info.dim,
@@ -190,10 +187,18 @@ class Versions:
         self.conn.call("drop_collection", name)
         self.conn.loaded.discard(name)
 
+    def describe_index(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The vector index's type and build parameters (cached: an index does not change under a collection)."""
+        if name not in self._indexes:
+            described = dict(self.conn.call("describe_index", name, VECTOR))
+            params = described.get("params")
+            if not isinstance(params, dict):  # a server flattens the build parameters into the description
+                params = {key: described[key] for key in ("nlist", "M", "efConstruction", "m", "nbits") if key in described}
+            self._indexes[name] = (str(described.get("index_type", "")), params)
+        return self._indexes[name]
+
     def describe_index_type(self, name: str) -> str:
-        if name not in self._index_types:
-            self._index_types[name] = str(self.conn.call("describe_index", name, VECTOR).get("index_type", ""))
-        return self._index_types[name]
+        return self.describe_index(name)[0]
 
     def index_state(self, name: str) -> dict[str, Any]:
         """The vector index's build state (``indexed_rows``, ``pending_index_rows``, ``total_rows`` on a server)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,3 +34,14 @@ def random_rows(count: int, dim: int, seed: int = 7) -> tuple[list[dict[str, Any
     vectors = rng.normal(size=(count, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [row(f"{i:032x}", f"/corpus/d{i % 10}/{i}.jpg", v) for i, v in enumerate(vectors)], vectors
+
+
+def clustered(count: int, dim: int, seed: int, batch: int = 10_000) -> Iterator[np.ndarray]:
+    """Unit vectors in clusters (like real embeddings), one in five a near-copy of another: in batches."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, count // 50), dim)).astype(np.float32)
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        v = centres[rng.integers(0, len(centres), n)] + 0.45 * rng.normal(size=(n, dim)).astype(np.float32)
+        v[1::5] = v[0::5][: len(v[1::5])] + 0.02 * rng.normal(size=v[1::5].shape).astype(np.float32)
+        yield v / np.linalg.norm(v, axis=1, keepdims=True)

@@ -158,7 +158,7 @@ class MilvusServer:
     the metrics port: so the wrapper only writes the config, this class adds an etcd config on free ports and runs
     the ``milvus`` binary itself. ``stop`` / ``kill`` and ``start`` again restart it on the same data and ports."""
 
-    def __init__(self, data: Path):
+    def __init__(self, data: Path, *, disk_index: bool = False):
         import milvus
 
         self.data = data
@@ -181,9 +181,10 @@ class MilvusServer:
         text = milvus_config.read_text()
         if "  use:\n    embed: true" not in text:
             raise RuntimeError("the PyPI milvus config template changed: cannot point its embedded etcd at free ports")
-        milvus_config.write_text(
-            text.replace("  use:\n    embed: true", f"  use:\n    embed: true\n  config:\n    path: {etcd_config}", 1)
-        )
+        text = text.replace("  use:\n    embed: true", f"  use:\n    embed: true\n  config:\n    path: {etcd_config}", 1)
+        if disk_index:  # let the query node load DISKANN indexes (the index node may build them by default)
+            text = text.replace("  enableDisk: false # enable querynode", "  enableDisk: true # enable querynode", 1)
+        milvus_config.write_text(text)
         milvus._initialize_data_files(str(self.base))
         self.log_path = data / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -212,6 +213,13 @@ class MilvusServer:
         except BaseException:
             self.kill()
             raise
+
+    @property
+    def pid(self) -> int:
+        """The ``milvus`` process (standalone: every coordinator and node in one process)."""
+        if self.proc is None:
+            raise RuntimeError("the server is not running")
+        return self.proc.pid
 
     def wait_ready(self, deadline: float) -> float:
         """Block until a client can list collections; returns the seconds waited."""
