@@ -34,5 +34,6 @@ async def image(service: Warm, image_id: str) -> Response:
 @router.get("/{image_id}/thumbnail", response_class=Response, responses=IMAGE)
 async def thumbnail(service: Warm, image_id: str, query: Annotated[Thumbnail, Query()]) -> Response:
     """A JPEG thumbnail of the stored image, made within the decode limits and cached."""
-    jpeg = await run_in_threadpool(service.thumbnail, row_id(image_id), query.size)
+    wanted = row_id(image_id)
+    jpeg = service.cached_thumbnail(wanted, query.size) or await run_in_threadpool(service.thumbnail, wanted, query.size)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -304,11 +304,15 @@ class Service:
         header = read_header(data, path, self.limits.max_pixels)
         return data, MEDIA_TYPES.get(header.format, "application/octet-stream")
 
+    def cached_thumbnail(self, row_id: str, size: int) -> bytes | None:
+        """The thumbnail if it was made before (a dictionary lookup: answered without a worker thread)."""
+        with self._thumb_lock:
+            return self._thumbs.get((row_id, size))
+
     def thumbnail(self, row_id: str, size: int) -> bytes:
         """A JPEG of the stored image at most ``size`` pixels on a side, made within the decode limits, cached."""
         key = (row_id, size)
-        with self._thumb_lock:
-            cached = self._thumbs.get(key)
+        cached = self.cached_thumbnail(row_id, size)
         if cached is not None:
             return cached
         from ..gallery import thumbnail
