@@ -94,15 +94,19 @@ class Seen:
     """Paths already yielded, exactly, in about 12 bytes a path: a 96-bit digest of each (a collision among 10M paths
     has a chance of about 1e-15), recent ones in a set, older ones in 256 sorted arrays by first byte (one binary search
     each). A ``--from-file`` list of 10M lines is de-duplicated in ~120 MB, where a set of digests took ~96 bytes a path
-    (1 GB projected at 10M). A line repeated anywhere in the list is still yielded once."""
+    (1 GB projected at 10M). A line repeated anywhere in the list is still yielded once. A 16 MB bitmap of the merged
+    digests lets a line never listed before skip the binary search (a false hit on 0.7 % of new lines at 1M, 7 % at
+    10M: those are searched)."""
 
     BUFFER = 1 << 16  # recent digests held in a set before they are merged into the sorted arrays
+    FILTER_BITS = 1 << 27
 
     def __init__(self) -> None:
         import numpy as np
 
         self._recent: set[bytes] = set()
         self._old: list[np.ndarray] = [np.empty(0, "S12") for _ in range(256)]
+        self._filter = bytearray(self.FILTER_BITS >> 3)
 
     @staticmethod
     def _digest(path: str) -> bytes:
@@ -110,13 +114,14 @@ class Seen:
         return raw[:-1] + bytes([raw[-1] | 1])  # never a trailing NUL: numpy's bytes arrays would strip it
 
     def first(self, path: str) -> bool:
-        import numpy as np
-
         digest = self._digest(path)
         if digest in self._recent:
             return False
+        slot = int.from_bytes(digest[1:5], "little") & (self.FILTER_BITS - 1)
         old = self._old[digest[0]]
-        if len(old):
+        if self._filter[slot >> 3] & (1 << (slot & 7)):
+            import numpy as np
+
             at = int(np.searchsorted(old, digest))
             if at < len(old) and old[at] == digest:
                 return False
@@ -130,7 +135,10 @@ class Seen:
 
         fresh = np.sort(np.array(list(self._recent), "S12"))
         self._recent.clear()
-        firsts = np.frombuffer(fresh.tobytes(), np.uint8)[::12]
+        raw = np.frombuffer(fresh.tobytes(), np.uint8).reshape(-1, 12)
+        slots = raw[:, 1:5].copy().view("<u4").ravel() & np.uint32(self.FILTER_BITS - 1)
+        np.bitwise_or.at(np.frombuffer(self._filter, np.uint8), slots >> 3, (1 << (slots & 7)).astype(np.uint8))
+        firsts = raw[:, 0]
         for byte in np.unique(firsts):
             part = fresh[firsts == byte]
             old = self._old[byte]
