@@ -177,7 +177,7 @@ def main() -> None:
         "k": args.k,
         "clusters": args.clusters,
         "backend": "Milvus Lite file" if store.connection.is_lite else f"{args.uri} (Milvus {store.connection.server_version})",
-        "index": store.versions.describe_index_type(collections["clip"]),
+        "index": store.versions.describe_index(collections["clip"])[0],
         "recall": {},
         "latency_ms": {},
     }

@@ -118,10 +118,10 @@ class Seen:
         if digest in self._recent:
             return False
         slot = int.from_bytes(digest[1:5], "little") & (self.FILTER_BITS - 1)
-        old = self._old[digest[0]]
-        if self._filter[slot >> 3] & (1 << (slot & 7)):
+        if self._filter[slot >> 3] & (1 << (slot & 7)):  # perhaps merged before: search its sorted array
             import numpy as np
 
+            old = self._old[digest[0]]
             at = int(np.searchsorted(old, digest))
             if at < len(old) and old[at] == digest:
                 return False

@@ -197,9 +197,6 @@ class Versions:
             self._indexes[name] = (str(described.get("index_type", "")), params)
         return self._indexes[name]
 
-    def describe_index_type(self, name: str) -> str:
-        return self.describe_index(name)[0]
-
     def index_state(self, name: str) -> dict[str, Any]:
         """The vector index's build state (``indexed_rows``, ``pending_index_rows``, ``total_rows`` on a server)."""
         return dict(self.conn.call("describe_index", name, VECTOR))
