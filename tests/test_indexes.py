@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from imsim.errors import ConfigError
@@ -38,14 +40,20 @@ def test_auto_moves_off_hnsw_as_the_collection_outgrows_the_budget():
 def test_build_parameters_follow_the_expected_rows():
     config = settings(expected_rows=1_000_000)
     assert indexes.build("HNSW", 768, config) == ("HNSW", {"M": 16, "efConstruction": 200})
-    kind, params = indexes.build("IVF_SQ8", 768, config)
-    assert kind == "IVF_SQ8" and params == {"nlist": 4000}
+    kind, params = indexes.build("IVF_SQ8", 768, settings(expected_rows=100_000))
+    assert kind == "IVF_SQ8" and params == {"nlist": 4 * 316}  # the collection fits one segment: 4·sqrt(rows)
+    # Milvus indexes each segment on its own: the lists follow one full segment's rows (512 MB of 768-d float32:
+    # 174,762 rows), however large the collection grows; a 256-d segment holds 3x the rows, so more lists
+    full = 512 * 2**20 // (4 * 768)
+    assert indexes.build("IVF_SQ8", 768, config)[1] == {"nlist": 4 * math.isqrt(full)} == {"nlist": 1672}
+    assert indexes.build("IVF_SQ8", 768, settings(expected_rows=10**9))[1] == {"nlist": 1672}
+    assert indexes.build("IVF_SQ8", 256, config)[1] == {"nlist": 4 * math.isqrt(512 * 2**20 // (4 * 256))}
     assert indexes.build("IVF_FLAT", 768, settings(expected_rows=10))[1] == {"nlist": 128}
-    assert indexes.build("IVF_FLAT", 768, settings(expected_rows=10**12))[1] == {"nlist": 65_536}
+    assert indexes.nlist(10**12) == 65_536
     for dim in (256, 512, 768, 1000):
         kind, params = indexes.build("IVF_PQ", dim, config)
         assert dim % params["m"] == 0 and params["nbits"] == 8
-    assert indexes.build("SCANN", 768, config)[1] == {"nlist": 4000}  # a Python bool reaches knowhere as "True": refused
+    assert indexes.build("SCANN", 768, config)[1] == {"nlist": 1672}  # a Python bool reaches knowhere as "True": refused
     assert indexes.build("auto", 768, config)[0] == indexes.choose(1_000_000, 768, config.index_memory_gb)
     assert indexes.build("auto", 768, settings(expected_rows=100_000_000, index_memory_gb=16))[0] != "HNSW"
 

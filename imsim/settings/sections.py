@@ -62,7 +62,8 @@ class StoreSection(Section):
         1_000_000,
         ge=1,
         description="Rows a model version's collection is expected to reach: sizes auto's index choice and the "
-        "inverted-file lists (nlist ~ 4·sqrt(rows)) of IVF indexes.",
+        "inverted-file lists of IVF indexes (nlist ~ 4·sqrt(rows of one segment), a segment holding at most "
+        "512 MB of vectors).",
     )
     index_memory_gb: float = Field(
         16.0, gt=0, description="Query-node memory one collection's index may take (GiB), for auto's choice."

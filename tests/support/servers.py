@@ -84,7 +84,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class RedisServer:
     """A real redis-server on a free port; ``start`` again keeps the port and data directory."""
 
-    def __init__(self, workdir: Path, *, password: str = "", appendonly: bool = False):
+    def __init__(self, workdir: Path, *, password: str = "", appendonly: bool = False, appendfsync: str = "always"):
         exe = shutil.which("redis-server")
         if not exe:
             pytest.fail("redis-server is not installed: run `bash scripts/install.sh --test`")
@@ -102,7 +102,8 @@ class RedisServer:
             "--protected-mode",
             "yes",
         ]
-        self.args += ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+        self.args += ["--appendonly", "yes", "--appendfsync", appendfsync] if appendonly else ["--appendonly", "no"]
+        self.workdir = workdir
         if password:
             self.args += ["--requirepass", password]
         auth = f":{password}@" if password else ""
@@ -158,7 +159,7 @@ class MilvusServer:
     the metrics port: so the wrapper only writes the config, this class adds an etcd config on free ports and runs
     the ``milvus`` binary itself. ``stop`` / ``kill`` and ``start`` again restart it on the same data and ports."""
 
-    def __init__(self, data: Path, *, disk_index: bool = False):
+    def __init__(self, data: Path, *, disk_index: bool = False, yaml_edits: tuple[tuple[str, str], ...] = ()):
         import milvus
 
         self.data = data
@@ -184,6 +185,10 @@ class MilvusServer:
         text = text.replace("  use:\n    embed: true", f"  use:\n    embed: true\n  config:\n    path: {etcd_config}", 1)
         if disk_index:  # let the query node load DISKANN indexes (the index node may build them by default)
             text = text.replace("  enableDisk: false # enable querynode", "  enableDisk: true # enable querynode", 1)
+        for old, new in yaml_edits:  # (a line of the template, its replacement): a benchmark's server settings
+            if old not in text:
+                raise RuntimeError(f"the PyPI milvus config template has no {old.strip()!r}")
+            text = text.replace(old, new, 1)
         milvus_config.write_text(text)
         milvus._initialize_data_files(str(self.base))
         self.log_path = data / "server.log"
