@@ -134,7 +134,7 @@ class NullStore:
     def get_vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return {i: np.asarray(self.kept[name][i]["vector"], np.float32) for i in ids if i in self.kept[name]}
 
-    def flush(self, name: str) -> None:
+    def flush(self, name: str, *, wait: bool = True) -> None:
         """Nothing to seal: the rows are in memory."""
 
     def followers(self, base: str) -> dict[str, Whitening]:
@@ -164,6 +164,11 @@ class IngestRun:
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def sealed_images_per_s(self) -> float:
+        """The rate with the job's seal counted (what a job of this many images gets end to end)."""
+        return self.images / (self.seconds + self.seal_seconds) if self.seconds else 0.0
 
     @property
     def cpu_ms_per_image(self) -> float:
@@ -204,6 +209,7 @@ class IngestRun:
             "stage_cpu_ms_per_image": {k: round(v, 3) for k, v in self.stage_cpu_ms().items()},
             "stage_seconds": self.times.as_dict(),
             "seal_seconds": round(self.seal_seconds, 3),
+            "sealed_images_per_s": round(self.sealed_images_per_s, 1),
             "wait_ms_per_image": round(self.wait_ms_per_image, 3),
             "lookup_wait_ms_per_image": round(self.lookup_wait_ms_per_image, 3),
             "store_cpu_ms_per_image": None if self.store_cpu_ms_per_image is None else round(self.store_cpu_ms_per_image, 3),

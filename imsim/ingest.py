@@ -71,7 +71,7 @@ class RowsSink(Protocol):
 
     def upsert_each(self, name: str, rows: Sequence[dict[str, Any]]) -> dict[str, str]: ...
 
-    def flush(self, name: str) -> None: ...
+    def flush(self, name: str, *, wait: bool = True) -> None: ...
 
 
 class Sink(Protocol):
@@ -420,11 +420,12 @@ class Ingestor:
             return refused
 
     def seal(self) -> None:
-        """At the end of a job: flush every collection written to, so the new rows are indexed for search."""
+        """At the end of a job: seal every collection written to, so the new rows are indexed for search (on a
+        server without waiting for the sealed segments to be written out: see :meth:`imsim.store.rows.Rows.flush`)."""
         for name, collection in self.collections.items():
-            self.store.rows.flush(collection)
+            self.store.rows.flush(collection, wait=False)
             for follower in self.followers(name):
-                self.store.rows.flush(follower)
+                self.store.rows.flush(follower, wait=False)
 
     def close(self) -> None:
         self.step.close()

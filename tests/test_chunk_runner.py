@@ -26,7 +26,7 @@ class CountingSink(NullStore):
         super().__init__()
         self.flushes = 0
 
-    def flush(self, name: str) -> None:
+    def flush(self, name: str, *, wait: bool = True) -> None:
         self.flushes += 1
 
 

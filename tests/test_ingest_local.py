@@ -174,7 +174,7 @@ def test_a_finished_ingest_seals_every_collection_it_wrote(settings, models, ima
     class CountingRows(Rows):  # the real rows part on a real Milvus Lite file, counting its flushes
         flushed: list[str] = []
 
-        def flush(self, name: str) -> None:
+        def flush(self, name: str, *, wait: bool = True) -> None:
             super().flush(name)
             self.flushed.append(name)
 

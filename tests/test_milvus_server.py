@@ -17,6 +17,7 @@ from imsim.sources.names import path_id
 from imsim.sources.paths import discover
 from imsim.store import SEARCH_CAP, VectorStore, has_iterator_v2
 
+from .support.faults import wait_until
 from .support.rows import random_rows
 from .support.rows import row as make_row
 from .support.settings import make_settings
@@ -32,10 +33,19 @@ def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, m
     assert not store.connection.is_lite and not store.lite_backend
     ingestor = Ingestor(server_settings, embedders=models, store=store)
     files = discover([image_folder]).files
-    result = ingest_local(files, server_settings, ingestor=ingestor, job_id="server-1")
+    result = ingest_local(files, server_settings, ingestor=ingestor, job_id="server-1", seal=False)
     assert result.done == 38 and not result.failures
     collections = dict(ingestor.collections)
     assert all(store.rows.count(c) == 38 for c in collections.values())
+    # the job's end seals what it wrote, without waiting for the binlogs: until then the rows sit in growing
+    # segments (searched by brute force, sealed by the server only after 10 idle minutes), then the sealed segments
+    # are written out and handed to the index node while the job has already ended
+    assert all(rows < 38 for rows in persisted_rows(store, collections.values()).values())
+    started = time.perf_counter()
+    ingestor.seal()
+    sealing = time.perf_counter() - started
+    wait_until(lambda: set(persisted_rows(store, collections.values()).values()) == {38}, 60, "the sealed rows written")
+    print(f"\nseal returned in {sealing:.3f} s; the rows were written out {time.perf_counter() - started:.1f} s after it began")
 
     # Self-describing in Attu: a server keeps what Lite drops.
     described = store.versions.describe(collections["dinov2"])
@@ -70,6 +80,12 @@ def test_ingest_search_reingest_and_delete_on_a_milvus_server(server_settings, m
     assert all(store.rows.count(c) == 32 for c in collections.values())
     ingestor.close()
     store.close()
+
+
+def persisted_rows(store: VectorStore, names) -> dict[str, int]:
+    """Each collection's rows in segments the server lists as persistent (sealed and written out)."""
+    client = store.connection.client
+    return {name: sum(s.num_rows for s in client.list_persistent_segments(name)) for name in names}
 
 
 def _rows(model, vectors: np.ndarray, tag: str) -> list[dict]:

@@ -341,7 +341,11 @@ def _print_ingest_rows(rows: list[Any], base: Any, header: str) -> None:
             highlight=False,
         )
         server = f"; the store server's own CPU {r.store_cpu_ms_per_image:.2f} ms/image" if r.store_cpu_ms_per_image else ""
-        server += f"; sealing the job (flush, once) took {r.seal_seconds:.2f} s more" if r.seal_seconds >= 0.01 else ""
+        if r.seal_seconds >= 0.001:
+            server += (
+                f"; sealing the job (flush, once) took {r.seal_seconds:.3f} s more: "
+                f"{r.sealed_images_per_s:.1f} images/s with it counted"
+            )
         console.print(
             f"          waits on the store: {r.wait_ms_per_image:.3f} ms/image for writes, "
             f"{r.lookup_wait_ms_per_image:.3f} ms/image for skip-check reads (read threads){server}",

@@ -80,10 +80,18 @@ class Rows:
             self.conn.call("delete", name, filter=filter)
         return present
 
-    def flush(self, name: str) -> None:
+    def flush(self, name: str, *, wait: bool = True) -> None:
         """Seal the collection's growing segments so they are indexed: searches over unsealed rows are
-        brute force on Milvus Lite (2.5 s vs 0.26 s per search at 30k × 768 rows, measured)."""
-        self.conn.call("flush", name)
+        brute force on Milvus Lite (2.5 s vs 0.26 s per search at 30k × 768 rows, measured).
+
+        ``wait=False`` (a job's end): on a server, return once the segments are sealed, without waiting for their
+        binlogs to be written: the rows are durable in the server's log since their insert returned, the index node
+        picks up a sealed segment either way, and the wait (~2 s per collection on Milvus 2.3, whatever the job's
+        size) bought nothing else. Milvus Lite seals and indexes within the call, so it always waits."""
+        if wait or self.conn.lite_backend:
+            self.conn.call("flush", name)
+        else:
+            self.conn.call("flush", name, _async=True)  # pymilvus: the Flush RPC answered, its state not polled
 
     def get(
         self, name: str, ids: Sequence[str], output_fields: Sequence[str] = ("path",), consistency: Consistency = "Strong"
