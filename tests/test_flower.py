@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import redis
 
 from imsim.jobs.queue import enqueue
 from imsim.sources.paths import discover
@@ -105,6 +106,9 @@ def test_flower_shows_the_backlog_and_the_running_chunks(
             time.sleep(0.1)
         # every chunk went through the running states too (task-received, task-started events; they pass in ms here)
         assert all(t["received"] and t["started"] and t["worker"] for t in tasks.values()), tasks
+        # ... shown from task events alone: no chunk left a Celery result key in Redis (nothing reads one; the job
+        # record counts progress), where 1M files would otherwise keep 3,907 of them for the retention
+        assert redis.Redis.from_url(redis_url).exists(*(f"celery-task-meta-{task_id}" for task_id in tasks)) == 0
         workers = api(port, "/api/workers?refresh=1")
         assert any(name.startswith("flowerw-1@") for name in workers), list(workers)
         queues = {q["name"]: q["messages"] for q in api(port, "/api/queues/length")["active_queues"]}

@@ -48,7 +48,7 @@ def test_celery_is_configured_alike_from_the_settings_or_a_config_made_by_hand(s
         redelivery_interval=8,
     )
     conf = celery_config(config)
-    assert conf["broker_url"] == conf["result_backend"] == "redis://127.0.0.1:6391/0"
+    assert conf["broker_url"] == "redis://127.0.0.1:6391/0" and conf["task_ignore_result"] and "result_backend" not in conf
     assert conf["task_default_queue"] == "by-hand" and conf["broker_transport_options"]["visibility_timeout"] == 40
     assert conf["broker_transport_options"]["unacked_mutex_expire"] == restore_lock_expiry(config) == 24
 
@@ -59,3 +59,27 @@ def test_a_job_cannot_be_queued_for_no_models():
     config = replace(QueueConfig.of(load({"env_file": "/dev/null"})), redis_url="redis://127.0.0.1:9/0", models={})
     with pytest.raises(QueueError, match="names no models"):
         enqueue(["/a.jpg"], config)
+
+
+def test_worker_processes_divide_the_cores_for_their_forward_passes(monkeypatch):
+    """`imsim worker -c N` without OMP_NUM_THREADS gives each process 1/N of the cores: N processes each spinning
+    on every core slowed every forward pass; an OMP_NUM_THREADS the user set, or one process, is left alone."""
+    import os
+
+    from imsim.cli import jobs as jobs_cli
+
+    ran: list[tuple[list[str], str | None]] = []
+
+    def execvp(file: str, args: list[str]) -> None:
+        ran.append((args, os.environ.get("OMP_NUM_THREADS")))
+
+    monkeypatch.setattr(jobs_cli.os, "execvp", execvp)
+    monkeypatch.setattr(jobs_cli.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    jobs_cli.worker(concurrency=1, pool="prefork", name="w", loglevel="INFO")
+    assert ran[-1][1] is None and ran[-1][0][ran[-1][0].index("-c") + 1] == "1"
+    jobs_cli.worker(concurrency=3, pool="prefork", name="w", loglevel="INFO")
+    assert ran[-1][1] == "2" and ran[-1][0][ran[-1][0].index("-c") + 1] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    jobs_cli.worker(concurrency=3, pool="prefork", name="w", loglevel="INFO")
+    assert ran[-1][1] == "4"

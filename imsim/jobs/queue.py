@@ -62,24 +62,23 @@ class QueueConfig:
 
 def celery_config(source: QueueConfig | Settings) -> dict[str, Any]:
     """Celery settings: JSON only, late acks, redelivery when a worker dies, one chunk at a time, task events on
-    (so Flower shows waiting and running chunks)."""
+    (so Flower shows waiting and running chunks), no result backend (see below)."""
     config = QueueConfig.of(source)
     url = config.redis_url
     return {
         "broker_url": url,
-        "result_backend": url,
+        # No chunk's return value is read: a job's progress, counts and failures live in its job record
+        # (imsim.jobs.records), and Flower shows each chunk's states from task events. A result backend would keep
+        # one key per chunk (3,907 for 1M files) for the retention and write a STARTED state before each chunk.
+        "task_ignore_result": True,
         "task_serializer": "json",
-        "result_serializer": "json",
         "accept_content": ["json"],
-        "result_accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": config.queue,
-        "task_track_started": True,
         "task_send_sent_event": config.task_events,  # a queued chunk shows in Flower before a worker takes it
         "worker_send_task_events": config.task_events,
-        "result_expires": config.job_retention or None,
         "broker_connection_retry_on_startup": True,
         # A chunk whose worker died (SIGKILL, node lost) stays "unacked" in Redis; every worker sweeps
         # for ones older than the visibility timeout each `redelivery_interval` seconds and re-queues them.
@@ -92,7 +91,6 @@ def celery_config(source: QueueConfig | Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             "unacked_mutex_expire": restore_lock_expiry(config),
         },
-        "result_backend_transport_options": {"visibility_timeout": config.visibility_timeout},
         "worker_hijack_root_logger": False,
     }
 
