@@ -4,9 +4,14 @@ Hard-linked corpora (one small JPEG linked a million times costs seconds and no 
 real servers (Redis, a Milvus 2.3.5 server or Milvus Lite): nothing is mocked. Each part prints one line per size:
 
     python benchmarks/scale.py queue --files 10000 100000 1000000    # queuing a job, job records, jobs/status, cancel
+    python benchmarks/scale.py queue --files 1000000 --appendonly    # ... with Redis's AOF on: its size, rewrite, reload
+    python benchmarks/scale.py fromfile --files 1000000 10000000   # `ingest --from-file` alone: time, peak RSS, Redis
+    python benchmarks/scale.py grown --rows 100000 1000000          # ingest rate into collections holding N rows
+    python benchmarks/scale.py workers --files 100000               # a job through real workers into a server
     python benchmarks/scale.py sync --files 10000 100000            # re-ingest/sync of an unchanged tree: bytes read
     python benchmarks/scale.py duplicates --rows 100000 --lite      # duplicates over synthetic rows on Milvus Lite
     python benchmarks/scale.py duplicates --rows 100000 200000      # ... on a Milvus 2.3.5 server (started here)
+    python benchmarks/scale.py duplicates --rows 1000000 --index FLAT  # 1M rows, no index build to wait for first
     python benchmarks/scale.py copy --rows 100000                   # `imsim store copy` Lite -> server, 2 models
     python benchmarks/scale.py delete --rows 100000                 # delete a folder and a glob on Milvus Lite
     python benchmarks/scale.py lite --rows 100000                   # Milvus Lite's envelope behind `imsim store serve`
@@ -134,12 +139,13 @@ def imsim_cmd(checkout: Path | None) -> tuple[list[str], dict[str, str]]:
 
 
 # --- queue: a million-file job ------------------------------------------------------------------------------------
-def queue_part(files: int, checkout: Path | None, label: str) -> dict[str, Any]:
+def queue_part(files: int, checkout: Path | None, label: str, appendonly: bool = False) -> dict[str, Any]:
     import redis
 
     corpus = hardlinked_corpus(files)
     listing = path_list(corpus, files)
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="imsim-scale-redis-")))
+    # --appendonly: as docs/operations.md and deploy/ run it (AOF, fsync every second)
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="imsim-scale-redis-")), appendonly=appendonly, appendfsync="everysec")
     client = redis.Redis.from_url(server.url, decode_responses=True)
     cli, env = imsim_cmd(checkout)
     here = checkout or ROOT  # `python -m` imports from the working directory first
@@ -193,10 +199,38 @@ def queue_part(files: int, checkout: Path | None, label: str) -> dict[str, Any]:
         out.update(jobs_s=seconds, jobs_rss_mb=rss)
         seconds, rss, _, _ = measured([*cli, "status", job], env, here)
         out.update(status_s=seconds, status_rss_mb=rss)
+        if appendonly:  # what the AOF holds after all of it, after Redis rewrites it, and a restart's reload
+            out["aof_mb"] = _aof_bytes(server.workdir) / 1e6
+            started = time.perf_counter()
+            client.bgrewriteaof()
+            while int(client.info("persistence")["aof_rewrite_in_progress"]) or int(
+                client.info("persistence")["aof_rewrite_scheduled"]
+            ):
+                time.sleep(0.05)
+            out["aof_rewrite_s"] = time.perf_counter() - started
+            out["aof_rewritten_mb"] = _aof_bytes(server.workdir) / 1e6
+            key_count = int(client.dbsize())
+            server.stop()
+            started = time.perf_counter()
+            server.start()
+            while True:
+                try:
+                    if not int(client.info("persistence")["loading"]):
+                        break
+                except redis.exceptions.BusyLoadingError:
+                    pass
+                time.sleep(0.02)
+            out["aof_reload_s"] = time.perf_counter() - started
+            out["keys_after_restart"] = f"{int(client.dbsize())} of {key_count}"
     finally:
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
     return out
+
+
+def _aof_bytes(workdir: Path) -> int:
+    """The append-only file's bytes (Redis 7 keeps a base and increments in appendonlydir/)."""
+    return sum(p.stat().st_size for p in workdir.rglob("appendonly*") if p.is_file())
 
 
 _FAIL_SCRIPT = """
@@ -232,7 +266,14 @@ def queue(args: argparse.Namespace) -> None:
     runs = [(None, "now")] + ([(Path(args.checkout), f"checkout {args.checkout}")] if args.checkout else [])
     for files in args.files:
         for checkout, label in runs:
-            r = queue_part(files, checkout, label)
+            r = queue_part(files, checkout, label, appendonly=args.appendonly)
+            if args.appendonly:
+                say(
+                    f"{label:>10} | {files:>9,} files | AOF (appendfsync everysec) after queuing a folder and a list, "
+                    f"cancelling one and {files:,} + {files:,} failures: {r['aof_mb']:.1f} MB, rewritten in "
+                    f"{r['aof_rewrite_s']:.2f} s to {r['aof_rewritten_mb']:.1f} MB; a restart reloaded it in "
+                    f"{r['aof_reload_s']:.2f} s ({r['keys_after_restart']} keys)"
+                )
             say(
                 f"{label:>10} | {files:>9,} files | queue a folder {r['folder_s']:6.1f} s {r['folder_rss_mb']:5.0f} MB | "
                 f"--from-file {r['list_s']:6.1f} s {r['list_rss_mb']:5.0f} MB | Redis {r['redis_bytes_per_queued_file']:5.1f} B "
@@ -242,6 +283,213 @@ def queue(args: argparse.Namespace) -> None:
                 f"failures with distinct reasons {r['distinct_failures_bytes'] / 1e6:.1f} MB | cancel took "
                 f"{r['messages_removed']:,} of the job's {r['messages_of_the_job']:,} messages off the queue"
             )
+
+
+# --- fromfile: `--from-file` alone, up to 10M listed paths ----------------------------------------------------------
+def fromfile(args: argparse.Namespace) -> None:
+    """`imsim ingest --from-file LIST --no-wait` of N listed paths into a fresh Redis: the command's time and peak RSS,
+    Redis bytes per queued path. The list names files under a folder that holds none (``--from-file`` takes a line as
+    a file without opening it; no worker runs, the job is cancelled after): 10M real files would need 10M inodes."""
+    import redis
+
+    cli, env = imsim_cmd(None)
+    for files in args.files:
+        listing = WORK / f"list-unmade-{files}.txt"
+        if not listing.exists():
+            with open(listing, "w") as out:
+                for start in range(0, files, 100_000):
+                    out.writelines(
+                        f"{WORK}/unmade/d{n // PER_FOLDER:05d}/img{n:08d}.jpg\n"
+                        for n in range(start, min(files, start + 100_000))
+                    )
+        server = RedisServer(Path(tempfile.mkdtemp(prefix="imsim-scale-redis-")))
+        client = redis.Redis.from_url(server.url)
+        data = Path(tempfile.mkdtemp(prefix="imsim-scale-data-"))
+        env.update(IMSIM_REDIS_URL=server.url, IMSIM_QUEUE="scale", IMSIM_DATA_DIR=str(data), IMSIM_ENV_FILE=os.devnull)
+        try:
+            base = int(client.info("memory")["used_memory"])
+            seconds, rss, stdout, _ = measured([*cli, "ingest", "--from-file", str(listing), "--no-wait"], env)
+            job = stdout.strip().splitlines()[-1]
+            per_file = (int(client.info("memory")["used_memory"]) - base) / files
+            total = int(client.hget(f"imsim:job:{job}", "total") or 0)
+            cancel_s, _, _, _ = measured([*cli, "cancel", job], env)
+            say(
+                f"fromfile | {files:>10,} listed paths ({listing.stat().st_size / 1e6:,.0f} MB) | `ingest --from-file "
+                f"--no-wait` {seconds:6.1f} s, peak RSS {rss:5.0f} MB | {total:,} queued | Redis {per_file:5.1f} B per "
+                f"queued path | cancel {cancel_s:.2f} s, {int(client.llen('scale'))} messages left"
+            )
+        finally:
+            server.stop()
+            shutil.rmtree(data, ignore_errors=True)
+
+
+# --- workers: a job through the queue, real Celery workers into a Milvus server ----------------------------------
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def workers(args: argparse.Namespace) -> None:
+    """A folder of ``--files`` hard-linked JPEGs queued with `imsim ingest --no-wait` into a Redis with AOF (as deployed),
+    then ``--workers`` real `celery -A workers worker` processes (solo pool, the tiny random-weight CLIP and DINOv2:
+    the models are not what this measures) into a Milvus 2.3.5 server; printed: the rate from the first worker ready to
+    the job finished, the rows stored (each file once per model), the CPU of workers and server, and what the job left
+    in Redis (its record, Celery's keys, the AOF)."""
+    import redis
+
+    from imsim.jobs.records import JobStore
+    from imsim.models.testing import build_tiny_models
+    from imsim.store import VectorStore
+    from tests.support.servers import Worker, settings_env
+    from tests.support.settings import make_settings
+
+    for files in args.files:
+        corpus = hardlinked_corpus(files)
+        work = Path(tempfile.mkdtemp(prefix="imsim-scale-workers-"))
+        (work / "redis").mkdir()
+        broker = RedisServer(work / "redis", appendonly=True, appendfsync="everysec")
+        milvus, uri = _server(args)
+        running: list[Worker] = []
+        try:
+            models = build_tiny_models(work / "models")
+            settings = make_settings(
+                models, work / "data", redis_url=broker.url, milvus_uri=uri, queue="scale-workers", batch_size=64
+            )
+            env = settings_env(settings) | {"IMSIM_TASK_EVENTS": "false"}
+            client = redis.Redis.from_url(broker.url)
+            base = int(client.info("memory")["used_memory"])
+            queued = subprocess.run(
+                [sys.executable, "-m", "imsim.cli", "ingest", str(corpus), "--no-wait"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            job = queued.stdout.strip().splitlines()[-1]
+            jobs = JobStore(broker.url)
+            server_cpu = _cpu_s(milvus.pid) if milvus is not None else 0.0
+            # each worker's forward passes get the cores divided among the workers (OMP_NUM_THREADS, as a CPU
+            # deployment should run them): 2 workers of 2 threads each on 2 cores spin against each other
+            threads = str(args.threads or max(1, (os.cpu_count() or 1) // args.workers))
+            worker_env = {"IMSIM_TASK_EVENTS": "false", "OMP_NUM_THREADS": threads}
+            running = [Worker(settings, work / f"w{i}.log", f"w{i}", env=worker_env) for i in range(args.workers)]
+            started = time.perf_counter()
+            while not (status := jobs.reads.get(job)).finished_at:
+                time.sleep(0.5)
+            seconds = time.perf_counter() - started
+            worker_cpu = sum(_cpu_s(w.proc.pid) for w in running)
+            server_cpu = (_cpu_s(milvus.pid) - server_cpu) if milvus is not None else 0.0
+            store = VectorStore(settings)
+            rows = {name: store.rows.count(collection) for name, collection in status.collections.items()}
+            store.close()
+            if status.failed:
+                say(f"  failures, e.g.: {jobs.reads.get(job, failures=3).failures}")
+            celery_keys = sum(1 for _ in client.scan_iter("celery-task-meta-*"))
+            job_keys = list(client.scan_iter(f"imsim:job:{job}*"))
+            record = sum(int(client.memory_usage(k) or 0) for k in job_keys)
+            say(
+                f"workers | {files:>9,} files | {args.workers} workers x {threads} threads | {status.done:,} done, "
+                f"{status.failed} failed in {seconds:.1f} s: {status.done / seconds:.1f} images/s | rows {rows} | "
+                f"CPU-ms/image: workers {1000 * worker_cpu / files:.2f}, Milvus server {1000 * server_cpu / files:.2f} | "
+                f"Redis after: {(int(client.info('memory')['used_memory']) - base) / 1e6:.2f} MB more than before queuing, "
+                f"job record {record:,} B in {len(job_keys)} keys, {celery_keys} Celery result keys, AOF "
+                f"{_aof_bytes(work / 'redis') / 1e6:.1f} MB"
+            )
+        finally:
+            for w in running:
+                w.stop()
+            broker.stop()
+            if milvus is not None:
+                milvus.kill()
+
+
+# --- grown: ingest into a collection that already holds N rows ------------------------------------------------------
+def grown(args: argparse.Namespace) -> None:
+    """`imsim bench ingest`'s pipeline (null models, ``--images`` generated 1024x768 JPEGs, the skip check on) into a
+    fresh Milvus 2.3.5 server whose two collections (512-d and 768-d, as CLIP and DINOv2) already hold N rows, for each
+    N of ``--rows``; a no-op sink before and after. Printed: images/s without and with the job's seal counted, the
+    store waits, the server's CPU. The filled collections get a FLAT index: its build is free, so the server's CPU
+    here is the ingest's, not an index build's (on a deployment index nodes have their own)."""
+    from imsim import bench
+    from imsim.ingest import Ingestor, ingest_local
+    from imsim.settings import load
+    from imsim.store import VectorStore
+
+    files = bench.corpus(None, args.images, (1024, 768), WORK / f"grown-{args.images}")
+    models = bench.null_models()
+
+    def run(store: Any, settings: Any, pid: int | None) -> dict[str, float]:
+        with Ingestor(settings, embedders=models, store=store) as ingestor:
+            ingestor.ingest(files[:16], job_id="warmup")
+            cpu = bench.process_cpu_seconds(pid) if pid else 0.0
+            started = time.perf_counter()
+            result = ingest_local(files[16:], settings, ingestor=ingestor, job_id="grown", seal=False)
+            seconds = time.perf_counter() - started
+            sealed = time.perf_counter()
+            ingestor.seal()
+            seal_s = time.perf_counter() - sealed
+            assert result.done == len(files) - 16, result.failures
+            return {
+                "rate": result.done / seconds,
+                "sealed_rate": result.done / (seconds + seal_s),
+                "seal_s": seal_s,
+                "write_wait_ms": 1000 * result.times.wait.get("write", 0.0) / result.done,
+                "lookup_wait_ms": 1000 * result.times.wait.get("lookup", 0.0) / result.done,
+                "server_cpu_ms": 1000 * (bench.process_cpu_seconds(pid) - cpu) / result.done if pid else 0.0,
+            }
+
+    base = load({"env_file": os.devnull, "data_dir": tempfile.mkdtemp(), "index_type": "FLAT"})
+    noop = run(bench.NullStore(), base, None)
+    say(f"grown | no-op sink | {noop['rate']:.1f} images/s")
+    for rows in args.rows:
+        server = MilvusServer(Path(tempfile.mkdtemp(prefix="imsim-scale-grown-")))
+        try:
+            settings = base.replace(milvus_uri=server.uri, collection_prefix=f"grown{uuid.uuid4().hex[:6]}")
+            store = VectorStore(settings)
+            started = time.perf_counter()
+            for model in models.values():
+                name = store.versions.ensure_collection(model.info)
+                for done, vectors in _batches(clustered(rows, model.info.dim, seed=model.info.dim)):
+                    store.rows.upsert(name, rows_of(done, vectors), batch=2000)
+                store.rows.flush(name)
+                _wait_indexed(store, name, rows)
+            fill_s = time.perf_counter() - started
+            idle_s = _wait_idle(server.pid)  # the fill's compaction and index builds done: the server's CPU is the ingest's
+            r = run(store, settings, server.pid)
+            counts = {name: store.rows.count(name) for name in store.versions.collections()}
+            store.close()
+            say(
+                f"grown | Milvus 2.3.5 server holding {rows:>9,} rows a collection | {r['rate']:.1f} images/s, "
+                f"{r['sealed_rate']:.1f} with the seal ({r['seal_s']:.3f} s) counted | waits {r['write_wait_ms']:.3f} ms/image "
+                f"(writes), {r['lookup_wait_ms']:.3f} (skip-check reads) | server CPU {r['server_cpu_ms']:.2f} ms/image | "
+                f"rows after {counts} | (filled in {fill_s:.0f} s, then idle after {idle_s:.0f} s)"
+            )
+        finally:
+            server.kill()
+    noop = run(bench.NullStore(), base, None)
+    say(f"grown | no-op sink | {noop['rate']:.1f} images/s")
+
+
+def _wait_idle(pid: int, below: float = 0.12, period: float = 10.0, timeout: float = 900.0) -> float:
+    """Seconds until a process uses under ``below`` of a core over ``period`` seconds (at most ``timeout``)."""
+    from imsim.bench import process_cpu_seconds
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        cpu = process_cpu_seconds(pid)
+        time.sleep(period)
+        if process_cpu_seconds(pid) - cpu < below * period:
+            break
+    return time.perf_counter() - started
+
+
+def _batches(vectors: Iterator[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    done = 0
+    for block in vectors:
+        yield done, block
+        done += len(block)
 
 
 # --- sync: an unchanged tree ---------------------------------------------------------------------------------------
@@ -338,7 +586,8 @@ def duplicates(args: argparse.Namespace) -> None:
     for rows in args.rows:
         with _a_store(args) as uri:
             prefix = f"dup{uuid.uuid4().hex[:6]}"
-            name, fill_s = _fill(load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": os.devnull}), rows, 768)
+            fill_settings = {"milvus_uri": uri, "collection_prefix": prefix, "env_file": os.devnull, "index_type": args.index}
+            name, fill_s = _fill(load(fill_settings), rows, 768)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             check = "exact" if args.check_exact else "-"
             seconds, rss, out, _ = measured([sys.executable, "-c", _DUPLICATES_SCRIPT, uri, prefix, name, check], env)
@@ -507,7 +756,8 @@ def whiten(args: argparse.Namespace) -> None:
         milvus, uri = _server(args)
         try:
             prefix = f"wh{uuid.uuid4().hex[:6]}"
-            name, fill_s = _fill(load({"milvus_uri": uri, "collection_prefix": prefix, "env_file": os.devnull}), rows, 768)
+            fill_settings = {"milvus_uri": uri, "collection_prefix": prefix, "env_file": os.devnull, "index_type": args.index}
+            name, fill_s = _fill(load(fill_settings), rows, 768)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             _, rss, out, err = measured([sys.executable, "-c", _WHITEN_SCRIPT, uri, prefix, name], env)
             if not out.strip():
@@ -602,11 +852,17 @@ def _rss_mb(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="part", required=True)
-    for name, default in (("queue", [10_000]), ("sync", [10_000])):
+    for name, default in (("queue", [10_000]), ("sync", [10_000]), ("workers", [10_000]), ("fromfile", [1_000_000])):
         p = sub.add_parser(name)
+        p.add_argument("--workers", type=int, default=2, help="workers: Celery worker processes")
+        p.add_argument("--threads", type=int, default=0, help="workers: OMP_NUM_THREADS each (default: cores / workers)")
         p.add_argument("--files", type=int, nargs="+", default=default)
         p.add_argument("--checkout", default="")
         p.add_argument("--uri", default="")
+        p.add_argument("--appendonly", action="store_true", help="queue: Redis with AOF, as deploy/ runs it")
+    p = sub.add_parser("grown")
+    p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--images", type=int, default=4096, help="generated 1024x768 JPEGs ingested at each size")
     for name in ("duplicates", "copy", "delete", "lite", "whiten", "clusters"):
         p = sub.add_parser(name)
         p.add_argument("--rows", type=int, nargs="+", default=[10_000])
@@ -614,11 +870,15 @@ def main() -> None:
         p.add_argument("--lite", action="store_true", help="duplicates: on Milvus Lite (behind `imsim store serve`)")
         p.add_argument("--check-exact", action="store_true", help="duplicates: also build the exact graph, for recall")
         p.add_argument("--k", type=int, default=0, help="clusters: topics to make (default: rows / 50, the known ones)")
+        p.add_argument("--index", default="auto", help="duplicates: the filled collection's index (FLAT: no build to wait for)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     parts = {"queue": queue, "sync": sync, "duplicates": duplicates, "copy": copy, "delete": delete, "lite": lite}
     parts["whiten"] = whiten
     parts["clusters"] = clusters
+    parts["workers"] = workers
+    parts["grown"] = grown
+    parts["fromfile"] = fromfile
     parts[args.part](args)
 
 

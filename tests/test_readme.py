@@ -42,7 +42,8 @@ def as_script(blocks: list[tuple[str, str]], mapping: dict[str, str]) -> str:
         if lang == "bash":
             code = "\n".join(_recorded(line) for line in code.splitlines())
         parts.append(code if lang == "bash" else f"python - <<'README_PYTHON'\n{code}README_PYTHON")
-        parts.append(f"echo '== block done: {code.splitlines()[0][:60].replace(chr(39), '')}' >&2")
+        first = code.splitlines()[0][:60].replace("'", "")
+        parts.append(f"echo \"== block done at $SECONDS s: \"'{first}' >&2")  # when: where a slow run spent its time
     return "\n".join(parts) + "\n"
 
 
@@ -77,6 +78,8 @@ def test_every_block_of_the_readme_runs_as_written(tmp_path, redis_url):
     assert proc.returncode == 0, log
     assert "Traceback" not in proc.stderr, log
     assert proc.stderr.count("== block done") == len(blocks) - len(NOT_RUN), log
+    # the quickstart's install found this checkout installed by scripts/test.sh from the same pyproject.toml (no pip)
+    assert "imsim is installed from this pyproject.toml already" in proc.stderr, log
     # the quickstart's store and offline models were found by every later block without an export
     env_file = home / ".imsim" / "imsim.env"
     assert env_file.is_file()

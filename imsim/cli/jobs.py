@@ -36,8 +36,8 @@ def worker(
       IMSIM_DEVICE=cuda:1 imsim worker -n gpu1      one per GPU, each named for Flower and `imsim doctor`
       imsim worker --pool solo                      in this process (debugging)
 
-    With -c N and no OMP_NUM_THREADS set, each process's CPU forward passes get 1/N of the cores: N processes each
-    spinning on every core ran 8-10x slower per image on 2 cores (benchmarks/scale.py workers)."""
+    With -c N and no OMP_NUM_THREADS set, each process's CPU forward passes get 1/N of the cores: two workers of
+    two threads each on 2 cores ingested 48.9 images/s, of one thread each 138.9 (benchmarks/scale.py workers)."""
     settings = get_settings()
     if concurrency > 1 and not os.environ.get("OMP_NUM_THREADS"):
         os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // concurrency))
