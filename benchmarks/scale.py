@@ -324,12 +324,6 @@ def fromfile(args: argparse.Namespace) -> None:
 
 
 # --- workers: a job through the queue, real Celery workers into a Milvus server ----------------------------------
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its waited-for children so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def workers(args: argparse.Namespace) -> None:
     """A folder of ``--files`` hard-linked JPEGs queued with `imsim ingest --no-wait` into a Redis with AOF (as deployed),
     then ``--workers`` real `celery -A workers worker` processes (solo pool, the tiny random-weight CLIP and DINOv2:
@@ -338,6 +332,7 @@ def workers(args: argparse.Namespace) -> None:
     in Redis (its record, Celery's keys, the AOF)."""
     import redis
 
+    from imsim.bench import process_cpu_seconds
     from imsim.jobs.records import JobStore
     from imsim.models.testing import build_tiny_models
     from imsim.store import VectorStore
@@ -369,7 +364,7 @@ def workers(args: argparse.Namespace) -> None:
             )
             job = queued.stdout.strip().splitlines()[-1]
             jobs = JobStore(broker.url)
-            server_cpu = _cpu_s(milvus.pid) if milvus is not None else 0.0
+            server_cpu = process_cpu_seconds(milvus.pid) if milvus is not None else 0.0
             # each worker's forward passes get the cores divided among the workers (OMP_NUM_THREADS, as a CPU
             # deployment should run them): 2 workers of 2 threads each on 2 cores spin against each other
             threads = str(args.threads or max(1, (os.cpu_count() or 1) // args.workers))
@@ -379,8 +374,8 @@ def workers(args: argparse.Namespace) -> None:
             while not (status := jobs.reads.get(job)).finished_at:
                 time.sleep(0.5)
             seconds = time.perf_counter() - started
-            worker_cpu = sum(_cpu_s(w.proc.pid) for w in running)
-            server_cpu = (_cpu_s(milvus.pid) - server_cpu) if milvus is not None else 0.0
+            worker_cpu = sum(process_cpu_seconds(w.proc.pid) for w in running)
+            server_cpu = (process_cpu_seconds(milvus.pid) - server_cpu) if milvus is not None else 0.0
             store = VectorStore(settings)
             rows = {name: store.rows.count(collection) for name, collection in status.collections.items()}
             store.close()
