@@ -85,6 +85,8 @@ def wait_indexed(client: Any, rows: int, timeout: float, log: Path) -> None:
     raise TimeoutError(f"index not built in {timeout:.0f} s")
 
 
+# let the query node load DISKANN indexes (the index node may build them by default)
+DISK_INDEX = (("  enableDisk: false # enable querynode", "  enableDisk: true # enable querynode"),)
 FULL_SEGMENTS = (
     ("    sealProportion: 0.23", "    sealProportion: 1.0"),
     ("    enableAutoCompaction: true", "    enableAutoCompaction: false"),
@@ -100,7 +102,7 @@ def measure(
         expected_rows=rows, index_memory_gb=16.0, hnsw_m=16, hnsw_ef_construction=200, hnsw_ef_search=128, ivf_nprobe=0
     )
     index_type, params = indexes.build(kind, dim, config)
-    server = MilvusServer(Path(tempfile.mkdtemp(prefix="imsim-index-")), disk_index=True, yaml_edits=edits)
+    server = MilvusServer(Path(tempfile.mkdtemp(prefix="imsim-index-")), yaml_edits=DISK_INDEX + edits)
     try:
         client = MilvusClient(server.uri, timeout=600)
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)

@@ -159,7 +159,7 @@ class MilvusServer:
     the metrics port: so the wrapper only writes the config, this class adds an etcd config on free ports and runs
     the ``milvus`` binary itself. ``stop`` / ``kill`` and ``start`` again restart it on the same data and ports."""
 
-    def __init__(self, data: Path, *, disk_index: bool = False, yaml_edits: tuple[tuple[str, str], ...] = ()):
+    def __init__(self, data: Path, *, yaml_edits: tuple[tuple[str, str], ...] = ()):
         import milvus
 
         self.data = data
@@ -183,8 +183,6 @@ class MilvusServer:
         if "  use:\n    embed: true" not in text:
             raise RuntimeError("the PyPI milvus config template changed: cannot point its embedded etcd at free ports")
         text = text.replace("  use:\n    embed: true", f"  use:\n    embed: true\n  config:\n    path: {etcd_config}", 1)
-        if disk_index:  # let the query node load DISKANN indexes (the index node may build them by default)
-            text = text.replace("  enableDisk: false # enable querynode", "  enableDisk: true # enable querynode", 1)
         for old, new in yaml_edits:  # (a line of the template, its replacement): a benchmark's server settings
             if old not in text:
                 raise RuntimeError(f"the PyPI milvus config template has no {old.strip()!r}")
