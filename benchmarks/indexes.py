@@ -23,6 +23,7 @@ template's settings instead (build time then stops at the first pass).
 
     python benchmarks/indexes.py --rows 100000
     python benchmarks/indexes.py --rows 1000000 --types IVF_SQ8 DISKANN
+    python benchmarks/indexes.py --rows 1000000 --types IVF_SQ8 --whiten 256   # a whitened 256-d derived version
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imsim.store import indexes  # noqa: E402
+from imsim.whitening import Whitening, learn  # noqa: E402
 from tests.support.rows import clustered  # noqa: E402
 from tests.support.servers import MilvusServer  # noqa: E402
 
@@ -94,9 +96,20 @@ FULL_SEGMENTS = (
 
 
 def measure(
-    kind: str, rows: int, dim: int, queries: np.ndarray, truth: np.ndarray, timeout: float, edits: tuple[tuple[str, str], ...]
+    kind: str,
+    rows: int,
+    dim: int,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    timeout: float,
+    edits: tuple[tuple[str, str], ...],
+    whitening: Whitening | None = None,
 ) -> dict[str, Any]:
+    """One index type over ``rows`` generated rows of ``dim`` dimensions (stored whitened when ``whitening`` is given:
+    its output dimension is the stored one)."""
     from pymilvus import DataType, MilvusClient
+
+    source_dim, dim = dim, whitening.dim if whitening is not None else dim
 
     config = SimpleNamespace(
         expected_rows=rows, index_memory_gb=16.0, hnsw_m=16, hnsw_ef_construction=200, hnsw_ef_search=128, ivf_nprobe=0
@@ -110,7 +123,9 @@ def measure(
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         client.create_collection(NAME, schema=schema)
         done = 0
-        for vectors in clustered(rows, dim, seed=1):
+        for vectors in clustered(rows, source_dim, seed=1):
+            if whitening is not None:
+                vectors = whitening.apply(vectors)
             client.insert(NAME, [{"id": done + i, "vector": v.tolist()} for i, v in enumerate(vectors)])
             done += len(vectors)
         client.flush(NAME)
@@ -147,6 +162,7 @@ def measure(
             "search": search["params"],
             "rows": rows,
             "dim": dim,
+            "whitened_from": source_dim if whitening is not None else None,
             "segments": segments,
             "build_s": round(build_s, 1),
             "load_s": round(load_s, 1),
@@ -169,6 +185,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for one index build")
     parser.add_argument("--types", nargs="+", default=["HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "SCANN", "DISKANN"])
     parser.add_argument("--server-defaults", action="store_true", help="keep the template's sealing and compaction")
+    parser.add_argument(
+        "--whiten", type=int, metavar="D", help="store a whitened D-d derived version of the --dim rows (imsim.whitening)"
+    )
     args = parser.parse_args()
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its reconnect thread shouts while a server restarts
     import faiss
@@ -178,16 +197,22 @@ def main() -> None:
     picked = data[rng.choice(len(data), args.queries, replace=False)]
     queries = picked + 0.3 * rng.normal(size=picked.shape).astype(np.float32) / np.sqrt(args.dim)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    exact = faiss.IndexFlatIP(args.dim)
+    whitening = None
+    if args.whiten:  # learned as `imsim store whiten` learns it: from the stored rows (here the first 100k)
+        whitening = learn(data[:100_000], args.whiten)
+        data = np.concatenate([whitening.apply(data[i : i + 50_000]) for i in range(0, len(data), 50_000)])
+        queries = whitening.apply(queries)
+    exact = faiss.IndexFlatIP(data.shape[1])
     exact.add(data)
     _, truth = exact.search(queries.astype(np.float32), 10)
     del data, exact
     edits = () if args.server_defaults else FULL_SEGMENTS
     layout = "server defaults" if args.server_defaults else "full segments, no auto compaction"
-    print(f"{args.rows:,} rows of {args.dim}-d, {args.queries} queries, recall@10 against exact; {layout}", flush=True)
+    stored = f"{args.dim}-d whitened to {args.whiten}-d" if whitening else f"{args.dim}-d"
+    print(f"{args.rows:,} rows of {stored}, {args.queries} queries, recall@10 against exact; {layout}", flush=True)
     for kind in args.types:
         try:
-            print(json.dumps(measure(kind, args.rows, args.dim, queries, truth, args.timeout, edits)), flush=True)
+            print(json.dumps(measure(kind, args.rows, args.dim, queries, truth, args.timeout, edits, whitening)), flush=True)
         except Exception as exc:  # one kind the server refuses does not stop the others
             print(json.dumps({"index": kind, "rows": args.rows, "error": str(exc).splitlines()[0][:300]}), flush=True)
 

@@ -1,9 +1,9 @@
 """Near-duplicate groups: stored images whose similarity exceeds a threshold, joined into connected components.
 
-Each stored image is paired with its ``neighbours`` nearest images in its model's collection (a k-NN graph): on a
-Milvus server by the server's own index, searched in large batches at Bounded consistency; on Milvus Lite exactly,
-in this process (Lite walks every row in Python per search: O(N²) calls). A pair at or above the threshold is an
-edge, and groups are the connected components of those edges (so A~B and B~C put A, B and C together).
+Each stored image is paired with its ``neighbours`` nearest images in its model's collection (a k-NN graph), found in
+this process on a server and on Milvus Lite alike (:mod:`imsim.analysis.neighbours`: the collection streamed once into
+FAISS; no search request per row). A pair at or above the threshold is an edge, and groups are the connected
+components of those edges (so A~B and B~C put A, B and C together).
 ``model="fused"`` scores a pair by the weighted mean of every model's cosine: since that mean never exceeds the
 largest cosine, pairs found by any single model at the threshold are complete candidates, and each is then scored
 exactly from the stored vectors, a block of pairs at a time.
@@ -293,10 +293,11 @@ def neighbour_edges(
 ) -> tuple[dict[str, str], list[tuple[str, str, float]]]:
     """(id → path of every image in an edge, edges ``(id, id, score)`` at or above ``threshold``): the pairs
     `imsim duplicates` links. Each stored image is paired with its ``neighbours`` nearest in each collection, found in
-    this process (:mod:`imsim.analysis.neighbours`: the collection read once, streamed, into FAISS: exact up to 50k
-    rows, an inverted file above), on a Milvus server and on Milvus Lite alike; ``fused`` scores each candidate pair
-    by the weighted mean of every collection's exact cosine. Memory: one collection's vectors (3.1 GB at 1M x 768)
-    and the edges. The evaluation calibrates on exactly these pairs (``threshold=-inf``: every pair this search sees)."""
+    this process (:mod:`imsim.analysis.neighbours`: the collection read once, streamed, into one array: exact up to
+    50k rows, an inverted file searched a cell at a time above), on a Milvus server and on Milvus Lite alike;
+    ``fused`` scores each candidate pair by the weighted mean of every collection's exact cosine. Memory: one
+    collection's vectors (3.1 GB at 1M x 768) and the edges. The evaluation calibrates on exactly these pairs
+    (``threshold=-inf``: every pair this search sees)."""
     from .analysis.neighbours import neighbours as nearest
     from .analysis.neighbours import read
 
@@ -308,20 +309,18 @@ def neighbour_edges(
     done = 0
     for collection in collections.values():  # one collection's vectors in memory at a time
         found = read(store, collection, expression, accept, batch=min(batch, 4_000))
-        for start, scores, positions in nearest(found, neighbours + 1):
-            rows = np.arange(start, start + len(scores))[:, None]
-            keep = (positions >= 0) & (positions != rows) & (scores >= threshold)  # the fused mean never exceeds the max
+        report = None if on_progress is None else _offset_progress(on_progress, done, total)
+        for rows, scores, positions in nearest(found, neighbours + 1, report):
+            keep = (positions >= 0) & (positions != rows[:, None]) & (scores >= threshold)  # the fused mean never exceeds the max
             for r, c in zip(*np.nonzero(keep), strict=True):
-                a, b = found.ids[start + r], found.ids[positions[r, c]]
+                a, b = found.ids[rows[r]], found.ids[positions[r, c]]
                 pair = (a, b) if a < b else (b, a)
                 score = float(scores[r, c])
                 if score > candidates.get(pair, -2.0):
                     candidates[pair] = score
-                paths.setdefault(a, found.paths[start + r])
+                paths.setdefault(a, found.paths[rows[r]])
                 paths.setdefault(b, found.paths[positions[r, c]])
-            done += len(scores)
-            if on_progress is not None:
-                on_progress(done, total)
+        done += len(found)
         del found
     if fused:
         edges = fused_edges(store, collections, candidates, threshold, weights)
@@ -330,6 +329,11 @@ def neighbour_edges(
     if where is not None:
         edges = [(a, b, s) for a, b, s in edges if where.accepts(paths.get(a, "")) and where.accepts(paths.get(b, ""))]
     return paths, edges
+
+
+def _offset_progress(on_progress: Progress, before: int, total: int) -> Callable[[int], None]:
+    """One collection's progress (rows final) as the whole search's: after the ``before`` rows of earlier ones."""
+    return lambda rows: on_progress(before + rows, total)
 
 
 def exact_groups(store: VectorStore, collection: str, where: Where | None = None) -> list[Group]:

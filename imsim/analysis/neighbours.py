@@ -1,49 +1,117 @@
 """Every stored image's nearest neighbours in one collection, in this process: the k-NN graph `imsim duplicates` links.
 
-The collection is read once, streamed (Bounded reads in primary-key order), into a FAISS index: up to
-:data:`EXACT_ROWS` rows an exact inner-product index (cosine: the vectors are unit length), above that an inverted-file
-index (IVF-Flat, ``nlist`` about 4 √N, trained on the first :data:`TRAIN_ROWS` rows, ids being hashes so the first
-rows are a uniform sample, searched with ``nprobe`` :data:`NPROBE`): a near duplicate sits in its original's cell or
-a neighbouring one, which the probes cover. Memory: the vectors once (N × dim float32, 3.1 GB at 1M × 768) plus the
-ids and paths; no second copy. Time: training once, then every row searched in blocks on every core.
+The collection is read once, streamed (Bounded reads in primary-key order), into one float32 array (unit vectors:
+inner product is cosine). Up to :data:`EXACT_ROWS` rows every pair is compared (matrix products, FAISS's top-k).
+Above that, an inverted file: :func:`faiss.Kmeans` puts about 4 √N cell centres on the first :data:`TRAIN_ROWS` rows
+(ids being hashes, they are a uniform sample), each row is assigned to its :data:`PROBES` nearest cells, and each row
+is compared with the rows of those cells, exactly what an IVF-Flat search with ``nprobe = PROBES`` compares.
 
-Before, Milvus Lite compared every row with every other one (N², 1,048 s at 100k under load) and a server answered
-one search request per batch of rows through its own index (24 min projected at 1M on 2 cores).
+It is computed a cell at a time, not a query at a time: a cell's rows are compared, in one matrix product (BLAS), with
+every row that probes that cell, and each row keeps its best ``k`` over the cells it probes. Scanning a cell once for
+all its queries instead of once per query is what makes it fast: FAISS's per-query IVF search of 1M rows (24 probes)
+took 22.7 min on 2 cores; the measured figures are in docs/benchmarks.md (``benchmarks/scale.py duplicates``), and the
+graph's agreement with brute force is measured by its ``--check-exact``.
+
+Memory: the vectors once (N × dim float32, 3.1 GB at 1M × 768), each row's cells (N × PROBES int32) and best ``k``
+(N × k float32 + int64), the ids and paths; one cell's rows and queries at a time.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ..store import VectorStore
 
-EXACT_ROWS = 50_000  # up to here every pair is compared exactly (a flat index)
-TRAIN_ROWS = 100_000  # rows the inverted-file index is trained on
-NPROBE = 24  # cells searched per query
-SEARCH_BLOCK = 4_096  # rows searched per FAISS call
+EXACT_ROWS = 50_000  # up to here every pair is compared exactly
+TRAIN_ROWS = 100_000  # rows the cell centres are trained on
+PROBES = 16  # cells each row is compared with (its own among them)
+BLOCK = 4_096  # rows searched per call in the exact case, and per step of assignment
 
 
 @dataclass
 class Collection:
-    """A collection's rows as read for the graph: ids, paths, and the FAISS index holding their vectors."""
+    """A collection's rows as read for the graph: ids, paths, their vectors (row ``i`` of each), and when they are
+    many, the inverted file: cell centres and each row's nearest cells (nearest first)."""
 
     ids: list[str]
     paths: list[str]
-    index: Any  # faiss.Index, with a direct map when it is an inverted file
-    exact: bool
+    vectors: np.ndarray  # (N, dim) float32, unit length
+    centres: np.ndarray | None = None  # (cells, dim): None when every pair is compared
+    cells: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.int32))  # (N, probes)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def vectors(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop``'s vectors, from the index (nothing else holds them)."""
-        return np.asarray(self.index.reconstruct_n(start, stop - start), np.float32)
+    @property
+    def exact(self) -> bool:
+        return self.centres is None
+
+
+class VectorsBuilder:
+    """Vectors added in blocks, into one array; above ``exact_rows`` in all, cell centres are trained once
+    :data:`TRAIN_ROWS` rows (or all ``total``) are there, and each row is assigned its ``probes`` nearest cells."""
+
+    def __init__(self, dim: int, total: int, exact_rows: int | None = None, probes: int = PROBES):
+        self.dim, self.total, self.probes = dim, total, probes
+        self.exact_rows = EXACT_ROWS if exact_rows is None else exact_rows  # read now: a caller may have changed it
+        self.vectors = np.empty((max(total, 1), dim), np.float32)
+        self.rows = 0
+        self.centres: np.ndarray | None = None
+        self.cells: list[np.ndarray] = []
+
+    def add(self, block: np.ndarray) -> None:
+        if self.rows + len(block) > len(self.vectors):  # more rows than counted (inserts meanwhile)
+            grown = np.empty((max(2 * len(self.vectors), self.rows + len(block)), self.dim), np.float32)
+            grown[: self.rows] = self.vectors[: self.rows]
+            self.vectors = grown
+        self.vectors[self.rows : self.rows + len(block)] = block
+        self.rows += len(block)
+        if self.centres is not None:
+            self._assign(self.rows - len(block), self.rows)
+        elif self.total > self.exact_rows and self.rows >= min(TRAIN_ROWS, self.total):
+            self._train()
+
+    def finish(self, ids: list[str], paths: list[str]) -> Collection:
+        """The collection. Fewer rows than ``total`` (a filter, deletes meanwhile): trained on what there is, or
+        compared exactly when that is few enough."""
+        if self.centres is None and self.rows > self.exact_rows:
+            self._train()
+        vectors = self.vectors[: self.rows]
+        if self.centres is None:
+            return Collection(ids, paths, vectors)
+        return Collection(ids, paths, vectors, self.centres, np.concatenate(self.cells))
+
+    def _train(self) -> None:
+        import faiss
+
+        sample = self.vectors[: min(self.rows, TRAIN_ROWS)]
+        count = max(16, min(int(4 * np.sqrt(max(self.total, self.rows))), len(sample) // 39))  # ≥ 39 rows a centre
+        kmeans = faiss.Kmeans(self.dim, count, niter=10, spherical=True, seed=1234)
+        kmeans.train(sample)
+        self.centres = np.ascontiguousarray(kmeans.centroids, np.float32)
+        self.quantizer = faiss.IndexFlatIP(self.dim)
+        self.quantizer.add(self.centres)
+        self._assign(0, self.rows)
+
+    def _assign(self, start: int, stop: int) -> None:
+        probes = min(self.probes, self.quantizer.ntotal)
+        for first in range(start, stop, BLOCK):
+            _, nearest = self.quantizer.search(self.vectors[first : min(first + BLOCK, stop)], probes)
+            self.cells.append(nearest.astype(np.int32))
+
+
+def build(blocks: Iterable[np.ndarray], dim: int, total: int, exact_rows: int | None = None, probes: int = PROBES) -> Collection:
+    """A collection of ``blocks`` of unit vectors (``total`` rows expected), its rows named by position."""
+    builder = VectorsBuilder(dim, total, exact_rows, probes)
+    for block in blocks:
+        builder.add(np.asarray(block, np.float32))
+    names = [str(i) for i in range(builder.rows)]
+    return builder.finish(names, names)
 
 
 def read(
@@ -52,63 +120,78 @@ def read(
     expression: str = "",
     accept: Callable[[str], bool] | None = None,
     *,
-    exact_rows: int = EXACT_ROWS,
+    exact_rows: int | None = None,
     batch: int = 4_000,
 ) -> Collection:
-    """The rows of ``collection`` matching ``expression`` (and ``accept(path)``), streamed into a FAISS index."""
-    import faiss
-
+    """The rows of ``collection`` matching ``expression`` (and ``accept(path)``), streamed into one array."""
     from ..store import VECTOR
 
-    total = store.rows.count(collection, expression)
-    dim = store.versions.dimension(collection)
-    exact = total <= exact_rows
-    index: Any = faiss.IndexFlatIP(dim)
-    pending: list[np.ndarray] = []  # rows before the inverted file is trained
+    builder = VectorsBuilder(store.versions.dimension(collection), store.rows.count(collection, expression), exact_rows)
     ids: list[str] = []
     paths: list[str] = []
     for rows in store.rows.iter_rows(
         collection, filter=expression, output_fields=["path", VECTOR], batch=batch, consistency="Bounded"
     ):
         kept = [r for r in rows if accept is None or accept(r["path"])]
-        if not kept:
-            continue
-        ids += [r["id"] for r in kept]
-        paths += [r["path"] for r in kept]
-        vectors = np.asarray([r[VECTOR] for r in kept], np.float32)
-        if exact or index.is_trained and not isinstance(index, faiss.IndexFlatIP):
-            index.add(vectors)
-            continue
-        pending.append(vectors)
-        if sum(len(p) for p in pending) >= min(TRAIN_ROWS, total):
-            index = _trained(np.concatenate(pending), total, dim)
-            for block in pending:
-                index.add(block)
-            pending = []
-    if pending:  # fewer rows than the count said (a filter, deletes meanwhile): train on what there is
-        sample = np.concatenate(pending)
-        index = _trained(sample, len(sample), dim) if len(sample) > exact_rows else faiss.IndexFlatIP(dim)
-        exact = isinstance(index, faiss.IndexFlatIP)
-        for block in pending:
-            index.add(block)
-    return Collection(ids, paths, index, exact)
+        if kept:
+            ids += [r["id"] for r in kept]
+            paths += [r["path"] for r in kept]
+            builder.add(np.asarray([r[VECTOR] for r in kept], np.float32))
+    return builder.finish(ids, paths)
 
 
-def _trained(sample: np.ndarray, total: int, dim: int) -> Any:
+def neighbours(
+    found: Collection, k: int, progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each row's ``k`` nearest (itself among them), best first, :data:`BLOCK` rows at a time: ``(rows, scores,
+    positions)`` with ``rows`` the row positions and a line of ``k`` per row (position -1, score -inf: fewer than
+    ``k`` rows were compared with it). ``progress(rows)``: how many rows' neighbours are final, as the work goes."""
     import faiss
 
-    nlist = max(16, min(int(4 * math.sqrt(total)), len(sample) // 39))  # FAISS wants ≥ 39 training points a cell
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.train(sample)
-    index.make_direct_map()  # reconstruct rows by position: the index holds the only copy of the vectors
-    index.nprobe = min(NPROBE, nlist)
-    return index
-
-
-def neighbours(found: Collection, k: int, block: int = SEARCH_BLOCK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Each row's ``k`` nearest (itself among them): ``(first row, scores, positions)`` a block of rows at a time."""
     k = min(k, len(found))
-    for start in range(0, len(found), block):
-        stop = min(start + block, len(found))
-        scores, positions = found.index.search(found.vectors(start, stop), k)
-        yield start, scores, positions
+    if k <= 0:
+        return
+    if found.exact:
+        for start in range(0, len(found), BLOCK):
+            stop = min(start + BLOCK, len(found))
+            scores, positions = faiss.knn(found.vectors[start:stop], found.vectors, k, faiss.METRIC_INNER_PRODUCT)
+            if progress is not None:
+                progress(stop)
+            yield np.arange(start, stop), scores, positions
+        return
+    scores, positions = _by_cell(found, k, progress)
+    for start in range(0, len(found), BLOCK):
+        stop = min(start + BLOCK, len(found))
+        yield np.arange(start, stop), scores[start:stop], positions[start:stop]
+
+
+def _by_cell(found: Collection, k: int, progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's best ``k`` over the cells it probes, a cell at a time (see the module doc)."""
+    import faiss
+
+    assert found.centres is not None
+    count, probes = len(found.centres), found.cells.shape[1]
+    home = found.cells[:, 0]  # the cell a row is in
+    members = np.argsort(home, kind="stable")
+    member_bounds = np.searchsorted(home[members], np.arange(count + 1))
+    probing = np.argsort(found.cells.ravel(), kind="stable")  # (row, probe) pairs by the cell probed
+    probing_bounds = np.searchsorted(found.cells.ravel()[probing], np.arange(count + 1))
+    best_scores = np.full((len(found), k), -np.inf, np.float32)
+    best = np.full((len(found), k), -1, np.int64)
+    for cell in range(count):
+        rows = members[member_bounds[cell] : member_bounds[cell + 1]]
+        if len(rows) == 0:
+            continue
+        queries = probing[probing_bounds[cell] : probing_bounds[cell + 1]] // probes
+        scores, found_at = faiss.knn(found.vectors[queries], found.vectors[rows], min(k, len(rows)), faiss.METRIC_INNER_PRODUCT)
+        merged_scores = np.concatenate([best_scores[queries], scores], axis=1)
+        merged = np.concatenate([best[queries], np.where(found_at >= 0, rows[np.maximum(found_at, 0)], -1)], axis=1)
+        keep = np.argpartition(-merged_scores, k - 1, axis=1)[:, :k]
+        best_scores[queries] = np.take_along_axis(merged_scores, keep, 1)
+        best[queries] = np.take_along_axis(merged, keep, 1)
+        if progress is not None and cell % 64 == 63:
+            progress(int(len(found) * (cell + 1) / count))
+    if progress is not None:
+        progress(len(found))
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return np.take_along_axis(best_scores, order, 1), np.take_along_axis(best, order, 1)

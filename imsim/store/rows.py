@@ -124,7 +124,9 @@ class Rows:
         consistency: Consistency = "Strong",
     ) -> Iterator[list[dict[str, Any]]]:
         """Every row matching ``filter``, in batches of dicts, in primary-key order (a query iterator: no top-k or
-        offset cap; its one Strong read is at the start)."""
+        offset cap; its one Strong read is at the start). A row's vector is a float32 array (a view of its batch's one
+        array: pymilvus's ``strict_float32``), not a list of Python floats: decoding 768 floats a row one by one was
+        half the client's time reading a collection (11 of 23 CPU-s at 100k rows)."""
         self.conn.load(name)
         iterator = self.conn.call(
             "query_iterator",
@@ -133,6 +135,7 @@ class Rows:
             filter=filter,
             output_fields=list(output_fields),
             consistency_level=consistency,
+            strict_float32=VECTOR in output_fields,
         )
         for rows in pages_of(iterator, f"Milvus query over {name!r}"):
             yield [dict(r) for r in rows]
