@@ -77,9 +77,8 @@ def main() -> None:
         for rows, _, positions in nb.neighbours(found, K):
             graph[rows] = positions
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        print(
-            f"imsim, a cell at a time, {probes} probes: {wall:.1f} s, {cpu:.1f} CPU-s | {recall(graph[sample], truth, truth_scores)}"
-        )
+        measured = recall(graph[sample], truth, truth_scores)
+        print(f"imsim, a cell at a time, {probes} probes: {wall:.1f} s, {cpu:.1f} CPU-s | {measured}", flush=True)
         ivf.nprobe = probes
         queries = min(args.faiss_queries, args.rows)
         wall, cpu = time.perf_counter(), time.process_time()
