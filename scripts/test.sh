@@ -9,4 +9,4 @@ echo "== ruff check" >&2 && ruff check .
 echo "== ruff format --check" >&2 && ruff format --check .
 echo "== mypy (imsim and workers with every def typed; tests, benchmarks)" >&2 && mypy
 echo "== import-linter (the layering of docs/architecture.md)" >&2 && lint-imports --no-cache
-exec python -m pytest -q -n "${IMSIM_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
+exec python -m pytest -q -n "${IMSIM_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder "$@"
