@@ -2,8 +2,9 @@
 
 Each stored image is paired with its ``neighbours`` nearest images in its model's collection (a k-NN graph), found in
 this process on a server and on Milvus Lite alike (:mod:`imsim.analysis.neighbours`: the collection streamed once into
-FAISS; no search request per row). A pair at or above the threshold is an edge, and groups are the connected
-components of those edges (so A~B and B~C put A, B and C together).
+one array, searched a cell of an inverted file at a time; no search request per row). A pair at or above the
+threshold is an edge, and groups are the connected components of those edges (so A~B and B~C put A, B and C
+together).
 ``model="fused"`` scores a pair by the weighted mean of every model's cosine: since that mean never exceeds the
 largest cosine, pairs found by any single model at the threshold are complete candidates, and each is then scored
 exactly from the stored vectors, a block of pairs at a time.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class VectorsBuilder:
         self.vectors = np.empty((max(total, 1), dim), np.float32)
         self.rows = 0
         self.centres: np.ndarray | None = None
+        self.quantizer: Any = None  # a faiss.IndexFlatIP over the centres, once trained
         self.cells: list[np.ndarray] = []
 
     def add(self, block: np.ndarray) -> None:
@@ -175,8 +176,9 @@ def _by_cell(found: Collection, k: int, progress: Callable[[int], None] | None) 
     home = found.cells[:, 0]  # the cell a row is in
     members = np.argsort(home, kind="stable")
     member_bounds = np.searchsorted(home[members], np.arange(count + 1))
-    probing = np.argsort(found.cells.ravel(), kind="stable")  # (row, probe) pairs by the cell probed
-    probing_bounds = np.searchsorted(found.cells.ravel()[probing], np.arange(count + 1))
+    probed = found.cells.ravel()  # (row, probe) pairs, row-major: pair i is row i // probes
+    probing = np.argsort(probed, kind="stable")  # the pairs by the cell probed
+    probing_bounds = np.searchsorted(probed[probing], np.arange(count + 1))
     best_scores = np.full((len(found), k), -np.inf, np.float32)
     best = np.full((len(found), k), -1, np.int64)
     for cell in range(count):
